@@ -1,0 +1,558 @@
+package policy
+
+import (
+	"cmp"
+	"fmt"
+	"regexp"
+	"slices"
+	"strings"
+	"unicode/utf8"
+
+	"gopkg.in/yaml.v3"
+)
+
+var (
+	nameRe      = regexp.MustCompile(`^[a-zA-Z0-9][a-zA-Z0-9_\-]*$`)
+	imageNameRe = regexp.MustCompile(`^[a-z0-9]+(?:[._-][a-z0-9]+)*$`)
+	// A registry host (DNS name or [IPv6]), an optional port, then one or more
+	// lowercase path components; no tag or digest.
+	imageFullNameRe = regexp.MustCompile(`^(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]*[A-Za-z0-9])?)*)(?::[0-9]+)?(?:/[a-z0-9]+(?:[._-][a-z0-9]+)*)+$`)
+	podLabelRe      = regexp.MustCompile(`^([a-zA-Z0-9.-]+/)?[a-zA-Z0-9.-]+:[a-zA-Z0-9._-]*\*?$`)
+	pathRe          = regexp.MustCompile(`^(?:/[^/*]+)*(?:/\*|/\*\*)?$`)
+)
+
+// condition describes one selector condition key.
+type condition struct {
+	types   [numTypes]bool
+	boolean bool
+	// check returns what is wrong with one value, or "".
+	check func(v string) string
+	// literalStar: a * in a value is matched literally; warn, since authors mean a wildcard.
+	literalStar bool
+}
+
+var both = [numTypes]bool{true, true}
+
+var conditions = map[string]condition{
+	"operation":                {types: both},
+	"containerImageName":       {types: both, check: checkImageName},
+	"containerImageTag":        {types: both, literalStar: true},
+	"containerImageFullName":   {types: both, check: checkImageFullName},
+	"kubernetesClusterId":      {types: both, literalStar: true},
+	"kubernetesClusterName":    {types: both, literalStar: true},
+	"kubernetesNamespace":      {types: both, literalStar: true},
+	"kubernetesPodName":        {types: both, check: checkTrailingStar},
+	"kubernetesPodLabel":       {types: both, check: checkPodLabel},
+	"orchestratorType":         {types: both, check: checkOrchestratorType},
+	"targetFilePath":           {types: [numTypes]bool{File: true}, check: checkPath},
+	"ignoreVolumeMounts":       {types: [numTypes]bool{File: true}, boolean: true},
+	"ignoreVolumeFiles":        {types: [numTypes]bool{File: true}, boolean: true},
+	"processExecutable":        {types: [numTypes]bool{Process: true}, check: checkPath},
+	"processName":              {types: [numTypes]bool{Process: true}, check: checkProcessName, literalStar: true},
+	"sessionLeaderInteractive": {types: [numTypes]bool{Process: true}, boolean: true},
+}
+
+// legacyConditions maps first-version condition names to today's.
+var legacyConditions = map[string]string{
+	"orchestratorNamespace":     "kubernetesNamespace",
+	"orchestratorResourceLabel": "kubernetesPodLabel",
+	"orchestratorResourceName":  "kubernetesPodName",
+	"orchestratorClusterId":     "kubernetesClusterId",
+	"orchestratorClusterName":   "kubernetesClusterName",
+}
+
+// conditionNames lists the conditions of type t, sorted, for messages.
+func conditionNames(t Type) []string {
+	var out []string
+	for k, c := range conditions {
+		if c.types[t] && k != "orchestratorType" {
+			out = append(out, k)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+func checkImageName(v string) string {
+	if !imageNameRe.MatchString(v) {
+		return "must be an image name without registry or tag, lowercase letters and digits separated by single '.', '_' or '-' (e.g. nginx); use containerImageFullName for registry/path"
+	}
+	return ""
+}
+
+func checkImageFullName(v string) string {
+	if imageFullNameRe.MatchString(v) {
+		return ""
+	}
+	last := v[strings.LastIndexByte(v, '/')+1:]
+	switch {
+	case strings.Contains(v, "@"):
+		return "must not include a digest; give the image's registry and path (e.g. docker.io/nginx)"
+	case strings.Contains(last, ":") && strings.Contains(v, "/"):
+		return "must not include a tag; put the tag in containerImageTag (e.g. docker.io/nginx with containerImageTag: [latest])"
+	case !strings.Contains(v, "/"):
+		return "must start with a registry host (DNS name or [IPv6], optional :port) followed by the image path, e.g. docker.io/nginx; a bare name belongs in containerImageName"
+	}
+	return "must be a registry host (DNS name or [IPv6], optional :port) followed by one or more lowercase path components, e.g. docker.io/library/nginx or [::1]:5000/team/app"
+}
+
+func checkTrailingStar(v string) string {
+	if i := strings.IndexByte(v, '*'); i >= 0 && i != len(v)-1 {
+		return "* is allowed only at the end (e.g. nginx-pod-*)"
+	}
+	return ""
+}
+
+func checkPodLabel(v string) string {
+	if podLabelRe.MatchString(v) {
+		return ""
+	}
+	if !strings.Contains(v, ":") {
+		return "must be key:value (e.g. app:nginx or example.com/tier:front*); key: alone matches an empty value"
+	}
+	k, val, _ := strings.Cut(v, ":")
+	if i := strings.IndexByte(val, '*'); strings.Contains(k, "*") || (i >= 0 && i != len(val)-1) {
+		return "* is allowed only at the end of the value (e.g. app:web-*)"
+	}
+	return "must be key:value where the key is [prefix/]name of letters, digits, '.' and '-', and the value has letters, digits, '.', '_' and '-' with an optional trailing *"
+}
+
+func checkOrchestratorType(v string) string {
+	if v != "kubernetes" {
+		return "the only supported orchestrator is kubernetes"
+	}
+	return ""
+}
+
+func checkPath(v string) string {
+	if len(v) > MaxPathBytes {
+		return fmt.Sprintf("is %d bytes; paths are at most %d bytes", len(v), MaxPathBytes)
+	}
+	if pathRe.MatchString(v) {
+		return ""
+	}
+	switch {
+	case !strings.HasPrefix(v, "/"):
+		return "must be an absolute path (start with /)"
+	case v == "/":
+		return "the root itself is not a file; use /* for its direct children or /** for everything"
+	case strings.HasSuffix(v, "/"):
+		return "must not end with /; use /* for direct children or /** for everything below"
+	case strings.Contains(v, "//"):
+		return "must not contain empty components (//)"
+	}
+	return "* is allowed only as a final /* (direct children) or /** (any depth), e.g. /usr/bin/* or /etc/**"
+}
+
+func checkProcessName(v string) string {
+	if len(v) > MaxProcessNameBytes {
+		return fmt.Sprintf("is %d bytes; the kernel keeps only %d bytes of a process name (comm), so this can never match", len(v), MaxProcessNameBytes)
+	}
+	return ""
+}
+
+// strval is a list value with its node.
+type strval struct {
+	s string
+	n *yaml.Node
+}
+
+// strings returns a condition's values, reporting shape problems.
+func (p *parser) strings(v *yaml.Node, w where, field string) []strval {
+	if v.Kind == yaml.ScalarNode && !isNull(v) {
+		p.errorf(v, w, field, "must be a list, e.g. %s: [%s]", field, v.Value)
+		return nil
+	}
+	items := p.sequence(v, w, field, "value")
+	var out []strval
+	seen := map[string]bool{}
+	for _, c := range items {
+		switch {
+		case c.Kind != yaml.ScalarNode:
+			p.errorf(c, w, field, "list items must be strings")
+		case isNull(c) || c.Value == "":
+			p.errorf(c, w, field, "empty value; every value must be a non-empty string")
+		case len(c.Value) > MaxValueBytes:
+			p.errorf(c, w, field, "value is %d bytes; at most %d bytes are allowed", len(c.Value), MaxValueBytes)
+		case !utf8.ValidString(c.Value):
+			p.errorf(c, w, field, "value is not valid UTF-8")
+		case seen[c.Value]:
+			p.warnf(c, w, field, "%q is listed twice", c.Value)
+		default:
+			seen[c.Value] = true
+			out = append(out, strval{c.Value, c})
+		}
+	}
+	return out
+}
+
+func (p *parser) boolean(v *yaml.Node, w where, field string) (bool, bool) {
+	if v.Kind != yaml.ScalarNode || v.Tag != "!!bool" {
+		p.errorf(v, w, field, "must be true or false")
+		return false, false
+	}
+	return v.Value == "true", true
+}
+
+func (p *parser) compileSection(t Type, raw, other *rawSection) section {
+	var sec section
+	wt := where{typ: t.String()}
+	if n := len(raw.selectors) + len(raw.responses); n > MaxRules {
+		p.errorf(raw.key, wt, "", "has %d selectors and %d responses; at most %d in all are allowed per type", len(raw.selectors), len(raw.responses), MaxRules)
+	}
+	index := map[string]int{}
+	for i, n := range raw.selectors {
+		// A selector with errors still takes its name, so responses naming it do not
+		// add errors of their own; the policy is rejected either way.
+		s := p.selector(t, n, i+1)
+		if s.Name == "" {
+			continue
+		}
+		if j, dup := index[s.Name]; dup {
+			first := sec.selectors[j].Pos
+			p.errorf(n, where{typ: t.String(), selector: s.Name}, "name", "duplicate %s selector name; first defined at line %d, column %d", t, first.Line, first.Column)
+			continue
+		}
+		index[s.Name] = len(sec.selectors)
+		sec.selectors = append(sec.selectors, s)
+	}
+	otherNames := map[string]bool{}
+	for _, n := range other.selectors {
+		if name := selectorName(n); name != "" {
+			otherNames[name] = true
+		}
+	}
+	for i, n := range raw.responses {
+		if r, ok := p.response(t, n, i+1, sec.selectors, index, otherNames); ok {
+			sec.responses = append(sec.responses, r)
+		}
+	}
+	return sec
+}
+
+func selectorName(n *yaml.Node) string {
+	if n.Kind != yaml.MappingNode {
+		return ""
+	}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		if k, v := deref(n.Content[i]), deref(n.Content[i+1]); k.Value == "name" && v.Kind == yaml.ScalarNode {
+			return v.Value
+		}
+	}
+	return ""
+}
+
+func (p *parser) selector(t Type, n *yaml.Node, idx int) Selector {
+	s := Selector{Type: t, Pos: Position{n.Line, n.Column}}
+	w := where{typ: t.String(), selector: fmt.Sprintf("#%d", idx)}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, w, "", "must be a mapping with a name and at least one condition")
+		return s
+	}
+	pairs := p.pairs(n, w)
+	sawName := false
+	for _, kv := range pairs {
+		if kv.key != "name" {
+			continue
+		}
+		sawName = true
+		switch {
+		case kv.v.Kind != yaml.ScalarNode || isNull(kv.v) || kv.v.Value == "":
+			p.errorf(kv.v, w, "name", "must be a non-empty string")
+		case len(kv.v.Value) > MaxNameLength:
+			p.errorf(kv.v, w, "name", "is %d characters; at most %d are allowed", len(kv.v.Value), MaxNameLength)
+		case !nameRe.MatchString(kv.v.Value):
+			p.errorf(kv.v, w, "name", "%q is not a valid name: use letters, digits, '_' and '-', starting with a letter or digit", kv.v.Value)
+		default:
+			s.Name = kv.v.Value
+			w.selector = s.Name
+		}
+	}
+	if !sawName {
+		p.errorf(n, w, "name", "required: every selector needs a name")
+	}
+
+	given := map[string]*yaml.Node{}
+	for _, kv := range pairs {
+		key := kv.key
+		if key == "name" {
+			continue
+		}
+		if nk, ok := legacyConditions[key]; ok {
+			p.warnf(kv.k, w, key, "deprecated first-version condition; use %s", nk)
+			key = nk
+		}
+		if key == "orchestratorType" {
+			p.warnf(kv.k, w, key, "deprecated first-version condition with no replacement; kept as: the workload runs in a Kubernetes pod")
+		}
+		c, known := conditions[key]
+		if !known {
+			known := append(conditionNames(t), "name")
+			p.unknownKey(kv.k, w, known)
+			continue
+		}
+		if !c.types[t] {
+			p.warnf(kv.k, w, key, "is not a %s selector condition and is ignored, which makes this selector match more than it says; %s selectors allow: %s", t, t, strings.Join(conditionNames(t), ", "))
+			continue
+		}
+		if first, dup := given[key]; dup {
+			p.errorf(kv.k, w, key, "given twice in one selector (also at line %d, under its old or new name)", first.Line)
+			continue
+		}
+		given[key] = kv.k
+		if c.boolean {
+			b, ok := p.boolean(kv.v, w, key)
+			if !ok {
+				continue
+			}
+			switch key {
+			case "ignoreVolumeMounts":
+				s.IgnoreVolumeMounts = b
+			case "ignoreVolumeFiles":
+				s.IgnoreVolumeFiles = b
+			case "sessionLeaderInteractive":
+				s.SessionLeaderInteractive = False
+				if b {
+					s.SessionLeaderInteractive = True
+				}
+			}
+			continue
+		}
+		for _, v := range p.strings(kv.v, w, key) {
+			if key == "operation" {
+				p.operation(t, &s, v, w)
+				continue
+			}
+			if c.check != nil {
+				if msg := c.check(v.s); msg != "" {
+					p.errorf(v.n, w, key, "%q %s", v.s, msg)
+					continue
+				}
+			}
+			if c.literalStar && strings.Contains(v.s, "*") {
+				p.warnf(v.n, w, key, "%q: * is matched literally here; wildcards work only in kubernetesPodName, kubernetesPodLabel values, targetFilePath and processExecutable", v.s)
+			}
+			s.add(key, v.s)
+			if key == "targetFilePath" || key == "processExecutable" {
+				if hasDotComponent(v.s) {
+					p.warnf(v.n, w, key, "%q has a . or .. component; operations are matched against resolved paths, so this value never matches", v.s)
+				}
+			}
+		}
+	}
+
+	if len(given) == 0 && sawName {
+		p.errorf(n, w, "", "no conditions: a selector needs at least one condition besides name (%s selectors allow: %s)", t, strings.Join(conditionNames(t), ", "))
+	}
+	if a, b := given["containerImageFullName"], given["containerImageName"]; a != nil && b != nil {
+		later := a
+		if b.Line > a.Line || (b.Line == a.Line && b.Column > a.Column) {
+			later = b
+		}
+		p.errorf(later, w, later.Value, "containerImageFullName and containerImageName cannot be combined in one selector; use one (containerImageFullName already names the image)")
+	}
+	if s.IgnoreVolumeMounts && s.IgnoreVolumeFiles {
+		p.errorf(given["ignoreVolumeFiles"], w, "ignoreVolumeFiles", "cannot be combined with ignoreVolumeMounts, which already ignores file mounts (they are volume mounts too)")
+	}
+	if given["processExecutable"] != nil && given["processName"] != nil {
+		p.warnf(given["processName"], w, "processName", "combined with processExecutable in one selector (Kibana forbids this): both must match, so a name that differs from the executable's basename never matches")
+	}
+	return s
+}
+
+func (p *parser) errorCount() int {
+	n := 0
+	for _, d := range p.diags {
+		if d.Severity == SeverityError {
+			n++
+		}
+	}
+	return n
+}
+
+func (p *parser) operation(t Type, s *Selector, v strval, w where) {
+	op, ok := ParseOp(v.s)
+	if !ok || op.Type() != t {
+		allowed := allOps[t].String()
+		if ok {
+			p.errorf(v.n, w, "operation", "%q is a %s operation; %s selectors allow: %s", v.s, op.Type(), t, allowed)
+		} else if s := suggest(v.s, strings.Split(allowed, ", ")); s != "" {
+			p.errorf(v.n, w, "operation", "unknown operation %q (did you mean %q?); %s selectors allow: %s", v.s, s, t, allowed)
+		} else {
+			p.errorf(v.n, w, "operation", "unknown operation %q; %s selectors allow: %s", v.s, t, allowed)
+		}
+		return
+	}
+	if op == OpExecMemfd {
+		p.warnf(v.n, w, "operation", "execMemFd is a deprecated first-version operation; use exec (kept as: exec of a memfd, i.e. fileless execution)")
+	}
+	s.Operations = s.Operations.With(op)
+}
+
+func (s *Selector) add(key, v string) {
+	switch key {
+	case "containerImageName":
+		s.ContainerImageName = append(s.ContainerImageName, v)
+	case "containerImageTag":
+		s.ContainerImageTag = append(s.ContainerImageTag, v)
+	case "containerImageFullName":
+		s.ContainerImageFullName = append(s.ContainerImageFullName, v)
+	case "kubernetesClusterId":
+		s.KubernetesClusterID = append(s.KubernetesClusterID, v)
+	case "kubernetesClusterName":
+		s.KubernetesClusterName = append(s.KubernetesClusterName, v)
+	case "kubernetesNamespace":
+		s.KubernetesNamespace = append(s.KubernetesNamespace, v)
+	case "kubernetesPodName":
+		s.KubernetesPodName = append(s.KubernetesPodName, newNamePattern(v))
+	case "kubernetesPodLabel":
+		s.KubernetesPodLabel = append(s.KubernetesPodLabel, newLabelPattern(v))
+	case "orchestratorType":
+		s.OrchestratorType = append(s.OrchestratorType, v)
+	case "targetFilePath":
+		s.TargetFilePath = append(s.TargetFilePath, newPathPattern(v))
+	case "processExecutable":
+		s.ProcessExecutable = append(s.ProcessExecutable, newPathPattern(v))
+	case "processName":
+		s.ProcessName = append(s.ProcessName, v)
+	default:
+		panic("policy: condition without a field: " + key)
+	}
+}
+
+func hasDotComponent(path string) bool {
+	for _, c := range strings.Split(path, "/") {
+		if c == "." || c == ".." {
+			return true
+		}
+	}
+	return false
+}
+
+// onlyOperations reports whether the selector constrains nothing but the operation:
+// it matches that operation in every container.
+func (s *Selector) onlyOperations() bool {
+	return len(s.ContainerImageName)+len(s.ContainerImageTag)+len(s.ContainerImageFullName)+
+		len(s.KubernetesClusterID)+len(s.KubernetesClusterName)+len(s.KubernetesNamespace)+
+		len(s.KubernetesPodName)+len(s.KubernetesPodLabel)+len(s.OrchestratorType)+
+		len(s.TargetFilePath)+len(s.ProcessExecutable)+len(s.ProcessName) == 0 &&
+		!s.IgnoreVolumeMounts && !s.IgnoreVolumeFiles && s.SessionLeaderInteractive == Unset
+}
+
+func (p *parser) response(t Type, n *yaml.Node, idx int, sels []Selector, index map[string]int, otherNames map[string]bool) (Response, bool) {
+	r := Response{Type: t, Pos: Position{n.Line, n.Column}}
+	w := where{typ: t.String(), response: idx}
+	if n.Kind != yaml.MappingNode {
+		p.errorf(n, w, "", "must be a mapping with match and actions")
+		return r, false
+	}
+	errsBefore := p.errorCount()
+	var matchVals, excludeVals []strval
+	var actionsNode *yaml.Node
+	sawMatch, sawActions := false, false
+	for _, kv := range p.pairs(n, w) {
+		switch kv.key {
+		case "match":
+			sawMatch = true
+			matchVals = p.refs(t, kv.v, w, "match", index, otherNames, sels)
+		case "exclude":
+			excludeVals = p.refs(t, kv.v, w, "exclude", index, otherNames, sels)
+		case "actions":
+			sawActions = true
+			actionsNode = kv.v
+			for _, v := range p.strings(kv.v, w, "actions") {
+				a, ok := parseAction(v.s)
+				if !ok {
+					p.errorf(v.n, w, "actions", "unknown action %q; allowed: log, alert, block", v.s)
+					continue
+				}
+				r.Actions |= a
+			}
+		default:
+			p.unknownKey(kv.k, w, []string{"match", "exclude", "actions"})
+		}
+	}
+	if !sawMatch {
+		p.errorf(n, w, "match", "required: name at least one %s selector", t)
+	}
+	if !sawActions {
+		p.errorf(n, w, "actions", "required: at least one of log, alert, block")
+	}
+	if r.Actions.Has(ActionBlock) && !r.Actions.Has(ActionAlert) {
+		p.errorf(actionsNode, w, "actions", "block requires alert in the same response, so every blocked operation is reported")
+	}
+	for _, v := range matchVals {
+		r.Match = append(r.Match, v.s)
+		r.MatchMask |= 1 << index[v.s]
+	}
+	for _, v := range excludeVals {
+		r.Exclude = append(r.Exclude, v.s)
+		r.ExcludeMask |= 1 << index[v.s]
+		if r.MatchMask&(1<<index[v.s]) != 0 {
+			p.warnf(v.n, w, "exclude", "%q is in both match and exclude, so it never makes this response fire", v.s)
+		}
+	}
+	if r.Actions.Has(ActionBlock) && p.errorCount() == errsBefore {
+		p.checkBlock(t, &r, w, matchVals, sels, index)
+	}
+	return r, p.errorCount() == errsBefore
+}
+
+// refs resolves selector names of a match or exclude list.
+func (p *parser) refs(t Type, v *yaml.Node, w where, field string, index map[string]int, otherNames map[string]bool, sels []Selector) []strval {
+	var out []strval
+	for _, ref := range p.strings(v, w, field) {
+		if _, ok := index[ref.s]; ok {
+			out = append(out, ref)
+			continue
+		}
+		if otherNames[ref.s] {
+			p.errorf(ref.n, w, field, "%q is a %s selector; a %s response can name only %s selectors", ref.s, Type(1-t), t, t)
+			continue
+		}
+		names := make([]string, 0, len(sels))
+		for _, s := range sels {
+			names = append(names, s.Name)
+		}
+		if len(names) == 0 {
+			p.errorf(ref.n, w, field, "unknown selector %q (this section has no valid selectors)", ref.s)
+		} else {
+			p.errorf(ref.n, w, field, "unknown selector %q; %s selectors are: %s", ref.s, t, strings.Join(names, ", "))
+		}
+	}
+	return out
+}
+
+// checkBlock applies the guard rails for blocking responses.
+func (p *parser) checkBlock(t Type, r *Response, w where, matchVals []strval, sels []Selector, index map[string]int) {
+	if t == File {
+		excludeHasPath := false
+		for _, name := range r.Exclude {
+			if len(sels[index[name]].TargetFilePath) > 0 {
+				excludeHasPath = true
+			}
+		}
+		for _, v := range matchVals {
+			s := &sels[index[v.s]]
+			writes := s.Covers() & writeOps
+			if writes == 0 {
+				continue
+			}
+			if len(s.TargetFilePath) == 0 && !excludeHasPath {
+				p.errorf(v.n, w, "match", "selector %q covers %s without targetFilePath, so this response would block every such write in a container; give %q a targetFilePath, or exclude a selector that has one", v.s, writes, v.s)
+				continue
+			}
+			for _, pp := range s.TargetFilePath {
+				if pp.Kind != PathExact && strings.Count(pp.Path, "/") <= 1 {
+					p.warnf(v.n, where{typ: t.String(), selector: s.Name}, "targetFilePath", "%q with block stops %s for every file under %s", pp.String(), writes, cmp.Or(pp.Path, "/"))
+				}
+			}
+		}
+		return
+	}
+	for _, v := range matchVals {
+		if s := &sels[index[v.s]]; s.onlyOperations() {
+			p.warnf(v.n, w, "match", "selector %q has no condition but its operations, so this response blocks every %s in every container", v.s, s.Covers())
+		}
+	}
+}

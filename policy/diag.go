@@ -1,0 +1,96 @@
+package policy
+
+import (
+	"fmt"
+	"sort"
+	"strings"
+)
+
+// Severity tells an error (the policy is rejected) from a warning (it is accepted,
+// but probably not what the author meant).
+type Severity uint8
+
+const (
+	SeverityError Severity = iota
+	SeverityWarning
+)
+
+func (s Severity) String() string {
+	if s == SeverityWarning {
+		return "warning"
+	}
+	return "error"
+}
+
+// MarshalText makes JSON diagnostics read "error"/"warning".
+func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
+
+// Diagnostic is one problem found in a policy, located in its source.
+type Diagnostic struct {
+	Severity Severity `json:"severity"`
+	File     string   `json:"file"`
+	Line     int      `json:"line"`
+	// Column is 0 when the YAML parser did not report one.
+	Column int `json:"column"`
+	// Type is "file" or "process" when the problem is inside a section.
+	Type string `json:"type,omitempty"`
+	// Selector names the selector (or "#N" when it has no usable name).
+	Selector string `json:"selector,omitempty"`
+	// Response is the 1-based index of the response within its section.
+	Response int    `json:"response,omitempty"`
+	Field    string `json:"field,omitempty"`
+	Message  string `json:"message"`
+}
+
+// String renders FILE:LINE:COL: [warning: ]<type> selector "<name>": <field>: <message>.
+func (d Diagnostic) String() string {
+	var b strings.Builder
+	b.WriteString(d.File)
+	fmt.Fprintf(&b, ":%d:", d.Line)
+	if d.Column > 0 {
+		fmt.Fprintf(&b, "%d:", d.Column)
+	}
+	b.WriteByte(' ')
+	if d.Severity == SeverityWarning {
+		b.WriteString("warning: ")
+	}
+	switch {
+	case d.Selector != "":
+		if strings.HasPrefix(d.Selector, "#") {
+			fmt.Fprintf(&b, "%s selector %s: ", d.Type, d.Selector)
+		} else {
+			fmt.Fprintf(&b, "%s selector %q: ", d.Type, d.Selector)
+		}
+	case d.Response > 0:
+		fmt.Fprintf(&b, "%s response #%d: ", d.Type, d.Response)
+	case d.Type != "":
+		fmt.Fprintf(&b, "%s: ", d.Type)
+	}
+	if d.Field != "" {
+		b.WriteString(d.Field)
+		b.WriteString(": ")
+	}
+	b.WriteString(d.Message)
+	return b.String()
+}
+
+// Errors is every error found in an invalid policy. It is the error Parse returns
+// when a policy is rejected; nothing of such a policy is usable.
+type Errors []Diagnostic
+
+func (e Errors) Error() string {
+	lines := make([]string, len(e))
+	for i, d := range e {
+		lines[i] = d.String()
+	}
+	return strings.Join(lines, "\n")
+}
+
+func sortDiagnostics(ds []Diagnostic) {
+	sort.SliceStable(ds, func(i, j int) bool {
+		if ds[i].Line != ds[j].Line {
+			return ds[i].Line < ds[j].Line
+		}
+		return ds[i].Column < ds[j].Column
+	})
+}

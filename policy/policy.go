@@ -1,0 +1,353 @@
+package policy
+
+import (
+	"fmt"
+	"slices"
+	"strings"
+)
+
+// Position is a place in the policy source, 1-based.
+type Position struct {
+	Line, Column int
+}
+
+// Tristate is an optional boolean condition.
+type Tristate uint8
+
+const (
+	Unset Tristate = iota
+	True
+	False
+)
+
+// Selector is a compiled selector: every non-empty condition must hold (AND), and
+// any value of a list condition may match (OR).
+type Selector struct {
+	Name string
+	Type Type
+	Pos  Position
+	// Operations is the set named in the policy; empty means every operation of Type.
+	Operations OpSet
+
+	ContainerImageName     []string
+	ContainerImageTag      []string
+	ContainerImageFullName []string
+	KubernetesClusterID    []string
+	KubernetesClusterName  []string
+	KubernetesNamespace    []string
+	KubernetesPodName      []NamePattern
+	KubernetesPodLabel     []LabelPattern
+	// OrchestratorType is the first policy version's condition; its only value,
+	// "kubernetes", matches workloads that run in a Kubernetes pod.
+	OrchestratorType []string
+
+	// File selectors.
+	TargetFilePath     []PathPattern
+	IgnoreVolumeMounts bool
+	IgnoreVolumeFiles  bool
+
+	// Process selectors.
+	ProcessExecutable        []PathPattern
+	ProcessName              []string
+	SessionLeaderInteractive Tristate
+}
+
+// Covers returns the operations the selector can match.
+func (s *Selector) Covers() OpSet {
+	if s.Operations == 0 {
+		return allOps[s.Type]
+	}
+	return s.Operations
+}
+
+func (s *Selector) clone() Selector {
+	c := *s
+	c.ContainerImageName = slices.Clone(s.ContainerImageName)
+	c.ContainerImageTag = slices.Clone(s.ContainerImageTag)
+	c.ContainerImageFullName = slices.Clone(s.ContainerImageFullName)
+	c.KubernetesClusterID = slices.Clone(s.KubernetesClusterID)
+	c.KubernetesClusterName = slices.Clone(s.KubernetesClusterName)
+	c.KubernetesNamespace = slices.Clone(s.KubernetesNamespace)
+	c.KubernetesPodName = slices.Clone(s.KubernetesPodName)
+	c.KubernetesPodLabel = slices.Clone(s.KubernetesPodLabel)
+	c.OrchestratorType = slices.Clone(s.OrchestratorType)
+	c.TargetFilePath = slices.Clone(s.TargetFilePath)
+	c.ProcessExecutable = slices.Clone(s.ProcessExecutable)
+	c.ProcessName = slices.Clone(s.ProcessName)
+	return c
+}
+
+// Response is a compiled response: IF any Match selector matches AND NOT any
+// Exclude selector matches THEN Actions.
+type Response struct {
+	Type    Type
+	Pos     Position
+	Match   []string
+	Exclude []string
+	Actions Actions
+	// MatchMask and ExcludeMask are bit i = selector i of the same type, the form
+	// the kernel engine stores.
+	MatchMask, ExcludeMask uint64
+}
+
+// String renders the response as the rule it is, e.g.
+// IF (binDirExeMods OR etcFileChanges) AND NOT (nginx) THEN alert, block.
+func (r Response) String() string {
+	s := "IF (" + strings.Join(r.Match, " OR ") + ")"
+	if len(r.Exclude) > 0 {
+		s += " AND NOT (" + strings.Join(r.Exclude, " OR ") + ")"
+	}
+	return s + " THEN " + r.Actions.String()
+}
+
+// MaxRules is the most selectors plus responses one type may hold, so selector sets
+// fit a 64-bit mask.
+const MaxRules = 64
+
+type section struct {
+	selectors []Selector
+	responses []Response
+}
+
+// Policy is a validated, compiled policy. It is immutable: accessors return copies,
+// so one Policy can be shared by the evaluator, the kernel compiler and diagnostics.
+type Policy struct {
+	name     string
+	version  string
+	source   []byte
+	warnings []Diagnostic
+	sections [numTypes]section
+}
+
+// Name is the name the policy was parsed under (a file name or a unit id).
+func (p *Policy) Name() string { return p.name }
+
+// Version is the optional top-level version string.
+func (p *Policy) Version() string { return p.version }
+
+// Source returns the YAML the policy was parsed from.
+func (p *Policy) Source() []byte { return slices.Clone(p.source) }
+
+// Warnings returns the warnings found when the policy was parsed.
+func (p *Policy) Warnings() []Diagnostic { return slices.Clone(p.warnings) }
+
+// Selectors returns a copy of the selectors of type t, in policy order; selector i
+// is bit i of masks.
+func (p *Policy) Selectors(t Type) []Selector {
+	src := p.sections[t].selectors
+	out := make([]Selector, len(src))
+	for i := range src {
+		out[i] = src[i].clone()
+	}
+	return out
+}
+
+// Responses returns a copy of the responses of type t, in policy order.
+func (p *Policy) Responses(t Type) []Response {
+	src := p.sections[t].responses
+	out := make([]Response, len(src))
+	for i, r := range src {
+		r.Match = slices.Clone(r.Match)
+		r.Exclude = slices.Clone(r.Exclude)
+		out[i] = r
+	}
+	return out
+}
+
+// Blocks reports whether any response of type t can block.
+func (p *Policy) Blocks(t Type) bool {
+	for _, r := range p.sections[t].responses {
+		if r.Actions.Has(ActionBlock) {
+			return true
+		}
+	}
+	return false
+}
+
+// Operation is what a process in a container is about to do, with the context the
+// conditions look at. Paths are absolute and resolved, as the container sees them.
+type Operation struct {
+	Op Op
+	// TargetPath is the file a file operation acts on.
+	TargetPath        string
+	ProcessExecutable string
+	// ProcessName is the kernel's comm: at most 15 bytes.
+	ProcessName string
+	// ExecutableIsMemfd marks an exec of a memfd (fileless execution).
+	ExecutableIsMemfd bool
+	// SessionLeaderInteractive: the session leader has a controlling TTY.
+	SessionLeaderInteractive bool
+
+	ContainerImageName     string
+	ContainerImageTag      string
+	ContainerImageFullName string
+	KubernetesClusterID    string
+	KubernetesClusterName  string
+	KubernetesNamespace    string
+	KubernetesPodName      string
+	KubernetesPodLabels    map[string]string
+
+	// OnVolumeMount: the target is on any mount other than the container's root
+	// filesystem. A file mount is also a volume mount.
+	OnVolumeMount bool
+	// OnFileMount: the target is a single-file mount (configMap/secret file, subPath).
+	OnFileMount bool
+}
+
+// Decision is the outcome of evaluating one operation.
+type Decision struct {
+	Type Type
+	// Matched has bit i set when selector i of Type matched.
+	Matched uint64
+	// Fired has bit i set when response i of Type fired.
+	Fired   uint64
+	Actions Actions
+}
+
+// Evaluate returns the selectors that match op and the union of the actions of every
+// response that fires. It does not allocate.
+func (p *Policy) Evaluate(op *Operation) Decision {
+	t := op.Op.Type()
+	sec := &p.sections[t]
+	d := Decision{Type: t}
+	for i := range sec.selectors {
+		if sec.selectors[i].matches(op) {
+			d.Matched |= 1 << i
+		}
+	}
+	if d.Matched == 0 {
+		return d
+	}
+	for i := range sec.responses {
+		r := &sec.responses[i]
+		if d.Matched&r.MatchMask != 0 && d.Matched&r.ExcludeMask == 0 {
+			d.Fired |= 1 << i
+			d.Actions |= r.Actions
+		}
+	}
+	return d
+}
+
+// MatchedSelectors names the selectors of d, in policy order.
+func (p *Policy) MatchedSelectors(d Decision) []string {
+	var names []string
+	for i, s := range p.sections[d.Type].selectors {
+		if d.Matched&(1<<i) != 0 {
+			names = append(names, s.Name)
+		}
+	}
+	return names
+}
+
+func (s *Selector) matches(op *Operation) bool {
+	if s.Operations != 0 {
+		ok := s.Operations.Has(op.Op) ||
+			(op.Op == OpExec && op.ExecutableIsMemfd && s.Operations.Has(OpExecMemfd))
+		if !ok {
+			return false
+		}
+	}
+	if !anyEqual(s.ContainerImageName, op.ContainerImageName) ||
+		!anyEqual(s.ContainerImageTag, op.ContainerImageTag) ||
+		!anyEqual(s.ContainerImageFullName, op.ContainerImageFullName) ||
+		!anyEqual(s.KubernetesClusterID, op.KubernetesClusterID) ||
+		!anyEqual(s.KubernetesClusterName, op.KubernetesClusterName) ||
+		!anyEqual(s.KubernetesNamespace, op.KubernetesNamespace) {
+		return false
+	}
+	if len(s.KubernetesPodName) > 0 {
+		// A pod name pattern, even "*", only matches workloads that are in a pod.
+		if op.KubernetesPodName == "" || !anyName(s.KubernetesPodName, op.KubernetesPodName) {
+			return false
+		}
+	}
+	if len(s.KubernetesPodLabel) > 0 && !anyLabel(s.KubernetesPodLabel, op.KubernetesPodLabels) {
+		return false
+	}
+	if len(s.OrchestratorType) > 0 && op.KubernetesPodName == "" {
+		return false
+	}
+	switch s.Type {
+	case File:
+		if len(s.TargetFilePath) > 0 && !anyPath(s.TargetFilePath, op.TargetPath) {
+			return false
+		}
+		if s.IgnoreVolumeMounts && (op.OnVolumeMount || op.OnFileMount) {
+			return false
+		}
+		if s.IgnoreVolumeFiles && op.OnFileMount {
+			return false
+		}
+	case Process:
+		if len(s.ProcessExecutable) > 0 && !anyPath(s.ProcessExecutable, op.ProcessExecutable) {
+			return false
+		}
+		if !anyEqual(s.ProcessName, op.ProcessName) {
+			return false
+		}
+		switch s.SessionLeaderInteractive {
+		case True:
+			if !op.SessionLeaderInteractive {
+				return false
+			}
+		case False:
+			if op.SessionLeaderInteractive {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// anyEqual is true for an absent condition (no values) or when v is one of them.
+func anyEqual(vals []string, v string) bool {
+	if len(vals) == 0 {
+		return true
+	}
+	for _, x := range vals {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func anyName(ps []NamePattern, v string) bool {
+	for _, p := range ps {
+		if p.Match(v) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyLabel(ps []LabelPattern, labels map[string]string) bool {
+	for _, p := range ps {
+		if p.Match(labels) {
+			return true
+		}
+	}
+	return false
+}
+
+func anyPath(ps []PathPattern, path string) bool {
+	for _, p := range ps {
+		if p.Match(path) {
+			return true
+		}
+	}
+	return false
+}
+
+// String gives a one-line summary of the policy, e.g. for a startup log.
+func (p *Policy) String() string {
+	var parts []string
+	for t := Type(0); t < numTypes; t++ {
+		sec := p.sections[t]
+		if len(sec.selectors) == 0 {
+			continue
+		}
+		parts = append(parts, fmt.Sprintf("%s: %d selectors, %d responses", t, len(sec.selectors), len(sec.responses)))
+	}
+	return strings.Join(parts, "; ")
+}

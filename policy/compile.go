@@ -249,6 +249,9 @@ func (p *parser) selector(t Type, n *yaml.Node, idx int) Selector {
 		p.errorf(n, w, "", "must be a mapping with a name and at least one condition")
 		return s
 	}
+	if nm := selectorName(n); nameRe.MatchString(nm) && len(nm) <= MaxNameLength {
+		w.selector = nm
+	}
 	pairs := p.pairs(n, w)
 	sawName := false
 	for _, kv := range pairs {

@@ -62,7 +62,10 @@ func (d Diagnostic) String() string {
 			fmt.Fprintf(&b, "%s selector %q: ", d.Type, d.Selector)
 		}
 	case d.Response > 0:
-		fmt.Fprintf(&b, "%s response #%d: ", d.Type, d.Response)
+		if d.Type != "" {
+			b.WriteString(d.Type + " ")
+		}
+		fmt.Fprintf(&b, "response #%d: ", d.Response)
 	case d.Type != "":
 		fmt.Fprintf(&b, "%s: ", d.Type)
 	}

@@ -177,7 +177,11 @@ func (p *parser) parse(data []byte) *Policy {
 		if err != nil {
 			p.syntaxError(err)
 		} else {
-			p.errorf(&extra, where{}, "", "a policy is one YAML document; found another after ---")
+			at := &extra
+			if len(extra.Content) > 0 {
+				at = extra.Content[0]
+			}
+			p.errorf(at, where{}, "", "a policy is one YAML document; found another after ---")
 		}
 		return nil
 	}

@@ -351,3 +351,50 @@ func (p *Policy) String() string {
 	}
 	return strings.Join(parts, "; ")
 }
+
+// Conditions renders the selector's conditions, AND-joined, e.g.
+// operation in (createFile, modifyFile) AND targetFilePath in (/etc/**).
+func (s *Selector) Conditions() string {
+	var parts []string
+	list := func(key string, vals []string) {
+		if len(vals) > 0 {
+			parts = append(parts, key+" in ("+strings.Join(vals, ", ")+")")
+		}
+	}
+	if s.Operations != 0 {
+		parts = append(parts, "operation in ("+s.Operations.String()+")")
+	}
+	list("containerImageName", s.ContainerImageName)
+	list("containerImageTag", s.ContainerImageTag)
+	list("containerImageFullName", s.ContainerImageFullName)
+	list("kubernetesClusterId", s.KubernetesClusterID)
+	list("kubernetesClusterName", s.KubernetesClusterName)
+	list("kubernetesNamespace", s.KubernetesNamespace)
+	list("kubernetesPodName", stringsOf(s.KubernetesPodName))
+	list("kubernetesPodLabel", stringsOf(s.KubernetesPodLabel))
+	list("orchestratorType", s.OrchestratorType)
+	list("targetFilePath", stringsOf(s.TargetFilePath))
+	list("processExecutable", stringsOf(s.ProcessExecutable))
+	list("processName", s.ProcessName)
+	if s.SessionLeaderInteractive != Unset {
+		parts = append(parts, fmt.Sprintf("sessionLeaderInteractive is %t", s.SessionLeaderInteractive == True))
+	}
+	if s.IgnoreVolumeMounts {
+		parts = append(parts, "not on a volume mount")
+	}
+	if s.IgnoreVolumeFiles {
+		parts = append(parts, "not on a file mount")
+	}
+	if len(parts) == 0 {
+		return "any " + s.Type.String() + " operation"
+	}
+	return strings.Join(parts, " AND ")
+}
+
+func stringsOf[T fmt.Stringer](xs []T) []string {
+	out := make([]string, len(xs))
+	for i, x := range xs {
+		out[i] = x.String()
+	}
+	return out
+}

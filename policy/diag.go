@@ -97,3 +97,16 @@ func sortDiagnostics(ds []Diagnostic) {
 		return ds[i].Column < ds[j].Column
 	})
 }
+
+// UnmarshalText reads what MarshalText writes.
+func (s *Severity) UnmarshalText(b []byte) error {
+	switch string(b) {
+	case "error":
+		*s = SeverityError
+	case "warning":
+		*s = SeverityWarning
+	default:
+		return fmt.Errorf("unknown severity %q", b)
+	}
+	return nil
+}

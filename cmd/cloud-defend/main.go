@@ -1,0 +1,54 @@
+// Command cloud-defend is the cloud-defend agent and its tools.
+//
+//	cloud-defend policy validate [--format text|json] FILE...   check policies
+//	cloud-defend policy explain [--default | FILE]              print what a policy does
+//	cloud-defend policy default                                 print the default policy
+//	cloud-defend version
+package main
+
+import (
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/cloud-defend/cloud-defend/internal/version"
+)
+
+// Exit codes shared by every subcommand.
+const (
+	exitOK      = 0
+	exitInvalid = 1 // the input was read and is wrong (an invalid policy)
+	exitUsage   = 2 // bad arguments or unreadable input
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
+
+const usage = `usage: cloud-defend <command> [arguments]
+
+commands:
+  policy validate [--format text|json] FILE...   validate policies (- reads stdin)
+  policy explain [--default | FILE]              print the rules a policy enforces
+  policy default                                 print the embedded default policy
+  version                                        print the version
+`
+
+func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "policy":
+		return runPolicy(args[1:], stdin, stdout, stderr)
+	case "version", "--version":
+		fmt.Fprintln(stdout, version.String())
+		return exitOK
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return exitOK
+	}
+	fmt.Fprintf(stderr, "cloud-defend: unknown command %q\n\n%s", args[0], usage)
+	return exitUsage
+}

@@ -546,7 +546,7 @@ func (p *parser) checkBlock(t Type, r *Response, w where, matchVals []strval, se
 				continue
 			}
 			for _, pp := range s.TargetFilePath {
-				if pp.Kind != PathExact && strings.Count(pp.Path, "/") <= 1 {
+				if pp.Kind != PathExact && pp.Path == "" { // /* or /**: every file at the root or in the container
 					p.warnf(v.n, where{typ: t.String(), selector: s.Name}, "targetFilePath", "%q with block stops %s for every file under %s", pp.String(), writes, cmp.Or(pp.Path, "/"))
 				}
 			}

@@ -379,7 +379,7 @@ func TestResponses(t *testing.T) {
 	resp := func(r string) string { return sels + "  responses:\n" + r }
 	runDiagCases(t, []diagCase{
 		{name: "valid", src: resp("    - match: [a, b]\n      exclude: [b]\n      actions: [log, alert, block]\n"),
-			warns: []string{`p.yaml:8:18: warning: file selector "b": targetFilePath: "/etc/**" with block stops createFile, modifyFile, deleteFile for every file under /etc`, `p.yaml:9:17: warning: file response #1: exclude: "b" is in both match and exclude`}},
+			warns: []string{`p.yaml:9:17: warning: file response #1: exclude: "b" is in both match and exclude`}},
 		{name: "missing match", src: resp("    - actions: [log]\n"),
 			errs: []string{"p.yaml:8:7: file response #1: match: required"}},
 		{name: "missing actions", src: resp("    - match: [a]\n"),
@@ -422,7 +422,9 @@ func TestBlockGuards(t *testing.T) {
 		{name: "alert without block needs no path", src: "file:\n  selectors:\n    - name: s\n      operation: [deleteFile]\n  responses:\n    - match: [s]\n      actions: [alert]\n"},
 		{name: "broad root block", src: "file:\n  selectors:\n    - name: s\n      operation: [modifyFile]\n      targetFilePath: [/**]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n",
 			warns: []string{`p.yaml:7:15: warning: file selector "s": targetFilePath: "/**" with block stops modifyFile for every file under /`}},
-		{name: "deep block is not broad", src: "file:\n  selectors:\n    - name: s\n      operation: [modifyFile]\n      targetFilePath: [/etc/nginx/**]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n"},
+		{name: "root children block", src: "file:\n  selectors:\n    - name: s\n      operation: [createFile]\n      targetFilePath: [/*]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n",
+			warns: []string{`targetFilePath: "/*" with block stops createFile for every file under /`}},
+		{name: "a directory is not broad", src: "file:\n  selectors:\n    - name: s\n      operation: [modifyFile]\n      targetFilePath: [/etc/**]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n"},
 		{name: "block every exec", src: "process:\n  selectors:\n    - name: s\n      operation: [exec]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n",
 			warns: []string{`p.yaml:6:15: warning: process response #1: match: selector "s" has no condition but its operations, so this response blocks every exec in every container`}},
 		{name: "scoped process block", src: "process:\n  selectors:\n    - name: s\n      operation: [exec]\n      processName: [nc]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n"},

@@ -1,0 +1,180 @@
+//go:build mage
+
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/magefile/mage/mg"
+	"github.com/magefile/mage/sh"
+)
+
+const (
+	binary     = "build/cloud-defend"
+	versionPkg = "github.com/cloud-defend/cloud-defend/internal/version"
+)
+
+func init() {
+	// Run the Go that runs mage, even when it is not on PATH (/usr/local/go/bin).
+	if bin := filepath.Join(runtime.GOROOT(), "bin"); dirExists(bin) {
+		os.Setenv("PATH", bin+string(os.PathListSeparator)+os.Getenv("PATH"))
+	}
+}
+
+func dirExists(p string) bool {
+	st, err := os.Stat(p)
+	return err == nil && st.IsDir()
+}
+
+// Build compiles a static build/cloud-defend stamped with version, commit and build time.
+func Build() error {
+	version := "0.1.0-dev"
+	if v, err := sh.Output("git", "describe", "--tags", "--always", "--dirty"); err == nil && v != "" {
+		version = v
+	}
+	commit := "unknown"
+	if c, err := sh.Output("git", "rev-parse", "--short", "HEAD"); err == nil && c != "" {
+		commit = c
+	}
+	ldflags := fmt.Sprintf("-s -w -X %[1]s.Version=%[2]s -X %[1]s.Commit=%[3]s -X %[1]s.BuildTime=%[4]s",
+		versionPkg, version, commit, time.Now().UTC().Format(time.RFC3339))
+	return sh.RunWith(map[string]string{"CGO_ENABLED": "0"},
+		"go", "build", "-trimpath", "-ldflags", ldflags, "-o", binary, "./cmd/cloud-defend")
+}
+
+// Run builds cloud-defend and runs its main job on the embedded default policy
+// (today: validate and explain it; extra arguments come from $ARGS).
+func Run() error {
+	mg.Deps(Build)
+	args := []string{"policy", "explain", "--default"}
+	if extra := strings.Fields(os.Getenv("ARGS")); len(extra) > 0 {
+		args = extra
+	}
+	return sh.RunV(binary, args...)
+}
+
+// Lint fails on files gofmt would change, then runs go vet.
+func Lint() error {
+	out, err := sh.Output("gofmt", "-l", ".")
+	if err != nil {
+		return err
+	}
+	if out != "" {
+		return fmt.Errorf("gofmt would change:\n%s", out)
+	}
+	return sh.RunV("go", "vet", "./...")
+}
+
+// Test runs lint, every test with the race detector, then each fuzz target briefly
+// ($FUZZTIME, default 15s).
+func Test() error {
+	mg.SerialDeps(Lint)
+	if err := sh.RunV("go", "test", "-race", "-count=1", "./..."); err != nil {
+		return err
+	}
+	return fuzz(envOr("FUZZTIME", "15s"))
+}
+
+// Fuzz runs each fuzz target for $FUZZTIME (default 60s).
+func Fuzz() error { return fuzz(envOr("FUZZTIME", "60s")) }
+
+var fuzzFunc = regexp.MustCompile(`(?m)^func (Fuzz\w+)\(`)
+
+// fuzz runs every FuzzXxx in the module, one go test per target (go test -fuzz takes
+// exactly one).
+func fuzz(fuzztime string) error {
+	var targets [][2]string // package dir, name
+	err := filepath.WalkDir(".", func(path string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		if d.IsDir() && (strings.HasPrefix(d.Name(), ".") && path != "." || d.Name() == "testdata" || d.Name() == "build") {
+			return filepath.SkipDir
+		}
+		if d.IsDir() || !strings.HasSuffix(path, "_test.go") {
+			return nil
+		}
+		src, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		for _, m := range fuzzFunc.FindAllSubmatch(src, -1) {
+			targets = append(targets, [2]string{"./" + filepath.Dir(path), string(m[1])})
+		}
+		return nil
+	})
+	if err != nil {
+		return err
+	}
+	for _, t := range targets {
+		fmt.Printf("fuzzing %s %s for %s\n", t[0], t[1], fuzztime)
+		if err := sh.RunV("go", "test", "-run=^$", "-fuzz=^"+t[1]+"$", "-fuzztime="+fuzztime, t[0]); err != nil {
+			return fmt.Errorf("fuzz %s %s: %w", t[0], t[1], err)
+		}
+	}
+	return nil
+}
+
+// Generate regenerates generated code (BPF objects via bpf2go) with go generate.
+func Generate() error {
+	return sh.RunV("go", "generate", "./...")
+}
+
+// Bench runs every benchmark once and prints a table of ns/op, B/op and allocs/op.
+func Bench() error {
+	cmd := exec.Command("go", "test", "-run=^$", "-bench=.", "-benchmem", "-count=1", "./...")
+	var buf bytes.Buffer
+	cmd.Stdout = io.MultiWriter(os.Stdout, &buf)
+	cmd.Stderr = os.Stderr
+	if err := cmd.Run(); err != nil {
+		return err
+	}
+	fmt.Println()
+	return benchTable(&buf, os.Stdout)
+}
+
+// benchTable turns go test -bench output into an aligned table.
+func benchTable(r io.Reader, w io.Writer) error {
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
+	fmt.Fprintln(tw, "package\tbenchmark\tns/op\tB/op\tallocs/op\t")
+	pkg := ""
+	sc := bufio.NewScanner(r)
+	for sc.Scan() {
+		f := strings.Fields(sc.Text())
+		switch {
+		case len(f) >= 2 && f[0] == "pkg:":
+			pkg = f[1]
+		case len(f) >= 4 && strings.HasPrefix(f[0], "Benchmark"):
+			vals := map[string]string{}
+			for i := 2; i+1 < len(f); i += 2 {
+				vals[f[i+1]] = f[i]
+			}
+			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", pkg, f[0], vals["ns/op"], vals["B/op"], vals["allocs/op"])
+		}
+	}
+	if err := sc.Err(); err != nil {
+		return err
+	}
+	return tw.Flush()
+}
+
+// Clean removes build outputs.
+func Clean() error { return os.RemoveAll("build") }
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

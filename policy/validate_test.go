@@ -111,7 +111,7 @@ func TestDocumentShape(t *testing.T) {
 		{name: "duplicate key", src: "file:\n  selectors:\n    - name: s\n      operation: [createFile]\n      operation: [deleteFile]\n  responses:\n    - match: [s]\n      actions: [log]\n",
 			errs: []string{`p.yaml:5:7: file selector "s": operation: duplicate key; first given at line 4`}},
 		{name: "merge key", src: "base: &b {operation: [exec]}\nprocess:\n  selectors:\n    - name: s\n      <<: *b\n  responses:\n    - match: [s]\n      actions: [log]\n",
-			errs: []string{"p.yaml:4:7: process selector \"s\": no conditions", "p.yaml:5:7: process selector \"s\": YAML merge keys (<<) are not supported"},
+			errs:  []string{"p.yaml:4:7: process selector \"s\": no conditions", "p.yaml:5:7: process selector \"s\": YAML merge keys (<<) are not supported"},
 			warns: []string{"p.yaml:1:1: warning: base: unknown key"}},
 		{name: "aliases resolve", src: "x: &ops [exec]\nprocess:\n  selectors:\n    - name: s\n      operation: *ops\n  responses:\n    - match: [s]\n      actions: [log]\n",
 			warns: []string{"p.yaml:1:1: warning: x: unknown key"}},

@@ -6,3 +6,8 @@ require (
 	github.com/magefile/mage v1.17.0
 	gopkg.in/yaml.v3 v3.0.1
 )
+
+require (
+	github.com/cilium/ebpf v0.22.0 // indirect
+	golang.org/x/sys v0.43.0 // indirect
+)

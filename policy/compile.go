@@ -435,10 +435,7 @@ func hasDotComponent(path string) bool {
 // onlyOperations reports whether the selector constrains nothing but the operation:
 // it matches that operation in every container.
 func (s *Selector) onlyOperations() bool {
-	return len(s.ContainerImageName)+len(s.ContainerImageTag)+len(s.ContainerImageFullName)+
-		len(s.KubernetesClusterID)+len(s.KubernetesClusterName)+len(s.KubernetesNamespace)+
-		len(s.KubernetesPodName)+len(s.KubernetesPodLabel)+len(s.OrchestratorType)+
-		len(s.TargetFilePath)+len(s.ProcessExecutable)+len(s.ProcessName) == 0 &&
+	return !s.ContainerScoped() && len(s.TargetFilePath)+len(s.ProcessExecutable)+len(s.ProcessName) == 0 &&
 		!s.IgnoreVolumeMounts && !s.IgnoreVolumeFiles && s.SessionLeaderInteractive == Unset
 }
 

@@ -247,24 +247,7 @@ func (s *Selector) matches(op *Operation) bool {
 			return false
 		}
 	}
-	if !anyEqual(s.ContainerImageName, op.ContainerImageName) ||
-		!anyEqual(s.ContainerImageTag, op.ContainerImageTag) ||
-		!anyEqual(s.ContainerImageFullName, op.ContainerImageFullName) ||
-		!anyEqual(s.KubernetesClusterID, op.KubernetesClusterID) ||
-		!anyEqual(s.KubernetesClusterName, op.KubernetesClusterName) ||
-		!anyEqual(s.KubernetesNamespace, op.KubernetesNamespace) {
-		return false
-	}
-	if len(s.KubernetesPodName) > 0 {
-		// A pod name pattern, even "*", only matches workloads that are in a pod.
-		if op.KubernetesPodName == "" || !anyName(s.KubernetesPodName, op.KubernetesPodName) {
-			return false
-		}
-	}
-	if len(s.KubernetesPodLabel) > 0 && !anyLabel(s.KubernetesPodLabel, op.KubernetesPodLabels) {
-		return false
-	}
-	if len(s.OrchestratorType) > 0 && op.KubernetesPodName == "" {
+	if !s.MatchesContainer(op) {
 		return false
 	}
 	switch s.Type {
@@ -295,6 +278,42 @@ func (s *Selector) matches(op *Operation) bool {
 				return false
 			}
 		}
+	}
+	return true
+}
+
+// ContainerScoped reports whether the selector has conditions on the workload's
+// container or Kubernetes metadata. The kernel engine resolves those in user space
+// per container; the others it matches itself.
+func (s *Selector) ContainerScoped() bool {
+	return len(s.ContainerImageName)+len(s.ContainerImageTag)+len(s.ContainerImageFullName)+
+		len(s.KubernetesClusterID)+len(s.KubernetesClusterName)+len(s.KubernetesNamespace)+
+		len(s.KubernetesPodName)+len(s.KubernetesPodLabel)+len(s.OrchestratorType) > 0
+}
+
+// MatchesContainer reports whether the container and Kubernetes conditions hold for
+// the workload described by op's container and Kubernetes fields; other fields are
+// ignored.
+func (s *Selector) MatchesContainer(op *Operation) bool {
+	if !anyEqual(s.ContainerImageName, op.ContainerImageName) ||
+		!anyEqual(s.ContainerImageTag, op.ContainerImageTag) ||
+		!anyEqual(s.ContainerImageFullName, op.ContainerImageFullName) ||
+		!anyEqual(s.KubernetesClusterID, op.KubernetesClusterID) ||
+		!anyEqual(s.KubernetesClusterName, op.KubernetesClusterName) ||
+		!anyEqual(s.KubernetesNamespace, op.KubernetesNamespace) {
+		return false
+	}
+	if len(s.KubernetesPodName) > 0 {
+		// A pod name pattern, even "*", only matches workloads that are in a pod.
+		if op.KubernetesPodName == "" || !anyName(s.KubernetesPodName, op.KubernetesPodName) {
+			return false
+		}
+	}
+	if len(s.KubernetesPodLabel) > 0 && !anyLabel(s.KubernetesPodLabel, op.KubernetesPodLabels) {
+		return false
+	}
+	if len(s.OrchestratorType) > 0 && op.KubernetesPodName == "" {
+		return false
 	}
 	return true
 }

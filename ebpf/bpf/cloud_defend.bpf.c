@@ -1,0 +1,465 @@
+// SPDX-License-Identifier: GPL-2.0
+// cloud-defend kernel programs: process telemetry (fork/exec/exit tracepoints) and
+// exec enforcement (LSM bprm_check_security) against a policy compiled into maps.
+//
+// Policy layout (built by ebpf/compile.go, which documents it in Go terms): every
+// process selector is one bit of a u64. A condition contributes the set of
+// selectors it lets through; the matched set is the AND of all conditions. Maps
+// are keyed by a generation (0/1) so user space writes a new policy beside the
+// live one and flips config_map.generation to swap atomically.
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_tracing.h>
+#include <bpf/bpf_core_read.h>
+
+char LICENSE[] SEC("license") = "GPL";
+
+#define EPERM 1
+#define CLONE_THREAD 0x00010000
+#define TASK_COMM_LEN 16
+#define MAX_PATH 255       /* policy paths are at most 255 bytes; LPM data max is 256 */
+#define PATH_BUF 4096
+#define ARGS_LEN 1024
+#define MAX_RESPONSES 64
+
+enum event_type {
+	EVENT_FORK = 1,
+	EVENT_EXEC = 2,
+	EVENT_EXIT = 3,
+	EVENT_EXEC_DECISION = 4,
+};
+
+enum action {
+	ACTION_LOG = 1,
+	ACTION_ALERT = 2,
+	ACTION_BLOCK = 4,
+};
+
+enum cd_stat {
+	STAT_RINGBUF_DROPS = 0,
+	STAT_PATH_ERRORS = 1,
+	STAT_DECISIONS = 2,
+	STAT_BLOCKS = 3,
+	STAT_MAX = 4,
+};
+
+// The host's pid namespace: processes outside it are container workloads.
+const volatile __u32 host_pidns = 0;
+
+struct cd_config {
+	__u32 generation;
+	__u32 enforce; /* 0: evaluate and report but never block (dry run) */
+};
+
+struct policy {
+	__u64 fork_ops;     /* selectors covering fork */
+	__u64 exec_ops;     /* selectors covering exec */
+	__u64 memfd_ops;    /* selectors covering only exec of a memfd (execMemFd) */
+	__u64 no_name;      /* selectors without processName */
+	__u64 no_exe;       /* selectors without processExecutable */
+	__u64 interactive;  /* selectors satisfied by an interactive session */
+	__u64 batch;        /* selectors satisfied by a non-interactive session */
+	__u64 agnostic;     /* selectors without container conditions */
+	__u32 n_responses;
+	__u32 valid;
+	__u64 match[MAX_RESPONSES];
+	__u64 exclude[MAX_RESPONSES];
+	__u8 actions[MAX_RESPONSES];
+};
+
+struct name_key {
+	__u32 generation;
+	char comm[TASK_COMM_LEN];
+};
+
+struct path_key {
+	__u32 prefixlen;       /* in bits, generation byte included */
+	__u8 data[1 + MAX_PATH]; /* data[0] is the generation */
+};
+
+struct path_val {
+	__u64 exact;    /* exact patterns equal to the key; valid when the path is as long */
+	__u64 desc;     // "dir/**" patterns whose directory prefixes the key
+	__u64 children; // "dir/*" patterns of the directory dirlen bytes long
+	__u32 len;
+	__u32 dirlen;
+};
+
+struct container_key {
+	__u64 cgroup_id;
+	__u32 generation;
+	__u32 pad;
+};
+
+struct proc_info {
+	__u32 pid;   /* thread group id, as user space knows pids */
+	__u32 tid;
+	__u32 ppid;
+	__u32 pgid;
+	__u32 sid;
+	__u32 pidns;
+	__u32 mntns;
+	__u32 uid, euid, gid, egid;
+	__u32 tty_major, tty_minor;
+	__u32 pad;
+	__u64 start_ns; /* task start, boot-based ns: with pid, a stable process identity */
+	__u64 cgroup_id;
+	char comm[TASK_COMM_LEN];
+};
+
+struct event_header {
+	__u32 type;
+	__u32 generation;
+	__u64 ts_ns; /* bpf_ktime_get_boot_ns */
+};
+
+struct fork_event {
+	struct event_header hdr;
+	struct proc_info proc;
+	__u32 parent_tid;
+	__u32 pad;
+};
+
+struct exit_event {
+	struct event_header hdr;
+	struct proc_info proc;
+	__u32 exit_code;
+	__u32 pad;
+};
+
+struct exec_event {
+	struct event_header hdr;
+	struct proc_info proc;
+	__u32 filename_len;
+	__u32 args_len;
+	__u32 args_truncated;
+	__u32 pad;
+	char filename[MAX_PATH + 1];
+	char args[ARGS_LEN];
+};
+
+struct decision_event {
+	struct event_header hdr;
+	struct proc_info proc;
+	__u64 matched;
+	__u8 actions;
+	__u8 blocked;
+	__u8 memfd;
+	__u8 interactive;
+	__u32 path_len; /* full resolved length, may exceed what path holds */
+	char path[MAX_PATH + 1];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_RINGBUF);
+	__uint(max_entries, 1 << 24);
+} events SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct cd_config);
+} config_map SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct policy);
+} policies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * 64 * 64);
+	__type(key, struct name_key);
+	__type(value, __u64);
+} names SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 2 * 64 * 64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct path_key);
+	__type(value, struct path_val);
+} paths SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * 16384);
+	__type(key, struct container_key);
+	__type(value, __u64);
+} containers SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, STAT_MAX);
+	__type(key, __u32);
+	__type(value, __u64);
+} stats SEC(".maps");
+
+struct scratch {
+	char path[PATH_BUF];
+	char fname[256];
+	struct path_key key;
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
+	__uint(max_entries, 1);
+	__type(key, __u32);
+	__type(value, struct scratch);
+} scratch_map SEC(".maps");
+
+static __always_inline void count(__u32 which)
+{
+	__u64 *v = bpf_map_lookup_elem(&stats, &which);
+	if (v)
+		*v += 1;
+}
+
+static __always_inline void *reserve(__u64 size)
+{
+	void *e = bpf_ringbuf_reserve(&events, size, 0);
+	if (!e)
+		count(STAT_RINGBUF_DROPS);
+	return e;
+}
+
+static __always_inline void fill_proc(struct proc_info *p, struct task_struct *t)
+{
+	p->pid = BPF_CORE_READ(t, tgid);
+	p->tid = BPF_CORE_READ(t, pid);
+	p->ppid = BPF_CORE_READ(t, real_parent, tgid);
+	p->pgid = BPF_CORE_READ(t, group_leader, signal, pids[PIDTYPE_PGID], numbers[0].nr);
+	p->sid = BPF_CORE_READ(t, group_leader, signal, pids[PIDTYPE_SID], numbers[0].nr);
+	p->pidns = BPF_CORE_READ(t, thread_pid, numbers[0].ns, ns.inum);
+	/* numbers[level] is the pid as its own namespace sees it; level 0 is the host's. */
+	p->mntns = BPF_CORE_READ(t, nsproxy, mnt_ns, ns.inum);
+	p->uid = BPF_CORE_READ(t, cred, uid.val);
+	p->euid = BPF_CORE_READ(t, cred, euid.val);
+	p->gid = BPF_CORE_READ(t, cred, gid.val);
+	p->egid = BPF_CORE_READ(t, cred, egid.val);
+	struct tty_struct *tty = BPF_CORE_READ(t, signal, tty);
+	if (tty) {
+		p->tty_major = BPF_CORE_READ(tty, driver, major);
+		p->tty_minor = BPF_CORE_READ(tty, driver, minor_start) + BPF_CORE_READ(tty, index);
+	}
+	p->start_ns = BPF_CORE_READ(t, start_boottime);
+	p->cgroup_id = BPF_CORE_READ(t, cgroups, dfl_cgrp, kn, id);
+	BPF_CORE_READ_STR_INTO(&p->comm, t, comm);
+}
+
+/* The pid namespace a task runs in is the one of its deepest pid number. */
+static __always_inline __u32 task_pidns(struct task_struct *t)
+{
+	struct pid *pid = BPF_CORE_READ(t, thread_pid);
+	unsigned int level = BPF_CORE_READ(pid, level);
+	return BPF_CORE_READ(pid, numbers[level & 31].ns, ns.inum);
+}
+
+SEC("tp_btf/sched_process_fork")
+int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
+{
+	if (BPF_CORE_READ(child, pid) != BPF_CORE_READ(child, tgid))
+		return 0; /* a new thread, not a new process */
+	struct fork_event *e = reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->hdr.type = EVENT_FORK;
+	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
+	fill_proc(&e->proc, child);
+	e->proc.pidns = task_pidns(child);
+	e->parent_tid = BPF_CORE_READ(parent, pid);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exec")
+int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
+{
+	struct exec_event *e = reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	e->hdr.type = EVENT_EXEC;
+	e->hdr.generation = 0;
+	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
+	__builtin_memset(&e->proc, 0, sizeof(e->proc));
+	fill_proc(&e->proc, p);
+	e->proc.pidns = task_pidns(p);
+	const char *fn = BPF_CORE_READ(bprm, filename);
+	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), fn);
+	e->filename_len = n > 0 ? n - 1 : 0;
+
+	unsigned long start = BPF_CORE_READ(p, mm, arg_start);
+	unsigned long end = BPF_CORE_READ(p, mm, arg_end);
+	unsigned long len = end - start;
+	e->args_truncated = len > ARGS_LEN;
+	if (len > ARGS_LEN)
+		len = ARGS_LEN;
+	e->args_len = 0;
+	if (len > 0 && bpf_probe_read_user(e->args, len & (ARGS_LEN - 1 + ARGS_LEN), (void *)start) == 0)
+		e->args_len = len;
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+SEC("tp_btf/sched_process_exit")
+int BPF_PROG(on_exit, struct task_struct *p)
+{
+	if (BPF_CORE_READ(p, pid) != BPF_CORE_READ(p, tgid))
+		return 0;
+	struct exit_event *e = reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->hdr.type = EVENT_EXIT;
+	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
+	fill_proc(&e->proc, p);
+	e->proc.pidns = task_pidns(p);
+	e->exit_code = BPF_CORE_READ(p, exit_code);
+	bpf_ringbuf_submit(e, 0);
+	return 0;
+}
+
+/* path_masks returns the selectors whose processExecutable patterns match the path
+ * in s->path (len bytes, name_len the last component). */
+static __always_inline __u64 path_masks(struct scratch *s, __u32 gen, __u32 len, __u32 name_len)
+{
+	__u32 n = len > MAX_PATH ? MAX_PATH : len;
+	s->key.data[0] = gen;
+	/* Bytes past n may be stale; prefixlen keeps the lookup from reading them. */
+	bpf_probe_read_kernel(&s->key.data[1], MAX_PATH, s->path);
+	s->key.prefixlen = 8 * (1 + n);
+	struct path_val *v = bpf_map_lookup_elem(&paths, &s->key);
+	if (!v)
+		return 0;
+	__u64 m = v->desc;
+	if (v->len == len)
+		m |= v->exact;
+	if (v->dirlen + name_len == len)
+		m |= v->children;
+	return m;
+}
+
+static __always_inline int is_memfd(struct file *f)
+{
+	struct dentry *d = BPF_CORE_READ(f, f_path.dentry);
+	char name[7] = {};
+	bpf_probe_read_kernel(name, 6, BPF_CORE_READ(d, d_name.name));
+	if (name[0] != 'm' || name[1] != 'e' || name[2] != 'm' || name[3] != 'f' || name[4] != 'd' || name[5] != ':')
+		return 0;
+	return BPF_CORE_READ(d, d_inode, __i_nlink) == 0;
+}
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
+{
+	if (ret)
+		return ret;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	if (task_pidns(t) == host_pidns)
+		return 0; /* the node's own processes are out of scope */
+
+	__u32 zero = 0;
+	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg)
+		return 0;
+	__u32 gen = cfg->generation & 1;
+	struct policy *pol = bpf_map_lookup_elem(&policies, &gen);
+	if (!pol || !pol->valid)
+		return 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!s)
+		return 0;
+
+	struct file *f = BPF_CORE_READ(bprm, file);
+	int memfd = is_memfd(f);
+	__u64 m = pol->exec_ops | (memfd ? pol->memfd_ops : 0);
+	if (!m)
+		return 0;
+
+	/* Executable path, resolved against the task's root: as the container sees it. */
+	long n = bpf_d_path((struct path *)&f->f_path, s->path, PATH_BUF);
+	__u64 exe = pol->no_exe;
+	__u32 len = 0;
+	if (n > 0) {
+		len = n - 1;
+		__u32 name_len = BPF_CORE_READ(f, f_path.dentry, d_name.len);
+		exe |= path_masks(s, gen, len, name_len);
+	} else {
+		count(STAT_PATH_ERRORS);
+	}
+	m &= exe;
+
+	/* processName is the comm the program will get: the basename of the name it
+	 * was executed by (a symlink's own name), cut to 15 bytes. */
+	struct name_key nk = {.generation = gen};
+	long fl = bpf_probe_read_kernel_str(s->fname, sizeof(s->fname), BPF_CORE_READ(bprm, filename));
+	__u32 base = 0;
+	for (__u32 i = 0; i < sizeof(s->fname); i++) {
+		if ((long)i >= fl)
+			break;
+		if (s->fname[i] == '/')
+			base = i + 1;
+	}
+	bpf_probe_read_kernel_str(nk.comm, sizeof(nk.comm), &s->fname[base & (sizeof(s->fname) - 1)]);
+	__u64 *nm = bpf_map_lookup_elem(&names, &nk);
+	m &= pol->no_name | (nm ? *nm : 0);
+
+	int interactive = BPF_CORE_READ(t, signal, tty) != 0;
+	m &= interactive ? pol->interactive : pol->batch;
+
+	struct container_key ck = {.cgroup_id = bpf_get_current_cgroup_id(), .generation = gen};
+	__u64 *cm = bpf_map_lookup_elem(&containers, &ck);
+	m &= pol->agnostic | (cm ? *cm : 0);
+	if (!m)
+		return 0;
+
+	__u8 actions = 0;
+	for (__u32 i = 0; i < MAX_RESPONSES; i++) {
+		if (i >= pol->n_responses)
+			break;
+		if ((m & pol->match[i]) && !(m & pol->exclude[i]))
+			actions |= pol->actions[i];
+	}
+	int block = (actions & ACTION_BLOCK) && cfg->enforce;
+	count(STAT_DECISIONS);
+	if (block)
+		count(STAT_BLOCKS);
+
+	if (actions) {
+		struct decision_event *e = reserve(sizeof(*e));
+		if (e) {
+			__builtin_memset(e, 0, sizeof(*e));
+			e->hdr.type = EVENT_EXEC_DECISION;
+			e->hdr.generation = gen;
+			e->hdr.ts_ns = bpf_ktime_get_boot_ns();
+			fill_proc(&e->proc, t);
+			e->proc.pidns = task_pidns(t);
+			e->matched = m;
+			e->actions = actions;
+			e->blocked = block;
+			e->memfd = memfd;
+			e->interactive = interactive;
+			e->path_len = len;
+			bpf_probe_read_kernel_str(e->path, sizeof(e->path), s->path);
+			bpf_ringbuf_submit(e, 0);
+		}
+	}
+	return block ? -EPERM : 0;
+}
+
+/* probe_lsm is loaded alone at start to learn whether BPF LSM works here. */
+SEC("lsm/bprm_check_security")
+int BPF_PROG(probe_lsm, struct linux_binprm *bprm, int ret)
+{
+	return ret;
+}
+
+/* Keep the event types in BTF so bpf2go generates their Go twins. */
+struct fork_event *unused_fork_event __attribute__((unused));
+struct exit_event *unused_exit_event __attribute__((unused));
+struct exec_event *unused_exec_event __attribute__((unused));
+struct decision_event *unused_decision_event __attribute__((unused));

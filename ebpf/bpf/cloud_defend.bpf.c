@@ -366,7 +366,8 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
 		return 0;
-	__u32 gen = cfg->generation & 1;
+	__u32 counter = cfg->generation;
+	__u32 gen = counter & 1;
 	struct policy *pol = bpf_map_lookup_elem(&policies, &gen);
 	if (!pol || !pol->valid)
 		return 0;
@@ -434,7 +435,7 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 		if (e) {
 			__builtin_memset(e, 0, sizeof(*e));
 			e->hdr.type = EVENT_EXEC_DECISION;
-			e->hdr.generation = gen;
+			e->hdr.generation = counter;
 			e->hdr.ts_ns = bpf_ktime_get_boot_ns();
 			fill_proc(&e->proc, t);
 			e->proc.pidns = task_pidns(t);

@@ -1,0 +1,37 @@
+// Package ebpf is the kernel engine: it loads cloud-defend's BPF programs, compiles
+// policies into their maps, swaps policies atomically, and reads kernel events.
+//
+// # Scope: what is a container
+//
+// Policies apply to container workloads. The kernel tells a container's process from
+// the node's own by its pid namespace: a task whose pid namespace is not the one
+// cloud-defend was started in (the host's; the agent runs with hostPID) is a
+// workload. Processes of hostPID pods are therefore treated as the node's.
+//
+// # The first instant of a container
+//
+// Conditions on the executable, its name, the session and the operation are matched
+// in the kernel itself, so selectors made only of those ("container-agnostic")
+// apply to every container from its first exec, before anything is known about it.
+// Container and Kubernetes conditions are resolved in user space into a per-cgroup
+// selector mask (SetContainer); until a container's metadata arrives, its
+// container-scoped selectors do not match. For a block that means: a block scoped to
+// an image starts when the image is known, and an exclude scoped to an image (for
+// example "block everywhere except nginx") is not yet in effect, so the block
+// applies — the window fails closed.
+//
+// # Hot swap
+//
+// Every map entry carries a generation slot (0 or 1). Swap writes the new policy into
+// the idle slot beside the live one, then flips config.generation; one program run
+// reads the generation once, so it sees the old policy or the new one, never a mix.
+// The idle slot's old entries are cleared before it is rewritten, one swap later.
+// Decision events carry the generation counter, so matched selector names come from
+// the policy that decided.
+//
+// # Without BPF LSM
+//
+// Where the kernel cannot run LSM programs (no bpf in the lsm= list, or no BPF
+// trampolines), Open loads the telemetry tracepoints alone and reports why blocking
+// is off; it never claims to block.
+package ebpf

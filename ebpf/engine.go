@@ -1,0 +1,349 @@
+package ebpf
+
+import (
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+	"github.com/cilium/ebpf/ringbuf"
+	"github.com/cilium/ebpf/rlimit"
+
+	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/policy"
+)
+
+// Options configure Open.
+type Options struct {
+	// HostPIDNamespace is the inode of the node's pid namespace; 0 means the one
+	// this process runs in.
+	HostPIDNamespace uint32
+	// DryRun evaluates and reports decisions but never blocks.
+	DryRun bool
+	// DisableLSM loads telemetry only, as on a kernel without BPF LSM.
+	DisableLSM bool
+}
+
+// LSMStatus says whether blocking is available, and if not, why.
+type LSMStatus struct {
+	Available bool
+	Reason    string
+}
+
+// keepGenerations is how many recent policies are kept to name the selectors of
+// decision events that were read late.
+const keepGenerations = 8
+
+// Engine is the loaded kernel engine.
+type Engine struct {
+	coll   *ebpf.Collection
+	links  []link.Link
+	reader *ringbuf.Reader
+	lsm    LSMStatus
+	dryRun bool
+
+	mu         sync.Mutex
+	generation uint32 // counter; slot = generation & 1
+	live       *compiled
+	history    map[uint32]*policy.Policy
+	written    [2]writtenKeys // entries of each slot, to clear before reuse
+	containers map[uint64]*policy.Operation
+}
+
+type writtenKeys struct {
+	names      []bpfobj.ProbeNameKey
+	paths      []bpfobj.ProbePathKey
+	containers []bpfobj.ProbeContainerKey
+}
+
+// Open loads and attaches the programs. Without a policy nothing is enforced;
+// call Swap.
+func Open(opts Options) (*Engine, error) {
+	_ = rlimit.RemoveMemlock() // only needed before kernel 5.11's memcg accounting
+	spec, err := bpfobj.LoadProbe()
+	if err != nil {
+		return nil, fmt.Errorf("load BPF object: %w", err)
+	}
+	hostNS := opts.HostPIDNamespace
+	if hostNS == 0 {
+		if hostNS, err = pidNamespace("self"); err != nil {
+			return nil, err
+		}
+	}
+	if err := spec.Variables["host_pidns"].Set(hostNS); err != nil {
+		return nil, fmt.Errorf("set host pid namespace: %w", err)
+	}
+	e := &Engine{dryRun: opts.DryRun, history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}}
+	if opts.DisableLSM {
+		e.lsm = LSMStatus{Reason: "BPF LSM disabled by configuration"}
+	} else {
+		e.lsm = probeLSM(spec)
+	}
+	delete(spec.Programs, "probe_lsm")
+	if !e.lsm.Available {
+		delete(spec.Programs, "enforce_exec")
+	}
+	e.coll, err = ebpf.NewCollection(spec)
+	if err != nil {
+		var ve *ebpf.VerifierError
+		if errors.As(err, &ve) {
+			return nil, fmt.Errorf("load BPF programs: %+v", ve)
+		}
+		return nil, fmt.Errorf("load BPF programs: %w", err)
+	}
+	if err := e.setConfig(); err != nil {
+		e.Close()
+		return nil, err
+	}
+	for _, name := range []string{"on_fork", "on_exec", "on_exit"} {
+		l, err := link.AttachTracing(link.TracingOptions{Program: e.coll.Programs[name]})
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("attach %s: %w", name, err)
+		}
+		e.links = append(e.links, l)
+	}
+	if e.lsm.Available {
+		l, err := link.AttachLSM(link.LSMOptions{Program: e.coll.Programs["enforce_exec"]})
+		if err != nil {
+			e.Close()
+			return nil, fmt.Errorf("attach enforce_exec: %w", err)
+		}
+		e.links = append(e.links, l)
+	}
+	if e.reader, err = ringbuf.NewReader(e.coll.Maps["events"]); err != nil {
+		e.Close()
+		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	return e, nil
+}
+
+// probeLSM loads and attaches a do-nothing LSM program to learn whether this kernel
+// runs BPF LSM programs at all.
+func probeLSM(spec *ebpf.CollectionSpec) LSMStatus {
+	if data, err := os.ReadFile("/sys/kernel/security/lsm"); err == nil && !strings.Contains(","+strings.TrimSpace(string(data))+",", ",bpf,") {
+		return LSMStatus{Reason: fmt.Sprintf("BPF LSM is not enabled (active LSMs: %s); add bpf to the lsm= kernel boot parameter", strings.TrimSpace(string(data)))}
+	}
+	prog, err := ebpf.NewProgram(spec.Programs["probe_lsm"])
+	if err != nil {
+		return LSMStatus{Reason: fmt.Sprintf("the kernel refused a BPF LSM program (%v); it needs CONFIG_BPF_LSM, bpf in lsm=, BPF trampolines, and CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN", err)}
+	}
+	defer prog.Close()
+	l, err := link.AttachLSM(link.LSMOptions{Program: prog})
+	if err != nil {
+		return LSMStatus{Reason: fmt.Sprintf("the kernel refused to attach a BPF LSM program: %v", err)}
+	}
+	l.Close()
+	return LSMStatus{Available: true}
+}
+
+func pidNamespace(pid string) (uint32, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat("/proc/"+pid+"/ns/pid", &st); err != nil {
+		return 0, fmt.Errorf("read pid namespace: %w", err)
+	}
+	return uint32(st.Ino), nil
+}
+
+// LSM says whether this engine can block.
+func (e *Engine) LSM() LSMStatus { return e.lsm }
+
+// Enforcing reports whether blocking responses block: BPF LSM works and this is not
+// a dry run.
+func (e *Engine) Enforcing() bool { return e.lsm.Available && !e.dryRun }
+
+func (e *Engine) setConfig() error {
+	cfg := bpfobj.ProbeCdConfig{Generation: e.generation}
+	if !e.dryRun {
+		cfg.Enforce = 1
+	}
+	if err := e.coll.Maps["config_map"].Put(uint32(0), cfg); err != nil {
+		return fmt.Errorf("write config: %w", err)
+	}
+	return nil
+}
+
+// Swap compiles p and makes it the enforced policy in one step. On error the
+// previous policy stays in force.
+func (e *Engine) Swap(p *policy.Policy) error {
+	c, err := compile(p)
+	if err != nil {
+		return err
+	}
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	next := e.generation + 1
+	if e.live == nil {
+		next = e.generation // the first policy goes into the empty current slot
+	}
+	slot := next & 1
+	if err := e.clearSlot(slot); err != nil {
+		return err
+	}
+	if err := e.writeSlot(slot, c); err != nil {
+		return err
+	}
+	if err := e.coll.Maps["policies"].Put(slot, c.policy); err != nil {
+		return fmt.Errorf("write policy: %w", err)
+	}
+	prev := e.generation
+	e.generation = next
+	if err := e.setConfig(); err != nil {
+		e.generation = prev
+		return err
+	}
+	e.live = c
+	e.history[next] = p
+	delete(e.history, next-keepGenerations)
+	return nil
+}
+
+func (e *Engine) clearSlot(slot uint32) error {
+	w := &e.written[slot]
+	for _, k := range w.names {
+		if err := e.coll.Maps["names"].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear names: %w", err)
+		}
+	}
+	for _, k := range w.paths {
+		if err := e.coll.Maps["paths"].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear paths: %w", err)
+		}
+	}
+	for _, k := range w.containers {
+		if err := e.coll.Maps["containers"].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return fmt.Errorf("clear containers: %w", err)
+		}
+	}
+	*w = writtenKeys{}
+	return nil
+}
+
+func (e *Engine) writeSlot(slot uint32, c *compiled) error {
+	w := &e.written[slot]
+	for name, bits := range c.names {
+		k := bpfobj.ProbeNameKey{Generation: slot}
+		for i := 0; i < len(name) && i < len(k.Comm)-1; i++ {
+			k.Comm[i] = int8(name[i])
+		}
+		if err := e.coll.Maps["names"].Put(k, bits); err != nil {
+			return fmt.Errorf("write names: %w", err)
+		}
+		w.names = append(w.names, k)
+	}
+	for _, path := range c.pathKeys() {
+		pe := c.paths[path]
+		k := bpfobj.ProbePathKey{Prefixlen: uint32(8 * (1 + len(path)))}
+		k.Data[0] = uint8(slot)
+		copy(k.Data[1:], path)
+		v := bpfobj.ProbePathVal{Exact: pe.exact, Desc: pe.desc, Children: pe.children, Len: pe.len, Dirlen: pe.dirlen}
+		if err := e.coll.Maps["paths"].Put(k, v); err != nil {
+			return fmt.Errorf("write paths: %w", err)
+		}
+		w.paths = append(w.paths, k)
+	}
+	for cg, meta := range e.containers {
+		if err := e.putContainer(slot, c, cg, meta); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func (e *Engine) putContainer(slot uint32, c *compiled, cgroupID uint64, meta *policy.Operation) error {
+	m := c.containerMask(meta)
+	k := bpfobj.ProbeContainerKey{CgroupId: cgroupID, Generation: slot}
+	if m == 0 {
+		// No container-scoped selector matches: absence says the same.
+		return nil
+	}
+	if err := e.coll.Maps["containers"].Put(k, m); err != nil {
+		return fmt.Errorf("write containers: %w", err)
+	}
+	e.written[slot].containers = append(e.written[slot].containers, k)
+	return nil
+}
+
+// SetContainer records a container's image and Kubernetes metadata (the container
+// and Kubernetes fields of meta) for the cgroup its processes run in, so selectors
+// with container conditions apply to it.
+func (e *Engine) SetContainer(cgroupID uint64, meta policy.Operation) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	e.containers[cgroupID] = &meta
+	if e.live == nil {
+		return nil
+	}
+	return e.putContainer(e.generation&1, e.live, cgroupID, &meta)
+}
+
+// RemoveContainer forgets a container that is gone.
+func (e *Engine) RemoveContainer(cgroupID uint64) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	delete(e.containers, cgroupID)
+	for slot := range uint32(2) {
+		k := bpfobj.ProbeContainerKey{CgroupId: cgroupID, Generation: slot}
+		if err := e.coll.Maps["containers"].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+			return err
+		}
+	}
+	return nil
+}
+
+// PolicyOf returns the policy that generation decided with, if still known.
+func (e *Engine) PolicyOf(generation uint32) *policy.Policy {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.history[generation]
+}
+
+// Generation is the live policy's generation counter.
+func (e *Engine) Generation() uint32 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.generation
+}
+
+// Stats are the kernel's counters, summed over CPUs.
+type Stats struct {
+	RingbufDrops uint64 // events lost because the ring buffer was full
+	PathErrors   uint64 // executables whose path could not be resolved
+	Decisions    uint64 // execs that matched a selector
+	Blocks       uint64 // execs refused with EPERM
+}
+
+// Stats reads the kernel counters.
+func (e *Engine) Stats() (Stats, error) {
+	var s Stats
+	for i, dst := range []*uint64{&s.RingbufDrops, &s.PathErrors, &s.Decisions, &s.Blocks} {
+		var per []uint64
+		if err := e.coll.Maps["stats"].Lookup(uint32(i), &per); err != nil {
+			return s, fmt.Errorf("read stats: %w", err)
+		}
+		for _, v := range per {
+			*dst += v
+		}
+	}
+	return s, nil
+}
+
+// Close detaches the programs and frees the maps; pending Read calls return
+// ErrClosed.
+func (e *Engine) Close() error {
+	if e.reader != nil {
+		e.reader.Close()
+	}
+	for _, l := range e.links {
+		l.Close()
+	}
+	e.links = nil
+	if e.coll != nil {
+		e.coll.Close()
+	}
+	return nil
+}

@@ -1,0 +1,160 @@
+package ebpf
+
+import (
+	"errors"
+	"os"
+	"os/exec"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// inVM is set by the VM harness's /init: the kernel there runs BPF LSM.
+var inVM = os.Getenv("CLOUD_DEFEND_VM") == "1"
+
+// openEngine opens the engine and drains its events into a channel.
+func openEngine(t *testing.T, opts Options) (*Engine, <-chan Event) {
+	t.Helper()
+	e, err := Open(opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	ch := make(chan Event, 1<<16)
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			ev, err := e.Read()
+			if errors.Is(err, ErrClosed) {
+				return
+			}
+			if err != nil {
+				t.Errorf("read: %v", err)
+				return
+			}
+			select {
+			case ch <- ev:
+			default:
+				t.Errorf("test channel full")
+			}
+		}
+	}()
+	t.Cleanup(func() {
+		e.Close()
+		<-done
+	})
+	return e, ch
+}
+
+// waitFor returns the first event satisfying ok, or fails after a timeout.
+func waitFor(t *testing.T, ch <-chan Event, what string, ok func(*Event) bool) Event {
+	t.Helper()
+	deadline := time.After(10 * time.Second)
+	for {
+		select {
+		case ev := <-ch:
+			if ok(&ev) {
+				return ev
+			}
+		case <-deadline:
+			t.Fatalf("no %s event", what)
+		}
+	}
+}
+
+func TestProcessTelemetry(t *testing.T) {
+	e, ch := openEngine(t, Options{})
+	if !inVM && e.LSM().Available {
+		t.Log("BPF LSM is available on this host")
+	}
+	t.Logf("LSM: %+v", e.LSM())
+	if !e.LSM().Available && e.LSM().Reason == "" {
+		t.Fatal("LSM unavailable without a reason")
+	}
+	cmd := exec.Command("/bin/sh", "-c", "exit 3", "arg two")
+	err := cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
+		t.Fatalf("run: %v", err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	self := uint32(os.Getpid())
+
+	fork := waitFor(t, ch, "fork", func(ev *Event) bool { return ev.Kind == EventFork && ev.Process.PID == pid })
+	if fork.Process.PPID != self {
+		t.Errorf("fork: ppid %d, want %d", fork.Process.PPID, self)
+	}
+	exe := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == pid })
+	if exe.Filename != "/bin/sh" || !slices.Equal(exe.Args, []string{"/bin/sh", "-c", "exit 3", "arg two"}) || exe.Process.Comm != "sh" {
+		t.Errorf("exec: filename %q args %q comm %q", exe.Filename, exe.Args, exe.Process.Comm)
+	}
+	exit := waitFor(t, ch, "exit", func(ev *Event) bool { return ev.Kind == EventExit && ev.Process.PID == pid })
+	if exit.ExitCode != 3<<8 {
+		t.Errorf("exit: code %#x, want %#x", exit.ExitCode, 3<<8)
+	}
+
+	// Identity and context agree with what /proc says about the process we are.
+	ns, err := pidNamespace("self")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var mnt syscall.Stat_t
+	if err := syscall.Stat("/proc/self/ns/mnt", &mnt); err != nil {
+		t.Fatal(err)
+	}
+	p := exe.Process
+	if p.PIDNamespace != ns || p.MountNamespace != uint32(mnt.Ino) {
+		t.Errorf("namespaces pid %d mnt %d, want %d %d", p.PIDNamespace, p.MountNamespace, ns, mnt.Ino)
+	}
+	if p.UID != uint32(os.Getuid()) || p.EGID != uint32(os.Getegid()) {
+		t.Errorf("uid %d egid %d", p.UID, p.EGID)
+	}
+	if want := cgroupID(t, "self"); p.CgroupID != want {
+		t.Errorf("cgroup id %d, want %d", p.CgroupID, want)
+	}
+	if fork.Process.Start != exe.Process.Start || exe.Process.Start == 0 {
+		t.Errorf("start time changes across exec: fork %v exec %v", fork.Process.Start, exe.Process.Start)
+	}
+	if !(fork.Time <= exe.Time && exe.Time <= exit.Time) {
+		t.Errorf("times out of order: %v %v %v", fork.Time, exe.Time, exit.Time)
+	}
+	s, err := e.Stats()
+	if err != nil || s.RingbufDrops != 0 {
+		t.Errorf("stats %+v %v", s, err)
+	}
+}
+
+// cgroupID is the cgroup v2 id of a process: the inode of its unified-hierarchy directory.
+func cgroupID(t *testing.T, pid string) uint64 {
+	t.Helper()
+	data, err := os.ReadFile("/proc/" + pid + "/cgroup")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if rest, ok := strings.CutPrefix(line, "0::"); ok {
+			for _, root := range []string{"/sys/fs/cgroup/unified", "/sys/fs/cgroup"} {
+				var st syscall.Stat_t
+				var fs syscall.Statfs_t
+				if syscall.Statfs(root, &fs) == nil && fs.Type == 0x63677270 && syscall.Stat(root+rest, &st) == nil {
+					return st.Ino
+				}
+			}
+		}
+	}
+	t.Fatalf("no cgroup2 membership in %s", data)
+	return 0
+}
+
+func TestOpenWithoutLSM(t *testing.T) {
+	e, _ := openEngine(t, Options{DisableLSM: true})
+	if e.LSM().Available || e.Enforcing() || e.LSM().Reason == "" {
+		t.Fatalf("LSM status %+v, enforcing %v", e.LSM(), e.Enforcing())
+	}
+	// A policy can still be swapped in: it is evaluated nowhere, but kept for telemetry.
+	if err := e.Swap(mustParse(t, "process:\n  selectors:\n    - name: s\n      operation: [exec]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n")); err != nil {
+		t.Fatal(err)
+	}
+}

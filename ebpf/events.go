@@ -1,0 +1,200 @@
+package ebpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/cilium/ebpf/ringbuf"
+
+	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/policy"
+)
+
+// EventKind tells what happened.
+type EventKind uint32
+
+const (
+	EventFork         EventKind = 1
+	EventExec         EventKind = 2
+	EventExit         EventKind = 3
+	EventExecDecision EventKind = 4 // an exec matched the policy (log, alert or block)
+)
+
+func (k EventKind) String() string {
+	switch k {
+	case EventFork:
+		return "fork"
+	case EventExec:
+		return "exec"
+	case EventExit:
+		return "exit"
+	case EventExecDecision:
+		return "exec-decision"
+	}
+	return fmt.Sprintf("kind(%d)", uint32(k))
+}
+
+// Process is a task as the kernel saw it when the event happened. PIDs are as the
+// node sees them.
+type Process struct {
+	PID, TID, PPID, PGID, SID uint32
+	PIDNamespace              uint32 // the namespace the task runs in
+	MountNamespace            uint32
+	UID, EUID, GID, EGID      uint32
+	TTYMajor, TTYMinor        uint32 // 0/0 when there is no controlling terminal
+	// Start is the task's start time since boot; with PID, a stable identity.
+	Start    time.Duration
+	CgroupID uint64 // cgroup v2 id
+	Comm     string
+}
+
+// Event is one kernel event. Fields beyond Process depend on Kind.
+type Event struct {
+	Kind EventKind
+	// Time is when it happened, since boot (CLOCK_BOOTTIME).
+	Time    time.Duration
+	Process Process
+
+	ParentTID uint32 // fork: the thread that forked
+
+	Filename      string   // exec: the name as executed (may be relative)
+	Args          []string // exec: argv
+	ArgsTruncated bool     // exec: argv was longer than the kernel copies
+
+	ExitCode uint32 // exit: the raw wait status
+
+	// Exec decisions.
+	Generation  uint32         // the policy generation that decided
+	Matched     uint64         // selector bits of that policy
+	Actions     policy.Actions // union of the fired responses' actions
+	Blocked     bool           // the exec was refused with EPERM
+	Memfd       bool           // the executable is a memfd (fileless)
+	Interactive bool           // the session has a controlling terminal
+	Path        string         // resolved executable path, as the container sees it
+	PathLen     uint32         // its full length (Path holds at most 255 bytes)
+}
+
+// ErrClosed is returned by Read after Close.
+var ErrClosed = ringbuf.ErrClosed
+
+// Read blocks until the next kernel event.
+func (e *Engine) Read() (Event, error) {
+	rec, err := e.reader.Read()
+	if err != nil {
+		return Event{}, err
+	}
+	return decodeEvent(rec.RawSample)
+}
+
+func decodeEvent(raw []byte) (Event, error) {
+	if len(raw) < 4 {
+		return Event{}, fmt.Errorf("short event: %d bytes", len(raw))
+	}
+	var ev Event
+	switch kind := EventKind(binary.NativeEndian.Uint32(raw)); kind {
+	case EventFork:
+		var r bpfobj.ProbeForkEvent
+		if err := decodeInto(raw, &r); err != nil {
+			return ev, err
+		}
+		ev = header(r.Hdr, r.Proc)
+		ev.ParentTID = r.ParentTid
+	case EventExec:
+		var r bpfobj.ProbeExecEvent
+		if err := decodeInto(raw, &r); err != nil {
+			return ev, err
+		}
+		ev = header(r.Hdr, r.Proc)
+		ev.Filename = cstring(r.Filename[:])
+		ev.Args = splitArgs(int8s(r.Args[:min(int(r.ArgsLen), len(r.Args))]))
+		ev.ArgsTruncated = r.ArgsTruncated != 0
+	case EventExit:
+		var r bpfobj.ProbeExitEvent
+		if err := decodeInto(raw, &r); err != nil {
+			return ev, err
+		}
+		ev = header(r.Hdr, r.Proc)
+		ev.ExitCode = r.ExitCode
+	case EventExecDecision:
+		var r bpfobj.ProbeDecisionEvent
+		if err := decodeInto(raw, &r); err != nil {
+			return ev, err
+		}
+		ev = header(r.Hdr, r.Proc)
+		ev.Generation = r.Hdr.Generation
+		ev.Matched = r.Matched
+		ev.Actions = policy.Actions(r.Actions)
+		ev.Blocked = r.Blocked != 0
+		ev.Memfd = r.Memfd != 0
+		ev.Interactive = r.Interactive != 0
+		ev.Path = cstring(r.Path[:])
+		ev.PathLen = r.PathLen
+	default:
+		return ev, fmt.Errorf("unknown event kind %d", kind)
+	}
+	return ev, nil
+}
+
+func decodeInto[T any](raw []byte, dst *T) error {
+	if _, err := binary.Decode(raw, binary.NativeEndian, dst); err != nil {
+		return fmt.Errorf("decode %T: %w", *dst, err)
+	}
+	return nil
+}
+
+func header(h bpfobj.ProbeEventHeader, p bpfobj.ProbeProcInfo) Event {
+	return Event{
+		Kind: EventKind(h.Type),
+		Time: time.Duration(h.TsNs),
+		Process: Process{
+			PID: p.Pid, TID: p.Tid, PPID: p.Ppid, PGID: p.Pgid, SID: p.Sid,
+			PIDNamespace: p.Pidns, MountNamespace: p.Mntns,
+			UID: p.Uid, EUID: p.Euid, GID: p.Gid, EGID: p.Egid,
+			TTYMajor: p.TtyMajor, TTYMinor: p.TtyMinor,
+			Start: time.Duration(p.StartNs), CgroupID: p.CgroupId,
+			Comm: cstring(p.Comm[:]),
+		},
+	}
+}
+
+func int8s(b []int8) []byte {
+	out := make([]byte, len(b))
+	for i, c := range b {
+		out[i] = byte(c)
+	}
+	return out
+}
+
+func cstring(b []int8) string {
+	s := int8s(b)
+	if i := bytes.IndexByte(s, 0); i >= 0 {
+		s = s[:i]
+	}
+	return string(s)
+}
+
+// splitArgs splits the kernel's NUL-separated argv.
+func splitArgs(b []byte) []string {
+	b = bytes.TrimSuffix(b, []byte{0})
+	if len(b) == 0 {
+		return nil
+	}
+	parts := bytes.Split(b, []byte{0})
+	out := make([]string, len(parts))
+	for i, p := range parts {
+		out[i] = string(p)
+	}
+	return out
+}
+
+// SelectorNames names the selectors of a decision with the policy that made it.
+func (e *Engine) SelectorNames(ev *Event) ([]string, error) {
+	p := e.PolicyOf(ev.Generation)
+	if p == nil {
+		return nil, errors.New("the policy of this decision has been forgotten")
+	}
+	return p.MatchedSelectors(policy.Decision{Type: policy.Process, Matched: ev.Matched}), nil
+}

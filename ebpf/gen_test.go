@@ -12,9 +12,9 @@ import (
 // selectors and operations meet often; the paths exercise exact, /* and /** at
 // several depths, the root, and a near-miss prefix (/usr/binx).
 var (
-	genDirs  = []string{"", "/bin", "/usr", "/usr/bin", "/usr/bin/x", "/tmp", "/tmp/a", "/usr/binx"}
-	genFiles = []string{"/bin/sh", "/bin/busybox", "/usr/bin/env", "/usr/bin/x/y", "/usr/bin/x/y/z", "/tmp/a", "/tmp/a/b", "/usr/binx/env", "/usr/bin/sh"}
-	genNames = []string{"sh", "busybox", "env", "y", "z", "a", "b"}
+	genDirs  = []string{"", "/sbin", "/usr", "/usr/bin", "/usr/bin/x", "/tmp", "/tmp/a", "/usr/binx"}
+	genFiles = []string{"/sbin/sh", "/sbin/busybox", "/usr/bin/env", "/usr/bin/x/y", "/usr/bin/x/w/z", "/tmp/c", "/tmp/a/b", "/usr/binx/env", "/usr/bin/sh"}
+	genNames = []string{"sh", "busybox", "env", "y", "z", "c", "b"}
 	genImgs  = []string{"nginx", "redis"}
 )
 

@@ -353,6 +353,41 @@ static __always_inline int is_memfd(struct file *f)
 	return BPF_CORE_READ(d, d_inode, __i_nlink) == 0;
 }
 
+/* Loop bodies run through bpf_loop: the verifier checks them once instead of
+ * unrolling every path through 64 responses or 256 filename bytes. */
+struct base_ctx {
+	struct scratch *s;
+	long len;
+	__u32 base;
+};
+
+static long last_slash(__u32 i, struct base_ctx *c)
+{
+	if ((long)i >= c->len)
+		return 1;
+	if (c->s->fname[i & (sizeof(c->s->fname) - 1)] == '/')
+		c->base = i + 1;
+	return 0;
+}
+
+struct resp_ctx {
+	struct policy *pol;
+	__u64 m;
+	__u8 actions;
+};
+
+static long fire(__u32 i, struct resp_ctx *c)
+{
+	if (i >= c->pol->n_responses)
+		return 1;
+	/* n_responses <= 64 is user space's promise; the mask is the verifier's bound.
+	 * (A separate i < 64 test would let the compiler drop the mask.) */
+	__u32 j = i & (MAX_RESPONSES - 1);
+	if ((c->m & c->pol->match[j]) && !(c->m & c->pol->exclude[j]))
+		c->actions |= c->pol->actions[j];
+	return 0;
+}
+
 SEC("lsm/bprm_check_security")
 int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 {
@@ -375,7 +410,8 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	if (!s)
 		return 0;
 
-	struct file *f = BPF_CORE_READ(bprm, file);
+	/* A direct load keeps f a trusted BTF pointer, which bpf_d_path requires. */
+	struct file *f = bprm->file;
 	int memfd = is_memfd(f);
 	__u64 m = pol->exec_ops | (memfd ? pol->memfd_ops : 0);
 	if (!m)
@@ -397,14 +433,10 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	/* processName is the comm the program will get: the basename of the name it
 	 * was executed by (a symlink's own name), cut to 15 bytes. */
 	struct name_key nk = {.generation = gen};
-	long fl = bpf_probe_read_kernel_str(s->fname, sizeof(s->fname), BPF_CORE_READ(bprm, filename));
-	__u32 base = 0;
-	for (__u32 i = 0; i < sizeof(s->fname); i++) {
-		if ((long)i >= fl)
-			break;
-		if (s->fname[i] == '/')
-			base = i + 1;
-	}
+	struct base_ctx bc = {.s = s};
+	bc.len = bpf_probe_read_kernel_str(s->fname, sizeof(s->fname), BPF_CORE_READ(bprm, filename));
+	bpf_loop(sizeof(s->fname), last_slash, &bc, 0);
+	__u32 base = bc.base;
 	bpf_probe_read_kernel_str(nk.comm, sizeof(nk.comm), &s->fname[base & (sizeof(s->fname) - 1)]);
 	__u64 *nm = bpf_map_lookup_elem(&names, &nk);
 	m &= pol->no_name | (nm ? *nm : 0);
@@ -418,13 +450,9 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	if (!m)
 		return 0;
 
-	__u8 actions = 0;
-	for (__u32 i = 0; i < MAX_RESPONSES; i++) {
-		if (i >= pol->n_responses)
-			break;
-		if ((m & pol->match[i]) && !(m & pol->exclude[i]))
-			actions |= pol->actions[i];
-	}
+	struct resp_ctx rc = {.pol = pol, .m = m};
+	bpf_loop(MAX_RESPONSES, fire, &rc, 0);
+	__u8 actions = rc.actions;
 	int block = (actions & ACTION_BLOCK) && cfg->enforce;
 	count(STAT_DECISIONS);
 	if (block)

@@ -1,0 +1,360 @@
+package ebpf
+
+import (
+	"bytes"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/cloud-defend/cloud-defend/internal/vmtest"
+	"github.com/cloud-defend/cloud-defend/policy"
+)
+
+// TestInVM runs this package's TestVM* tests in a VM whose kernel runs BPF LSM.
+func TestInVM(t *testing.T) {
+	if inVM {
+		t.Skip("this is the VM")
+	}
+	if testing.Short() {
+		t.Skip("boots a VM")
+	}
+	vmtest.Run(t, vmtest.Options{Package: "./ebpf", Run: "^TestVM", Timeout: 9 * time.Minute})
+}
+
+func needVM(t *testing.T) {
+	t.Helper()
+	if !inVM {
+		t.Skip("runs in the VM, through TestInVM")
+	}
+}
+
+// exitZeroELF is the smallest static x86-64 program: exit(0). Tests copy it to the
+// paths they exec, so every allowed exec succeeds the same way.
+func exitZeroELF() []byte {
+	code := []byte{0x31, 0xff, 0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05} // xor edi,edi; mov eax,60; syscall
+	const base, hdrs = 0x400000, 64 + 56
+	var b bytes.Buffer
+	w := func(v any) { binary.Write(&b, binary.LittleEndian, v) }
+	b.Write([]byte{0x7f, 'E', 'L', 'F', 2, 1, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0})
+	w(uint16(2))                // ET_EXEC
+	w(uint16(62))               // EM_X86_64
+	w(uint32(1))                // EV_CURRENT
+	w(uint64(base + hdrs))      // entry
+	w(uint64(64))               // phoff
+	w(uint64(0))                // shoff
+	w(uint32(0))                // flags
+	w(uint16(64))               // ehsize
+	w(uint16(56))               // phentsize
+	w(uint16(1))                // phnum
+	w([3]uint16{64, 0, 0})      // shentsize, shnum, shstrndx
+	w(uint32(1))                // PT_LOAD
+	w(uint32(5))                // R+X
+	w(uint64(0))                // offset
+	w(uint64(base))             // vaddr
+	w(uint64(base))             // paddr
+	w(uint64(hdrs + len(code))) // filesz
+	w(uint64(hdrs + len(code))) // memsz
+	w(uint64(0x1000))           // align
+	b.Write(code)
+	return b.Bytes()
+}
+
+func installExecutables(t *testing.T, paths ...string) {
+	t.Helper()
+	elf := exitZeroELF()
+	for _, p := range paths {
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, elf, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+}
+
+// workload is where an exec runs.
+type workload struct {
+	container   bool     // a new pid and mount namespace
+	cgroup      *os.File // the cgroup to run in, or nil
+	interactive bool     // a session with a controlling terminal
+}
+
+// newCgroup creates a cgroup v2 directory and returns it open and its id.
+func newCgroup(t *testing.T, name string) (*os.File, uint64) {
+	t.Helper()
+	dir := "/sys/fs/cgroup/" + name
+	if err := os.Mkdir(dir, 0o755); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { f.Close() })
+	var st syscall.Stat_t
+	if err := syscall.Fstat(int(f.Fd()), &st); err != nil {
+		t.Fatal(err)
+	}
+	return f, st.Ino
+}
+
+// execIn runs path in the workload and reports whether the kernel refused the exec
+// with EPERM. In a container, busybox unshare starts on the host and its forked child
+// execs path inside the new namespaces, so only that exec is the workload's.
+func execIn(t *testing.T, w workload, path string) (blocked bool, parent int) {
+	t.Helper()
+	var cmd *exec.Cmd
+	if w.container {
+		cmd = exec.Command("/bin/busybox", "unshare", "-p", "-m", "-f", "--", path)
+	} else {
+		cmd = exec.Command(path)
+	}
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	attr := &syscall.SysProcAttr{}
+	if w.cgroup != nil {
+		attr.UseCgroupFD = true
+		attr.CgroupFD = int(w.cgroup.Fd())
+	}
+	if w.interactive {
+		pty, tty := openPTY(t)
+		defer pty.Close()
+		defer tty.Close()
+		cmd.Stdin = tty
+		attr.Setsid, attr.Setctty, attr.Ctty = true, true, 0
+	}
+	cmd.SysProcAttr = attr
+	err := cmd.Run()
+	if err == nil {
+		return false, cmd.Process.Pid
+	}
+	if w.container && strings.Contains(stderr.String(), "Operation not permitted") {
+		return true, cmd.Process.Pid
+	}
+	if errors.Is(err, syscall.EPERM) {
+		return true, 0
+	}
+	t.Fatalf("exec %s: %v: %s", path, err, stderr.String())
+	return false, 0
+}
+
+func openPTY(t *testing.T) (pty, tty *os.File) {
+	t.Helper()
+	pty, err := os.OpenFile("/dev/ptmx", os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := unix.IoctlSetPointerInt(int(pty.Fd()), unix.TIOCSPTLCK, 0); err != nil {
+		t.Fatal(err)
+	}
+	n, err := unix.IoctlGetInt(int(pty.Fd()), unix.TIOCGPTN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tty, err = os.OpenFile(fmt.Sprintf("/dev/pts/%d", n), os.O_RDWR|syscall.O_NOCTTY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pty, tty
+}
+
+// decisionsOf drains events until parent's exit and returns the exec decisions of
+// its children (the workload's execs).
+func decisionsOf(t *testing.T, ch <-chan Event, parent int) []Event {
+	t.Helper()
+	var out []Event
+	waitFor(t, ch, "exit", func(ev *Event) bool {
+		if ev.Kind == EventExecDecision && (ev.Process.PPID == uint32(parent) || ev.Process.PID == uint32(parent)) {
+			out = append(out, *ev)
+		}
+		return ev.Kind == EventExit && ev.Process.PID == uint32(parent)
+	})
+	return out
+}
+
+const scenarioPolicy = `process:
+  selectors:
+    - name: binDir
+      operation: [exec]
+      processExecutable: [/usr/bin/*]
+    - name: deep
+      processExecutable: [/opt/**]
+    - name: byName
+      processName: [nc]
+    - name: interactiveShell
+      operation: [exec]
+      processExecutable: [/tmp/shell]
+      sessionLeaderInteractive: true
+    - name: nginx
+      containerImageName: [nginx]
+    - name: logTmp
+      processExecutable: [/tmp/logged]
+  responses:
+    - match: [binDir, deep, byName, interactiveShell]
+      exclude: [nginx]
+      actions: [alert, block]
+    - match: [logTmp]
+      actions: [log]
+`
+
+func TestVMExecEnforcement(t *testing.T) {
+	needVM(t)
+	e, ch := openEngine(t, Options{})
+	if !e.LSM().Available || !e.Enforcing() {
+		t.Fatalf("BPF LSM unavailable in the VM: %s", e.LSM().Reason)
+	}
+	p := mustParse(t, scenarioPolicy)
+	if err := e.Swap(p); err != nil {
+		t.Fatal(err)
+	}
+	installExecutables(t, "/usr/bin/tool", "/usr/bin/sub/tool", "/opt/a/b/c", "/opt2/c", "/tmp/nc", "/tmp/ncat", "/tmp/shell", "/tmp/logged")
+	plain, _ := newCgroup(t, "plain")
+	nginx, nginxID := newCgroup(t, "nginx")
+	if err := e.SetContainer(nginxID, policy.Operation{ContainerImageName: "nginx"}); err != nil {
+		t.Fatal(err)
+	}
+	ctr := workload{container: true, cgroup: plain}
+	cases := []struct {
+		name    string
+		w       workload
+		path    string
+		blocked bool
+		actions policy.Actions
+		matched []string
+	}{
+		{"direct child of /usr/bin", ctr, "/usr/bin/tool", true, policy.ActionAlert | policy.ActionBlock, []string{"binDir"}},
+		{"grandchild of /usr/bin", ctr, "/usr/bin/sub/tool", false, 0, nil},
+		{"below /opt", ctr, "/opt/a/b/c", true, policy.ActionAlert | policy.ActionBlock, []string{"deep"}},
+		{"near-miss /opt2", ctr, "/opt2/c", false, 0, nil},
+		{"process name", ctr, "/tmp/nc", true, policy.ActionAlert | policy.ActionBlock, []string{"byName"}},
+		{"other name", ctr, "/tmp/ncat", false, 0, nil},
+		{"shell without a terminal", ctr, "/tmp/shell", false, 0, nil},
+		{"shell with a terminal", workload{container: true, cgroup: plain, interactive: true}, "/tmp/shell", true, policy.ActionAlert | policy.ActionBlock, []string{"interactiveShell"}},
+		{"log only", ctr, "/tmp/logged", false, policy.ActionLog, []string{"logTmp"}},
+		{"excluded image", workload{container: true, cgroup: nginx}, "/usr/bin/tool", false, 0, []string{"binDir", "nginx"}},
+		{"host process", workload{}, "/usr/bin/tool", false, 0, nil},
+		{"host process, /opt", workload{cgroup: plain}, "/opt/a/b/c", false, 0, nil},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			blocked, parent := execIn(t, c.w, c.path)
+			if blocked != c.blocked {
+				t.Fatalf("blocked = %v, want %v", blocked, c.blocked)
+			}
+			if parent == 0 {
+				return
+			}
+			ds := decisionsOf(t, ch, parent)
+			if c.actions == 0 {
+				if len(ds) != 0 {
+					t.Fatalf("unexpected decisions %+v", ds)
+				}
+				return
+			}
+			if len(ds) != 1 {
+				t.Fatalf("%d decisions, want 1: %+v", len(ds), ds)
+			}
+			d := ds[0]
+			names, err := e.SelectorNames(&d)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if d.Actions != c.actions || d.Blocked != c.blocked || d.Path != c.path || !slices.Equal(names, c.matched) {
+				t.Errorf("decision: actions %v blocked %v path %q selectors %v; want %v %v %q %v",
+					d.Actions, d.Blocked, d.Path, names, c.actions, c.blocked, c.path, c.matched)
+			}
+			if d.Process.PIDNamespace == 0 || d.Interactive != c.w.interactive {
+				t.Errorf("decision context: pidns %d interactive %v", d.Process.PIDNamespace, d.Interactive)
+			}
+		})
+	}
+	s, err := e.Stats()
+	if err != nil || s.Blocks == 0 || s.RingbufDrops != 0 || s.PathErrors != 0 {
+		t.Errorf("stats %+v %v", s, err)
+	}
+}
+
+func TestVMDryRun(t *testing.T) {
+	needVM(t)
+	e, ch := openEngine(t, Options{DryRun: true})
+	if e.Enforcing() {
+		t.Fatal("dry run enforces")
+	}
+	if err := e.Swap(mustParse(t, scenarioPolicy)); err != nil {
+		t.Fatal(err)
+	}
+	installExecutables(t, "/usr/bin/tool")
+	blocked, parent := execIn(t, workload{container: true}, "/usr/bin/tool")
+	if blocked {
+		t.Fatal("dry run blocked")
+	}
+	ds := decisionsOf(t, ch, parent)
+	if len(ds) != 1 || ds[0].Blocked || !ds[0].Actions.Has(policy.ActionBlock) {
+		t.Fatalf("dry-run decisions %+v", ds)
+	}
+}
+
+// TestVMDifferential checks the kernel's decisions against policy.Evaluate on
+// random policies and execs in containers with and without image metadata.
+func TestVMDifferential(t *testing.T) {
+	needVM(t)
+	e, ch := openEngine(t, Options{})
+	seed := rand.Uint64()
+	t.Logf("seed %d", seed)
+	r := rand.New(rand.NewPCG(seed, 0))
+	installExecutables(t, genFiles...)
+	cgroups := map[string]*os.File{}
+	for _, img := range append(slices.Clone(genImgs), "") {
+		f, id := newCgroup(t, "img-"+img)
+		cgroups[img] = f
+		if img != "" {
+			if err := e.SetContainer(id, policy.Operation{ContainerImageName: img}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	cases := 0
+	for range 60 {
+		src := genPolicy(r, 16)
+		p := mustParse(t, src)
+		if err := e.Swap(p); err != nil {
+			t.Fatal(err)
+		}
+		for range 15 {
+			op := genOp(r)
+			op.Op, op.ExecutableIsMemfd = policy.OpExec, false // fork enforcement is not in the kernel yet
+			want := p.Evaluate(&op)
+			w := workload{container: true, cgroup: cgroups[op.ContainerImageName], interactive: op.SessionLeaderInteractive}
+			blocked, parent := execIn(t, w, op.ProcessExecutable)
+			ds := decisionsOf(t, ch, parent)
+			cases++
+			fail := func(format string, args ...any) {
+				t.Fatalf("seed %d, case %d: %+v\n%s\nevaluator: matched %b actions %v\npolicy:\n%s",
+					seed, cases, op, fmt.Sprintf(format, args...), want.Matched, want.Actions, src)
+			}
+			if blocked != want.Actions.Has(policy.ActionBlock) {
+				fail("kernel blocked = %v", blocked)
+			}
+			switch {
+			case want.Actions == 0 && len(ds) != 0:
+				fail("kernel decided %+v", ds)
+			case want.Actions != 0 && len(ds) != 1:
+				fail("kernel made %d decisions", len(ds))
+			case want.Actions != 0 && (ds[0].Matched != want.Matched || ds[0].Actions != want.Actions || ds[0].Generation != e.Generation()):
+				fail("kernel: matched %b actions %v generation %d", ds[0].Matched, ds[0].Actions, ds[0].Generation)
+			}
+		}
+	}
+	t.Logf("%d cases agree (seed %d)", cases, seed)
+}

@@ -76,10 +76,10 @@ func Lint() error {
 	return sh.RunV("go", "vet", "./...")
 }
 
-// Test runs lint, every test with the race detector, then each fuzz target briefly
-// ($FUZZTIME, default 15s).
+// Test runs lint, checks the committed BPF objects are current, runs every test
+// with the race detector, then each fuzz target briefly ($FUZZTIME, default 15s).
 func Test() error {
-	mg.SerialDeps(Lint)
+	mg.SerialDeps(Lint, CheckGenerated)
 	if err := sh.RunV("go", "test", "-race", "-count=1", "./..."); err != nil {
 		return err
 	}
@@ -129,6 +129,23 @@ func fuzz(fuzztime string) error {
 // Generate regenerates generated code (BPF objects via bpf2go) with go generate.
 func Generate() error {
 	return sh.RunV("go", "generate", "./...")
+}
+
+// CheckGenerated regenerates the BPF objects and fails if they differ from the
+// committed ones (needs clang-19; CI installs it).
+func CheckGenerated() error {
+	if _, err := exec.LookPath("clang-19"); err != nil {
+		if os.Getenv("CI") == "true" {
+			return fmt.Errorf("clang-19 is missing: cannot prove the committed BPF objects are current")
+		}
+		fmt.Println("checkgenerated: clang-19 not installed; not checking the committed BPF objects")
+		return nil
+	}
+	mg.SerialDeps(Generate)
+	if err := sh.RunV("git", "diff", "--exit-code", "--stat", "--", "ebpf/internal/bpfobj"); err != nil {
+		return fmt.Errorf("the committed BPF objects are stale: run go run mage.go generate and commit the result")
+	}
+	return nil
 }
 
 // Bench runs every benchmark once and prints a table of ns/op, B/op and allocs/op.

@@ -216,4 +216,3 @@ func buildInitramfs(path, testBin string, opts Options) error {
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }
-

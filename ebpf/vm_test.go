@@ -358,3 +358,70 @@ func TestVMDifferential(t *testing.T) {
 	}
 	t.Logf("%d cases agree (seed %d)", cases, seed)
 }
+
+// TestVMHotSwap execs continuously while another goroutine flips between a blocking
+// and a logging policy: every exec's outcome must be the one its deciding
+// generation prescribes.
+func TestVMHotSwap(t *testing.T) {
+	needVM(t)
+	e, ch := openEngine(t, Options{})
+	const base = "process:\n  selectors:\n    - name: binDir\n      processExecutable: [/usr/bin/*]\n  responses:\n    - match: [binDir]\n      actions: [%s]\n"
+	blocking := mustParse(t, fmt.Sprintf(base, "alert, block"))
+	logging := mustParse(t, fmt.Sprintf(base, "log"))
+	if err := e.Swap(logging); err != nil {
+		t.Fatal(err)
+	}
+	installExecutables(t, "/usr/bin/tool")
+	stop := make(chan struct{})
+	swapped := make(chan int)
+	go func() {
+		n := 0
+		defer func() { swapped <- n }()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			p := blocking
+			if n%2 == 1 {
+				p = logging
+			}
+			if err := e.Swap(p); err != nil {
+				t.Error(err)
+				return
+			}
+			n++
+			time.Sleep(2 * time.Millisecond)
+		}
+	}()
+	ctr := workload{container: true}
+	gens := map[uint32]bool{}
+	var nblocked int
+	for i := range 300 {
+		blocked, parent := execIn(t, ctr, "/usr/bin/tool")
+		ds := decisionsOf(t, ch, parent)
+		if len(ds) != 1 {
+			t.Fatalf("exec %d: %d decisions", i, len(ds))
+		}
+		d := ds[0]
+		p := e.PolicyOf(d.Generation)
+		if p == nil {
+			t.Fatalf("exec %d: generation %d forgotten", i, d.Generation)
+		}
+		want := p.Blocks(policy.Process)
+		if blocked != want || d.Blocked != want || d.Actions != p.Responses(policy.Process)[0].Actions {
+			t.Fatalf("exec %d under generation %d: blocked %v (event %v, actions %v), policy blocks %v", i, d.Generation, blocked, d.Blocked, d.Actions, want)
+		}
+		gens[d.Generation] = true
+		if blocked {
+			nblocked++
+		}
+	}
+	close(stop)
+	n := <-swapped
+	t.Logf("%d swaps; 300 execs decided under %d generations, %d blocked", n, len(gens), nblocked)
+	if len(gens) < 10 || nblocked == 0 || nblocked == 300 {
+		t.Fatalf("the swaps did not interleave with the execs: %d generations, %d blocked", len(gens), nblocked)
+	}
+}

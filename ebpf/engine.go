@@ -86,6 +86,7 @@ func Open(opts Options) (*Engine, error) {
 	delete(spec.Programs, "probe_lsm")
 	if !e.lsm.Available {
 		delete(spec.Programs, "enforce_exec")
+		delete(spec.Programs, "enforce_fork")
 	}
 	e.coll, err = ebpf.NewCollection(spec)
 	if err != nil {
@@ -108,12 +109,14 @@ func Open(opts Options) (*Engine, error) {
 		e.links = append(e.links, l)
 	}
 	if e.lsm.Available {
-		l, err := link.AttachLSM(link.LSMOptions{Program: e.coll.Programs["enforce_exec"]})
-		if err != nil {
-			e.Close()
-			return nil, fmt.Errorf("attach enforce_exec: %w", err)
+		for _, name := range []string{"enforce_exec", "enforce_fork"} {
+			l, err := link.AttachLSM(link.LSMOptions{Program: e.coll.Programs[name]})
+			if err != nil {
+				e.Close()
+				return nil, fmt.Errorf("attach %s: %w", name, err)
+			}
+			e.links = append(e.links, l)
 		}
-		e.links = append(e.links, l)
 	}
 	if e.reader, err = ringbuf.NewReader(e.coll.Maps["events"]); err != nil {
 		e.Close()

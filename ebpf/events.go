@@ -17,10 +17,10 @@ import (
 type EventKind uint32
 
 const (
-	EventFork         EventKind = 1
-	EventExec         EventKind = 2
-	EventExit         EventKind = 3
-	EventExecDecision EventKind = 4 // an exec matched the policy (log, alert or block)
+	EventFork     EventKind = 1
+	EventExec     EventKind = 2
+	EventExit     EventKind = 3
+	EventDecision EventKind = 4 // a fork or exec fired a response (log, alert or block)
 )
 
 func (k EventKind) String() string {
@@ -31,8 +31,8 @@ func (k EventKind) String() string {
 		return "exec"
 	case EventExit:
 		return "exit"
-	case EventExecDecision:
-		return "exec-decision"
+	case EventDecision:
+		return "decision"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -66,7 +66,8 @@ type Event struct {
 
 	ExitCode uint32 // exit: the raw wait status
 
-	// Exec decisions.
+	// Decisions.
+	Op          policy.Op      // OpFork or OpExec
 	Generation  uint32         // the policy generation that decided
 	Matched     uint64         // selector bits of that policy
 	Actions     policy.Actions // union of the fired responses' actions
@@ -118,13 +119,17 @@ func decodeEvent(raw []byte) (Event, error) {
 		}
 		ev = header(r.Hdr, r.Proc)
 		ev.ExitCode = r.ExitCode
-	case EventExecDecision:
+	case EventDecision:
 		var r bpfobj.ProbeDecisionEvent
 		if err := decodeInto(raw, &r); err != nil {
 			return ev, err
 		}
 		ev = header(r.Hdr, r.Proc)
 		ev.Generation = r.Hdr.Generation
+		ev.Op = policy.OpExec
+		if r.Op == 1 {
+			ev.Op = policy.OpFork
+		}
 		ev.Matched = r.Matched
 		ev.Actions = policy.Actions(r.Actions)
 		ev.Blocked = r.Blocked != 0

@@ -39,10 +39,21 @@ func needVM(t *testing.T) {
 	}
 }
 
-// exitZeroELF is the smallest static x86-64 program: exit(0). Tests copy it to the
-// paths they exec, so every allowed exec succeeds the same way.
-func exitZeroELF() []byte {
-	code := []byte{0x31, 0xff, 0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05} // xor edi,edi; mov eax,60; syscall
+// Tests exec tiny static x86-64 programs written here, so every allowed exec
+// succeeds the same way: exitZero exits 0; forker forks, then exits 0, or 77 when
+// fork failed.
+var (
+	exitZero = []byte{0x31, 0xff, 0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05} // xor edi,edi; mov eax,60; syscall
+	forker   = []byte{
+		0xb8, 57, 0, 0, 0, 0x0f, 0x05, // mov eax,57 (fork); syscall
+		0x48, 0x85, 0xc0, 0x78, 0x09, // test rax,rax; js fail
+		0x31, 0xff, 0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05, // exit(0)
+		0xbf, 77, 0, 0, 0, 0xb8, 0x3c, 0, 0, 0, 0x0f, 0x05, // fail: exit(77)
+	}
+)
+
+// elf wraps machine code into the smallest static ELF executable.
+func elf(code []byte) []byte {
 	const base, hdrs = 0x400000, 64 + 56
 	var b bytes.Buffer
 	w := func(v any) { binary.Write(&b, binary.LittleEndian, v) }
@@ -70,9 +81,9 @@ func exitZeroELF() []byte {
 	return b.Bytes()
 }
 
-func installExecutables(t *testing.T, paths ...string) {
+func installExecutables(t *testing.T, code []byte, paths ...string) {
 	t.Helper()
-	elf := exitZeroELF()
+	elf := elf(code)
 	for _, p := range paths {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
@@ -110,9 +121,11 @@ func newCgroup(t *testing.T, name string) (*os.File, uint64) {
 }
 
 // execIn runs path in the workload and reports whether the kernel refused the exec
-// with EPERM. In a container, busybox unshare starts on the host and its forked child
-// execs path inside the new namespaces, so only that exec is the workload's.
-func execIn(t *testing.T, w workload, path string) (blocked bool, parent int) {
+// with EPERM, the parent of the workload's process (for decisionsOf), and the
+// program's exit code. In a container, busybox unshare starts on the host and its
+// forked child execs path inside the new namespaces, so only that exec is the
+// workload's.
+func execIn(t *testing.T, w workload, path string) (blocked bool, parent, code int) {
 	t.Helper()
 	var cmd *exec.Cmd
 	if w.container {
@@ -136,17 +149,20 @@ func execIn(t *testing.T, w workload, path string) (blocked bool, parent int) {
 	}
 	cmd.SysProcAttr = attr
 	err := cmd.Run()
-	if err == nil {
-		return false, cmd.Process.Pid
-	}
-	if w.container && strings.Contains(stderr.String(), "Operation not permitted") {
-		return true, cmd.Process.Pid
-	}
-	if errors.Is(err, syscall.EPERM) {
-		return true, 0
+	var ee *exec.ExitError
+	errors.As(err, &ee)
+	switch {
+	case err == nil:
+		return false, cmd.Process.Pid, 0
+	case ee != nil && w.container && strings.Contains(stderr.String(), "Operation not permitted"):
+		return true, cmd.Process.Pid, ee.ExitCode()
+	case errors.Is(err, syscall.EPERM):
+		return true, 0, -1
+	case ee != nil && stderr.Len() == 0:
+		return false, cmd.Process.Pid, ee.ExitCode()
 	}
 	t.Fatalf("exec %s: %v: %s", path, err, stderr.String())
-	return false, 0
+	return false, 0, 0
 }
 
 func openPTY(t *testing.T) (pty, tty *os.File) {
@@ -175,7 +191,7 @@ func decisionsOf(t *testing.T, ch <-chan Event, parent int) []Event {
 	t.Helper()
 	var out []Event
 	waitFor(t, ch, "exit", func(ev *Event) bool {
-		if ev.Kind == EventExecDecision && (ev.Process.PPID == uint32(parent) || ev.Process.PID == uint32(parent)) {
+		if ev.Kind == EventDecision && (ev.Process.PPID == uint32(parent) || ev.Process.PID == uint32(parent)) {
 			out = append(out, *ev)
 		}
 		return ev.Kind == EventExit && ev.Process.PID == uint32(parent)
@@ -218,7 +234,7 @@ func TestVMExecEnforcement(t *testing.T) {
 	if err := e.Swap(p); err != nil {
 		t.Fatal(err)
 	}
-	installExecutables(t, "/usr/bin/tool", "/usr/bin/sub/tool", "/opt/a/b/c", "/opt2/c", "/tmp/nc", "/tmp/ncat", "/tmp/shell", "/tmp/logged")
+	installExecutables(t, exitZero, "/usr/bin/tool", "/usr/bin/sub/tool", "/opt/a/b/c", "/opt2/c", "/tmp/nc", "/tmp/ncat", "/tmp/shell", "/tmp/logged")
 	plain, _ := newCgroup(t, "plain")
 	nginx, nginxID := newCgroup(t, "nginx")
 	if err := e.SetContainer(nginxID, policy.Operation{ContainerImageName: "nginx"}); err != nil {
@@ -248,7 +264,7 @@ func TestVMExecEnforcement(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			blocked, parent := execIn(t, c.w, c.path)
+			blocked, parent, _ := execIn(t, c.w, c.path)
 			if blocked != c.blocked {
 				t.Fatalf("blocked = %v, want %v", blocked, c.blocked)
 			}
@@ -294,8 +310,8 @@ func TestVMDryRun(t *testing.T) {
 	if err := e.Swap(mustParse(t, scenarioPolicy)); err != nil {
 		t.Fatal(err)
 	}
-	installExecutables(t, "/usr/bin/tool")
-	blocked, parent := execIn(t, workload{container: true}, "/usr/bin/tool")
+	installExecutables(t, exitZero, "/usr/bin/tool")
+	blocked, parent, _ := execIn(t, workload{container: true}, "/usr/bin/tool")
 	if blocked {
 		t.Fatal("dry run blocked")
 	}
@@ -313,7 +329,7 @@ func TestVMDifferential(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 0))
-	installExecutables(t, genFiles...)
+	installExecutables(t, forker, genFiles...)
 	cgroups := map[string]*os.File{}
 	for _, img := range append(slices.Clone(genImgs), "") {
 		f, id := newCgroup(t, "img-"+img)
@@ -332,27 +348,50 @@ func TestVMDifferential(t *testing.T) {
 			t.Fatal(err)
 		}
 		for range 15 {
+			// Every exec'd program forks: each case checks an exec and, unless the
+			// exec was blocked, the fork that follows it.
 			op := genOp(r)
-			op.Op, op.ExecutableIsMemfd = policy.OpExec, false // fork enforcement is not in the kernel yet
-			want := p.Evaluate(&op)
+			op.ExecutableIsMemfd = false
+			execOp, forkOp := op, op
+			execOp.Op, forkOp.Op = policy.OpExec, policy.OpFork
+			wantExec := p.Evaluate(&execOp)
+			execBlocked := wantExec.Actions.Has(policy.ActionBlock)
+			var wantFork policy.Decision
+			if !execBlocked {
+				wantFork = p.Evaluate(&forkOp)
+			}
 			w := workload{container: true, cgroup: cgroups[op.ContainerImageName], interactive: op.SessionLeaderInteractive}
-			blocked, parent := execIn(t, w, op.ProcessExecutable)
+			blocked, parent, code := execIn(t, w, op.ProcessExecutable)
 			ds := decisionsOf(t, ch, parent)
 			cases++
 			fail := func(format string, args ...any) {
-				t.Fatalf("seed %d, case %d: %+v\n%s\nevaluator: matched %b actions %v\npolicy:\n%s",
-					seed, cases, op, fmt.Sprintf(format, args...), want.Matched, want.Actions, src)
+				t.Fatalf("seed %d, case %d: %+v\n%s\nevaluator: exec matched %b actions %v; fork matched %b actions %v\npolicy:\n%s",
+					seed, cases, op, fmt.Sprintf(format, args...), wantExec.Matched, wantExec.Actions, wantFork.Matched, wantFork.Actions, src)
 			}
-			if blocked != want.Actions.Has(policy.ActionBlock) {
-				fail("kernel blocked = %v", blocked)
+			if blocked != execBlocked {
+				fail("kernel blocked the exec: %v", blocked)
 			}
-			switch {
-			case want.Actions == 0 && len(ds) != 0:
-				fail("kernel decided %+v", ds)
-			case want.Actions != 0 && len(ds) != 1:
-				fail("kernel made %d decisions", len(ds))
-			case want.Actions != 0 && (ds[0].Matched != want.Matched || ds[0].Actions != want.Actions || ds[0].Generation != e.Generation()):
-				fail("kernel: matched %b actions %v generation %d", ds[0].Matched, ds[0].Actions, ds[0].Generation)
+			if forkBlocked := code == 77; !blocked && forkBlocked != wantFork.Actions.Has(policy.ActionBlock) {
+				fail("kernel blocked the fork: %v (exit %d)", forkBlocked, code)
+			}
+			for _, c := range []struct {
+				op   policy.Op
+				want policy.Decision
+			}{{policy.OpExec, wantExec}, {policy.OpFork, wantFork}} {
+				var got []Event
+				for _, d := range ds {
+					if d.Op == c.op {
+						got = append(got, d)
+					}
+				}
+				switch {
+				case c.want.Actions == 0 && len(got) != 0:
+					fail("kernel decided a %v: %+v", c.op, got)
+				case c.want.Actions != 0 && len(got) != 1:
+					fail("kernel made %d %v decisions", len(got), c.op)
+				case c.want.Actions != 0 && (got[0].Matched != c.want.Matched || got[0].Actions != c.want.Actions || got[0].Generation != e.Generation()):
+					fail("kernel %v: matched %b actions %v generation %d", c.op, got[0].Matched, got[0].Actions, got[0].Generation)
+				}
 			}
 		}
 	}
@@ -371,7 +410,7 @@ func TestVMHotSwap(t *testing.T) {
 	if err := e.Swap(logging); err != nil {
 		t.Fatal(err)
 	}
-	installExecutables(t, "/usr/bin/tool")
+	installExecutables(t, exitZero, "/usr/bin/tool")
 	stop := make(chan struct{})
 	swapped := make(chan int)
 	go func() {
@@ -399,7 +438,7 @@ func TestVMHotSwap(t *testing.T) {
 	gens := map[uint32]bool{}
 	var nblocked int
 	for i := range 300 {
-		blocked, parent := execIn(t, ctr, "/usr/bin/tool")
+		blocked, parent, _ := execIn(t, ctr, "/usr/bin/tool")
 		ds := decisionsOf(t, ch, parent)
 		if len(ds) != 1 {
 			t.Fatalf("exec %d: %d decisions", i, len(ds))
@@ -424,4 +463,110 @@ func TestVMHotSwap(t *testing.T) {
 	if len(gens) < 10 || nblocked == 0 || nblocked == 300 {
 		t.Fatalf("the swaps did not interleave with the execs: %d generations, %d blocked", len(gens), nblocked)
 	}
+}
+
+func TestVMForkEnforcement(t *testing.T) {
+	needVM(t)
+	e, ch := openEngine(t, Options{})
+	if err := e.Swap(mustParse(t, `process:
+  selectors:
+    - name: forkers
+      operation: [fork]
+      processExecutable: [/usr/bin/forker]
+  responses:
+    - match: [forkers]
+      actions: [alert, block]
+`)); err != nil {
+		t.Fatal(err)
+	}
+	installExecutables(t, forker, "/usr/bin/forker", "/tmp/forker")
+	for _, c := range []struct {
+		name       string
+		w          workload
+		path       string
+		forkFailed bool
+	}{
+		{"selected executable", workload{container: true}, "/usr/bin/forker", true},
+		{"other executable", workload{container: true}, "/tmp/forker", false},
+		{"host process", workload{}, "/usr/bin/forker", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			blocked, parent, code := execIn(t, c.w, c.path)
+			if blocked || (code == 77) != c.forkFailed || (code != 0 && code != 77) {
+				t.Fatalf("exec blocked %v, exit %d; want fork failed %v", blocked, code, c.forkFailed)
+			}
+			ds := decisionsOf(t, ch, parent)
+			if !c.forkFailed {
+				if len(ds) != 0 {
+					t.Fatalf("decisions %+v", ds)
+				}
+				return
+			}
+			if len(ds) != 1 || ds[0].Op != policy.OpFork || !ds[0].Blocked || ds[0].Path != c.path || ds[0].Process.Comm != "forker" {
+				t.Fatalf("decisions %+v", ds)
+			}
+		})
+	}
+}
+
+// TestMain turns the test binary into a helper process when TestVMMemfdExec starts
+// it with CLOUD_DEFEND_HELPER=memfd: it execs a program from a memfd and exits 77
+// when the kernel refuses with EPERM.
+func TestMain(m *testing.M) {
+	if os.Getenv("CLOUD_DEFEND_HELPER") == "memfd" {
+		os.Exit(execFromMemfd())
+	}
+	os.Exit(m.Run())
+}
+
+func execFromMemfd() int {
+	fd, err := unix.MemfdCreate("payload", 0)
+	if err != nil {
+		return 78
+	}
+	if _, err := unix.Write(fd, elf(exitZero)); err != nil {
+		return 78
+	}
+	err = syscall.Exec(fmt.Sprintf("/proc/self/fd/%d", fd), []string{"payload"}, nil)
+	if errors.Is(err, syscall.EPERM) {
+		return 77
+	}
+	return 78
+}
+
+func TestVMMemfdExec(t *testing.T) {
+	needVM(t)
+	e, ch := openEngine(t, Options{})
+	if err := e.Swap(mustParse(t, `process:
+  selectors:
+    - name: fileless
+      operation: [execMemFd]
+  responses:
+    - match: [fileless]
+      actions: [alert, block]
+`)); err != nil {
+		t.Fatal(err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.Setenv("CLOUD_DEFEND_HELPER", "memfd")
+	defer os.Unsetenv("CLOUD_DEFEND_HELPER")
+	// The helper's own exec is an ordinary one: execMemFd lets it through.
+	cmd := exec.Command("/bin/busybox", "unshare", "-p", "-m", "-f", "--", self)
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 77 {
+		t.Fatalf("memfd exec was not refused with EPERM: %v", err)
+	}
+	ds := decisionsOf(t, ch, cmd.Process.Pid)
+	if len(ds) != 1 {
+		t.Fatalf("decisions %+v", ds)
+	}
+	d := ds[0]
+	if !d.Memfd || !d.Blocked || d.Op != policy.OpExec || !strings.HasPrefix(d.Path, "/memfd:payload") {
+		t.Fatalf("decision %+v", d)
+	}
+	t.Logf("fileless exec refused: %s", d.Path)
 }

@@ -26,7 +26,7 @@ enum event_type {
 	EVENT_FORK = 1,
 	EVENT_EXEC = 2,
 	EVENT_EXIT = 3,
-	EVENT_EXEC_DECISION = 4,
+	EVENT_DECISION = 4,
 };
 
 enum action {
@@ -146,7 +146,9 @@ struct decision_event {
 	__u8 blocked;
 	__u8 memfd;
 	__u8 interactive;
+	__u32 op;       /* enum op */
 	__u32 path_len; /* full resolved length, may exceed what path holds */
+	__u32 pad;
 	char path[MAX_PATH + 1];
 };
 
@@ -388,15 +390,17 @@ static long fire(__u32 i, struct resp_ctx *c)
 	return 0;
 }
 
-SEC("lsm/bprm_check_security")
-int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
-{
-	if (ret)
-		return ret;
-	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
-	if (task_pidns(t) == host_pidns)
-		return 0; /* the node's own processes are out of scope */
+enum op {
+	OP_FORK = 1,
+	OP_EXEC = 2,
+};
 
+/* decide evaluates the process policy for task t about to fork or exec f, reports
+ * a decision when a response fires, and returns -EPERM when it blocks. For exec,
+ * filename is the name it was executed by; processName is that name's basename
+ * (the comm the program will get). For fork, processName is t's comm. */
+static __always_inline int decide(struct task_struct *t, __u32 op, struct file *f, const char *filename)
+{
 	__u32 zero = 0;
 	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
@@ -410,14 +414,13 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	if (!s)
 		return 0;
 
-	/* A direct load keeps f a trusted BTF pointer, which bpf_d_path requires. */
-	struct file *f = bprm->file;
 	int memfd = is_memfd(f);
-	__u64 m = pol->exec_ops | (memfd ? pol->memfd_ops : 0);
+	__u64 m = op == OP_FORK ? pol->fork_ops : pol->exec_ops | (memfd ? pol->memfd_ops : 0);
 	if (!m)
 		return 0;
 
-	/* Executable path, resolved against the task's root: as the container sees it. */
+	/* Executable path, resolved against the task's root: as the container sees it.
+	 * f must be a trusted BTF pointer (loaded directly, not through CO-RE reads). */
 	long n = bpf_d_path((struct path *)&f->f_path, s->path, PATH_BUF);
 	__u64 exe = pol->no_exe;
 	__u32 len = 0;
@@ -430,14 +433,16 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	}
 	m &= exe;
 
-	/* processName is the comm the program will get: the basename of the name it
-	 * was executed by (a symlink's own name), cut to 15 bytes. */
 	struct name_key nk = {.generation = gen};
-	struct base_ctx bc = {.s = s};
-	bc.len = bpf_probe_read_kernel_str(s->fname, sizeof(s->fname), BPF_CORE_READ(bprm, filename));
-	bpf_loop(sizeof(s->fname), last_slash, &bc, 0);
-	__u32 base = bc.base;
-	bpf_probe_read_kernel_str(nk.comm, sizeof(nk.comm), &s->fname[base & (sizeof(s->fname) - 1)]);
+	if (op == OP_EXEC) {
+		struct base_ctx bc = {.s = s};
+		bc.len = bpf_probe_read_kernel_str(s->fname, sizeof(s->fname), filename);
+		bpf_loop(sizeof(s->fname), last_slash, &bc, 0);
+		__u32 base = bc.base;
+		bpf_probe_read_kernel_str(nk.comm, sizeof(nk.comm), &s->fname[base & (sizeof(s->fname) - 1)]);
+	} else {
+		bpf_get_current_comm(nk.comm, sizeof(nk.comm));
+	}
 	__u64 *nm = bpf_map_lookup_elem(&names, &nk);
 	m &= pol->no_name | (nm ? *nm : 0);
 
@@ -462,11 +467,12 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 		struct decision_event *e = reserve(sizeof(*e));
 		if (e) {
 			__builtin_memset(e, 0, sizeof(*e));
-			e->hdr.type = EVENT_EXEC_DECISION;
+			e->hdr.type = EVENT_DECISION;
 			e->hdr.generation = counter;
 			e->hdr.ts_ns = bpf_ktime_get_boot_ns();
 			fill_proc(&e->proc, t);
 			e->proc.pidns = task_pidns(t);
+			e->op = op;
 			e->matched = m;
 			e->actions = actions;
 			e->blocked = block;
@@ -478,6 +484,36 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 		}
 	}
 	return block ? -EPERM : 0;
+}
+
+SEC("lsm/bprm_check_security")
+int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
+{
+	if (ret)
+		return ret;
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	if (task_pidns(t) == host_pidns)
+		return 0; /* the node's own processes are out of scope */
+	return decide(t, OP_EXEC, bprm->file, BPF_CORE_READ(bprm, filename));
+}
+
+SEC("lsm/task_alloc")
+int BPF_PROG(enforce_fork, struct task_struct *task, unsigned long clone_flags, int ret)
+{
+	if (ret)
+		return ret;
+	if (clone_flags & CLONE_THREAD)
+		return 0; /* threads are not processes: fork selectors see processes */
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	if (task_pidns(t) == host_pidns)
+		return 0;
+	struct mm_struct *mm = t->mm;
+	if (!mm)
+		return 0;
+	struct file *exe = mm->exe_file;
+	if (!exe)
+		return 0;
+	return decide(t, OP_FORK, exe, 0);
 }
 
 /* probe_lsm is loaded alone at start to learn whether BPF LSM works here. */

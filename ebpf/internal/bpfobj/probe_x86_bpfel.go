@@ -35,7 +35,9 @@ type ProbeDecisionEvent struct {
 	Blocked     uint8
 	Memfd       uint8
 	Interactive uint8
+	Op          uint32
 	PathLen     uint32
+	Pad         uint32
 	Path        [256]int8
 }
 
@@ -153,6 +155,7 @@ const (
 	ProbeMapScratchMap          = "scratch_map"
 	ProbeMapStats               = "stats"
 	ProbeProgEnforceExec        = "enforce_exec"
+	ProbeProgEnforceFork        = "enforce_fork"
 	ProbeProgOnExec             = "on_exec"
 	ProbeProgOnExit             = "on_exit"
 	ProbeProgOnFork             = "on_fork"
@@ -207,6 +210,7 @@ type ProbeSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
 	EnforceExec *ebpf.ProgramSpec `ebpf:"enforce_exec"`
+	EnforceFork *ebpf.ProgramSpec `ebpf:"enforce_fork"`
 	OnExec      *ebpf.ProgramSpec `ebpf:"on_exec"`
 	OnExit      *ebpf.ProgramSpec `ebpf:"on_exit"`
 	OnFork      *ebpf.ProgramSpec `ebpf:"on_fork"`
@@ -297,6 +301,7 @@ type ProbeVariables struct {
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
 	EnforceExec *ebpf.Program `ebpf:"enforce_exec"`
+	EnforceFork *ebpf.Program `ebpf:"enforce_fork"`
 	OnExec      *ebpf.Program `ebpf:"on_exec"`
 	OnExit      *ebpf.Program `ebpf:"on_exit"`
 	OnFork      *ebpf.Program `ebpf:"on_fork"`
@@ -306,6 +311,7 @@ type ProbePrograms struct {
 func (p *ProbePrograms) Close() error {
 	return _ProbeClose(
 		p.EnforceExec,
+		p.EnforceFork,
 		p.OnExec,
 		p.OnExit,
 		p.OnFork,

@@ -12,6 +12,8 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"sort"
+	"strconv"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -148,42 +150,122 @@ func CheckGenerated() error {
 	return nil
 }
 
-// Bench runs every benchmark once and prints a table of ns/op, B/op and allocs/op.
+// Bench runs every benchmark (host, then the kernel benchmarks in the VM) and prints
+// a table, with the VM's overheads as ratios measured in the same VM run.
 func Bench() error {
-	cmd := exec.Command("go", "test", "-run=^$", "-bench=.", "-benchmem", "-count=1", "./...")
 	var buf bytes.Buffer
-	cmd.Stdout = io.MultiWriter(os.Stdout, &buf)
-	cmd.Stderr = os.Stderr
-	if err := cmd.Run(); err != nil {
+	host := exec.Command("go", "test", "-run=^$", "-bench=.", "-benchmem", "-count=1", "./...")
+	host.Stdout, host.Stderr = io.MultiWriter(os.Stdout, &buf), os.Stderr
+	if err := host.Run(); err != nil {
+		return err
+	}
+	vm := exec.Command("go", "test", "-run=^TestInVMBench$", "-v", "-count=1", "-timeout=15m", "./ebpf")
+	vm.Env = append(os.Environ(), "CLOUD_DEFEND_VM_BENCH=1")
+	vm.Stdout, vm.Stderr = io.MultiWriter(os.Stdout, &buf), os.Stderr
+	if err := vm.Run(); err != nil {
 		return err
 	}
 	fmt.Println()
 	return benchTable(&buf, os.Stdout)
 }
 
-// benchTable turns go test -bench output into an aligned table.
+var procsSuffix = regexp.MustCompile(`-\d+$`) // GOMAXPROCS, absent in the 1-CPU VM
+
+type benchResult struct {
+	pkg, name string
+	metrics   map[string][]float64 // unit → one value per run
+}
+
+// benchTable turns go test -bench output (also the VM's, relayed as "vm: " log
+// lines) into a table of medians, then the VM overhead ratios.
 func benchTable(r io.Reader, w io.Writer) error {
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "package\tbenchmark\tns/op\tB/op\tallocs/op\t")
+	var results []*benchResult
+	byName := map[string]*benchResult{}
 	pkg := ""
 	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		f := strings.Fields(sc.Text())
+		line := sc.Text()
+		if i := strings.Index(line, "vm: "); i >= 0 {
+			line = line[i+4:]
+		}
+		f := strings.Fields(line)
 		switch {
 		case len(f) >= 2 && f[0] == "pkg:":
 			pkg = f[1]
-		case len(f) >= 4 && strings.HasPrefix(f[0], "Benchmark"):
-			vals := map[string]string{}
-			for i := 2; i+1 < len(f); i += 2 {
-				vals[f[i+1]] = f[i]
+		case len(f) >= 4 && strings.HasPrefix(f[0], "Benchmark") && f[3] == "ns/op":
+			name := procsSuffix.ReplaceAllString(f[0], "")
+			res := byName[pkg+" "+name]
+			if res == nil {
+				res = &benchResult{pkg: pkg, name: name, metrics: map[string][]float64{}}
+				byName[pkg+" "+name] = res
+				results = append(results, res)
 			}
-			fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t\n", pkg, f[0], vals["ns/op"], vals["B/op"], vals["allocs/op"])
+			for i := 2; i+1 < len(f); i += 2 {
+				if v, err := strconv.ParseFloat(f[i], 64); err == nil {
+					res.metrics[f[i+1]] = append(res.metrics[f[i+1]], v)
+				}
+			}
 		}
 	}
 	if err := sc.Err(); err != nil {
 		return err
 	}
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "package\tbenchmark\truns\tns/op\tB/op\tallocs/op\tother (median)\t")
+	for _, res := range results {
+		var other []string
+		for unit, vs := range res.metrics {
+			if unit != "ns/op" && unit != "B/op" && unit != "allocs/op" {
+				other = append(other, fmt.Sprintf("%.0f %s", median(vs), unit))
+			}
+		}
+		sort.Strings(other)
+		fmt.Fprintf(tw, "%s\t%s\t%d\t%s\t%s\t%s\t%s\t\n", res.pkg, res.name, len(res.metrics["ns/op"]),
+			medianStr(res.metrics["ns/op"]), medianStr(res.metrics["B/op"]), medianStr(res.metrics["allocs/op"]), strings.Join(other, ", "))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	// Overheads in the VM: configurations of one loop, measured in one run.
+	fmt.Fprintln(w, "\nVM overhead ratios (median ns/op):")
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "loop\tempty/none\tdefault/empty\tsel64/empty\t")
+	for _, loop := range []string{"BenchmarkVMExec", "BenchmarkVMFork"} {
+		get := func(cfg string) float64 {
+			for _, res := range results {
+				if res.name == loop+"/"+cfg {
+					return median(res.metrics["ns/op"])
+				}
+			}
+			return 0
+		}
+		none, empty, def, sel := get("none"), get("empty"), get("default"), get("sel64")
+		if none == 0 || empty == 0 {
+			continue
+		}
+		fmt.Fprintf(tw, "%s\t%.2fx\t%.2fx (target 1.10x)\t%.2fx (target 1.25x)\t\n", strings.TrimPrefix(loop, "BenchmarkVM"), empty/none, def/empty, sel/empty)
+	}
 	return tw.Flush()
+}
+
+func median(vs []float64) float64 {
+	if len(vs) == 0 {
+		return 0
+	}
+	s := append([]float64(nil), vs...)
+	sort.Float64s(s)
+	if len(s)%2 == 1 {
+		return s[len(s)/2]
+	}
+	return (s[len(s)/2-1] + s[len(s)/2]) / 2
+}
+
+func medianStr(vs []float64) string {
+	if len(vs) == 0 {
+		return "-"
+	}
+	return strconv.FormatFloat(median(vs), 'f', -1, 64)
 }
 
 // Clean removes build outputs.

@@ -26,6 +26,9 @@ type Options struct {
 	DryRun bool
 	// DisableLSM loads telemetry only, as on a kernel without BPF LSM.
 	DisableLSM bool
+	// RingBufferSize is the event ring's size in bytes: a power of two and a
+	// multiple of the page size. 0 means 16 MiB.
+	RingBufferSize int
 }
 
 // LSMStatus says whether blocking is available, and if not, why.
@@ -82,6 +85,14 @@ func Open(opts Options) (*Engine, error) {
 		e.lsm = LSMStatus{Reason: "BPF LSM disabled by configuration"}
 	} else {
 		e.lsm = probeLSM(spec)
+	}
+	for name := range spec.Programs {
+		if strings.HasPrefix(name, "empty_") {
+			delete(spec.Programs, name) // benchmark baselines
+		}
+	}
+	if opts.RingBufferSize > 0 {
+		spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 	}
 	delete(spec.Programs, "probe_lsm")
 	if !e.lsm.Available {

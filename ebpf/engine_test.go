@@ -158,3 +158,63 @@ func TestOpenWithoutLSM(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// TestRingbufDropsAreCounted stalls the reader until the ring overflows: every event
+// is either read or counted as dropped, and the ring recovers once drained.
+func TestRingbufDropsAreCounted(t *testing.T) {
+	e, err := Open(Options{DisableLSM: true, RingBufferSize: 64 << 10})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	const procs = 100
+	pids := map[uint32]bool{}
+	for range procs {
+		cmd := exec.Command("/bin/true")
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		pids[uint32(cmd.Process.Pid)] = true
+	}
+	read, ours := 0, 0
+	e.reader.SetDeadline(time.Now().Add(time.Second))
+	for {
+		ev, err := e.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			break
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		read++
+		if pids[ev.Process.PID] {
+			ours++
+		}
+	}
+	s, err := e.Stats()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Logf("%d processes: read %d events (%d of ours), %d dropped", procs, read, ours, s.RingbufDrops)
+	if s.RingbufDrops == 0 || ours >= 3*procs {
+		t.Fatalf("a 64 KiB ring did not overflow: %d drops, %d of our %d events read", s.RingbufDrops, ours, 3*procs)
+	}
+	if uint64(read)+s.RingbufDrops < 3*procs {
+		t.Fatalf("events vanished: %d read + %d dropped < %d produced", read, s.RingbufDrops, 3*procs)
+	}
+	// Drained, the ring takes events again.
+	cmd := exec.Command("/bin/true")
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	e.reader.SetDeadline(time.Now().Add(5 * time.Second))
+	for {
+		ev, err := e.Read()
+		if err != nil {
+			t.Fatalf("after draining: %v", err)
+		}
+		if ev.Kind == EventExit && ev.Process.PID == uint32(cmd.Process.Pid) {
+			break
+		}
+	}
+}

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf/ringbuf"
 
@@ -97,15 +98,15 @@ func decodeEvent(raw []byte) (Event, error) {
 	var ev Event
 	switch kind := EventKind(binary.NativeEndian.Uint32(raw)); kind {
 	case EventFork:
-		var r bpfobj.ProbeForkEvent
-		if err := decodeInto(raw, &r); err != nil {
+		r, err := view[bpfobj.ProbeForkEvent](raw)
+		if err != nil {
 			return ev, err
 		}
 		ev = header(r.Hdr, r.Proc)
 		ev.ParentTID = r.ParentTid
 	case EventExec:
-		var r bpfobj.ProbeExecEvent
-		if err := decodeInto(raw, &r); err != nil {
+		r, err := view[bpfobj.ProbeExecEvent](raw)
+		if err != nil {
 			return ev, err
 		}
 		ev = header(r.Hdr, r.Proc)
@@ -113,15 +114,15 @@ func decodeEvent(raw []byte) (Event, error) {
 		ev.Args = splitArgs(int8s(r.Args[:min(int(r.ArgsLen), len(r.Args))]))
 		ev.ArgsTruncated = r.ArgsTruncated != 0
 	case EventExit:
-		var r bpfobj.ProbeExitEvent
-		if err := decodeInto(raw, &r); err != nil {
+		r, err := view[bpfobj.ProbeExitEvent](raw)
+		if err != nil {
 			return ev, err
 		}
 		ev = header(r.Hdr, r.Proc)
 		ev.ExitCode = r.ExitCode
 	case EventDecision:
-		var r bpfobj.ProbeDecisionEvent
-		if err := decodeInto(raw, &r); err != nil {
+		r, err := view[bpfobj.ProbeDecisionEvent](raw)
+		if err != nil {
 			return ev, err
 		}
 		ev = header(r.Hdr, r.Proc)
@@ -143,11 +144,15 @@ func decodeEvent(raw []byte) (Event, error) {
 	return ev, nil
 }
 
-func decodeInto[T any](raw []byte, dst *T) error {
-	if _, err := binary.Decode(raw, binary.NativeEndian, dst); err != nil {
-		return fmt.Errorf("decode %T: %w", *dst, err)
+// view reads a record in place: records are the kernel's structs, laid out as
+// bpf2go's Go twins (same fields, same padding, native endianness) and 8-byte
+// aligned in the ring, so a cast replaces a reflective decode.
+func view[T any](raw []byte) (*T, error) {
+	var zero T
+	if uintptr(len(raw)) < unsafe.Sizeof(zero) {
+		return nil, fmt.Errorf("short %T record: %d bytes", zero, len(raw))
 	}
-	return nil
+	return (*T)(unsafe.Pointer(unsafe.SliceData(raw))), nil
 }
 
 func header(h bpfobj.ProbeEventHeader, p bpfobj.ProbeProcInfo) Event {

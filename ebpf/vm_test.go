@@ -81,7 +81,7 @@ func elf(code []byte) []byte {
 	return b.Bytes()
 }
 
-func installExecutables(t *testing.T, code []byte, paths ...string) {
+func installExecutables(t testing.TB, code []byte, paths ...string) {
 	t.Helper()
 	elf := elf(code)
 	for _, p := range paths {

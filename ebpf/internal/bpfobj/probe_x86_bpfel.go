@@ -154,6 +154,11 @@ const (
 	ProbeMapPolicies            = "policies"
 	ProbeMapScratchMap          = "scratch_map"
 	ProbeMapStats               = "stats"
+	ProbeProgEmptyBprmCheck     = "empty_bprm_check"
+	ProbeProgEmptyExec          = "empty_exec"
+	ProbeProgEmptyExit          = "empty_exit"
+	ProbeProgEmptyFork          = "empty_fork"
+	ProbeProgEmptyTaskAlloc     = "empty_task_alloc"
 	ProbeProgEnforceExec        = "enforce_exec"
 	ProbeProgEnforceFork        = "enforce_fork"
 	ProbeProgOnExec             = "on_exec"
@@ -209,12 +214,17 @@ type ProbeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
-	EnforceExec *ebpf.ProgramSpec `ebpf:"enforce_exec"`
-	EnforceFork *ebpf.ProgramSpec `ebpf:"enforce_fork"`
-	OnExec      *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit      *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnFork      *ebpf.ProgramSpec `ebpf:"on_fork"`
-	ProbeLsm    *ebpf.ProgramSpec `ebpf:"probe_lsm"`
+	EmptyBprmCheck *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
+	EmptyExec      *ebpf.ProgramSpec `ebpf:"empty_exec"`
+	EmptyExit      *ebpf.ProgramSpec `ebpf:"empty_exit"`
+	EmptyFork      *ebpf.ProgramSpec `ebpf:"empty_fork"`
+	EmptyTaskAlloc *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
+	EnforceExec    *ebpf.ProgramSpec `ebpf:"enforce_exec"`
+	EnforceFork    *ebpf.ProgramSpec `ebpf:"enforce_fork"`
+	OnExec         *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit         *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnFork         *ebpf.ProgramSpec `ebpf:"on_fork"`
+	ProbeLsm       *ebpf.ProgramSpec `ebpf:"probe_lsm"`
 }
 
 // ProbeMapSpecs contains maps before they are loaded into the kernel.
@@ -300,16 +310,26 @@ type ProbeVariables struct {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
-	EnforceExec *ebpf.Program `ebpf:"enforce_exec"`
-	EnforceFork *ebpf.Program `ebpf:"enforce_fork"`
-	OnExec      *ebpf.Program `ebpf:"on_exec"`
-	OnExit      *ebpf.Program `ebpf:"on_exit"`
-	OnFork      *ebpf.Program `ebpf:"on_fork"`
-	ProbeLsm    *ebpf.Program `ebpf:"probe_lsm"`
+	EmptyBprmCheck *ebpf.Program `ebpf:"empty_bprm_check"`
+	EmptyExec      *ebpf.Program `ebpf:"empty_exec"`
+	EmptyExit      *ebpf.Program `ebpf:"empty_exit"`
+	EmptyFork      *ebpf.Program `ebpf:"empty_fork"`
+	EmptyTaskAlloc *ebpf.Program `ebpf:"empty_task_alloc"`
+	EnforceExec    *ebpf.Program `ebpf:"enforce_exec"`
+	EnforceFork    *ebpf.Program `ebpf:"enforce_fork"`
+	OnExec         *ebpf.Program `ebpf:"on_exec"`
+	OnExit         *ebpf.Program `ebpf:"on_exit"`
+	OnFork         *ebpf.Program `ebpf:"on_fork"`
+	ProbeLsm       *ebpf.Program `ebpf:"probe_lsm"`
 }
 
 func (p *ProbePrograms) Close() error {
 	return _ProbeClose(
+		p.EmptyBprmCheck,
+		p.EmptyExec,
+		p.EmptyExit,
+		p.EmptyFork,
+		p.EmptyTaskAlloc,
 		p.EnforceExec,
 		p.EnforceFork,
 		p.OnExec,

@@ -1,0 +1,213 @@
+package ebpf
+
+import (
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
+
+	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/internal/vmtest"
+	"github.com/cloud-defend/cloud-defend/policy"
+)
+
+// TestInVMBench runs the BenchmarkVM* benchmarks in the VM; `go run mage.go bench`
+// sets CLOUD_DEFEND_VM_BENCH=1 and prints their table and ratios.
+func TestInVMBench(t *testing.T) {
+	if inVM || os.Getenv("CLOUD_DEFEND_VM_BENCH") != "1" {
+		t.Skip("benchmark driver: go run mage.go bench")
+	}
+	vmtest.Run(t, vmtest.Options{
+		Package: "./ebpf", Run: "^$", Timeout: 9 * time.Minute,
+		Args: []string{"-test.bench=^BenchmarkVM", "-test.benchtime=" + envOr("VM_BENCHTIME", "150x"), "-test.count=" + envOr("VM_BENCHCOUNT", "3")},
+	})
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
+
+// Each VM benchmark runs a loop of b.N forks+execs (or forks) inside a container
+// under four configurations, so they compare as ratios within one VM run:
+// none (no programs), empty (empty programs on the same hooks), default (the
+// default policy), sel64 (63 selectors + 1 response, the most a type holds).
+func BenchmarkVMExec(b *testing.B) { benchLoop(b, "/usr/bin/bench-exe") }
+func BenchmarkVMFork(b *testing.B) { benchLoop(b, "( : )") }
+
+func benchLoop(b *testing.B, body string) {
+	if !inVM {
+		b.Skip("runs in the VM: go run mage.go bench")
+	}
+	installExecutables(b, exitZero, "/usr/bin/bench-exe")
+	if err := os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("1"), 0); err != nil {
+		b.Fatal(err)
+	}
+	for _, cfg := range []string{"none", "empty", "default", "sel64"} {
+		b.Run(cfg, func(b *testing.B) {
+			progs, stop := benchSetup(b, cfg)
+			defer stop()
+			before := runStats(progs)
+			script := fmt.Sprintf("i=0; while [ $i -lt %d ]; do %s; i=$((i+1)); done", b.N, body)
+			cmd := exec.Command("/bin/busybox", "unshare", "-p", "-m", "-f", "--", "/bin/busybox", "sh", "-c", script)
+			b.ResetTimer()
+			if out, err := cmd.CombinedOutput(); err != nil {
+				b.Fatalf("%v: %s", err, out)
+			}
+			b.StopTimer()
+			for name, st := range runStats(progs) {
+				if n := st[1] - before[name][1]; n > 0 {
+					b.ReportMetric(float64(st[0]-before[name][0])/float64(n), "ns/run:"+name)
+				}
+			}
+		})
+	}
+}
+
+// runStats reads bpf_stats' run time and count of each program.
+func runStats(progs map[string]*ebpf.Program) map[string][2]uint64 {
+	out := map[string][2]uint64{}
+	for name, p := range progs {
+		st, err := p.Stats()
+		if err != nil {
+			continue
+		}
+		out[name] = [2]uint64{uint64(st.Runtime), st.RunCount}
+	}
+	return out
+}
+
+func benchSetup(b *testing.B, cfg string) (map[string]*ebpf.Program, func()) {
+	switch cfg {
+	case "none":
+		return nil, func() {}
+	case "empty":
+		return emptyPrograms(b)
+	}
+	e, err := Open(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	p := policy.Default()
+	if cfg == "sel64" {
+		p = mustParse(b, sel64Policy())
+	}
+	if err := e.Swap(p); err != nil {
+		b.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() {
+		// Drain raw records: the kernel's cost of producing and delivering events is
+		// measured here; decoding them is BenchmarkDecodeExecEvent's.
+		defer close(done)
+		for {
+			if _, err := e.reader.Read(); err != nil {
+				if !errors.Is(err, ErrClosed) {
+					b.Error(err)
+				}
+				return
+			}
+		}
+	}()
+	progs := map[string]*ebpf.Program{}
+	for _, n := range []string{"on_fork", "on_exec", "on_exit", "enforce_exec", "enforce_fork"} {
+		progs[n] = e.coll.Programs[n]
+	}
+	return progs, func() {
+		if s, err := e.Stats(); err == nil && s.RingbufDrops > 0 {
+			b.Errorf("%d events dropped", s.RingbufDrops)
+		}
+		e.Close()
+		<-done
+	}
+}
+
+func emptyPrograms(b *testing.B) (map[string]*ebpf.Program, func()) {
+	spec, err := bpfobj.LoadProbe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for name := range spec.Programs {
+		if !strings.HasPrefix(name, "empty_") {
+			delete(spec.Programs, name)
+		}
+	}
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	var links []link.Link
+	for name, p := range coll.Programs {
+		var l link.Link
+		if spec.Programs[name].Type == ebpf.LSM {
+			l, err = link.AttachLSM(link.LSMOptions{Program: p})
+		} else {
+			l, err = link.AttachTracing(link.TracingOptions{Program: p})
+		}
+		if err != nil {
+			b.Fatalf("attach %s: %v", name, err)
+		}
+		links = append(links, l)
+	}
+	return coll.Programs, func() {
+		for _, l := range links {
+			l.Close()
+		}
+		coll.Close()
+	}
+}
+
+// sel64Policy has 63 selectors of every process condition kind, all considered on
+// every exec, with one response naming them all.
+func sel64Policy() string {
+	var b strings.Builder
+	b.WriteString("process:\n  selectors:\n")
+	names := make([]string, 63)
+	for i := range names {
+		names[i] = "s" + strconv.Itoa(i)
+		fmt.Fprintf(&b, "    - name: %s\n      operation: [fork, exec]\n", names[i])
+		switch i % 4 {
+		case 0:
+			fmt.Fprintf(&b, "      processExecutable: [/usr/bin/tool%d, /opt/app%d/**, /usr/bin/*]\n", i, i)
+		case 1:
+			fmt.Fprintf(&b, "      processExecutable: [/usr/**]\n      containerImageName: [image%d]\n", i)
+		case 2:
+			fmt.Fprintf(&b, "      processName: [proc%d, bench-exe]\n", i)
+		case 3:
+			fmt.Fprintf(&b, "      processName: [sh%d]\n      sessionLeaderInteractive: false\n", i)
+		}
+	}
+	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [alert]\n", strings.Join(names, ", "))
+	return b.String()
+}
+
+func BenchmarkDecodeExecEvent(b *testing.B) {
+	var r bpfobj.ProbeExecEvent
+	r.Hdr.Type = uint32(EventExec)
+	copy(r.Filename[:], []int8{'/', 'b', 'i', 'n', '/', 's', 'h'})
+	args := "/bin/sh\x00-c\x00echo hello\x00"
+	for i := range args {
+		r.Args[i] = int8(args[i])
+	}
+	r.ArgsLen = uint32(len(args))
+	raw, err := binary.Append(nil, binary.NativeEndian, &r)
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := decodeEvent(raw); err != nil {
+			b.Fatal(err)
+		}
+	}
+}

@@ -423,16 +423,20 @@ static __always_inline int decide(struct task_struct *t, __u32 op, struct file *
 	/* Executable path, resolved against the task's root: as the container sees it.
 	 * f must be a trusted BTF pointer (loaded directly, not through CO-RE reads). */
 	long n = bpf_d_path((struct path *)&f->f_path, s->path, PATH_BUF);
-	__u64 exe = pol->no_exe;
 	__u32 len = 0;
-	if (n > 0) {
+	if (n > 0)
 		len = n - 1;
-		__u32 name_len = BPF_CORE_READ(f, f_path.dentry, d_name.len);
-		exe |= path_masks(s, gen, len, name_len);
-	} else {
+	else
 		count(STAT_PATH_ERRORS);
+	/* Conditions no candidate selector has are not looked up. */
+	if (m & ~pol->no_exe) {
+		__u64 exe = pol->no_exe;
+		if (n > 0)
+			exe |= path_masks(s, gen, len, BPF_CORE_READ(f, f_path.dentry, d_name.len));
+		m &= exe;
 	}
-	m &= exe;
+	if (!(m & ~pol->no_name))
+		goto named;
 
 	struct name_key nk = {.generation = gen};
 	if (op == OP_EXEC) {
@@ -446,6 +450,7 @@ static __always_inline int decide(struct task_struct *t, __u32 op, struct file *
 	}
 	__u64 *nm = bpf_map_lookup_elem(&names, &nk);
 	m &= pol->no_name | (nm ? *nm : 0);
+named:;
 
 	int interactive = BPF_CORE_READ(t, signal, tty) != 0;
 	m &= interactive ? pol->interactive : pol->batch;

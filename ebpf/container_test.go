@@ -1,0 +1,128 @@
+package ebpf
+
+import (
+	"bufio"
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+)
+
+// TestRuncContainerTelemetry runs a real runc container on the host and checks the
+// telemetry of its processes against what /proc says about them while they run.
+func TestRuncContainerTelemetry(t *testing.T) {
+	if inVM {
+		t.Skip("host test")
+	}
+	runc, err := exec.LookPath("runc")
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("runc is not installed")
+		}
+		t.Skip("runc is not installed")
+	}
+	bundle := t.TempDir()
+	if err := os.MkdirAll(filepath.Join(bundle, "rootfs/bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("busybox-static: %v", err)
+	}
+	if err := os.WriteFile(filepath.Join(bundle, "rootfs/bin/busybox"), bb, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(runc, "spec", "-b", bundle).CombinedOutput(); err != nil {
+		t.Fatalf("runc spec: %v %s", err, out)
+	}
+	var spec map[string]any
+	cfgPath := filepath.Join(bundle, "config.json")
+	data, _ := os.ReadFile(cfgPath)
+	if err := json.Unmarshal(data, &spec); err != nil {
+		t.Fatal(err)
+	}
+	marker := strconv.Itoa(1000 + os.Getpid()%9000) // a sleep length no other process uses
+	proc := spec["process"].(map[string]any)
+	proc["terminal"] = false
+	// The shell announces its child (a sleep we can inspect), waits for stdin to close, exits 7.
+	proc["args"] = []string{"/bin/busybox", "sh", "-c", "/bin/busybox sleep " + marker + " & echo $!; read x; kill $!; exit 7"}
+	data, _ = json.Marshal(spec)
+	if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+
+	_, ch := openEngine(t, Options{})
+	id := "cd-test-" + strconv.Itoa(os.Getpid())
+	cmd := exec.Command(runc, "run", "-b", bundle, id)
+	stdin, _ := cmd.StdinPipe()
+	stdout, _ := cmd.StdoutPipe()
+	cmd.Stderr = os.Stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer exec.Command(runc, "delete", "-f", id).Run()
+
+	// The sleep's exec event, found by its argv, and the fork events before it.
+	forks := map[uint32]Event{}
+	sleep := waitFor(t, ch, "container exec", func(ev *Event) bool {
+		if ev.Kind == EventFork {
+			forks[ev.Process.PID] = *ev
+		}
+		return ev.Kind == EventExec && slices.Equal(ev.Args, []string{"/bin/busybox", "sleep", marker})
+	})
+	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || strings.TrimSpace(line) == "" {
+		t.Fatalf("container did not report its child: %q %v", line, err)
+	}
+	if sleep.Filename != "/bin/busybox" || sleep.Process.Comm != "busybox" {
+		t.Errorf("exec: filename %q comm %q", sleep.Filename, sleep.Process.Comm)
+	}
+	pid := strconv.Itoa(int(sleep.Process.PID))
+	nsIno := func(ns string) uint32 {
+		var st syscall.Stat_t
+		if err := syscall.Stat("/proc/"+pid+"/ns/"+ns, &st); err != nil {
+			t.Fatalf("inspect container process %s: %v", pid, err)
+		}
+		return uint32(st.Ino)
+	}
+	hostNS, _ := pidNamespace("self")
+	p := sleep.Process
+	if p.PIDNamespace != nsIno("pid") || p.PIDNamespace == hostNS {
+		t.Errorf("pid namespace %d, want the container's %d (host %d)", p.PIDNamespace, nsIno("pid"), hostNS)
+	}
+	if p.MountNamespace != nsIno("mnt") {
+		t.Errorf("mount namespace %d, want %d", p.MountNamespace, nsIno("mnt"))
+	}
+	if want := cgroupID(t, pid); p.CgroupID != want || p.CgroupID == cgroupID(t, "self") {
+		t.Errorf("cgroup id %d, want the container's %d", p.CgroupID, want)
+	}
+	stat, _ := os.ReadFile("/proc/" + pid + "/stat")
+	fields := strings.Fields(string(stat[strings.LastIndexByte(string(stat), ')')+2:]))
+	if ppid, _ := strconv.Atoi(fields[1]); uint32(ppid) != p.PPID {
+		t.Errorf("ppid %d, /proc says %d", p.PPID, ppid)
+	}
+	// The fork that made the sleep came from the container's shell, which is in the
+	// same namespaces.
+	fork, ok := forks[p.PID]
+	if !ok || fork.Process.PPID != p.PPID || fork.Process.PIDNamespace != p.PIDNamespace || fork.Process.CgroupID != p.CgroupID {
+		t.Errorf("fork (seen %v): %+v", ok, fork.Process)
+	}
+	stdin.Close()
+	waitFor(t, ch, "sleep exit", func(ev *Event) bool { return ev.Kind == EventExit && ev.Process.PID == p.PID })
+	shell := waitFor(t, ch, "shell exit", func(ev *Event) bool { return ev.Kind == EventExit && ev.Process.PID == p.PPID })
+	if shell.ExitCode != 7<<8 {
+		t.Errorf("shell exit code %#x, want %#x", shell.ExitCode, 7<<8)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("runc did not exit")
+	}
+}

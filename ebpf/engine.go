@@ -87,8 +87,8 @@ func Open(opts Options) (*Engine, error) {
 		e.lsm = probeLSM(spec)
 	}
 	for name := range spec.Programs {
-		if strings.HasPrefix(name, "empty_") {
-			delete(spec.Programs, name) // benchmark baselines
+		if strings.HasPrefix(name, "empty_") || strings.HasPrefix(name, "bench_") {
+			delete(spec.Programs, name) // benchmark baselines and producers
 		}
 	}
 	if opts.RingBufferSize > 0 {

@@ -154,6 +154,7 @@ const (
 	ProbeMapPolicies            = "policies"
 	ProbeMapScratchMap          = "scratch_map"
 	ProbeMapStats               = "stats"
+	ProbeProgBenchEmit          = "bench_emit"
 	ProbeProgEmptyBprmCheck     = "empty_bprm_check"
 	ProbeProgEmptyExec          = "empty_exec"
 	ProbeProgEmptyExit          = "empty_exit"
@@ -165,6 +166,7 @@ const (
 	ProbeProgOnExit             = "on_exit"
 	ProbeProgOnFork             = "on_fork"
 	ProbeProgProbeLsm           = "probe_lsm"
+	ProbeVarBenchBurst          = "bench_burst"
 	ProbeVarHostPidns           = "host_pidns"
 	ProbeVarUnusedDecisionEvent = "unused_decision_event"
 	ProbeVarUnusedExecEvent     = "unused_exec_event"
@@ -214,6 +216,7 @@ type ProbeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
+	BenchEmit      *ebpf.ProgramSpec `ebpf:"bench_emit"`
 	EmptyBprmCheck *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
 	EmptyExec      *ebpf.ProgramSpec `ebpf:"empty_exec"`
 	EmptyExit      *ebpf.ProgramSpec `ebpf:"empty_exit"`
@@ -245,6 +248,7 @@ type ProbeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeVariableSpecs struct {
+	BenchBurst          *ebpf.VariableSpec `ebpf:"bench_burst"`
 	HostPidns           *ebpf.VariableSpec `ebpf:"host_pidns"`
 	UnusedDecisionEvent *ebpf.VariableSpec `ebpf:"unused_decision_event"`
 	UnusedExecEvent     *ebpf.VariableSpec `ebpf:"unused_exec_event"`
@@ -299,6 +303,7 @@ func (m *ProbeMaps) Close() error {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbeVariables struct {
+	BenchBurst          *ebpf.Variable `ebpf:"bench_burst"`
 	HostPidns           *ebpf.Variable `ebpf:"host_pidns"`
 	UnusedDecisionEvent *ebpf.Variable `ebpf:"unused_decision_event"`
 	UnusedExecEvent     *ebpf.Variable `ebpf:"unused_exec_event"`
@@ -310,6 +315,7 @@ type ProbeVariables struct {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
+	BenchEmit      *ebpf.Program `ebpf:"bench_emit"`
 	EmptyBprmCheck *ebpf.Program `ebpf:"empty_bprm_check"`
 	EmptyExec      *ebpf.Program `ebpf:"empty_exec"`
 	EmptyExit      *ebpf.Program `ebpf:"empty_exit"`
@@ -325,6 +331,7 @@ type ProbePrograms struct {
 
 func (p *ProbePrograms) Close() error {
 	return _ProbeClose(
+		p.BenchEmit,
 		p.EmptyBprmCheck,
 		p.EmptyExec,
 		p.EmptyExit,

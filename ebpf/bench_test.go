@@ -114,7 +114,8 @@ func benchSetup(b *testing.B, cfg string) (map[string]*ebpf.Program, func()) {
 		// measured here; decoding them is BenchmarkDecodeExecEvent's.
 		defer close(done)
 		for {
-			if _, err := e.reader.Read(); err != nil {
+			e.reader.SetDeadline(time.Now().Add(e.flushInterval))
+			if _, err := e.reader.Read(); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 				if !errors.Is(err, ErrClosed) {
 					b.Error(err)
 				}
@@ -190,7 +191,9 @@ func sel64Policy() string {
 			fmt.Fprintf(&b, "      processName: [sh%d]\n      sessionLeaderInteractive: false\n", i)
 		}
 	}
-	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [alert]\n", strings.Join(names, ", "))
+	// log, as the default policy: the comparison isolates the cost of 63 selectors
+	// from that of waking the reader for alerts.
+	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [log]\n", strings.Join(names, ", "))
 	return b.String()
 }
 

@@ -113,9 +113,15 @@ func TestRuncContainerTelemetry(t *testing.T) {
 		t.Errorf("fork (seen %v): %+v", ok, fork.Process)
 	}
 	stdin.Close()
-	waitFor(t, ch, "sleep exit", func(ev *Event) bool { return ev.Kind == EventExit && ev.Process.PID == p.PID })
-	shell := waitFor(t, ch, "shell exit", func(ev *Event) bool { return ev.Kind == EventExit && ev.Process.PID == p.PPID })
-	if shell.ExitCode != 7<<8 {
+	// The killed sleep and the shell exit in either order.
+	exits := map[uint32]Event{}
+	waitFor(t, ch, "sleep and shell exits", func(ev *Event) bool {
+		if ev.Kind == EventExit && (ev.Process.PID == p.PID || ev.Process.PID == p.PPID) {
+			exits[ev.Process.PID] = *ev
+		}
+		return len(exits) == 2
+	})
+	if shell := exits[p.PPID]; shell.ExitCode != 7<<8 {
 		t.Errorf("shell exit code %#x, want %#x", shell.ExitCode, 7<<8)
 	}
 	done := make(chan error, 1)

@@ -1,12 +1,14 @@
 package ebpf
 
 import (
+	"cmp"
 	"errors"
 	"fmt"
 	"os"
 	"strings"
 	"sync"
 	"syscall"
+	"time"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
@@ -29,6 +31,9 @@ type Options struct {
 	// RingBufferSize is the event ring's size in bytes: a power of two and a
 	// multiple of the page size. 0 means 16 MiB.
 	RingBufferSize int
+	// FlushInterval is the longest a telemetry or log-only event waits before Read
+	// returns it; alerts and blocks are delivered at once. 0 means 50ms.
+	FlushInterval time.Duration
 }
 
 // LSMStatus says whether blocking is available, and if not, why.
@@ -48,6 +53,8 @@ type Engine struct {
 	reader *ringbuf.Reader
 	lsm    LSMStatus
 	dryRun bool
+	// flushInterval: see Options.FlushInterval.
+	flushInterval time.Duration
 
 	mu         sync.Mutex
 	generation uint32 // counter; slot = generation & 1
@@ -80,7 +87,8 @@ func Open(opts Options) (*Engine, error) {
 	if err := spec.Variables["host_pidns"].Set(hostNS); err != nil {
 		return nil, fmt.Errorf("set host pid namespace: %w", err)
 	}
-	e := &Engine{dryRun: opts.DryRun, history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}}
+	e := &Engine{dryRun: opts.DryRun, flushInterval: cmp.Or(opts.FlushInterval, defaultFlushInterval),
+		history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}}
 	if opts.DisableLSM {
 		e.lsm = LSMStatus{Reason: "BPF LSM disabled by configuration"}
 	} else {

@@ -17,6 +17,9 @@ var inVM = os.Getenv("CLOUD_DEFEND_VM") == "1"
 // openEngine opens the engine and drains its events into a channel.
 func openEngine(t *testing.T, opts Options) (*Engine, <-chan Event) {
 	t.Helper()
+	if opts.FlushInterval == 0 {
+		opts.FlushInterval = 2 * time.Millisecond // tests wait on batched events
+	}
 	e, err := Open(opts)
 	if err != nil {
 		t.Fatalf("Open: %v", err)
@@ -179,10 +182,14 @@ func TestRingbufDropsAreCounted(t *testing.T) {
 	read, ours := 0, 0
 	e.reader.SetDeadline(time.Now().Add(time.Second))
 	for {
-		ev, err := e.Read()
+		rec, err := e.reader.Read()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			break
 		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		ev, err := decodeEvent(rec.RawSample)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -207,7 +214,6 @@ func TestRingbufDropsAreCounted(t *testing.T) {
 	if err := cmd.Run(); err != nil {
 		t.Fatal(err)
 	}
-	e.reader.SetDeadline(time.Now().Add(5 * time.Second))
 	for {
 		ev, err := e.Read()
 		if err != nil {

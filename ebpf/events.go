@@ -5,6 +5,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"os"
 	"time"
 	"unsafe"
 
@@ -82,13 +83,24 @@ type Event struct {
 // ErrClosed is returned by Read after Close.
 var ErrClosed = ringbuf.ErrClosed
 
-// Read blocks until the next kernel event.
+// defaultFlushInterval bounds how long a batched event (telemetry, log-only
+// decisions) waits in the ring: the kernel wakes the reader only for alerts, blocks
+// and a filling ring, so Read polls this often.
+const defaultFlushInterval = 50 * time.Millisecond
+
+// Read blocks until the next kernel event. Only one goroutine may read.
 func (e *Engine) Read() (Event, error) {
-	rec, err := e.reader.Read()
-	if err != nil {
-		return Event{}, err
+	for {
+		e.reader.SetDeadline(time.Now().Add(e.flushInterval))
+		rec, err := e.reader.Read()
+		if errors.Is(err, os.ErrDeadlineExceeded) {
+			continue
+		}
+		if err != nil {
+			return Event{}, err
+		}
+		return decodeEvent(rec.RawSample)
 	}
-	return decodeEvent(rec.RawSample)
 }
 
 func decodeEvent(raw []byte) (Event, error) {

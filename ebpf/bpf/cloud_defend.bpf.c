@@ -220,6 +220,20 @@ static __always_inline void count(__u32 which)
 		*v += 1;
 }
 
+/* Waking the reader for every event costs a context switch each; telemetry and
+ * log-only decisions are batched: the reader polls every few tens of milliseconds
+ * (ebpf.flushInterval) and is woken early once WAKEUP_BYTES are pending. Alerts
+ * and blocks wake it at once. */
+#define WAKEUP_BYTES (256 * 1024)
+
+static __always_inline void submit(void *e, int urgent)
+{
+	__u64 flags = BPF_RB_NO_WAKEUP;
+	if (urgent || bpf_ringbuf_query(&events, BPF_RB_AVAIL_DATA) >= WAKEUP_BYTES)
+		flags = BPF_RB_FORCE_WAKEUP;
+	bpf_ringbuf_submit(e, flags);
+}
+
 static __always_inline void *reserve(__u64 size)
 {
 	void *e = bpf_ringbuf_reserve(&events, size, 0);
@@ -277,7 +291,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	fill_proc(&e->proc, child);
 	e->parent_tid = BPF_CORE_READ(parent, pid);
-	bpf_ringbuf_submit(e, 0);
+	submit(e, 0);
 	return 0;
 }
 
@@ -305,7 +319,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	e->args_len = 0;
 	if (len > 0 && bpf_probe_read_user(e->args, len & (ARGS_LEN - 1 + ARGS_LEN), (void *)start) == 0)
 		e->args_len = len;
-	bpf_ringbuf_submit(e, 0);
+	submit(e, 0);
 	return 0;
 }
 
@@ -322,7 +336,7 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	fill_proc(&e->proc, p);
 	e->exit_code = BPF_CORE_READ(p, exit_code);
-	bpf_ringbuf_submit(e, 0);
+	submit(e, 0);
 	return 0;
 }
 
@@ -485,7 +499,7 @@ named:;
 			e->interactive = interactive;
 			e->path_len = len;
 			bpf_probe_read_kernel_str(e->path, sizeof(e->path), s->path);
-			bpf_ringbuf_submit(e, 0);
+			submit(e, actions & (ACTION_ALERT | ACTION_BLOCK));
 		}
 	}
 	return block ? -EPERM : 0;

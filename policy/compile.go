@@ -157,8 +157,8 @@ type strval struct {
 	n *yaml.Node
 }
 
-// strings returns a condition's values, reporting shape problems.
-func (p *parser) strings(v *yaml.Node, w where, field string) []strval {
+// stringList returns a condition's values, reporting shape problems.
+func (p *parser) stringList(v *yaml.Node, w where, field string) []strval {
 	if v.Kind == yaml.ScalarNode && !isNull(v) {
 		p.errorf(v, w, field, "must be a list, e.g. %s: [%s]", field, v.Value)
 		return nil
@@ -321,7 +321,7 @@ func (p *parser) selector(t Type, n *yaml.Node, idx int) Selector {
 			}
 			continue
 		}
-		for _, v := range p.strings(kv.v, w, key) {
+		for _, v := range p.stringList(kv.v, w, key) {
 			if key == "operation" {
 				p.operation(t, &s, v, w)
 				continue
@@ -460,7 +460,7 @@ func (p *parser) response(t Type, n *yaml.Node, idx int, sels []Selector, index 
 		case "actions":
 			sawActions = true
 			actionsNode = kv.v
-			for _, v := range p.strings(kv.v, w, "actions") {
+			for _, v := range p.stringList(kv.v, w, "actions") {
 				a, ok := parseAction(v.s)
 				if !ok {
 					p.errorf(v.n, w, "actions", "unknown action %q; allowed: log, alert, block", v.s)
@@ -501,7 +501,7 @@ func (p *parser) response(t Type, n *yaml.Node, idx int, sels []Selector, index 
 // refs resolves selector names of a match or exclude list.
 func (p *parser) refs(t Type, v *yaml.Node, w where, field string, index map[string]int, otherNames map[string]bool, sels []Selector) []strval {
 	var out []strval
-	for _, ref := range p.strings(v, w, field) {
+	for _, ref := range p.stringList(v, w, field) {
 		if _, ok := index[ref.s]; ok {
 			out = append(out, ref)
 			continue

@@ -79,8 +79,8 @@ func TestRuncContainerTelemetry(t *testing.T) {
 	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || strings.TrimSpace(line) == "" {
 		t.Fatalf("container did not report its child: %q %v", line, err)
 	}
-	if sleep.Filename != "/bin/busybox" || sleep.Process.Comm != "busybox" {
-		t.Errorf("exec: filename %q comm %q", sleep.Filename, sleep.Process.Comm)
+	if sleep.Filename != "/bin/busybox" || sleep.Executable != "/bin/busybox" || sleep.Cwd != "/" || sleep.Process.Comm != "busybox" {
+		t.Errorf("exec: filename %q executable %q cwd %q comm %q", sleep.Filename, sleep.Executable, sleep.Cwd, sleep.Process.Comm)
 	}
 	pid := strconv.Itoa(int(sleep.Process.PID))
 	nsIno := func(ns string) uint32 {

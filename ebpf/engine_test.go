@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strings"
 	"syscall"
@@ -77,6 +78,7 @@ func TestProcessTelemetry(t *testing.T) {
 		t.Fatal("LSM unavailable without a reason")
 	}
 	cmd := exec.Command("/bin/sh", "-c", "exit 3", "arg two")
+	cmd.Dir = t.TempDir()
 	err := cmd.Run()
 	var ee *exec.ExitError
 	if !errors.As(err, &ee) || ee.ExitCode() != 3 {
@@ -92,6 +94,11 @@ func TestProcessTelemetry(t *testing.T) {
 	exe := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == pid })
 	if exe.Filename != "/bin/sh" || !slices.Equal(exe.Args, []string{"/bin/sh", "-c", "exit 3", "arg two"}) || exe.Process.Comm != "sh" {
 		t.Errorf("exec: filename %q args %q comm %q", exe.Filename, exe.Args, exe.Process.Comm)
+	}
+	wantExe, _ := filepath.EvalSymlinks("/bin/sh")
+	wantCwd, _ := filepath.EvalSymlinks(cmd.Dir)
+	if exe.Executable != wantExe || exe.Cwd != wantCwd || exe.PathTruncated {
+		t.Errorf("exec: executable %q cwd %q (truncated %v), want %q %q", exe.Executable, exe.Cwd, exe.PathTruncated, wantExe, wantCwd)
 	}
 	exit := waitFor(t, ch, "exit", func(ev *Event) bool { return ev.Kind == EventExit && ev.Process.PID == pid })
 	if exit.ExitCode != 3<<8 {
@@ -222,5 +229,27 @@ func TestRingbufDropsAreCounted(t *testing.T) {
 		if ev.Kind == EventExit && ev.Process.PID == uint32(cmd.Process.Pid) {
 			break
 		}
+	}
+}
+
+// TestLongPathsAreMarked: a working directory longer than the kernel's 255-byte path
+// field is reported as its trailing components, marked truncated.
+func TestLongPathsAreMarked(t *testing.T) {
+	_, ch := openEngine(t, Options{DisableLSM: true})
+	dir := t.TempDir()
+	for range 12 {
+		dir = filepath.Join(dir, strings.Repeat("d", 30))
+	}
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/true")
+	cmd.Dir = dir
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	ev := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == uint32(cmd.Process.Pid) })
+	if !ev.PathTruncated || !strings.HasSuffix(dir, ev.Cwd) || len(ev.Cwd) > 255 || !strings.HasPrefix(ev.Cwd, "/") {
+		t.Fatalf("cwd %q (truncated %v) for %d-byte %q", ev.Cwd, ev.PathTruncated, len(dir), dir)
 	}
 }

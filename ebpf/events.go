@@ -62,7 +62,10 @@ type Event struct {
 
 	ParentTID uint32 // fork: the thread that forked
 
-	Filename      string   // exec: the name as executed (may be relative)
+	Filename      string   // exec: the name as executed (may be relative, or a symlink)
+	Executable    string   // exec: the resolved executable, as the process's root sees it
+	Cwd           string   // exec: the working directory, as the process's root sees it
+	PathTruncated bool     // exec: Executable or Cwd is longer than 255 bytes and was cut
 	Args          []string // exec: argv
 	ArgsTruncated bool     // exec: argv was longer than the kernel copies
 
@@ -123,6 +126,9 @@ func decodeEvent(raw []byte) (Event, error) {
 		}
 		ev = header(r.Hdr, r.Proc)
 		ev.Filename = cstring(r.Filename[:])
+		ev.Executable = cstring(r.Exe[:])
+		ev.Cwd = cstring(r.Cwd[:])
+		ev.PathTruncated = r.ExeTruncated != 0 || r.CwdTruncated != 0
 		ev.Args = splitArgs(int8s(r.Args[:min(int(r.ArgsLen), len(r.Args))]))
 		ev.ArgsTruncated = r.ArgsTruncated != 0
 	case EventExit:

@@ -134,7 +134,12 @@ struct exec_event {
 	__u32 args_len;
 	__u32 args_truncated;
 	__u32 pad;
+	__u8 exe_truncated; /* exe or cwd longer than 255 bytes, or deeper than MAX_DEPTH */
+	__u8 cwd_truncated;
+	__u8 pad2[6];
 	char filename[MAX_PATH + 1];
+	char exe[MAX_PATH + 1]; /* resolved, as the task's root sees it */
+	char cwd[MAX_PATH + 1];
 	char args[ARGS_LEN];
 };
 
@@ -200,9 +205,14 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
+#define WALK_BUF 512
+#define WALK_END 256
+#define MAX_DEPTH 64
+
 struct scratch {
 	char path[PATH_BUF];
 	char fname[256];
+	char walk[WALK_BUF];
 	struct path_key key;
 };
 
@@ -295,6 +305,82 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
+/* Path resolution where bpf_d_path is not allowed (tracepoints): walk the dentries
+ * up to the task's root, crossing mounts, writing names backwards into a scratch
+ * buffer. One component per bpf_loop step keeps the verifier's work constant. */
+struct walk_ctx {
+	__u64 dentry; /* struct dentry *, carried as a scalar for probe reads */
+	__u64 mnt;    /* struct vfsmount * */
+	__u64 root_dentry;
+	__u64 root_mnt;
+	char *buf; /* WALK_BUF bytes; the path grows down from WALK_END */
+	__s32 off;
+	__u32 state; /* 0 walking, 1 reached the root, 2 truncated */
+};
+
+static long walk_step(__u32 i, struct walk_ctx *c)
+{
+	if (c->dentry == c->root_dentry && c->mnt == c->root_mnt) {
+		c->state = 1;
+		return 1;
+	}
+	struct dentry *d = (struct dentry *)c->dentry;
+	struct vfsmount *mnt = (struct vfsmount *)c->mnt;
+	if (d == BPF_CORE_READ(mnt, mnt_root)) {
+		/* Top of a mount: continue from where it is mounted. */
+		struct mount *m = (struct mount *)((void *)mnt - bpf_core_field_offset(struct mount, mnt));
+		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
+		if (parent == m) {
+			c->state = 1; /* the namespace's root mount */
+			return 1;
+		}
+		c->dentry = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
+		c->mnt = (__u64)parent + bpf_core_field_offset(struct mount, mnt);
+		return 0;
+	}
+	struct dentry *parent = BPF_CORE_READ(d, d_parent);
+	if (parent == d) {
+		c->state = 1;
+		return 1;
+	}
+	__u32 len = BPF_CORE_READ(d, d_name.len);
+	__s32 off = c->off - (__s32)len - 1;
+	if (off < 1 || len > MAX_PATH) {
+		c->state = 2;
+		return 1;
+	}
+	c->buf[off & (WALK_END - 1)] = '/';
+	bpf_probe_read_kernel(&c->buf[(off + 1) & (WALK_END - 1)], len & (WALK_END - 1), BPF_CORE_READ(d, d_name.name));
+	c->off = off;
+	c->dentry = (__u64)parent;
+	return 0;
+}
+
+/* resolve writes the path of (mnt, d) as seen from root into dst (MAX_PATH + 1
+ * bytes) and returns whether it was cut short. */
+static __always_inline int resolve(struct scratch *s, struct vfsmount *mnt, struct dentry *d,
+				   const struct path *root, char *dst)
+{
+	struct walk_ctx c = {
+		.dentry = (__u64)d,
+		.mnt = (__u64)mnt,
+		.root_dentry = (__u64)BPF_CORE_READ(root, dentry),
+		.root_mnt = (__u64)BPF_CORE_READ(root, mnt),
+		.buf = s->walk,
+		.off = WALK_END,
+	};
+	bpf_loop(MAX_DEPTH, walk_step, &c, 0);
+	__u32 len = WALK_END - c.off;
+	if (len == 0) {
+		dst[0] = '/';
+		dst[1] = 0;
+	} else {
+		bpf_probe_read_kernel(dst, len & (WALK_END - 1), &s->walk[c.off & (WALK_END - 1)]);
+		dst[len & (WALK_END - 1)] = 0;
+	}
+	return c.state != 1;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -309,6 +395,18 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	const char *fn = BPF_CORE_READ(bprm, filename);
 	long n = bpf_probe_read_kernel_str(e->filename, sizeof(e->filename), fn);
 	e->filename_len = n > 0 ? n - 1 : 0;
+
+	__u32 zero = 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (s) {
+		struct fs_struct *fs = p->fs;
+		struct file *f = bprm->file;
+		e->exe_truncated = resolve(s, f->f_path.mnt, f->f_path.dentry, &fs->root, e->exe);
+		e->cwd_truncated = resolve(s, fs->pwd.mnt, fs->pwd.dentry, &fs->root, e->cwd);
+	} else {
+		e->exe[0] = 0;
+		e->cwd[0] = 0;
+	}
 
 	unsigned long start = BPF_CORE_READ(p, mm, arg_start);
 	unsigned long end = BPF_CORE_READ(p, mm, arg_end);

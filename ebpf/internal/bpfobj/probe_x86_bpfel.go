@@ -56,7 +56,12 @@ type ProbeExecEvent struct {
 	ArgsLen       uint32
 	ArgsTruncated uint32
 	Pad           uint32
+	ExeTruncated  uint8
+	CwdTruncated  uint8
+	Pad2          [6]uint8
 	Filename      [256]int8
+	Exe           [256]int8
+	Cwd           [256]int8
 	Args          [1024]int8
 }
 
@@ -139,6 +144,7 @@ type ProbeScratch struct {
 	_     structs.HostLayout
 	Path  [4096]int8
 	Fname [256]int8
+	Walk  [512]int8
 	Key   ProbePathKey
 }
 

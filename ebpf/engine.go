@@ -14,6 +14,7 @@ import (
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
+	"golang.org/x/sys/unix"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
 	"github.com/cloud-defend/cloud-defend/policy"
@@ -48,11 +49,12 @@ const keepGenerations = 8
 
 // Engine is the loaded kernel engine.
 type Engine struct {
-	coll   *ebpf.Collection
-	links  []link.Link
-	reader *ringbuf.Reader
-	lsm    LSMStatus
-	dryRun bool
+	coll     *ebpf.Collection
+	links    []link.Link
+	reader   *ringbuf.Reader
+	lsm      LSMStatus
+	sessions FeatureStatus
+	dryRun   bool
 	// flushInterval: see Options.FlushInterval.
 	flushInterval time.Duration
 
@@ -127,6 +129,7 @@ func Open(opts Options) (*Engine, error) {
 		}
 		e.links = append(e.links, l)
 	}
+	e.sessions = e.attachSetsid()
 	if e.lsm.Available {
 		for _, name := range []string{"enforce_exec", "enforce_fork"} {
 			l, err := link.AttachLSM(link.LSMOptions{Program: e.coll.Programs[name]})
@@ -170,6 +173,41 @@ func pidNamespace(pid string) (uint32, error) {
 	}
 	return uint32(st.Ino), nil
 }
+
+// FeatureStatus says whether an optional part of the telemetry runs, and if not, why.
+type FeatureStatus struct {
+	Available bool
+	Reason    string
+}
+
+// attachSetsid attaches the setsid syscall tracepoint, mounting tracefs first when it
+// is missing (the tracepoint library looks for it once per process). Without it the
+// session id is still on every event; only a setsid that no fork or exec follows
+// goes unseen.
+func (e *Engine) attachSetsid() FeatureStatus {
+	const tracefsMagic = 0x74726163
+	mounted := false
+	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
+		var fs unix.Statfs_t
+		if unix.Statfs(dir, &fs) == nil && fs.Type == tracefsMagic {
+			mounted = true
+		}
+	}
+	if !mounted {
+		if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
+			return FeatureStatus{Reason: fmt.Sprintf("setsid events are off: tracefs is not mounted and mounting it failed: %v", err)}
+		}
+	}
+	l, err := link.Tracepoint("syscalls", "sys_exit_setsid", e.coll.Programs["on_setsid"], nil)
+	if err != nil {
+		return FeatureStatus{Reason: fmt.Sprintf("setsid events are off: attach syscalls/sys_exit_setsid: %v", err)}
+	}
+	e.links = append(e.links, l)
+	return FeatureStatus{Available: true}
+}
+
+// Sessions says whether setsid events are reported.
+func (e *Engine) Sessions() FeatureStatus { return e.sessions }
 
 // LSM says whether this engine can block.
 func (e *Engine) LSM() LSMStatus { return e.lsm }

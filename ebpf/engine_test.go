@@ -253,3 +253,24 @@ func TestLongPathsAreMarked(t *testing.T) {
 		t.Fatalf("cwd %q (truncated %v) for %d-byte %q", ev.Cwd, ev.PathTruncated, len(dir), dir)
 	}
 }
+
+func TestSetsidEvents(t *testing.T) {
+	e, ch := openEngine(t, Options{DisableLSM: true})
+	if !e.Sessions().Available {
+		t.Fatalf("setsid events unavailable: %s", e.Sessions().Reason)
+	}
+	cmd := exec.Command("/bin/true")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if err := cmd.Run(); err != nil {
+		t.Fatal(err)
+	}
+	pid := uint32(cmd.Process.Pid)
+	ev := waitFor(t, ch, "setsid", func(ev *Event) bool { return ev.Kind == EventSetsid && ev.Process.PID == pid })
+	if ev.Process.SID != pid || ev.Process.PGID != pid || ev.Process.TTYMajor != 0 {
+		t.Errorf("after setsid: sid %d pgid %d tty %d, want %d %d 0", ev.Process.SID, ev.Process.PGID, ev.Process.TTYMajor, pid, pid)
+	}
+	exe := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == pid })
+	if exe.Process.SID != pid {
+		t.Errorf("exec after setsid: sid %d", exe.Process.SID)
+	}
+}

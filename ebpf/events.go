@@ -23,6 +23,7 @@ const (
 	EventExec     EventKind = 2
 	EventExit     EventKind = 3
 	EventDecision EventKind = 4 // a fork or exec fired a response (log, alert or block)
+	EventSetsid   EventKind = 5 // a process started a new session
 )
 
 func (k EventKind) String() string {
@@ -35,6 +36,8 @@ func (k EventKind) String() string {
 		return "exit"
 	case EventDecision:
 		return "decision"
+	case EventSetsid:
+		return "setsid"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -131,6 +134,12 @@ func decodeEvent(raw []byte) (Event, error) {
 		ev.PathTruncated = r.ExeTruncated != 0 || r.CwdTruncated != 0
 		ev.Args = splitArgs(int8s(r.Args[:min(int(r.ArgsLen), len(r.Args))]))
 		ev.ArgsTruncated = r.ArgsTruncated != 0
+	case EventSetsid:
+		r, err := view[bpfobj.ProbeSetsidEvent](raw)
+		if err != nil {
+			return ev, err
+		}
+		ev = header(r.Hdr, r.Proc)
 	case EventExit:
 		r, err := view[bpfobj.ProbeExitEvent](raw)
 		if err != nil {

@@ -27,6 +27,7 @@ enum event_type {
 	EVENT_EXEC = 2,
 	EVENT_EXIT = 3,
 	EVENT_DECISION = 4,
+	EVENT_SETSID = 5,
 };
 
 enum action {
@@ -118,6 +119,11 @@ struct fork_event {
 	struct proc_info proc;
 	__u32 parent_tid;
 	__u32 pad;
+};
+
+struct setsid_event {
+	struct event_header hdr;
+	struct proc_info proc; /* after setsid: sid == pid, no controlling tty */
 };
 
 struct exit_event {
@@ -438,6 +444,25 @@ int BPF_PROG(on_exit, struct task_struct *p)
 	return 0;
 }
 
+/* A new session: the process becomes a session leader without a controlling
+ * terminal. No BTF tracepoint or LSM hook sees setsid, so this is the syscall
+ * tracepoint (it needs tracefs; the engine mounts it when missing). */
+SEC("tracepoint/syscalls/sys_exit_setsid")
+int on_setsid(struct trace_event_raw_sys_exit *ctx)
+{
+	if (ctx->ret < 0)
+		return 0;
+	struct setsid_event *e = reserve(sizeof(*e));
+	if (!e)
+		return 0;
+	__builtin_memset(e, 0, sizeof(*e));
+	e->hdr.type = EVENT_SETSID;
+	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
+	fill_proc(&e->proc, (struct task_struct *)bpf_get_current_task_btf());
+	submit(e, 0);
+	return 0;
+}
+
 /* path_masks returns the selectors whose processExecutable patterns match the path
  * in s->path (len bytes, name_len the last component). */
 static __always_inline __u64 path_masks(struct scratch *s, __u32 gen, __u32 len, __u32 name_len)
@@ -643,6 +668,7 @@ int BPF_PROG(probe_lsm, struct linux_binprm *bprm, int ret)
 /* Keep the event types in BTF so bpf2go generates their Go twins. */
 struct fork_event *unused_fork_event __attribute__((unused));
 struct exit_event *unused_exit_event __attribute__((unused));
+struct setsid_event *unused_setsid_event __attribute__((unused));
 struct exec_event *unused_exec_event __attribute__((unused));
 struct decision_event *unused_decision_event __attribute__((unused));
 

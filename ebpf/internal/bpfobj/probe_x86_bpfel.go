@@ -148,6 +148,12 @@ type ProbeScratch struct {
 	Key   ProbePathKey
 }
 
+type ProbeSetsidEvent struct {
+	_    structs.HostLayout
+	Hdr  ProbeEventHeader
+	Proc ProbeProcInfo
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -171,6 +177,7 @@ const (
 	ProbeProgOnExec             = "on_exec"
 	ProbeProgOnExit             = "on_exit"
 	ProbeProgOnFork             = "on_fork"
+	ProbeProgOnSetsid           = "on_setsid"
 	ProbeProgProbeLsm           = "probe_lsm"
 	ProbeVarBenchBurst          = "bench_burst"
 	ProbeVarHostPidns           = "host_pidns"
@@ -178,6 +185,7 @@ const (
 	ProbeVarUnusedExecEvent     = "unused_exec_event"
 	ProbeVarUnusedExitEvent     = "unused_exit_event"
 	ProbeVarUnusedForkEvent     = "unused_fork_event"
+	ProbeVarUnusedSetsidEvent   = "unused_setsid_event"
 )
 
 // LoadProbe returns the embedded CollectionSpec for Probe.
@@ -233,6 +241,7 @@ type ProbeProgramSpecs struct {
 	OnExec         *ebpf.ProgramSpec `ebpf:"on_exec"`
 	OnExit         *ebpf.ProgramSpec `ebpf:"on_exit"`
 	OnFork         *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnSetsid       *ebpf.ProgramSpec `ebpf:"on_setsid"`
 	ProbeLsm       *ebpf.ProgramSpec `ebpf:"probe_lsm"`
 }
 
@@ -260,6 +269,7 @@ type ProbeVariableSpecs struct {
 	UnusedExecEvent     *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedExitEvent     *ebpf.VariableSpec `ebpf:"unused_exit_event"`
 	UnusedForkEvent     *ebpf.VariableSpec `ebpf:"unused_fork_event"`
+	UnusedSetsidEvent   *ebpf.VariableSpec `ebpf:"unused_setsid_event"`
 }
 
 // ProbeObjects contains all objects after they have been loaded into the kernel.
@@ -315,6 +325,7 @@ type ProbeVariables struct {
 	UnusedExecEvent     *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedExitEvent     *ebpf.Variable `ebpf:"unused_exit_event"`
 	UnusedForkEvent     *ebpf.Variable `ebpf:"unused_fork_event"`
+	UnusedSetsidEvent   *ebpf.Variable `ebpf:"unused_setsid_event"`
 }
 
 // ProbePrograms contains all programs after they have been loaded into the kernel.
@@ -332,6 +343,7 @@ type ProbePrograms struct {
 	OnExec         *ebpf.Program `ebpf:"on_exec"`
 	OnExit         *ebpf.Program `ebpf:"on_exit"`
 	OnFork         *ebpf.Program `ebpf:"on_fork"`
+	OnSetsid       *ebpf.Program `ebpf:"on_setsid"`
 	ProbeLsm       *ebpf.Program `ebpf:"probe_lsm"`
 }
 
@@ -348,6 +360,7 @@ func (p *ProbePrograms) Close() error {
 		p.OnExec,
 		p.OnExit,
 		p.OnFork,
+		p.OnSetsid,
 		p.ProbeLsm,
 	)
 }

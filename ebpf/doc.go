@@ -29,6 +29,16 @@
 // Decision events carry the generation counter, so matched selector names come from
 // the policy that decided.
 //
+// # Telemetry
+//
+// tp_btf sched_process_fork/exec/exit and the setsid syscall tracepoint report every
+// process with its ids, session, namespaces, cgroup, credentials and tty; exec
+// events carry argv and the executable and working directory resolved by a dentry
+// walk from the task's own root (so container paths are the container's). Telemetry
+// and log-only decisions are batched: the reader is woken for alerts, blocks and a
+// filling ring, and otherwise polls (Options.FlushInterval). A full ring drops
+// events and counts them (Stats.RingbufDrops); nothing is lost silently.
+//
 // # Without BPF LSM
 //
 // Where the kernel cannot run LSM programs (no bpf in the lsm= list, or no BPF

@@ -295,6 +295,13 @@ func TestVMExecEnforcement(t *testing.T) {
 			}
 		})
 	}
+	// Once the container's metadata is gone, the exclude no longer applies: fail closed.
+	if err := e.RemoveContainer(nginxID); err != nil {
+		t.Fatal(err)
+	}
+	if blocked, _, _ := execIn(t, workload{container: true, cgroup: nginx}, "/usr/bin/tool"); !blocked {
+		t.Error("exec allowed after the container's metadata was removed")
+	}
 	s, err := e.Stats()
 	if err != nil || s.Blocks == 0 || s.RingbufDrops != 0 || s.PathErrors != 0 {
 		t.Errorf("stats %+v %v", s, err)

@@ -55,13 +55,16 @@ func Build() error {
 		"go", "build", "-trimpath", "-ldflags", ldflags, "-o", binary, "./cmd/cloud-defend")
 }
 
-// Run builds cloud-defend and runs its main job on the embedded default policy
-// (today: validate and explain it; extra arguments come from $ARGS).
+// Run builds cloud-defend and runs it in standalone mode on the embedded default
+// policy until Ctrl-C (needs root to load BPF; $ARGS replaces the arguments).
 func Run() error {
 	mg.Deps(Build)
-	args := []string{"policy", "explain", "--default"}
+	args := []string{"run"}
 	if extra := strings.Fields(os.Getenv("ARGS")); len(extra) > 0 {
 		args = extra
+	}
+	if err := sh.RunV(binary, "policy", "explain", "--default"); err != nil {
+		return err
 	}
 	return sh.RunV(binary, args...)
 }

@@ -55,6 +55,8 @@ type Engine struct {
 	lsm      LSMStatus
 	sessions FeatureStatus
 	dryRun   bool
+	hostNS   uint32
+	pending  []Event // user-space decisions waiting to be read (no BPF LSM)
 	// flushInterval: see Options.FlushInterval.
 	flushInterval time.Duration
 
@@ -89,7 +91,7 @@ func Open(opts Options) (*Engine, error) {
 	if err := spec.Variables["host_pidns"].Set(hostNS); err != nil {
 		return nil, fmt.Errorf("set host pid namespace: %w", err)
 	}
-	e := &Engine{dryRun: opts.DryRun, flushInterval: cmp.Or(opts.FlushInterval, defaultFlushInterval),
+	e := &Engine{dryRun: opts.DryRun, hostNS: hostNS, flushInterval: cmp.Or(opts.FlushInterval, defaultFlushInterval),
 		history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}}
 	if opts.DisableLSM {
 		e.lsm = LSMStatus{Reason: "BPF LSM disabled by configuration"}
@@ -154,6 +156,12 @@ func probeLSM(spec *ebpf.CollectionSpec) LSMStatus {
 		return LSMStatus{Reason: fmt.Sprintf("BPF LSM is not enabled (active LSMs: %s); add bpf to the lsm= kernel boot parameter", strings.TrimSpace(string(data)))}
 	}
 	prog, err := ebpf.NewProgram(spec.Programs["probe_lsm"])
+	if errors.Is(err, unix.EPERM) {
+		// cilium/ebpf suggests MEMLOCK for any EPERM; with memcg accounting the cause
+		// is the kernel refusing BPF trampolines (as on this project's build hosts) or
+		// missing capabilities.
+		return LSMStatus{Reason: "the kernel refused to load a BPF LSM program (EPERM): BPF trampolines are not permitted on this kernel, or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN are missing; BPF LSM also needs CONFIG_BPF_LSM and bpf in the lsm= boot parameter"}
+	}
 	if err != nil {
 		return LSMStatus{Reason: fmt.Sprintf("the kernel refused a BPF LSM program (%v); it needs CONFIG_BPF_LSM, bpf in lsm=, BPF trampolines, and CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN", err)}
 	}

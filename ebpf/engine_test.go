@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"errors"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,6 +11,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloud-defend/cloud-defend/policy"
 )
 
 // inVM is set by the VM harness's /init: the kernel there runs BPF LSM.
@@ -272,5 +275,51 @@ func TestSetsidEvents(t *testing.T) {
 	exe := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == pid })
 	if exe.Process.SID != pid {
 		t.Errorf("exec after setsid: sid %d", exe.Process.SID)
+	}
+}
+
+// TestUserSpaceDetection: without BPF LSM, a container exec that a response selects
+// is still reported, as a user-space decision that blocked nothing; host execs and
+// unselected ones are not.
+func TestUserSpaceDetection(t *testing.T) {
+	e, ch := openEngine(t, Options{DisableLSM: true})
+	target, err := filepath.EvalSymlinks("/bin/true")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Swap(mustParse(t, fmt.Sprintf(`process:
+  selectors:
+    - name: trueInContainer
+      operation: [exec]
+      processExecutable: [%s]
+  responses:
+    - match: [trueInContainer]
+      actions: [alert, block]
+`, target))); err != nil {
+		t.Fatal(err)
+	}
+	run := func(args ...string) uint32 {
+		cmd := exec.Command(args[0], args[1:]...)
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %v %s", args, err, out)
+		}
+		return uint32(cmd.Process.Pid)
+	}
+	host := run("/bin/true")
+	ctr := run("/bin/busybox", "unshare", "-p", "-m", "-f", "--", "/bin/true")
+	var decisions []Event
+	waitFor(t, ch, "container exit", func(ev *Event) bool {
+		if ev.Kind == EventDecision {
+			decisions = append(decisions, *ev)
+		}
+		return ev.Kind == EventExit && ev.Process.PID == ctr
+	})
+	if len(decisions) != 1 {
+		t.Fatalf("decisions %+v", decisions)
+	}
+	d := decisions[0]
+	names, _ := e.SelectorNames(&d)
+	if !d.UserSpace || d.Blocked || d.Actions != policy.ActionAlert|policy.ActionBlock || d.Process.PPID != ctr || d.Path != target || !slices.Equal(names, []string{"trueInContainer"}) {
+		t.Fatalf("decision %+v names %v (host pid %d)", d, names, host)
 	}
 }

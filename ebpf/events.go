@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 	"unsafe"
 
@@ -80,6 +81,7 @@ type Event struct {
 	Matched     uint64         // selector bits of that policy
 	Actions     policy.Actions // union of the fired responses' actions
 	Blocked     bool           // the exec was refused with EPERM
+	UserSpace   bool           // decided after the fact in user space (no BPF LSM): detected, not prevented
 	Memfd       bool           // the executable is a memfd (fileless)
 	Interactive bool           // the session has a controlling terminal
 	Path        string         // resolved executable path, as the container sees it
@@ -95,7 +97,16 @@ var ErrClosed = ringbuf.ErrClosed
 const defaultFlushInterval = 50 * time.Millisecond
 
 // Read blocks until the next kernel event. Only one goroutine may read.
+//
+// Without BPF LSM the kernel makes no decisions, so Read evaluates the live policy
+// on each container exec itself and follows the exec event with a decision event
+// (UserSpace set, never blocked): detection keeps working where blocking cannot.
 func (e *Engine) Read() (Event, error) {
+	if len(e.pending) > 0 {
+		ev := e.pending[0]
+		e.pending = e.pending[1:]
+		return ev, nil
+	}
 	for {
 		e.reader.SetDeadline(time.Now().Add(e.flushInterval))
 		rec, err := e.reader.Read()
@@ -105,8 +116,47 @@ func (e *Engine) Read() (Event, error) {
 		if err != nil {
 			return Event{}, err
 		}
-		return decodeEvent(rec.RawSample)
+		ev, err := decodeEvent(rec.RawSample)
+		if err == nil && ev.Kind == EventExec && !e.lsm.Available {
+			if d, ok := e.detect(&ev); ok {
+				e.pending = append(e.pending, d)
+			}
+		}
+		return ev, err
 	}
+}
+
+// detect evaluates an exec that already happened against the live policy, as the
+// kernel would have before it: same scope, same operation fields.
+func (e *Engine) detect(ev *Event) (Event, bool) {
+	if ev.Process.PIDNamespace == e.hostNS {
+		return Event{}, false
+	}
+	e.mu.Lock()
+	gen, p := e.generation, e.history[e.generation]
+	var meta policy.Operation
+	if m := e.containers[ev.Process.CgroupID]; m != nil {
+		meta = *m
+	}
+	e.mu.Unlock()
+	if p == nil {
+		return Event{}, false
+	}
+	op := meta
+	op.Op = policy.OpExec
+	op.ProcessExecutable = ev.Executable
+	op.ProcessName = ev.Process.Comm
+	op.ExecutableIsMemfd = strings.HasPrefix(ev.Executable, "/memfd:") && strings.HasSuffix(ev.Executable, " (deleted)")
+	op.SessionLeaderInteractive = ev.Process.TTYMajor != 0
+	d := p.Evaluate(&op)
+	if d.Actions == 0 {
+		return Event{}, false
+	}
+	return Event{
+		Kind: EventDecision, Time: ev.Time, Process: ev.Process, Op: policy.OpExec, Generation: gen,
+		Matched: d.Matched, Actions: d.Actions, Memfd: op.ExecutableIsMemfd, Interactive: op.SessionLeaderInteractive,
+		Path: ev.Executable, PathLen: uint32(len(ev.Executable)), UserSpace: true,
+	}, true
 }
 
 func decodeEvent(raw []byte) (Event, error) {

@@ -1,5 +1,6 @@
 // Command cloud-defend is the cloud-defend agent and its tools.
 //
+//	cloud-defend run [--policy FILE] [--dry-run] [--output ...]  standalone mode
 //	cloud-defend policy validate [--format text|json] FILE...   check policies
 //	cloud-defend policy explain [--default | FILE]              print what a policy does
 //	cloud-defend policy default                                 print the default policy
@@ -28,6 +29,9 @@ func main() {
 const usage = `usage: cloud-defend <command> [arguments]
 
 commands:
+  run [--policy FILE] [--dry-run] [--output stdout|file=PATH]
+                                                 enforce a policy (default: the embedded one) and
+                                                 write kernel events as NDJSON; SIGHUP reloads
   policy validate [--format text|json] FILE...   validate policies (- reads stdin)
   policy explain [--default | FILE]              print the rules a policy enforces
   policy default                                 print the embedded default policy
@@ -42,6 +46,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	switch args[0] {
 	case "policy":
 		return runPolicy(args[1:], stdin, stdout, stderr)
+	case "run":
+		return runDaemon(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.String())
 		return exitOK

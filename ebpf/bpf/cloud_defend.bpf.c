@@ -140,7 +140,7 @@ struct exec_event {
 	__u32 args_len;
 	__u32 args_truncated;
 	__u32 pad;
-	__u8 exe_truncated; /* exe or cwd longer than 255 bytes, or deeper than MAX_DEPTH */
+	__u8 exe_truncated; /* exe or cwd longer than 255 bytes (the field holds the first 255), or deeper than MAX_DEPTH */
 	__u8 cwd_truncated;
 	__u8 pad2[6];
 	char filename[MAX_PATH + 1];
@@ -211,9 +211,9 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-#define WALK_BUF 512
-#define WALK_END 256
-#define MAX_DEPTH 64
+#define WALK_BUF 8192
+#define WALK_END 4096 /* paths up to 4095 bytes resolve whole; events carry the first 255 */
+#define MAX_DEPTH 128
 
 struct scratch {
 	char path[PATH_BUF];
@@ -356,16 +356,17 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 		return 1;
 	}
 	c->buf[off & (WALK_END - 1)] = '/';
-	bpf_probe_read_kernel(&c->buf[(off + 1) & (WALK_END - 1)], len & (WALK_END - 1), BPF_CORE_READ(d, d_name.name));
+	bpf_probe_read_kernel(&c->buf[(off + 1) & (WALK_END - 1)], len & MAX_PATH, BPF_CORE_READ(d, d_name.name));
 	c->off = off;
 	c->dentry = (__u64)parent;
 	return 0;
 }
 
-/* resolve writes the path of (mnt, d) as seen from root into dst (MAX_PATH + 1
- * bytes) and returns whether it was cut short. */
-static __always_inline int resolve(struct scratch *s, struct vfsmount *mnt, struct dentry *d,
-				   const struct path *root, char *dst)
+/* walk resolves (mnt, d) as seen from root into s->walk[off, WALK_END), returning
+ * off; the path is WALK_END - off bytes ("" for the root itself). *complete is
+ * false when the path is deeper than MAX_DEPTH or longer than WALK_END - 1. */
+static __always_inline __s32 walk(struct scratch *s, struct vfsmount *mnt, struct dentry *d,
+				  const struct path *root, int *complete)
 {
 	struct walk_ctx c = {
 		.dentry = (__u64)d,
@@ -376,15 +377,27 @@ static __always_inline int resolve(struct scratch *s, struct vfsmount *mnt, stru
 		.off = WALK_END,
 	};
 	bpf_loop(MAX_DEPTH, walk_step, &c, 0);
-	__u32 len = WALK_END - c.off;
+	*complete = c.state == 1;
+	return c.off;
+}
+
+/* resolve writes the first 255 bytes of the path of (mnt, d) as seen from root into
+ * dst (MAX_PATH + 1 bytes) and returns whether that is not the whole path. */
+static __always_inline int resolve(struct scratch *s, struct vfsmount *mnt, struct dentry *d,
+				   const struct path *root, char *dst)
+{
+	int complete;
+	__s32 off = walk(s, mnt, d, root, &complete);
+	__u32 len = WALK_END - off;
 	if (len == 0) {
 		dst[0] = '/';
 		dst[1] = 0;
-	} else {
-		bpf_probe_read_kernel(dst, len & (WALK_END - 1), &s->walk[c.off & (WALK_END - 1)]);
-		dst[len & (WALK_END - 1)] = 0;
+		return !complete;
 	}
-	return c.state != 1;
+	__u32 n = len > MAX_PATH ? MAX_PATH : len;
+	bpf_probe_read_kernel(dst, n & MAX_PATH, &s->walk[off & (WALK_END - 1)]);
+	dst[n & MAX_PATH] = 0;
+	return !complete || len > MAX_PATH;
 }
 
 SEC("tp_btf/sched_process_exec")
@@ -463,16 +476,17 @@ int on_setsid(struct trace_event_raw_sys_exit *ctx)
 	return 0;
 }
 
-/* path_masks returns the selectors whose processExecutable patterns match the path
- * in s->path (len bytes, name_len the last component). */
-static __always_inline __u64 path_masks(struct scratch *s, __u32 gen, __u32 len, __u32 name_len)
+/* path_masks returns the selectors whose path patterns (in the LPM trie lpm, under
+ * tag: type and generation slot) match the path at src, len bytes long (may exceed
+ * what the key holds), whose last component is name_len bytes. */
+static __always_inline __u64 path_masks(void *lpm, struct scratch *s, const char *src, __u8 tag, __u32 len, __u32 name_len)
 {
 	__u32 n = len > MAX_PATH ? MAX_PATH : len;
-	s->key.data[0] = gen;
+	s->key.data[0] = tag;
 	/* Bytes past n may be stale; prefixlen keeps the lookup from reading them. */
-	bpf_probe_read_kernel(&s->key.data[1], MAX_PATH, s->path);
+	bpf_probe_read_kernel(&s->key.data[1], MAX_PATH, src);
 	s->key.prefixlen = 8 * (1 + n);
-	struct path_val *v = bpf_map_lookup_elem(&paths, &s->key);
+	struct path_val *v = bpf_map_lookup_elem(lpm, &s->key);
 	if (!v)
 		return 0;
 	__u64 m = v->desc;
@@ -569,7 +583,7 @@ static __always_inline int decide(struct task_struct *t, __u32 op, struct file *
 	if (m & ~pol->no_exe) {
 		__u64 exe = pol->no_exe;
 		if (n > 0)
-			exe |= path_masks(s, gen, len, BPF_CORE_READ(f, f_path.dentry, d_name.len));
+			exe |= path_masks(&paths, s, s->path, gen, len, BPF_CORE_READ(f, f_path.dentry, d_name.len));
 		m &= exe;
 	}
 	if (!(m & ~pol->no_name))

@@ -144,7 +144,7 @@ type ProbeScratch struct {
 	_     structs.HostLayout
 	Path  [4096]int8
 	Fname [256]int8
-	Walk  [512]int8
+	Walk  [8192]int8
 	Key   ProbePathKey
 }
 

@@ -13,26 +13,32 @@ import (
 // generation); policy paths are at most policy.MaxPathBytes, which is the same.
 const maxPath = 255
 
-// compiled is a process policy in the kernel's terms, for one generation slot.
+// compiled is a policy in the kernel's terms, for one generation slot.
 //
-// Every selector is bit i of a u64 (i is its index in the policy). Each condition
+// Every selector is bit i of a u64 (i is its index in its section). Each condition
 // becomes the set of selectors it lets through, and the kernel ANDs them:
 //
-//	matched = ops(op) & (noName | names[comm]) & (noExe | paths(exe))
-//	        & (interactive or batch) & (agnostic | containers[cgroup])
+//	process: matched = ops(op) & (noName | names[comm]) & (noExe | paths(exe))
+//	                 & (interactive or batch) & (agnostic | containers[cgroup])
+//	file:    matched = ops[op] & (noPath | filePaths(target)) & ~ignored(volume)
+//	                 & (agnostic | fileContainers[cgroup])
 //
 // Responses fire when matched&match != 0 and matched&exclude == 0, as in
 // policy.Evaluate.
 type compiled struct {
 	policy bpfobj.ProbePolicy
 	names  map[string]uint64    // comm → selectors naming it
-	paths  map[string]pathEntry // LPM key (without generation) → masks
+	paths  map[string]pathEntry // LPM key (without its tag byte) → masks
 	sels   []policy.Selector    // for container masks
 	resps  []policy.Response
+
+	file      bpfobj.ProbeFilePolicy
+	filePaths map[string]pathEntry
+	fileSels  []policy.Selector
 }
 
 // pathEntry is one LPM trie entry. The kernel finds the longest entry that prefixes
-// the executable's path and then:
+// the path and then:
 //   - exact applies when the path is exactly the entry (len == path length);
 //   - desc always applies: the union of every dir/** whose "dir/" prefixes the entry;
 //   - children applies when the path's parent directory is dirlen bytes long
@@ -46,18 +52,17 @@ type pathEntry struct {
 }
 
 func compile(p *policy.Policy) (*compiled, error) {
-	sels := p.Selectors(policy.Process)
-	resps := p.Responses(policy.Process)
-	if len(sels) > 64 || len(resps) > 64 {
-		return nil, fmt.Errorf("process policy has %d selectors and %d responses; the kernel holds 64 of each", len(sels), len(resps))
+	c := &compiled{names: map[string]uint64{}, sels: p.Selectors(policy.Process), resps: p.Responses(policy.Process),
+		fileSels: p.Selectors(policy.File)}
+	fileResps := p.Responses(policy.File)
+	for _, n := range []int{len(c.sels), len(c.resps), len(c.fileSels), len(fileResps)} {
+		if n > 64 {
+			return nil, fmt.Errorf("the kernel holds 64 selectors and 64 responses per type; this policy has %d", n)
+		}
 	}
-	c := &compiled{names: map[string]uint64{}, paths: map[string]pathEntry{}, sels: sels, resps: resps}
 	kp := &c.policy
-	exact := map[string]uint64{}
-	children := map[string]uint64{} // "dir/" → selectors
-	desc := map[string]uint64{}     // "dir/" → selectors
-	for i := range sels {
-		s := &sels[i]
+	for i := range c.sels {
+		s := &c.sels[i]
 		bit := uint64(1) << i
 		ops := s.Covers()
 		if ops.Has(policy.OpFork) {
@@ -77,19 +82,6 @@ func compile(p *policy.Policy) (*compiled, error) {
 		if len(s.ProcessExecutable) == 0 {
 			kp.NoExe |= bit
 		}
-		for _, pp := range s.ProcessExecutable {
-			if len(pp.String()) > maxPath {
-				return nil, fmt.Errorf("selector %q: processExecutable %q is longer than %d bytes", s.Name, pp, maxPath)
-			}
-			switch pp.Kind {
-			case policy.PathExact:
-				exact[pp.Path] |= bit
-			case policy.PathChildren:
-				children[pp.Path+"/"] |= bit
-			case policy.PathDescendants:
-				desc[pp.Path+"/"] |= bit
-			}
-		}
 		switch s.SessionLeaderInteractive {
 		case policy.Unset:
 			kp.Interactive |= bit
@@ -103,6 +95,60 @@ func compile(p *policy.Policy) (*compiled, error) {
 			kp.Agnostic |= bit
 		}
 	}
+	var err error
+	if c.paths, err = pathEntries(c.sels, func(s *policy.Selector) []policy.PathPattern { return s.ProcessExecutable }); err != nil {
+		return nil, err
+	}
+	kp.R = responses(c.resps)
+
+	kf := &c.file
+	for i := range c.fileSels {
+		s := &c.fileSels[i]
+		bit := uint64(1) << i
+		for _, op := range s.Covers().Ops() {
+			kf.Ops[op] |= bit
+		}
+		if len(s.TargetFilePath) == 0 {
+			kf.NoPath |= bit
+		}
+		if !s.ContainerScoped() {
+			kf.Agnostic |= bit
+		}
+		if s.IgnoreVolumeMounts {
+			kf.IgnoreVolume |= bit
+		}
+		if s.IgnoreVolumeFiles {
+			kf.IgnoreFile |= bit
+		}
+	}
+	if c.filePaths, err = pathEntries(c.fileSels, func(s *policy.Selector) []policy.PathPattern { return s.TargetFilePath }); err != nil {
+		return nil, err
+	}
+	kf.R = responses(fileResps)
+	return c, nil
+}
+
+// pathEntries builds the LPM entries for the path patterns of each selector.
+func pathEntries(sels []policy.Selector, patterns func(*policy.Selector) []policy.PathPattern) (map[string]pathEntry, error) {
+	exact := map[string]uint64{}
+	children := map[string]uint64{} // "dir/" → selectors
+	desc := map[string]uint64{}     // "dir/" → selectors
+	for i := range sels {
+		bit := uint64(1) << i
+		for _, pp := range patterns(&sels[i]) {
+			if len(pp.String()) > maxPath {
+				return nil, fmt.Errorf("selector %q: path %q is longer than %d bytes", sels[i].Name, pp, maxPath)
+			}
+			switch pp.Kind {
+			case policy.PathExact:
+				exact[pp.Path] |= bit
+			case policy.PathChildren:
+				children[pp.Path+"/"] |= bit
+			case policy.PathDescendants:
+				desc[pp.Path+"/"] |= bit
+			}
+		}
+	}
 	descOf := func(key string) uint64 {
 		var m uint64
 		for d, bits := range desc {
@@ -112,41 +158,49 @@ func compile(p *policy.Policy) (*compiled, error) {
 		}
 		return m
 	}
+	out := map[string]pathEntry{}
 	for k, bits := range exact {
 		dir := k[:strings.LastIndexByte(k, '/')+1]
-		c.paths[k] = pathEntry{exact: bits, desc: descOf(k), children: children[dir], len: uint32(len(k)), dirlen: uint32(len(dir))}
+		out[k] = pathEntry{exact: bits, desc: descOf(k), children: children[dir], len: uint32(len(k)), dirlen: uint32(len(dir))}
 	}
 	for _, m := range []map[string]uint64{children, desc} {
 		for k := range m {
-			c.paths[k] = pathEntry{desc: descOf(k), children: children[k], len: uint32(len(k)), dirlen: uint32(len(k))}
+			out[k] = pathEntry{desc: descOf(k), children: children[k], len: uint32(len(k)), dirlen: uint32(len(k))}
 		}
 	}
-	kp.N_responses = uint32(len(resps))
-	for i, r := range resps {
-		kp.Match[i] = r.MatchMask
-		kp.Exclude[i] = r.ExcludeMask
-		kp.Actions[i] = uint8(r.Actions)
-	}
-	kp.Valid = 1
-	return c, nil
+	return out, nil
 }
 
-// containerMask is the set of container-scoped selectors whose container and
-// Kubernetes conditions hold for a container.
-func (c *compiled) containerMask(meta *policy.Operation) uint64 {
+func responses(rs []policy.Response) bpfobj.ProbeResponses {
+	r := bpfobj.ProbeResponses{N: uint32(len(rs)), Valid: 1}
+	for i, resp := range rs {
+		r.Match[i] = resp.MatchMask
+		r.Exclude[i] = resp.ExcludeMask
+		r.Actions[i] = uint8(resp.Actions)
+	}
+	return r
+}
+
+// containerMasks are the container-scoped selectors, process and file, whose
+// container and Kubernetes conditions hold for a container.
+func (c *compiled) containerMasks(meta *policy.Operation) (process, file uint64) {
+	return scopedMask(c.sels, meta), scopedMask(c.fileSels, meta)
+}
+
+func scopedMask(sels []policy.Selector, meta *policy.Operation) uint64 {
 	var m uint64
-	for i := range c.sels {
-		if c.sels[i].ContainerScoped() && c.sels[i].MatchesContainer(meta) {
+	for i := range sels {
+		if sels[i].ContainerScoped() && sels[i].MatchesContainer(meta) {
 			m |= 1 << i
 		}
 	}
 	return m
 }
 
-// pathKeys lists the LPM keys in a stable order, for tests and diagnostics.
-func (c *compiled) pathKeys() []string {
-	keys := make([]string, 0, len(c.paths))
-	for k := range c.paths {
+// sortedKeys lists LPM keys in a stable order, for writing and tests.
+func sortedKeys(m map[string]pathEntry) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
 		keys = append(keys, k)
 	}
 	sort.Strings(keys)

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"sort"
 	"strings"
 	"sync"
 	"syscall"
@@ -68,11 +69,8 @@ type Engine struct {
 	containers map[uint64]*policy.Operation
 }
 
-type writtenKeys struct {
-	names      []bpfobj.ProbeNameKey
-	paths      []bpfobj.ProbePathKey
-	containers []bpfobj.ProbeContainerKey
-}
+// writtenKeys are the hash and trie entries of one slot, map by map.
+type writtenKeys map[string][]any
 
 // Open loads and attaches the programs. Without a policy nothing is enforced;
 // call Swap.
@@ -107,10 +105,17 @@ func Open(opts Options) (*Engine, error) {
 		spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 	}
 	delete(spec.Programs, "probe_lsm")
-	if !e.lsm.Available {
-		delete(spec.Programs, "enforce_exec")
-		delete(spec.Programs, "enforce_fork")
+	var enforce []string
+	for name := range spec.Programs {
+		if strings.HasPrefix(name, "enforce_") {
+			if e.lsm.Available {
+				enforce = append(enforce, name)
+			} else {
+				delete(spec.Programs, name)
+			}
+		}
 	}
+	sort.Strings(enforce)
 	e.coll, err = ebpf.NewCollection(spec)
 	if err != nil {
 		var ve *ebpf.VerifierError
@@ -133,7 +138,7 @@ func Open(opts Options) (*Engine, error) {
 	}
 	e.sessions = e.attachSetsid()
 	if e.lsm.Available {
-		for _, name := range []string{"enforce_exec", "enforce_fork"} {
+		for _, name := range enforce {
 			l, err := link.AttachLSM(link.LSMOptions{Program: e.coll.Programs[name]})
 			if err != nil {
 				e.Close()
@@ -255,9 +260,6 @@ func (e *Engine) Swap(p *policy.Policy) error {
 	if err := e.writeSlot(slot, c); err != nil {
 		return err
 	}
-	if err := e.coll.Maps["policies"].Put(slot, c.policy); err != nil {
-		return fmt.Errorf("write policy: %w", err)
-	}
 	prev := e.generation
 	e.generation = next
 	if err := e.setConfig(); err != nil {
@@ -271,68 +273,79 @@ func (e *Engine) Swap(p *policy.Policy) error {
 }
 
 func (e *Engine) clearSlot(slot uint32) error {
-	w := &e.written[slot]
-	for _, k := range w.names {
-		if err := e.coll.Maps["names"].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("clear names: %w", err)
+	for name, keys := range e.written[slot] {
+		for _, k := range keys {
+			if err := e.coll.Maps[name].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return fmt.Errorf("clear %s: %w", name, err)
+			}
 		}
 	}
-	for _, k := range w.paths {
-		if err := e.coll.Maps["paths"].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("clear paths: %w", err)
-		}
+	e.written[slot] = writtenKeys{}
+	return nil
+}
+
+// put writes one entry of a slot and remembers it for clearSlot.
+func (e *Engine) put(slot uint32, mapName string, k, v any) error {
+	if err := e.coll.Maps[mapName].Put(k, v); err != nil {
+		return fmt.Errorf("write %s: %w", mapName, err)
 	}
-	for _, k := range w.containers {
-		if err := e.coll.Maps["containers"].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return fmt.Errorf("clear containers: %w", err)
-		}
+	if e.written[slot] == nil {
+		e.written[slot] = writtenKeys{}
 	}
-	*w = writtenKeys{}
+	e.written[slot][mapName] = append(e.written[slot][mapName], k)
 	return nil
 }
 
 func (e *Engine) writeSlot(slot uint32, c *compiled) error {
-	w := &e.written[slot]
 	for name, bits := range c.names {
 		k := bpfobj.ProbeNameKey{Generation: slot}
 		for i := 0; i < len(name) && i < len(k.Comm)-1; i++ {
 			k.Comm[i] = int8(name[i])
 		}
-		if err := e.coll.Maps["names"].Put(k, bits); err != nil {
-			return fmt.Errorf("write names: %w", err)
+		if err := e.put(slot, "names", k, bits); err != nil {
+			return err
 		}
-		w.names = append(w.names, k)
 	}
-	for _, path := range c.pathKeys() {
-		pe := c.paths[path]
-		k := bpfobj.ProbePathKey{Prefixlen: uint32(8 * (1 + len(path)))}
-		k.Data[0] = uint8(slot)
-		copy(k.Data[1:], path)
-		v := bpfobj.ProbePathVal{Exact: pe.exact, Desc: pe.desc, Children: pe.children, Len: pe.len, Dirlen: pe.dirlen}
-		if err := e.coll.Maps["paths"].Put(k, v); err != nil {
-			return fmt.Errorf("write paths: %w", err)
+	for mapName, entries := range map[string]map[string]pathEntry{"paths": c.paths, "file_paths": c.filePaths} {
+		for _, path := range sortedKeys(entries) {
+			pe := entries[path]
+			k := bpfobj.ProbePathKey{Prefixlen: uint32(8 * (1 + len(path)))}
+			k.Data[0] = uint8(slot)
+			copy(k.Data[1:], path)
+			v := bpfobj.ProbePathVal{Exact: pe.exact, Desc: pe.desc, Children: pe.children, Len: pe.len, Dirlen: pe.dirlen}
+			if err := e.put(slot, mapName, k, v); err != nil {
+				return err
+			}
 		}
-		w.paths = append(w.paths, k)
 	}
 	for cg, meta := range e.containers {
 		if err := e.putContainer(slot, c, cg, meta); err != nil {
 			return err
 		}
 	}
+	if err := e.coll.Maps["file_policies"].Put(slot, c.file); err != nil {
+		return fmt.Errorf("write file policy: %w", err)
+	}
+	if err := e.coll.Maps["policies"].Put(slot, c.policy); err != nil {
+		return fmt.Errorf("write policy: %w", err)
+	}
 	return nil
 }
 
 func (e *Engine) putContainer(slot uint32, c *compiled, cgroupID uint64, meta *policy.Operation) error {
-	m := c.containerMask(meta)
+	pm, fm := c.containerMasks(meta)
 	k := bpfobj.ProbeContainerKey{CgroupId: cgroupID, Generation: slot}
-	if m == 0 {
-		// No container-scoped selector matches: absence says the same.
-		return nil
+	// No matching container-scoped selector: absence says the same.
+	if pm != 0 {
+		if err := e.put(slot, "containers", k, pm); err != nil {
+			return err
+		}
 	}
-	if err := e.coll.Maps["containers"].Put(k, m); err != nil {
-		return fmt.Errorf("write containers: %w", err)
+	if fm != 0 {
+		if err := e.put(slot, "file_containers", k, fm); err != nil {
+			return err
+		}
 	}
-	e.written[slot].containers = append(e.written[slot].containers, k)
 	return nil
 }
 
@@ -356,8 +369,10 @@ func (e *Engine) RemoveContainer(cgroupID uint64) error {
 	delete(e.containers, cgroupID)
 	for slot := range uint32(2) {
 		k := bpfobj.ProbeContainerKey{CgroupId: cgroupID, Generation: slot}
-		if err := e.coll.Maps["containers"].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-			return err
+		for _, m := range []string{"containers", "file_containers"} {
+			if err := e.coll.Maps[m].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
+				return err
+			}
 		}
 	}
 	return nil

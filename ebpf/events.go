@@ -25,7 +25,21 @@ const (
 	EventExit     EventKind = 3
 	EventDecision EventKind = 4 // a fork or exec fired a response (log, alert or block)
 	EventSetsid   EventKind = 5 // a process started a new session
+	EventFile     EventKind = 6 // a file operation fired a response (log, alert or block)
 )
+
+// HookPoint names the LSM hook that saw a file operation (cloud_defend.hook_point).
+type HookPoint uint32
+
+var hookNames = []string{1: "lsm__file_open", 2: "lsm__path_mknod", 3: "lsm__path_unlink", 4: "lsm__path_chmod",
+	5: "lsm__path_truncate", 6: "lsm__path_rename", 7: "lsm__path_link"}
+
+func (h HookPoint) String() string {
+	if int(h) < len(hookNames) && hookNames[h] != "" {
+		return hookNames[h]
+	}
+	return fmt.Sprintf("hook(%d)", uint32(h))
+}
 
 func (k EventKind) String() string {
 	switch k {
@@ -39,6 +53,8 @@ func (k EventKind) String() string {
 		return "decision"
 	case EventSetsid:
 		return "setsid"
+	case EventFile:
+		return "file"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
@@ -75,8 +91,11 @@ type Event struct {
 
 	ExitCode uint32 // exit: the raw wait status
 
-	// Decisions.
-	Op          policy.Op      // OpFork or OpExec
+	// Decisions (process and file).
+	Op          policy.Op      // the operation: fork, exec, or a file operation
+	Hook        HookPoint      // file: the LSM hook that saw it
+	OnVolume    bool           // file: the target is on a volume, not the container's root filesystem
+	OnFileMount bool           // file: the target is a single-file mount
 	Generation  uint32         // the policy generation that decided
 	Matched     uint64         // selector bits of that policy
 	Actions     policy.Actions // union of the fired responses' actions
@@ -84,7 +103,7 @@ type Event struct {
 	UserSpace   bool           // decided after the fact in user space (no BPF LSM): detected, not prevented
 	Memfd       bool           // the executable is a memfd (fileless)
 	Interactive bool           // the session has a controlling terminal
-	Path        string         // resolved executable path, as the container sees it
+	Path        string         // the resolved executable (process) or target (file), as the container sees it
 	PathLen     uint32         // its full length (Path holds at most 255 bytes)
 }
 
@@ -184,6 +203,22 @@ func decodeEvent(raw []byte) (Event, error) {
 		ev.PathTruncated = r.ExeTruncated != 0 || r.CwdTruncated != 0
 		ev.Args = splitArgs(int8s(r.Args[:min(int(r.ArgsLen), len(r.Args))]))
 		ev.ArgsTruncated = r.ArgsTruncated != 0
+	case EventFile:
+		r, err := view[bpfobj.ProbeFileEvent](raw)
+		if err != nil {
+			return ev, err
+		}
+		ev = header(r.Hdr, r.Proc)
+		ev.Generation = r.Hdr.Generation
+		ev.Op = policy.Op(r.Op)
+		ev.Hook = HookPoint(r.Hook)
+		ev.Matched = r.Matched
+		ev.Actions = policy.Actions(r.Actions)
+		ev.Blocked = r.Blocked != 0
+		ev.OnVolume = r.OnVolume != 0
+		ev.OnFileMount = r.OnFileMount != 0
+		ev.Path = cstring(r.Path[:])
+		ev.PathLen = r.PathLen
 	case EventSetsid:
 		r, err := view[bpfobj.ProbeSetsidEvent](raw)
 		if err != nil {
@@ -283,5 +318,5 @@ func (e *Engine) SelectorNames(ev *Event) ([]string, error) {
 	if p == nil {
 		return nil, errors.New("the policy of this decision has been forgotten")
 	}
-	return p.MatchedSelectors(policy.Decision{Type: policy.Process, Matched: ev.Matched}), nil
+	return p.MatchedSelectors(policy.Decision{Type: ev.Op.Type(), Matched: ev.Matched}), nil
 }

@@ -60,9 +60,9 @@ func genPolicy(r *rand.Rand, maxSel int) string {
 	}
 	b.WriteString("  responses:\n")
 	for range 1 + r.IntN(min(4, 64-n)) {
-		fmt.Fprintf(&b, "    - match: [%s]\n", strings.Join(dedup(pickSel(r, n, 1+r.IntN(3))), ", "))
+		fmt.Fprintf(&b, "    - match: [%s]\n", strings.Join(dedup(pickSel(r, "s", n, 1+r.IntN(3))), ", "))
 		if r.IntN(3) == 0 {
-			fmt.Fprintf(&b, "      exclude: [%s]\n", strings.Join(dedup(pickSel(r, n, 1)), ", "))
+			fmt.Fprintf(&b, "      exclude: [%s]\n", strings.Join(dedup(pickSel(r, "s", n, 1)), ", "))
 		}
 		fmt.Fprintf(&b, "      actions: [%s]\n", []string{"log", "alert", "alert, block", "log, alert, block"}[r.IntN(4)])
 	}
@@ -96,10 +96,11 @@ func pick(r *rand.Rand, from []string, n int) []string {
 	return out
 }
 
-func pickSel(r *rand.Rand, nsel, n int) []string {
+// pickSel names n random selectors of prefix0..prefix{nsel-1}.
+func pickSel(r *rand.Rand, prefix string, nsel, n int) []string {
 	out := make([]string, n)
 	for i := range out {
-		out[i] = fmt.Sprintf("s%d", r.IntN(nsel))
+		out[i] = fmt.Sprintf("%s%d", prefix, r.IntN(nsel))
 	}
 	return out
 }
@@ -114,4 +115,85 @@ func dedup(xs []string) []string {
 		}
 	}
 	return out
+}
+
+var genFileOps = []policy.Op{policy.OpCreateExecutable, policy.OpModifyExecutable, policy.OpCreateFile, policy.OpModifyFile, policy.OpDeleteFile}
+
+// genFilePolicy writes a random, valid file policy of up to maxSel selectors.
+func genFilePolicy(r *rand.Rand, maxSel int) string {
+	for {
+		n := 1 + r.IntN(maxSel)
+		var b strings.Builder
+		b.WriteString("file:\n  selectors:\n")
+		for i := range n {
+			fmt.Fprintf(&b, "    - name: f%d\n", i)
+			conds := 0
+			if r.IntN(3) > 0 {
+				var ops []string
+				for _, op := range genFileOps {
+					if r.IntN(3) == 0 {
+						ops = append(ops, op.String())
+					}
+				}
+				if len(ops) > 0 {
+					fmt.Fprintf(&b, "      operation: [%s]\n", strings.Join(ops, ", "))
+					conds++
+				}
+			}
+			if r.IntN(3) > 0 {
+				var vals []string
+				for range 1 + r.IntN(3) {
+					switch r.IntN(3) {
+					case 0:
+						vals = append(vals, genFiles[r.IntN(len(genFiles))])
+					case 1:
+						vals = append(vals, genDirs[r.IntN(len(genDirs))]+"/*")
+					case 2:
+						vals = append(vals, genDirs[r.IntN(len(genDirs))]+"/**")
+					}
+				}
+				fmt.Fprintf(&b, "      targetFilePath: [%s]\n", strings.Join(dedup(vals), ", "))
+				conds++
+			}
+			switch r.IntN(6) {
+			case 0:
+				b.WriteString("      ignoreVolumeMounts: true\n")
+				conds++
+			case 1:
+				b.WriteString("      ignoreVolumeFiles: true\n")
+				conds++
+			}
+			if r.IntN(4) == 0 || conds == 0 {
+				fmt.Fprintf(&b, "      containerImageName: [%s]\n", genImgs[r.IntN(len(genImgs))])
+			}
+		}
+		b.WriteString("  responses:\n")
+		for range 1 + r.IntN(min(4, 64-n)) {
+			fmt.Fprintf(&b, "    - match: [%s]\n", strings.Join(dedup(pickSel(r, "f", n, 1+r.IntN(3))), ", "))
+			if r.IntN(3) == 0 {
+				fmt.Fprintf(&b, "      exclude: [%s]\n", strings.Join(dedup(pickSel(r, "f", n, 1)), ", "))
+			}
+			fmt.Fprintf(&b, "      actions: [%s]\n", []string{"log", "alert", "alert, block", "log, alert, block"}[r.IntN(4)])
+		}
+		src := b.String()
+		// Blocking file writes without a path is refused by validation: draw again.
+		if _, _, err := policy.Parse("gen.yaml", []byte(src)); err == nil {
+			return src
+		}
+	}
+}
+
+// genFileOp is a random file operation in a random container. Paths under /tmp
+// are on a volume (the VM mounts a tmpfs there).
+func genFileOp(r *rand.Rand) policy.Operation {
+	path := genFiles[r.IntN(len(genFiles))]
+	op := policy.Operation{
+		Op:            genFileOps[r.IntN(len(genFileOps))],
+		TargetPath:    path,
+		OnVolumeMount: strings.HasPrefix(path, "/tmp/"),
+	}
+	if i := r.IntN(len(genImgs) + 1); i < len(genImgs) {
+		op.ContainerImageName = genImgs[i]
+	}
+	return op
 }

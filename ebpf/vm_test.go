@@ -88,6 +88,7 @@ func installExecutables(t testing.TB, code []byte, paths ...string) {
 		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
 			t.Fatal(err)
 		}
+		os.Remove(p) // WriteFile keeps an existing file's mode
 		if err := os.WriteFile(p, elf, 0o755); err != nil {
 			t.Fatal(err)
 		}

@@ -28,6 +28,27 @@ enum event_type {
 	EVENT_EXIT = 3,
 	EVENT_DECISION = 4,
 	EVENT_SETSID = 5,
+	EVENT_FILE = 6,
+};
+
+/* File operations, numbered as policy.Op. */
+enum file_op {
+	FOP_CREATE_EXECUTABLE = 3,
+	FOP_MODIFY_EXECUTABLE = 4,
+	FOP_CREATE_FILE = 5,
+	FOP_MODIFY_FILE = 6,
+	FOP_DELETE_FILE = 7,
+};
+
+/* The LSM hook that saw a file operation (cloud_defend.hook_point). */
+enum hook {
+	HOOK_FILE_OPEN = 1,
+	HOOK_PATH_MKNOD = 2,
+	HOOK_PATH_UNLINK = 3,
+	HOOK_PATH_CHMOD = 4,
+	HOOK_PATH_TRUNCATE = 5,
+	HOOK_PATH_RENAME = 6,
+	HOOK_PATH_LINK = 7,
 };
 
 enum action {
@@ -52,6 +73,14 @@ struct cd_config {
 	__u32 enforce; /* 0: evaluate and report but never block (dry run) */
 };
 
+struct responses {
+	__u32 n;
+	__u32 valid;
+	__u64 match[MAX_RESPONSES];
+	__u64 exclude[MAX_RESPONSES];
+	__u8 actions[MAX_RESPONSES];
+};
+
 struct policy {
 	__u64 fork_ops;     /* selectors covering fork */
 	__u64 exec_ops;     /* selectors covering exec */
@@ -61,11 +90,17 @@ struct policy {
 	__u64 interactive;  /* selectors satisfied by an interactive session */
 	__u64 batch;        /* selectors satisfied by a non-interactive session */
 	__u64 agnostic;     /* selectors without container conditions */
-	__u32 n_responses;
-	__u32 valid;
-	__u64 match[MAX_RESPONSES];
-	__u64 exclude[MAX_RESPONSES];
-	__u8 actions[MAX_RESPONSES];
+	struct responses r;
+};
+
+/* File selectors, one bit each as for processes. */
+struct file_policy {
+	__u64 ops[8];        /* selectors covering each operation, indexed by policy.Op */
+	__u64 no_path;       /* selectors without targetFilePath */
+	__u64 agnostic;      /* selectors without container conditions */
+	__u64 ignore_volume; /* ignoreVolumeMounts: not on any volume (file mounts included) */
+	__u64 ignore_file;   /* ignoreVolumeFiles: not on a single-file mount */
+	struct responses r;
 };
 
 struct name_key {
@@ -126,6 +161,20 @@ struct setsid_event {
 	struct proc_info proc; /* after setsid: sid == pid, no controlling tty */
 };
 
+struct file_event {
+	struct event_header hdr;
+	struct proc_info proc;
+	__u64 matched;
+	__u8 actions;
+	__u8 blocked;
+	__u8 on_volume;     /* the target is not on the container's root filesystem */
+	__u8 on_file_mount; /* the target is a single-file mount */
+	__u32 op;           /* enum file_op */
+	__u32 hook;         /* enum hook */
+	__u32 path_len;     /* full length; path holds the first 255 bytes */
+	char path[MAX_PATH + 1];
+};
+
 struct exit_event {
 	struct event_header hdr;
 	struct proc_info proc;
@@ -181,6 +230,28 @@ struct {
 	__type(key, __u32);
 	__type(value, struct policy);
 } policies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_ARRAY);
+	__uint(max_entries, 2);
+	__type(key, __u32);
+	__type(value, struct file_policy);
+} file_policies SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, 2 * 64 * 64);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct path_key);
+	__type(value, struct path_val);
+} file_paths SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * 16384);
+	__type(key, struct container_key);
+	__type(value, __u64);
+} file_containers SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -525,20 +596,20 @@ static long last_slash(__u32 i, struct base_ctx *c)
 }
 
 struct resp_ctx {
-	struct policy *pol;
+	struct responses *r;
 	__u64 m;
 	__u8 actions;
 };
 
 static long fire(__u32 i, struct resp_ctx *c)
 {
-	if (i >= c->pol->n_responses)
+	if (i >= c->r->n)
 		return 1;
-	/* n_responses <= 64 is user space's promise; the mask is the verifier's bound.
+	/* n <= 64 is user space's promise; the mask is the verifier's bound.
 	 * (A separate i < 64 test would let the compiler drop the mask.) */
 	__u32 j = i & (MAX_RESPONSES - 1);
-	if ((c->m & c->pol->match[j]) && !(c->m & c->pol->exclude[j]))
-		c->actions |= c->pol->actions[j];
+	if ((c->m & c->r->match[j]) && !(c->m & c->r->exclude[j]))
+		c->actions |= c->r->actions[j];
 	return 0;
 }
 
@@ -560,7 +631,7 @@ static __always_inline int decide(struct task_struct *t, __u32 op, struct file *
 	__u32 counter = cfg->generation;
 	__u32 gen = counter & 1;
 	struct policy *pol = bpf_map_lookup_elem(&policies, &gen);
-	if (!pol || !pol->valid)
+	if (!pol || !pol->r.valid)
 		return 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!s)
@@ -612,7 +683,7 @@ named:;
 	if (!m)
 		return 0;
 
-	struct resp_ctx rc = {.pol = pol, .m = m};
+	struct resp_ctx rc = {.r = &pol->r, .m = m};
 	bpf_loop(MAX_RESPONSES, fire, &rc, 0);
 	__u8 actions = rc.actions;
 	int block = (actions & ACTION_BLOCK) && cfg->enforce;
@@ -672,6 +743,231 @@ int BPF_PROG(enforce_fork, struct task_struct *task, unsigned long clone_flags, 
 	return decide(t, OP_FORK, exe, 0);
 }
 
+#define S_IFMT 0170000
+#define S_IFREG 0100000
+#define S_IFDIR 0040000
+#define S_IFLNK 0120000
+#define EXEC_BITS 0111
+#define FMODE_WRITE 0x2
+#define FMODE_CREATED 0x100000
+
+/* decide_file evaluates the file policy for task t doing op, seen at hook, on the
+ * file at (mnt, d) — for a new name, the negative dentry under its directory.
+ * Returns -EPERM when a response blocks. */
+static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 hook, struct vfsmount *mnt, struct dentry *d)
+{
+	__u32 zero = 0;
+	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg)
+		return 0;
+	__u32 counter = cfg->generation;
+	__u32 gen = counter & 1;
+	struct file_policy *pol = bpf_map_lookup_elem(&file_policies, &gen);
+	if (!pol || !pol->r.valid)
+		return 0;
+	__u64 m = pol->ops[op & 7];
+	if (!m)
+		return 0;
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!s)
+		return 0;
+
+	struct fs_struct *fs = t->fs;
+	int complete;
+	__s32 off = walk(s, mnt, d, &fs->root, &complete);
+	__u32 len = WALK_END - off;
+	if (!complete)
+		count(STAT_PATH_ERRORS);
+	if (m & ~pol->no_path) {
+		__u64 pm = pol->no_path;
+		if (complete)
+			pm |= path_masks(&file_paths, s, &s->walk[off & (WALK_END - 1)], gen, len, BPF_CORE_READ(d, d_name.len));
+		m &= pm;
+	}
+
+	/* Volumes: anything not on the container's root mount. A mount whose root is
+	 * not a directory is a single-file mount (configMap/secret files, subPath). */
+	int on_volume = mnt != BPF_CORE_READ(fs, root.mnt);
+	int on_file = on_volume && (BPF_CORE_READ(mnt, mnt_root, d_inode, i_mode) & S_IFMT) != S_IFDIR;
+	if (on_volume)
+		m &= ~pol->ignore_volume;
+	if (on_file)
+		m &= ~pol->ignore_file;
+
+	struct container_key ck = {.cgroup_id = bpf_get_current_cgroup_id(), .generation = gen};
+	__u64 *cm = bpf_map_lookup_elem(&file_containers, &ck);
+	m &= pol->agnostic | (cm ? *cm : 0);
+	if (!m)
+		return 0;
+
+	struct resp_ctx rc = {.r = &pol->r, .m = m};
+	bpf_loop(MAX_RESPONSES, fire, &rc, 0);
+	__u8 actions = rc.actions;
+	int block = (actions & ACTION_BLOCK) && cfg->enforce;
+	count(STAT_DECISIONS);
+	if (block)
+		count(STAT_BLOCKS);
+	if (actions) {
+		struct file_event *e = reserve(sizeof(*e));
+		if (e) {
+			__builtin_memset(e, 0, sizeof(*e));
+			e->hdr.type = EVENT_FILE;
+			e->hdr.generation = counter;
+			e->hdr.ts_ns = bpf_ktime_get_boot_ns();
+			fill_proc(&e->proc, t);
+			e->matched = m;
+			e->actions = actions;
+			e->blocked = block;
+			e->on_volume = on_volume;
+			e->on_file_mount = on_file;
+			e->op = op;
+			e->hook = hook;
+			e->path_len = len;
+			__u32 n = len > MAX_PATH ? MAX_PATH : len;
+			bpf_probe_read_kernel(e->path, n & MAX_PATH, &s->walk[off & (WALK_END - 1)]);
+			e->path[n & MAX_PATH] = 0;
+			submit(e, actions & (ACTION_ALERT | ACTION_BLOCK));
+		}
+	}
+	return block ? -EPERM : 0;
+}
+
+/* in_scope returns the current task when it is a container workload. */
+static __always_inline struct task_struct *in_scope(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	return task_pidns(t) == host_pidns ? 0 : t;
+}
+
+static __always_inline __u32 exec_or(__u32 mode, __u32 if_exec, __u32 otherwise)
+{
+	return (mode & EXEC_BITS) ? if_exec : otherwise;
+}
+
+/* Operation table (also in docs/file-operations.md):
+ *   file_open, write intent on an existing regular file  -> modifyExecutable | modifyFile
+ *   path_mknod, a new regular file (open O_CREAT, mknod)  -> createExecutable | createFile (mode has x)
+ *   path_unlink, a file or symlink                        -> deleteFile
+ *   path_chmod, a regular file gaining its first x bit    -> createExecutable, otherwise modifyFile
+ *   path_truncate, a regular file                          -> modifyExecutable | modifyFile
+ *   path_rename, a regular file: old name                 -> deleteFile
+ *                                new name, replacing one  -> modifyExecutable | modifyFile (the replaced file)
+ *                                new name, fresh          -> createExecutable | createFile (the moved file)
+ *   path_link, a regular file                              -> createExecutable | createFile */
+SEC("lsm/file_open")
+int BPF_PROG(enforce_file_open, struct file *file, int ret)
+{
+	if (ret)
+		return ret;
+	unsigned int fmode = file->f_mode;
+	/* Read-only opens, the common case, leave here. A file this open created was
+	 * already judged at path_mknod. */
+	if (!(fmode & FMODE_WRITE) || (fmode & FMODE_CREATED))
+		return 0;
+	__u32 mode = file->f_inode->i_mode;
+	if ((mode & S_IFMT) != S_IFREG)
+		return 0;
+	struct task_struct *t = in_scope();
+	if (!t)
+		return 0;
+	return decide_file(t, exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE), HOOK_FILE_OPEN, file->f_path.mnt, file->f_path.dentry);
+}
+
+SEC("lsm/path_mknod")
+int BPF_PROG(enforce_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev, int ret)
+{
+	if (ret)
+		return ret;
+	if ((mode & S_IFMT) != S_IFREG && (mode & S_IFMT) != 0)
+		return 0;
+	struct task_struct *t = in_scope();
+	if (!t)
+		return 0;
+	return decide_file(t, exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_CREATE_FILE), HOOK_PATH_MKNOD, dir->mnt, dentry);
+}
+
+SEC("lsm/path_unlink")
+int BPF_PROG(enforce_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	if (ret)
+		return ret;
+	__u32 mode = BPF_CORE_READ(dentry, d_inode, i_mode) & S_IFMT;
+	if (mode != S_IFREG && mode != S_IFLNK)
+		return 0;
+	struct task_struct *t = in_scope();
+	if (!t)
+		return 0;
+	return decide_file(t, FOP_DELETE_FILE, HOOK_PATH_UNLINK, dir->mnt, dentry);
+}
+
+SEC("lsm/path_chmod")
+int BPF_PROG(enforce_path_chmod, const struct path *path, umode_t mode, int ret)
+{
+	if (ret)
+		return ret;
+	struct dentry *d = path->dentry;
+	__u32 old = BPF_CORE_READ(d, d_inode, i_mode);
+	if ((old & S_IFMT) != S_IFREG)
+		return 0;
+	struct task_struct *t = in_scope();
+	if (!t)
+		return 0;
+	__u32 op = (!(old & EXEC_BITS) && (mode & EXEC_BITS)) ? FOP_CREATE_EXECUTABLE : FOP_MODIFY_FILE;
+	return decide_file(t, op, HOOK_PATH_CHMOD, path->mnt, d);
+}
+
+SEC("lsm/path_truncate")
+int BPF_PROG(enforce_path_truncate, const struct path *path, int ret)
+{
+	if (ret)
+		return ret;
+	struct dentry *d = path->dentry;
+	__u32 mode = BPF_CORE_READ(d, d_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFREG)
+		return 0;
+	struct task_struct *t = in_scope();
+	if (!t)
+		return 0;
+	return decide_file(t, exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE), HOOK_PATH_TRUNCATE, path->mnt, d);
+}
+
+SEC("lsm/path_rename")
+int BPF_PROG(enforce_path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	if (ret)
+		return ret;
+	__u32 mode = BPF_CORE_READ(old_dentry, d_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFREG)
+		return 0;
+	struct task_struct *t = in_scope();
+	if (!t)
+		return 0;
+	int r = decide_file(t, FOP_DELETE_FILE, HOOK_PATH_RENAME, old_dir->mnt, old_dentry);
+	struct inode *target = BPF_CORE_READ(new_dentry, d_inode);
+	__u32 op;
+	if (target)
+		op = exec_or(BPF_CORE_READ(target, i_mode), FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
+	else
+		op = exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_CREATE_FILE);
+	int r2 = decide_file(t, op, HOOK_PATH_RENAME, new_dir->mnt, new_dentry);
+	return r ? r : r2;
+}
+
+SEC("lsm/path_link")
+int BPF_PROG(enforce_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry, int ret)
+{
+	if (ret)
+		return ret;
+	__u32 mode = BPF_CORE_READ(old_dentry, d_inode, i_mode);
+	if ((mode & S_IFMT) != S_IFREG)
+		return 0;
+	struct task_struct *t = in_scope();
+	if (!t)
+		return 0;
+	return decide_file(t, exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_CREATE_FILE), HOOK_PATH_LINK, new_dir->mnt, new_dentry);
+}
+
 /* probe_lsm is loaded alone at start to learn whether BPF LSM works here. */
 SEC("lsm/bprm_check_security")
 int BPF_PROG(probe_lsm, struct linux_binprm *bprm, int ret)
@@ -683,6 +979,7 @@ int BPF_PROG(probe_lsm, struct linux_binprm *bprm, int ret)
 struct fork_event *unused_fork_event __attribute__((unused));
 struct exit_event *unused_exit_event __attribute__((unused));
 struct setsid_event *unused_setsid_event __attribute__((unused));
+struct file_event *unused_file_event __attribute__((unused));
 struct exec_event *unused_exec_event __attribute__((unused));
 struct decision_event *unused_decision_event __attribute__((unused));
 

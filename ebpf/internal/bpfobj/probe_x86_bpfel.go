@@ -73,6 +73,31 @@ type ProbeExitEvent struct {
 	Pad      uint32
 }
 
+type ProbeFileEvent struct {
+	_           structs.HostLayout
+	Hdr         ProbeEventHeader
+	Proc        ProbeProcInfo
+	Matched     uint64
+	Actions     uint8
+	Blocked     uint8
+	OnVolume    uint8
+	OnFileMount uint8
+	Op          uint32
+	Hook        uint32
+	PathLen     uint32
+	Path        [256]int8
+}
+
+type ProbeFilePolicy struct {
+	_            structs.HostLayout
+	Ops          [8]uint64
+	NoPath       uint64
+	Agnostic     uint64
+	IgnoreVolume uint64
+	IgnoreFile   uint64
+	R            ProbeResponses
+}
+
 type ProbeForkEvent struct {
 	_         structs.HostLayout
 	Hdr       ProbeEventHeader
@@ -112,11 +137,7 @@ type ProbePolicy struct {
 	Interactive uint64
 	Batch       uint64
 	Agnostic    uint64
-	N_responses uint32
-	Valid       uint32
-	Match       [64]uint64
-	Exclude     [64]uint64
-	Actions     [64]uint8
+	R           ProbeResponses
 }
 
 type ProbeProcInfo struct {
@@ -140,6 +161,15 @@ type ProbeProcInfo struct {
 	Comm     [16]int8
 }
 
+type ProbeResponses struct {
+	_       structs.HostLayout
+	N       uint32
+	Valid   uint32
+	Match   [64]uint64
+	Exclude [64]uint64
+	Actions [64]uint8
+}
+
 type ProbeScratch struct {
 	_     structs.HostLayout
 	Path  [4096]int8
@@ -158,34 +188,45 @@ type ProbeSetsidEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ProbeMapConfigMap           = "config_map"
-	ProbeMapContainers          = "containers"
-	ProbeMapEvents              = "events"
-	ProbeMapNames               = "names"
-	ProbeMapPaths               = "paths"
-	ProbeMapPolicies            = "policies"
-	ProbeMapScratchMap          = "scratch_map"
-	ProbeMapStats               = "stats"
-	ProbeProgBenchEmit          = "bench_emit"
-	ProbeProgEmptyBprmCheck     = "empty_bprm_check"
-	ProbeProgEmptyExec          = "empty_exec"
-	ProbeProgEmptyExit          = "empty_exit"
-	ProbeProgEmptyFork          = "empty_fork"
-	ProbeProgEmptyTaskAlloc     = "empty_task_alloc"
-	ProbeProgEnforceExec        = "enforce_exec"
-	ProbeProgEnforceFork        = "enforce_fork"
-	ProbeProgOnExec             = "on_exec"
-	ProbeProgOnExit             = "on_exit"
-	ProbeProgOnFork             = "on_fork"
-	ProbeProgOnSetsid           = "on_setsid"
-	ProbeProgProbeLsm           = "probe_lsm"
-	ProbeVarBenchBurst          = "bench_burst"
-	ProbeVarHostPidns           = "host_pidns"
-	ProbeVarUnusedDecisionEvent = "unused_decision_event"
-	ProbeVarUnusedExecEvent     = "unused_exec_event"
-	ProbeVarUnusedExitEvent     = "unused_exit_event"
-	ProbeVarUnusedForkEvent     = "unused_fork_event"
-	ProbeVarUnusedSetsidEvent   = "unused_setsid_event"
+	ProbeMapConfigMap            = "config_map"
+	ProbeMapContainers           = "containers"
+	ProbeMapEvents               = "events"
+	ProbeMapFileContainers       = "file_containers"
+	ProbeMapFilePaths            = "file_paths"
+	ProbeMapFilePolicies         = "file_policies"
+	ProbeMapNames                = "names"
+	ProbeMapPaths                = "paths"
+	ProbeMapPolicies             = "policies"
+	ProbeMapScratchMap           = "scratch_map"
+	ProbeMapStats                = "stats"
+	ProbeProgBenchEmit           = "bench_emit"
+	ProbeProgEmptyBprmCheck      = "empty_bprm_check"
+	ProbeProgEmptyExec           = "empty_exec"
+	ProbeProgEmptyExit           = "empty_exit"
+	ProbeProgEmptyFork           = "empty_fork"
+	ProbeProgEmptyTaskAlloc      = "empty_task_alloc"
+	ProbeProgEnforceExec         = "enforce_exec"
+	ProbeProgEnforceFileOpen     = "enforce_file_open"
+	ProbeProgEnforceFork         = "enforce_fork"
+	ProbeProgEnforcePathChmod    = "enforce_path_chmod"
+	ProbeProgEnforcePathLink     = "enforce_path_link"
+	ProbeProgEnforcePathMknod    = "enforce_path_mknod"
+	ProbeProgEnforcePathRename   = "enforce_path_rename"
+	ProbeProgEnforcePathTruncate = "enforce_path_truncate"
+	ProbeProgEnforcePathUnlink   = "enforce_path_unlink"
+	ProbeProgOnExec              = "on_exec"
+	ProbeProgOnExit              = "on_exit"
+	ProbeProgOnFork              = "on_fork"
+	ProbeProgOnSetsid            = "on_setsid"
+	ProbeProgProbeLsm            = "probe_lsm"
+	ProbeVarBenchBurst           = "bench_burst"
+	ProbeVarHostPidns            = "host_pidns"
+	ProbeVarUnusedDecisionEvent  = "unused_decision_event"
+	ProbeVarUnusedExecEvent      = "unused_exec_event"
+	ProbeVarUnusedExitEvent      = "unused_exit_event"
+	ProbeVarUnusedFileEvent      = "unused_file_event"
+	ProbeVarUnusedForkEvent      = "unused_fork_event"
+	ProbeVarUnusedSetsidEvent    = "unused_setsid_event"
 )
 
 // LoadProbe returns the embedded CollectionSpec for Probe.
@@ -230,33 +271,43 @@ type ProbeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
-	BenchEmit      *ebpf.ProgramSpec `ebpf:"bench_emit"`
-	EmptyBprmCheck *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
-	EmptyExec      *ebpf.ProgramSpec `ebpf:"empty_exec"`
-	EmptyExit      *ebpf.ProgramSpec `ebpf:"empty_exit"`
-	EmptyFork      *ebpf.ProgramSpec `ebpf:"empty_fork"`
-	EmptyTaskAlloc *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
-	EnforceExec    *ebpf.ProgramSpec `ebpf:"enforce_exec"`
-	EnforceFork    *ebpf.ProgramSpec `ebpf:"enforce_fork"`
-	OnExec         *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit         *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnFork         *ebpf.ProgramSpec `ebpf:"on_fork"`
-	OnSetsid       *ebpf.ProgramSpec `ebpf:"on_setsid"`
-	ProbeLsm       *ebpf.ProgramSpec `ebpf:"probe_lsm"`
+	BenchEmit           *ebpf.ProgramSpec `ebpf:"bench_emit"`
+	EmptyBprmCheck      *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
+	EmptyExec           *ebpf.ProgramSpec `ebpf:"empty_exec"`
+	EmptyExit           *ebpf.ProgramSpec `ebpf:"empty_exit"`
+	EmptyFork           *ebpf.ProgramSpec `ebpf:"empty_fork"`
+	EmptyTaskAlloc      *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
+	EnforceExec         *ebpf.ProgramSpec `ebpf:"enforce_exec"`
+	EnforceFileOpen     *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
+	EnforceFork         *ebpf.ProgramSpec `ebpf:"enforce_fork"`
+	EnforcePathChmod    *ebpf.ProgramSpec `ebpf:"enforce_path_chmod"`
+	EnforcePathLink     *ebpf.ProgramSpec `ebpf:"enforce_path_link"`
+	EnforcePathMknod    *ebpf.ProgramSpec `ebpf:"enforce_path_mknod"`
+	EnforcePathRename   *ebpf.ProgramSpec `ebpf:"enforce_path_rename"`
+	EnforcePathTruncate *ebpf.ProgramSpec `ebpf:"enforce_path_truncate"`
+	EnforcePathUnlink   *ebpf.ProgramSpec `ebpf:"enforce_path_unlink"`
+	OnExec              *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit              *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnFork              *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnSetsid            *ebpf.ProgramSpec `ebpf:"on_setsid"`
+	ProbeLsm            *ebpf.ProgramSpec `ebpf:"probe_lsm"`
 }
 
 // ProbeMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeMapSpecs struct {
-	ConfigMap  *ebpf.MapSpec `ebpf:"config_map"`
-	Containers *ebpf.MapSpec `ebpf:"containers"`
-	Events     *ebpf.MapSpec `ebpf:"events"`
-	Names      *ebpf.MapSpec `ebpf:"names"`
-	Paths      *ebpf.MapSpec `ebpf:"paths"`
-	Policies   *ebpf.MapSpec `ebpf:"policies"`
-	ScratchMap *ebpf.MapSpec `ebpf:"scratch_map"`
-	Stats      *ebpf.MapSpec `ebpf:"stats"`
+	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
+	Containers     *ebpf.MapSpec `ebpf:"containers"`
+	Events         *ebpf.MapSpec `ebpf:"events"`
+	FileContainers *ebpf.MapSpec `ebpf:"file_containers"`
+	FilePaths      *ebpf.MapSpec `ebpf:"file_paths"`
+	FilePolicies   *ebpf.MapSpec `ebpf:"file_policies"`
+	Names          *ebpf.MapSpec `ebpf:"names"`
+	Paths          *ebpf.MapSpec `ebpf:"paths"`
+	Policies       *ebpf.MapSpec `ebpf:"policies"`
+	ScratchMap     *ebpf.MapSpec `ebpf:"scratch_map"`
+	Stats          *ebpf.MapSpec `ebpf:"stats"`
 }
 
 // ProbeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -268,6 +319,7 @@ type ProbeVariableSpecs struct {
 	UnusedDecisionEvent *ebpf.VariableSpec `ebpf:"unused_decision_event"`
 	UnusedExecEvent     *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedExitEvent     *ebpf.VariableSpec `ebpf:"unused_exit_event"`
+	UnusedFileEvent     *ebpf.VariableSpec `ebpf:"unused_file_event"`
 	UnusedForkEvent     *ebpf.VariableSpec `ebpf:"unused_fork_event"`
 	UnusedSetsidEvent   *ebpf.VariableSpec `ebpf:"unused_setsid_event"`
 }
@@ -292,14 +344,17 @@ func (o *ProbeObjects) Close() error {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbeMaps struct {
-	ConfigMap  *ebpf.Map `ebpf:"config_map"`
-	Containers *ebpf.Map `ebpf:"containers"`
-	Events     *ebpf.Map `ebpf:"events"`
-	Names      *ebpf.Map `ebpf:"names"`
-	Paths      *ebpf.Map `ebpf:"paths"`
-	Policies   *ebpf.Map `ebpf:"policies"`
-	ScratchMap *ebpf.Map `ebpf:"scratch_map"`
-	Stats      *ebpf.Map `ebpf:"stats"`
+	ConfigMap      *ebpf.Map `ebpf:"config_map"`
+	Containers     *ebpf.Map `ebpf:"containers"`
+	Events         *ebpf.Map `ebpf:"events"`
+	FileContainers *ebpf.Map `ebpf:"file_containers"`
+	FilePaths      *ebpf.Map `ebpf:"file_paths"`
+	FilePolicies   *ebpf.Map `ebpf:"file_policies"`
+	Names          *ebpf.Map `ebpf:"names"`
+	Paths          *ebpf.Map `ebpf:"paths"`
+	Policies       *ebpf.Map `ebpf:"policies"`
+	ScratchMap     *ebpf.Map `ebpf:"scratch_map"`
+	Stats          *ebpf.Map `ebpf:"stats"`
 }
 
 func (m *ProbeMaps) Close() error {
@@ -307,6 +362,9 @@ func (m *ProbeMaps) Close() error {
 		m.ConfigMap,
 		m.Containers,
 		m.Events,
+		m.FileContainers,
+		m.FilePaths,
+		m.FilePolicies,
 		m.Names,
 		m.Paths,
 		m.Policies,
@@ -324,6 +382,7 @@ type ProbeVariables struct {
 	UnusedDecisionEvent *ebpf.Variable `ebpf:"unused_decision_event"`
 	UnusedExecEvent     *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedExitEvent     *ebpf.Variable `ebpf:"unused_exit_event"`
+	UnusedFileEvent     *ebpf.Variable `ebpf:"unused_file_event"`
 	UnusedForkEvent     *ebpf.Variable `ebpf:"unused_fork_event"`
 	UnusedSetsidEvent   *ebpf.Variable `ebpf:"unused_setsid_event"`
 }
@@ -332,19 +391,26 @@ type ProbeVariables struct {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
-	BenchEmit      *ebpf.Program `ebpf:"bench_emit"`
-	EmptyBprmCheck *ebpf.Program `ebpf:"empty_bprm_check"`
-	EmptyExec      *ebpf.Program `ebpf:"empty_exec"`
-	EmptyExit      *ebpf.Program `ebpf:"empty_exit"`
-	EmptyFork      *ebpf.Program `ebpf:"empty_fork"`
-	EmptyTaskAlloc *ebpf.Program `ebpf:"empty_task_alloc"`
-	EnforceExec    *ebpf.Program `ebpf:"enforce_exec"`
-	EnforceFork    *ebpf.Program `ebpf:"enforce_fork"`
-	OnExec         *ebpf.Program `ebpf:"on_exec"`
-	OnExit         *ebpf.Program `ebpf:"on_exit"`
-	OnFork         *ebpf.Program `ebpf:"on_fork"`
-	OnSetsid       *ebpf.Program `ebpf:"on_setsid"`
-	ProbeLsm       *ebpf.Program `ebpf:"probe_lsm"`
+	BenchEmit           *ebpf.Program `ebpf:"bench_emit"`
+	EmptyBprmCheck      *ebpf.Program `ebpf:"empty_bprm_check"`
+	EmptyExec           *ebpf.Program `ebpf:"empty_exec"`
+	EmptyExit           *ebpf.Program `ebpf:"empty_exit"`
+	EmptyFork           *ebpf.Program `ebpf:"empty_fork"`
+	EmptyTaskAlloc      *ebpf.Program `ebpf:"empty_task_alloc"`
+	EnforceExec         *ebpf.Program `ebpf:"enforce_exec"`
+	EnforceFileOpen     *ebpf.Program `ebpf:"enforce_file_open"`
+	EnforceFork         *ebpf.Program `ebpf:"enforce_fork"`
+	EnforcePathChmod    *ebpf.Program `ebpf:"enforce_path_chmod"`
+	EnforcePathLink     *ebpf.Program `ebpf:"enforce_path_link"`
+	EnforcePathMknod    *ebpf.Program `ebpf:"enforce_path_mknod"`
+	EnforcePathRename   *ebpf.Program `ebpf:"enforce_path_rename"`
+	EnforcePathTruncate *ebpf.Program `ebpf:"enforce_path_truncate"`
+	EnforcePathUnlink   *ebpf.Program `ebpf:"enforce_path_unlink"`
+	OnExec              *ebpf.Program `ebpf:"on_exec"`
+	OnExit              *ebpf.Program `ebpf:"on_exit"`
+	OnFork              *ebpf.Program `ebpf:"on_fork"`
+	OnSetsid            *ebpf.Program `ebpf:"on_setsid"`
+	ProbeLsm            *ebpf.Program `ebpf:"probe_lsm"`
 }
 
 func (p *ProbePrograms) Close() error {
@@ -356,7 +422,14 @@ func (p *ProbePrograms) Close() error {
 		p.EmptyFork,
 		p.EmptyTaskAlloc,
 		p.EnforceExec,
+		p.EnforceFileOpen,
 		p.EnforceFork,
+		p.EnforcePathChmod,
+		p.EnforcePathLink,
+		p.EnforcePathMknod,
+		p.EnforcePathRename,
+		p.EnforcePathTruncate,
+		p.EnforcePathUnlink,
 		p.OnExec,
 		p.OnExit,
 		p.OnFork,

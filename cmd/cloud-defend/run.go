@@ -150,20 +150,16 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 // summarize says what is enforced and what is only detected, and why.
 func summarize(logf func(string, ...any), e *ebpf.Engine, p *policy.Policy, dryRun bool) {
 	logf("policy %s: %s", p.Name(), p)
-	blocks := p.Blocks(policy.Process)
 	switch {
 	case !e.LSM().Available:
 		logf("blocking is OFF: %s", e.LSM().Reason)
-		logf("detection only: exec selectors are evaluated in user space after each container exec (reported, never blocked); fork selectors need BPF LSM and are not evaluated")
+		logf("detection only: exec selectors are evaluated in user space after each container exec (reported, never blocked); fork and file selectors need BPF LSM and are not evaluated")
 	case dryRun:
 		logf("dry run: blocking responses are reported as blocked=false and never block")
-	case blocks:
-		logf("blocking is ON for process responses with block (exec and fork, in containers)")
+	case p.Blocks(policy.Process) || p.Blocks(policy.File):
+		logf("blocking is ON in containers for responses with block (process: %t, file: %t)", p.Blocks(policy.Process), p.Blocks(policy.File))
 	default:
-		logf("blocking is available; this policy has no blocking process responses")
-	}
-	if p.Blocks(policy.File) || len(p.Selectors(policy.File)) > 0 {
-		logf("file selectors are not enforced or reported by the kernel yet; only process selectors are")
+		logf("blocking is available; this policy has no blocking responses")
 	}
 	if s := e.Sessions(); !s.Available {
 		logf("%s", s.Reason)
@@ -191,6 +187,13 @@ func eventJSON(e *ebpf.Engine, ev *ebpf.Event) map[string]any {
 		doc["args_truncated"], doc["path_truncated"] = ev.ArgsTruncated, ev.PathTruncated
 	case ebpf.EventExit:
 		doc["exit_code"] = ev.ExitCode
+	case ebpf.EventFile:
+		names, err := e.SelectorNames(ev)
+		if err != nil {
+			names = []string{"unknown: " + err.Error()}
+		}
+		doc["operation"], doc["hook_point"], doc["generation"], doc["matched_selectors"] = ev.Op.String(), ev.Hook.String(), ev.Generation, names
+		doc["actions"], doc["blocked"], doc["path"], doc["on_volume"], doc["on_file_mount"] = strings.Split(ev.Actions.String(), ", "), ev.Blocked, ev.Path, ev.OnVolume, ev.OnFileMount
 	case ebpf.EventDecision:
 		names, err := e.SelectorNames(ev)
 		if err != nil {

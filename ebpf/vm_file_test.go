@@ -113,6 +113,17 @@ func TestVMFileEnforcement(t *testing.T) {
 	os.MkdirAll("/var/log", 0o755)
 	bindMount(t, "/tmp/datavol", "/data")
 	bindMount(t, "/tmp/app.conf", "/config/app.conf")
+	if err := os.Symlink("/etc/passwd", "/tmp/pw"); err != nil && !os.IsExist(err) {
+		t.Fatal(err)
+	}
+	long := "/etc"
+	for len(long) < 300 {
+		long += "/" + strings.Repeat("l", 40)
+	}
+	if err := os.MkdirAll(long, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	long += "/new"
 	ctr := workload{container: true}
 	cases := []struct {
 		name    string
@@ -131,6 +142,9 @@ func TestVMFileEnforcement(t *testing.T) {
 		{"rm a file", ctr, "exec busybox rm -f /etc/hosts", true, policy.ActionAlert | policy.ActionBlock, policy.OpDeleteFile, "/etc/hosts", "lsm__path_unlink", []string{"etcWrites"}},
 		{"mv into a protected dir", ctr, "exec busybox mv /staging/moved /protected/moved", true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateFile, "/protected/moved", "lsm__path_rename", []string{"protectedDir"}},
 		{"ln into a protected dir", ctr, "exec busybox ln /staging/linked /protected/linked", true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateFile, "/protected/linked", "lsm__path_link", []string{"protectedDir"}},
+		{"through a symlink", ctr, "echo hacker >> /tmp/pw", true, policy.ActionAlert | policy.ActionBlock, policy.OpModifyFile, "/etc/passwd", "lsm__file_open", []string{"etcWrites"}},
+		{"through ..", ctr, "echo hacker >> /etc/../etc/passwd", true, policy.ActionAlert | policy.ActionBlock, policy.OpModifyFile, "/etc/passwd", "lsm__file_open", []string{"etcWrites"}},
+		{"a path over 255 bytes", ctr, "echo new > " + long, true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateFile, long[:255], "lsm__path_mknod", []string{"etcWrites"}},
 		{"new log file", ctr, "echo hi > /var/log/new.log", false, policy.ActionLog, policy.OpCreateFile, "/var/log/new.log", "lsm__path_mknod", []string{"newLogs"}},
 		{"write on a volume, ignoreVolumeMounts", ctr, "echo ok >> /data/file", false, 0, 0, "", "", nil},
 		{"write a single-file mount, ignoreVolumeFiles", ctr, "echo ok >> /config/app.conf", false, 0, 0, "", "", nil},
@@ -165,6 +179,9 @@ func TestVMFileEnforcement(t *testing.T) {
 			}
 			if d == nil {
 				t.Fatalf("no decision for %s in %+v", c.path, ds)
+			}
+			if want := len(c.path); len(c.path) == 255 && int(d.PathLen) <= want {
+				t.Errorf("path_len %d for a path cut to 255 bytes", d.PathLen)
 			}
 			names, _ := e.SelectorNames(d)
 			if d.Op != c.op || d.Actions != c.actions || d.Blocked != c.blocked || d.Hook.String() != c.hook || !slices.Equal(names, c.matched) {

@@ -58,6 +58,7 @@ type Engine struct {
 	dryRun   bool
 	hostNS   uint32
 	pending  []Event // user-space decisions waiting to be read (no BPF LSM)
+	rec      ringbuf.Record
 	// flushInterval: see Options.FlushInterval.
 	flushInterval time.Duration
 

@@ -128,14 +128,15 @@ func (e *Engine) Read() (Event, error) {
 	}
 	for {
 		e.reader.SetDeadline(time.Now().Add(e.flushInterval))
-		rec, err := e.reader.Read()
+		// One record buffer, reused: Event copies out what it keeps.
+		err := e.reader.ReadInto(&e.rec)
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			continue
 		}
 		if err != nil {
 			return Event{}, err
 		}
-		ev, err := decodeEvent(rec.RawSample)
+		ev, err := decodeEvent(e.rec.RawSample)
 		if err == nil && ev.Kind == EventExec && !e.lsm.Available {
 			if d, ok := e.detect(&ev); ok {
 				e.pending = append(e.pending, d)

@@ -521,8 +521,11 @@ func TestVMForkEnforcement(t *testing.T) {
 // it with CLOUD_DEFEND_HELPER=memfd: it execs a program from a memfd and exits 77
 // when the kernel refuses with EPERM.
 func TestMain(m *testing.M) {
-	if os.Getenv("CLOUD_DEFEND_HELPER") == "memfd" {
+	switch os.Getenv("CLOUD_DEFEND_HELPER") {
+	case "memfd":
 		os.Exit(execFromMemfd())
+	case "fileloop":
+		os.Exit(fileLoop(os.Getenv("LOOP_KIND"), os.Getenv("LOOP_N")))
 	}
 	os.Exit(m.Run())
 }

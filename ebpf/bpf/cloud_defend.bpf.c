@@ -1041,3 +1041,46 @@ int bench_emit(void *ctx)
 	bpf_loop(bench_burst, emit_one, 0, 0);
 	return 0;
 }
+
+SEC("lsm/file_open")
+int BPF_PROG(empty_file_open, struct file *file, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/path_mknod")
+int BPF_PROG(empty_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/path_unlink")
+int BPF_PROG(empty_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/path_chmod")
+int BPF_PROG(empty_path_chmod, const struct path *path, umode_t mode, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/path_truncate")
+int BPF_PROG(empty_path_truncate, const struct path *path, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/path_rename")
+int BPF_PROG(empty_path_rename, const struct path *old_dir, struct dentry *old_dentry,
+	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/path_link")
+int BPF_PROG(empty_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry, int ret)
+{
+	return ret;
+}

@@ -203,7 +203,14 @@ const (
 	ProbeProgEmptyBprmCheck      = "empty_bprm_check"
 	ProbeProgEmptyExec           = "empty_exec"
 	ProbeProgEmptyExit           = "empty_exit"
+	ProbeProgEmptyFileOpen       = "empty_file_open"
 	ProbeProgEmptyFork           = "empty_fork"
+	ProbeProgEmptyPathChmod      = "empty_path_chmod"
+	ProbeProgEmptyPathLink       = "empty_path_link"
+	ProbeProgEmptyPathMknod      = "empty_path_mknod"
+	ProbeProgEmptyPathRename     = "empty_path_rename"
+	ProbeProgEmptyPathTruncate   = "empty_path_truncate"
+	ProbeProgEmptyPathUnlink     = "empty_path_unlink"
 	ProbeProgEmptyTaskAlloc      = "empty_task_alloc"
 	ProbeProgEnforceExec         = "enforce_exec"
 	ProbeProgEnforceFileOpen     = "enforce_file_open"
@@ -275,7 +282,14 @@ type ProbeProgramSpecs struct {
 	EmptyBprmCheck      *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
 	EmptyExec           *ebpf.ProgramSpec `ebpf:"empty_exec"`
 	EmptyExit           *ebpf.ProgramSpec `ebpf:"empty_exit"`
+	EmptyFileOpen       *ebpf.ProgramSpec `ebpf:"empty_file_open"`
 	EmptyFork           *ebpf.ProgramSpec `ebpf:"empty_fork"`
+	EmptyPathChmod      *ebpf.ProgramSpec `ebpf:"empty_path_chmod"`
+	EmptyPathLink       *ebpf.ProgramSpec `ebpf:"empty_path_link"`
+	EmptyPathMknod      *ebpf.ProgramSpec `ebpf:"empty_path_mknod"`
+	EmptyPathRename     *ebpf.ProgramSpec `ebpf:"empty_path_rename"`
+	EmptyPathTruncate   *ebpf.ProgramSpec `ebpf:"empty_path_truncate"`
+	EmptyPathUnlink     *ebpf.ProgramSpec `ebpf:"empty_path_unlink"`
 	EmptyTaskAlloc      *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
 	EnforceExec         *ebpf.ProgramSpec `ebpf:"enforce_exec"`
 	EnforceFileOpen     *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
@@ -395,7 +409,14 @@ type ProbePrograms struct {
 	EmptyBprmCheck      *ebpf.Program `ebpf:"empty_bprm_check"`
 	EmptyExec           *ebpf.Program `ebpf:"empty_exec"`
 	EmptyExit           *ebpf.Program `ebpf:"empty_exit"`
+	EmptyFileOpen       *ebpf.Program `ebpf:"empty_file_open"`
 	EmptyFork           *ebpf.Program `ebpf:"empty_fork"`
+	EmptyPathChmod      *ebpf.Program `ebpf:"empty_path_chmod"`
+	EmptyPathLink       *ebpf.Program `ebpf:"empty_path_link"`
+	EmptyPathMknod      *ebpf.Program `ebpf:"empty_path_mknod"`
+	EmptyPathRename     *ebpf.Program `ebpf:"empty_path_rename"`
+	EmptyPathTruncate   *ebpf.Program `ebpf:"empty_path_truncate"`
+	EmptyPathUnlink     *ebpf.Program `ebpf:"empty_path_unlink"`
 	EmptyTaskAlloc      *ebpf.Program `ebpf:"empty_task_alloc"`
 	EnforceExec         *ebpf.Program `ebpf:"enforce_exec"`
 	EnforceFileOpen     *ebpf.Program `ebpf:"enforce_file_open"`
@@ -419,7 +440,14 @@ func (p *ProbePrograms) Close() error {
 		p.EmptyBprmCheck,
 		p.EmptyExec,
 		p.EmptyExit,
+		p.EmptyFileOpen,
 		p.EmptyFork,
+		p.EmptyPathChmod,
+		p.EmptyPathLink,
+		p.EmptyPathMknod,
+		p.EmptyPathRename,
+		p.EmptyPathTruncate,
+		p.EmptyPathUnlink,
 		p.EmptyTaskAlloc,
 		p.EnforceExec,
 		p.EnforceFileOpen,

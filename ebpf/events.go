@@ -32,7 +32,7 @@ const (
 type HookPoint uint32
 
 var hookNames = []string{1: "lsm__file_open", 2: "lsm__path_mknod", 3: "lsm__path_unlink", 4: "lsm__path_chmod",
-	5: "lsm__path_truncate", 6: "lsm__path_rename", 7: "lsm__path_link"}
+	5: "lsm__path_truncate", 6: "lsm__path_rename", 7: "lsm__path_link", 8: "lsm__file_permission"}
 
 func (h HookPoint) String() string {
 	if int(h) < len(hookNames) && hookNames[h] != "" {

@@ -331,3 +331,86 @@ func TestVMFileDifferential(t *testing.T) {
 	}
 	t.Logf("%d file cases agree (seed %d)", cases, seed)
 }
+
+// TestVMWriteThroughOpenFile: a container opens /etc/passwd for appending before any
+// policy exists, then writes after a blocking policy arrives: the write is refused
+// and reported, at file_permission.
+func TestVMWriteThroughOpenFile(t *testing.T) {
+	needVM(t)
+	e, ch := openEngine(t, Options{})
+	writeFile(t, "/etc/passwd", 0o644)
+	os.Remove("/tmp/go")
+	if err := syscall.Mkfifo("/tmp/go", 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/busybox", "unshare", "-p", "-m", "-f", "--", "/bin/busybox", "sh", "-c",
+		"exec 3>>/etc/passwd; echo opened; read x < /tmp/go; echo one >&3; echo two >&3")
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	stdout, _ := cmd.StdoutPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	buf := make([]byte, 7)
+	if _, err := stdout.Read(buf); err != nil || string(buf) != "opened\n" {
+		t.Fatalf("container did not open the file: %q %v", buf, err)
+	}
+	if err := e.Swap(mustParse(t, filePolicy)); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile("/tmp/go", []byte("go\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd.Wait()
+	if !strings.Contains(stderr.String(), "Operation not permitted") {
+		t.Fatalf("writes went through: stderr %q", stderr.String())
+	}
+	if data, _ := os.ReadFile("/etc/passwd"); string(data) != "x\n" {
+		t.Fatalf("/etc/passwd = %q", data)
+	}
+	var ds []Event
+	waitFor(t, ch, "exit", func(ev *Event) bool {
+		if ev.Kind == EventFile && ev.Process.PPID == uint32(cmd.Process.Pid) {
+			ds = append(ds, *ev)
+		}
+		return ev.Kind == EventExit && ev.Process.PID == uint32(cmd.Process.Pid)
+	})
+	// One decision: the first write is judged, the second reuses its verdict.
+	if len(ds) != 1 || ds[0].Hook.String() != "lsm__file_permission" || !ds[0].Blocked || ds[0].Path != "/etc/passwd" || ds[0].Op != policy.OpModifyFile {
+		t.Fatalf("decisions %+v", ds)
+	}
+}
+
+// TestVMTruncate: truncate(2) by path in a container is judged at path_truncate.
+func TestVMTruncate(t *testing.T) {
+	needVM(t)
+	e, ch := openEngine(t, Options{})
+	if err := e.Swap(mustParse(t, filePolicy)); err != nil {
+		t.Fatal(err)
+	}
+	writeFile(t, "/etc/shadow", 0o640)
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/busybox", "unshare", "-p", "-m", "-f", "--", self)
+	cmd.Env = append(os.Environ(), "CLOUD_DEFEND_HELPER=truncate", "TRUNCATE_PATH=/etc/shadow")
+	err = cmd.Run()
+	var ee *exec.ExitError
+	if !errors.As(err, &ee) || ee.ExitCode() != 77 {
+		t.Fatalf("truncate was not refused with EPERM: %v", err)
+	}
+	var ds []Event
+	waitFor(t, ch, "exit", func(ev *Event) bool {
+		if ev.Kind == EventFile && ev.Process.PPID == uint32(cmd.Process.Pid) {
+			ds = append(ds, *ev)
+		}
+		return ev.Kind == EventExit && ev.Process.PID == uint32(cmd.Process.Pid)
+	})
+	if len(ds) != 1 || ds[0].Hook.String() != "lsm__path_truncate" || !ds[0].Blocked || ds[0].Path != "/etc/shadow" {
+		t.Fatalf("decisions %+v", ds)
+	}
+	if data, _ := os.ReadFile("/etc/shadow"); string(data) != "x\n" {
+		t.Fatalf("/etc/shadow = %q", data)
+	}
+}

@@ -526,6 +526,14 @@ func TestMain(m *testing.M) {
 		os.Exit(execFromMemfd())
 	case "fileloop":
 		os.Exit(fileLoop(os.Getenv("LOOP_KIND"), os.Getenv("LOOP_N")))
+	case "truncate":
+		// truncate(2) by path: the only way to reach path_truncate without a write open.
+		if err := syscall.Truncate(os.Getenv("TRUNCATE_PATH"), 0); errors.Is(err, syscall.EPERM) {
+			os.Exit(77)
+		} else if err != nil {
+			os.Exit(78)
+		}
+		os.Exit(0)
 	}
 	os.Exit(m.Run())
 }

@@ -49,6 +49,7 @@ enum hook {
 	HOOK_PATH_TRUNCATE = 5,
 	HOOK_PATH_RENAME = 6,
 	HOOK_PATH_LINK = 7,
+	HOOK_FILE_PERMISSION = 8,
 };
 
 enum action {
@@ -252,6 +253,17 @@ struct {
 	__type(key, struct container_key);
 	__type(value, __u64);
 } file_containers SEC(".maps");
+
+/* Verdicts for writes through open files, by struct file: (generation counter << 1)
+ * | blocked. file_open records the verdict of every write open it judges and forgets
+ * the others; file_permission reuses a verdict of the live generation, so only the
+ * first write after a swap (or through a file opened before any policy) is judged. */
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, 65536);
+	__type(key, __u64);
+	__type(value, __u64);
+} write_verdicts SEC(".maps");
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -846,6 +858,8 @@ static __always_inline __u32 exec_or(__u32 mode, __u32 if_exec, __u32 otherwise)
 
 /* Operation table (also in docs/file-operations.md):
  *   file_open, write intent on an existing regular file  -> modifyExecutable | modifyFile
+ *   file_permission, a write through a file the live policy has not judged (opened
+ *                    before it)                          -> modifyExecutable | modifyFile
  *   path_mknod, a new regular file (open O_CREAT, mknod)  -> createExecutable | createFile (mode has x)
  *   path_unlink, a file or symlink                        -> deleteFile
  *   path_chmod, a regular file gaining its first x bit    -> createExecutable, otherwise modifyFile
@@ -854,15 +868,65 @@ static __always_inline __u32 exec_or(__u32 mode, __u32 if_exec, __u32 otherwise)
  *                                new name, replacing one  -> modifyExecutable | modifyFile (the replaced file)
  *                                new name, fresh          -> createExecutable | createFile (the moved file)
  *   path_link, a regular file                              -> createExecutable | createFile */
+/* covered reports whether the live file policy has a selector for op, and gives the
+ * generation counter shifted for write_verdicts. */
+static __always_inline int covered(__u32 op, __u64 *gen)
+{
+	__u32 zero = 0;
+	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
+	if (!cfg)
+		return 0;
+	__u32 counter = cfg->generation;
+	__u32 slot = counter & 1;
+	struct file_policy *pol = bpf_map_lookup_elem(&file_policies, &slot);
+	if (!pol || !pol->r.valid)
+		return 0;
+	*gen = (__u64)counter << 1;
+	return pol->ops[op & 7] != 0;
+}
+
 SEC("lsm/file_open")
 int BPF_PROG(enforce_file_open, struct file *file, int ret)
 {
 	if (ret)
 		return ret;
-	unsigned int fmode = file->f_mode;
-	/* Read-only opens, the common case, leave here. A file this open created was
-	 * already judged at path_mknod. */
-	if (!(fmode & FMODE_WRITE) || (fmode & FMODE_CREATED))
+	/* Read-only opens, the common case, leave here. */
+	if (!(file->f_mode & FMODE_WRITE))
+		return 0;
+	__u32 mode = file->f_inode->i_mode;
+	if ((mode & S_IFMT) != S_IFREG)
+		return 0; /* file_permission ignores these too */
+	__u64 key = (__u64)file;
+	struct task_struct *t = in_scope();
+	if (!t) {
+		/* A node process's file can reach a container (fd passing): a verdict an
+		 * earlier file left at this address must not apply to it. */
+		bpf_map_delete_elem(&write_verdicts, &key);
+		return 0;
+	}
+	__u32 op = exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
+	__u64 verdict;
+	if (!covered(op, &verdict))
+		return 0; /* file_permission will not look either */
+	int r = 0;
+	/* A file this open created was judged at path_mknod. */
+	if (!(file->f_mode & FMODE_CREATED))
+		r = decide_file(t, op, HOOK_FILE_OPEN, file->f_path.mnt, file->f_path.dentry);
+	verdict |= r ? 1 : 0;
+	bpf_map_update_elem(&write_verdicts, &key, &verdict, BPF_ANY);
+	return r;
+}
+
+#define MAY_WRITE 0x2
+
+/* Writes through a file that the live policy has not judged (opened before it, or
+ * before the last swap): judged at the first write, then by the recorded verdict. */
+SEC("lsm/file_permission")
+int BPF_PROG(enforce_file_permission, struct file *file, int mask, int ret)
+{
+	if (ret)
+		return ret;
+	if (!(mask & MAY_WRITE))
 		return 0;
 	__u32 mode = file->f_inode->i_mode;
 	if ((mode & S_IFMT) != S_IFREG)
@@ -870,7 +934,18 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
-	return decide_file(t, exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE), HOOK_FILE_OPEN, file->f_path.mnt, file->f_path.dentry);
+	__u32 op = exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
+	__u64 gen;
+	if (!covered(op, &gen))
+		return 0;
+	__u64 key = (__u64)file;
+	__u64 *v = bpf_map_lookup_elem(&write_verdicts, &key);
+	if (v && (*v & ~1ULL) == gen)
+		return (*v & 1) ? -EPERM : 0;
+	int r = decide_file(t, op, HOOK_FILE_PERMISSION, file->f_path.mnt, file->f_path.dentry);
+	__u64 verdict = gen | (r ? 1 : 0);
+	bpf_map_update_elem(&write_verdicts, &key, &verdict, BPF_ANY);
+	return r;
 }
 
 SEC("lsm/path_mknod")
@@ -1081,6 +1156,12 @@ int BPF_PROG(empty_path_rename, const struct path *old_dir, struct dentry *old_d
 
 SEC("lsm/path_link")
 int BPF_PROG(empty_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/file_permission")
+int BPF_PROG(empty_file_permission, struct file *file, int mask, int ret)
 {
 	return ret;
 }

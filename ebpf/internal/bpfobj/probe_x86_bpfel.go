@@ -188,52 +188,55 @@ type ProbeSetsidEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ProbeMapConfigMap            = "config_map"
-	ProbeMapContainers           = "containers"
-	ProbeMapEvents               = "events"
-	ProbeMapFileContainers       = "file_containers"
-	ProbeMapFilePaths            = "file_paths"
-	ProbeMapFilePolicies         = "file_policies"
-	ProbeMapNames                = "names"
-	ProbeMapPaths                = "paths"
-	ProbeMapPolicies             = "policies"
-	ProbeMapScratchMap           = "scratch_map"
-	ProbeMapStats                = "stats"
-	ProbeProgBenchEmit           = "bench_emit"
-	ProbeProgEmptyBprmCheck      = "empty_bprm_check"
-	ProbeProgEmptyExec           = "empty_exec"
-	ProbeProgEmptyExit           = "empty_exit"
-	ProbeProgEmptyFileOpen       = "empty_file_open"
-	ProbeProgEmptyFork           = "empty_fork"
-	ProbeProgEmptyPathChmod      = "empty_path_chmod"
-	ProbeProgEmptyPathLink       = "empty_path_link"
-	ProbeProgEmptyPathMknod      = "empty_path_mknod"
-	ProbeProgEmptyPathRename     = "empty_path_rename"
-	ProbeProgEmptyPathTruncate   = "empty_path_truncate"
-	ProbeProgEmptyPathUnlink     = "empty_path_unlink"
-	ProbeProgEmptyTaskAlloc      = "empty_task_alloc"
-	ProbeProgEnforceExec         = "enforce_exec"
-	ProbeProgEnforceFileOpen     = "enforce_file_open"
-	ProbeProgEnforceFork         = "enforce_fork"
-	ProbeProgEnforcePathChmod    = "enforce_path_chmod"
-	ProbeProgEnforcePathLink     = "enforce_path_link"
-	ProbeProgEnforcePathMknod    = "enforce_path_mknod"
-	ProbeProgEnforcePathRename   = "enforce_path_rename"
-	ProbeProgEnforcePathTruncate = "enforce_path_truncate"
-	ProbeProgEnforcePathUnlink   = "enforce_path_unlink"
-	ProbeProgOnExec              = "on_exec"
-	ProbeProgOnExit              = "on_exit"
-	ProbeProgOnFork              = "on_fork"
-	ProbeProgOnSetsid            = "on_setsid"
-	ProbeProgProbeLsm            = "probe_lsm"
-	ProbeVarBenchBurst           = "bench_burst"
-	ProbeVarHostPidns            = "host_pidns"
-	ProbeVarUnusedDecisionEvent  = "unused_decision_event"
-	ProbeVarUnusedExecEvent      = "unused_exec_event"
-	ProbeVarUnusedExitEvent      = "unused_exit_event"
-	ProbeVarUnusedFileEvent      = "unused_file_event"
-	ProbeVarUnusedForkEvent      = "unused_fork_event"
-	ProbeVarUnusedSetsidEvent    = "unused_setsid_event"
+	ProbeMapConfigMap              = "config_map"
+	ProbeMapContainers             = "containers"
+	ProbeMapEvents                 = "events"
+	ProbeMapFileContainers         = "file_containers"
+	ProbeMapFilePaths              = "file_paths"
+	ProbeMapFilePolicies           = "file_policies"
+	ProbeMapNames                  = "names"
+	ProbeMapPaths                  = "paths"
+	ProbeMapPolicies               = "policies"
+	ProbeMapScratchMap             = "scratch_map"
+	ProbeMapStats                  = "stats"
+	ProbeMapWriteVerdicts          = "write_verdicts"
+	ProbeProgBenchEmit             = "bench_emit"
+	ProbeProgEmptyBprmCheck        = "empty_bprm_check"
+	ProbeProgEmptyExec             = "empty_exec"
+	ProbeProgEmptyExit             = "empty_exit"
+	ProbeProgEmptyFileOpen         = "empty_file_open"
+	ProbeProgEmptyFilePermission   = "empty_file_permission"
+	ProbeProgEmptyFork             = "empty_fork"
+	ProbeProgEmptyPathChmod        = "empty_path_chmod"
+	ProbeProgEmptyPathLink         = "empty_path_link"
+	ProbeProgEmptyPathMknod        = "empty_path_mknod"
+	ProbeProgEmptyPathRename       = "empty_path_rename"
+	ProbeProgEmptyPathTruncate     = "empty_path_truncate"
+	ProbeProgEmptyPathUnlink       = "empty_path_unlink"
+	ProbeProgEmptyTaskAlloc        = "empty_task_alloc"
+	ProbeProgEnforceExec           = "enforce_exec"
+	ProbeProgEnforceFileOpen       = "enforce_file_open"
+	ProbeProgEnforceFilePermission = "enforce_file_permission"
+	ProbeProgEnforceFork           = "enforce_fork"
+	ProbeProgEnforcePathChmod      = "enforce_path_chmod"
+	ProbeProgEnforcePathLink       = "enforce_path_link"
+	ProbeProgEnforcePathMknod      = "enforce_path_mknod"
+	ProbeProgEnforcePathRename     = "enforce_path_rename"
+	ProbeProgEnforcePathTruncate   = "enforce_path_truncate"
+	ProbeProgEnforcePathUnlink     = "enforce_path_unlink"
+	ProbeProgOnExec                = "on_exec"
+	ProbeProgOnExit                = "on_exit"
+	ProbeProgOnFork                = "on_fork"
+	ProbeProgOnSetsid              = "on_setsid"
+	ProbeProgProbeLsm              = "probe_lsm"
+	ProbeVarBenchBurst             = "bench_burst"
+	ProbeVarHostPidns              = "host_pidns"
+	ProbeVarUnusedDecisionEvent    = "unused_decision_event"
+	ProbeVarUnusedExecEvent        = "unused_exec_event"
+	ProbeVarUnusedExitEvent        = "unused_exit_event"
+	ProbeVarUnusedFileEvent        = "unused_file_event"
+	ProbeVarUnusedForkEvent        = "unused_fork_event"
+	ProbeVarUnusedSetsidEvent      = "unused_setsid_event"
 )
 
 // LoadProbe returns the embedded CollectionSpec for Probe.
@@ -278,33 +281,35 @@ type ProbeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
-	BenchEmit           *ebpf.ProgramSpec `ebpf:"bench_emit"`
-	EmptyBprmCheck      *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
-	EmptyExec           *ebpf.ProgramSpec `ebpf:"empty_exec"`
-	EmptyExit           *ebpf.ProgramSpec `ebpf:"empty_exit"`
-	EmptyFileOpen       *ebpf.ProgramSpec `ebpf:"empty_file_open"`
-	EmptyFork           *ebpf.ProgramSpec `ebpf:"empty_fork"`
-	EmptyPathChmod      *ebpf.ProgramSpec `ebpf:"empty_path_chmod"`
-	EmptyPathLink       *ebpf.ProgramSpec `ebpf:"empty_path_link"`
-	EmptyPathMknod      *ebpf.ProgramSpec `ebpf:"empty_path_mknod"`
-	EmptyPathRename     *ebpf.ProgramSpec `ebpf:"empty_path_rename"`
-	EmptyPathTruncate   *ebpf.ProgramSpec `ebpf:"empty_path_truncate"`
-	EmptyPathUnlink     *ebpf.ProgramSpec `ebpf:"empty_path_unlink"`
-	EmptyTaskAlloc      *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
-	EnforceExec         *ebpf.ProgramSpec `ebpf:"enforce_exec"`
-	EnforceFileOpen     *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
-	EnforceFork         *ebpf.ProgramSpec `ebpf:"enforce_fork"`
-	EnforcePathChmod    *ebpf.ProgramSpec `ebpf:"enforce_path_chmod"`
-	EnforcePathLink     *ebpf.ProgramSpec `ebpf:"enforce_path_link"`
-	EnforcePathMknod    *ebpf.ProgramSpec `ebpf:"enforce_path_mknod"`
-	EnforcePathRename   *ebpf.ProgramSpec `ebpf:"enforce_path_rename"`
-	EnforcePathTruncate *ebpf.ProgramSpec `ebpf:"enforce_path_truncate"`
-	EnforcePathUnlink   *ebpf.ProgramSpec `ebpf:"enforce_path_unlink"`
-	OnExec              *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit              *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnFork              *ebpf.ProgramSpec `ebpf:"on_fork"`
-	OnSetsid            *ebpf.ProgramSpec `ebpf:"on_setsid"`
-	ProbeLsm            *ebpf.ProgramSpec `ebpf:"probe_lsm"`
+	BenchEmit             *ebpf.ProgramSpec `ebpf:"bench_emit"`
+	EmptyBprmCheck        *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
+	EmptyExec             *ebpf.ProgramSpec `ebpf:"empty_exec"`
+	EmptyExit             *ebpf.ProgramSpec `ebpf:"empty_exit"`
+	EmptyFileOpen         *ebpf.ProgramSpec `ebpf:"empty_file_open"`
+	EmptyFilePermission   *ebpf.ProgramSpec `ebpf:"empty_file_permission"`
+	EmptyFork             *ebpf.ProgramSpec `ebpf:"empty_fork"`
+	EmptyPathChmod        *ebpf.ProgramSpec `ebpf:"empty_path_chmod"`
+	EmptyPathLink         *ebpf.ProgramSpec `ebpf:"empty_path_link"`
+	EmptyPathMknod        *ebpf.ProgramSpec `ebpf:"empty_path_mknod"`
+	EmptyPathRename       *ebpf.ProgramSpec `ebpf:"empty_path_rename"`
+	EmptyPathTruncate     *ebpf.ProgramSpec `ebpf:"empty_path_truncate"`
+	EmptyPathUnlink       *ebpf.ProgramSpec `ebpf:"empty_path_unlink"`
+	EmptyTaskAlloc        *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
+	EnforceExec           *ebpf.ProgramSpec `ebpf:"enforce_exec"`
+	EnforceFileOpen       *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
+	EnforceFilePermission *ebpf.ProgramSpec `ebpf:"enforce_file_permission"`
+	EnforceFork           *ebpf.ProgramSpec `ebpf:"enforce_fork"`
+	EnforcePathChmod      *ebpf.ProgramSpec `ebpf:"enforce_path_chmod"`
+	EnforcePathLink       *ebpf.ProgramSpec `ebpf:"enforce_path_link"`
+	EnforcePathMknod      *ebpf.ProgramSpec `ebpf:"enforce_path_mknod"`
+	EnforcePathRename     *ebpf.ProgramSpec `ebpf:"enforce_path_rename"`
+	EnforcePathTruncate   *ebpf.ProgramSpec `ebpf:"enforce_path_truncate"`
+	EnforcePathUnlink     *ebpf.ProgramSpec `ebpf:"enforce_path_unlink"`
+	OnExec                *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit                *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnFork                *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnSetsid              *ebpf.ProgramSpec `ebpf:"on_setsid"`
+	ProbeLsm              *ebpf.ProgramSpec `ebpf:"probe_lsm"`
 }
 
 // ProbeMapSpecs contains maps before they are loaded into the kernel.
@@ -322,6 +327,7 @@ type ProbeMapSpecs struct {
 	Policies       *ebpf.MapSpec `ebpf:"policies"`
 	ScratchMap     *ebpf.MapSpec `ebpf:"scratch_map"`
 	Stats          *ebpf.MapSpec `ebpf:"stats"`
+	WriteVerdicts  *ebpf.MapSpec `ebpf:"write_verdicts"`
 }
 
 // ProbeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -369,6 +375,7 @@ type ProbeMaps struct {
 	Policies       *ebpf.Map `ebpf:"policies"`
 	ScratchMap     *ebpf.Map `ebpf:"scratch_map"`
 	Stats          *ebpf.Map `ebpf:"stats"`
+	WriteVerdicts  *ebpf.Map `ebpf:"write_verdicts"`
 }
 
 func (m *ProbeMaps) Close() error {
@@ -384,6 +391,7 @@ func (m *ProbeMaps) Close() error {
 		m.Policies,
 		m.ScratchMap,
 		m.Stats,
+		m.WriteVerdicts,
 	)
 }
 
@@ -405,33 +413,35 @@ type ProbeVariables struct {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
-	BenchEmit           *ebpf.Program `ebpf:"bench_emit"`
-	EmptyBprmCheck      *ebpf.Program `ebpf:"empty_bprm_check"`
-	EmptyExec           *ebpf.Program `ebpf:"empty_exec"`
-	EmptyExit           *ebpf.Program `ebpf:"empty_exit"`
-	EmptyFileOpen       *ebpf.Program `ebpf:"empty_file_open"`
-	EmptyFork           *ebpf.Program `ebpf:"empty_fork"`
-	EmptyPathChmod      *ebpf.Program `ebpf:"empty_path_chmod"`
-	EmptyPathLink       *ebpf.Program `ebpf:"empty_path_link"`
-	EmptyPathMknod      *ebpf.Program `ebpf:"empty_path_mknod"`
-	EmptyPathRename     *ebpf.Program `ebpf:"empty_path_rename"`
-	EmptyPathTruncate   *ebpf.Program `ebpf:"empty_path_truncate"`
-	EmptyPathUnlink     *ebpf.Program `ebpf:"empty_path_unlink"`
-	EmptyTaskAlloc      *ebpf.Program `ebpf:"empty_task_alloc"`
-	EnforceExec         *ebpf.Program `ebpf:"enforce_exec"`
-	EnforceFileOpen     *ebpf.Program `ebpf:"enforce_file_open"`
-	EnforceFork         *ebpf.Program `ebpf:"enforce_fork"`
-	EnforcePathChmod    *ebpf.Program `ebpf:"enforce_path_chmod"`
-	EnforcePathLink     *ebpf.Program `ebpf:"enforce_path_link"`
-	EnforcePathMknod    *ebpf.Program `ebpf:"enforce_path_mknod"`
-	EnforcePathRename   *ebpf.Program `ebpf:"enforce_path_rename"`
-	EnforcePathTruncate *ebpf.Program `ebpf:"enforce_path_truncate"`
-	EnforcePathUnlink   *ebpf.Program `ebpf:"enforce_path_unlink"`
-	OnExec              *ebpf.Program `ebpf:"on_exec"`
-	OnExit              *ebpf.Program `ebpf:"on_exit"`
-	OnFork              *ebpf.Program `ebpf:"on_fork"`
-	OnSetsid            *ebpf.Program `ebpf:"on_setsid"`
-	ProbeLsm            *ebpf.Program `ebpf:"probe_lsm"`
+	BenchEmit             *ebpf.Program `ebpf:"bench_emit"`
+	EmptyBprmCheck        *ebpf.Program `ebpf:"empty_bprm_check"`
+	EmptyExec             *ebpf.Program `ebpf:"empty_exec"`
+	EmptyExit             *ebpf.Program `ebpf:"empty_exit"`
+	EmptyFileOpen         *ebpf.Program `ebpf:"empty_file_open"`
+	EmptyFilePermission   *ebpf.Program `ebpf:"empty_file_permission"`
+	EmptyFork             *ebpf.Program `ebpf:"empty_fork"`
+	EmptyPathChmod        *ebpf.Program `ebpf:"empty_path_chmod"`
+	EmptyPathLink         *ebpf.Program `ebpf:"empty_path_link"`
+	EmptyPathMknod        *ebpf.Program `ebpf:"empty_path_mknod"`
+	EmptyPathRename       *ebpf.Program `ebpf:"empty_path_rename"`
+	EmptyPathTruncate     *ebpf.Program `ebpf:"empty_path_truncate"`
+	EmptyPathUnlink       *ebpf.Program `ebpf:"empty_path_unlink"`
+	EmptyTaskAlloc        *ebpf.Program `ebpf:"empty_task_alloc"`
+	EnforceExec           *ebpf.Program `ebpf:"enforce_exec"`
+	EnforceFileOpen       *ebpf.Program `ebpf:"enforce_file_open"`
+	EnforceFilePermission *ebpf.Program `ebpf:"enforce_file_permission"`
+	EnforceFork           *ebpf.Program `ebpf:"enforce_fork"`
+	EnforcePathChmod      *ebpf.Program `ebpf:"enforce_path_chmod"`
+	EnforcePathLink       *ebpf.Program `ebpf:"enforce_path_link"`
+	EnforcePathMknod      *ebpf.Program `ebpf:"enforce_path_mknod"`
+	EnforcePathRename     *ebpf.Program `ebpf:"enforce_path_rename"`
+	EnforcePathTruncate   *ebpf.Program `ebpf:"enforce_path_truncate"`
+	EnforcePathUnlink     *ebpf.Program `ebpf:"enforce_path_unlink"`
+	OnExec                *ebpf.Program `ebpf:"on_exec"`
+	OnExit                *ebpf.Program `ebpf:"on_exit"`
+	OnFork                *ebpf.Program `ebpf:"on_fork"`
+	OnSetsid              *ebpf.Program `ebpf:"on_setsid"`
+	ProbeLsm              *ebpf.Program `ebpf:"probe_lsm"`
 }
 
 func (p *ProbePrograms) Close() error {
@@ -441,6 +451,7 @@ func (p *ProbePrograms) Close() error {
 		p.EmptyExec,
 		p.EmptyExit,
 		p.EmptyFileOpen,
+		p.EmptyFilePermission,
 		p.EmptyFork,
 		p.EmptyPathChmod,
 		p.EmptyPathLink,
@@ -451,6 +462,7 @@ func (p *ProbePrograms) Close() error {
 		p.EmptyTaskAlloc,
 		p.EnforceExec,
 		p.EnforceFileOpen,
+		p.EnforceFilePermission,
 		p.EnforceFork,
 		p.EnforcePathChmod,
 		p.EnforcePathLink,

@@ -158,13 +158,7 @@ func TestVMFileEnforcement(t *testing.T) {
 			if blocked != c.blocked {
 				t.Fatalf("blocked = %v, want %v", blocked, c.blocked)
 			}
-			var ds []Event
-			waitFor(t, ch, "exit", func(ev *Event) bool {
-				if ev.Kind == EventFile && ev.Process.PPID == uint32(parent) {
-					ds = append(ds, *ev)
-				}
-				return ev.Kind == EventExit && ev.Process.PID == uint32(parent)
-			})
+			ds := decisionsOf(t, ch, parent, EventFile)
 			if c.actions == 0 {
 				if len(ds) != 0 {
 					t.Fatalf("unexpected file decisions %+v", ds)
@@ -229,13 +223,7 @@ func TestVMDefaultPolicyDrift(t *testing.T) {
 		if blocked {
 			t.Fatalf("%s: the default policy blocked", c.script)
 		}
-		var alerts []Event
-		waitFor(t, ch, "exit", func(ev *Event) bool {
-			if ev.Kind == EventFile && ev.Process.PPID == uint32(parent) {
-				alerts = append(alerts, *ev)
-			}
-			return ev.Kind == EventExit && ev.Process.PID == uint32(parent)
-		})
+		alerts := decisionsOf(t, ch, parent, EventFile)
 		if !c.alert {
 			if len(alerts) != 0 {
 				t.Errorf("%s: %+v", c.script, alerts)
@@ -304,13 +292,7 @@ func TestVMFileDifferential(t *testing.T) {
 			want := p.Evaluate(&op)
 			script := do(op.Op, op.TargetPath)
 			blocked, parent := shIn(t, workload{container: true, cgroup: cgroups[op.ContainerImageName]}, script)
-			var ds []Event
-			waitFor(t, ch, "exit", func(ev *Event) bool {
-				if ev.Kind == EventFile && ev.Process.PPID == uint32(parent) {
-					ds = append(ds, *ev)
-				}
-				return ev.Kind == EventExit && ev.Process.PID == uint32(parent)
-			})
+			ds := decisionsOf(t, ch, parent, EventFile)
 			cases++
 			fail := func(what string) {
 				t.Fatalf("seed %d, case %d: %+v (%s)\n%s: kernel %+v\nevaluator: matched %b actions %v\npolicy:\n%s",
@@ -368,13 +350,7 @@ func TestVMWriteThroughOpenFile(t *testing.T) {
 	if data, _ := os.ReadFile("/etc/passwd"); string(data) != "x\n" {
 		t.Fatalf("/etc/passwd = %q", data)
 	}
-	var ds []Event
-	waitFor(t, ch, "exit", func(ev *Event) bool {
-		if ev.Kind == EventFile && ev.Process.PPID == uint32(cmd.Process.Pid) {
-			ds = append(ds, *ev)
-		}
-		return ev.Kind == EventExit && ev.Process.PID == uint32(cmd.Process.Pid)
-	})
+	ds := decisionsOf(t, ch, cmd.Process.Pid, EventFile)
 	// One decision: the first write is judged, the second reuses its verdict.
 	if len(ds) != 1 || ds[0].Hook.String() != "lsm__file_permission" || !ds[0].Blocked || ds[0].Path != "/etc/passwd" || ds[0].Op != policy.OpModifyFile {
 		t.Fatalf("decisions %+v", ds)
@@ -400,13 +376,7 @@ func TestVMTruncate(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 77 {
 		t.Fatalf("truncate was not refused with EPERM: %v", err)
 	}
-	var ds []Event
-	waitFor(t, ch, "exit", func(ev *Event) bool {
-		if ev.Kind == EventFile && ev.Process.PPID == uint32(cmd.Process.Pid) {
-			ds = append(ds, *ev)
-		}
-		return ev.Kind == EventExit && ev.Process.PID == uint32(cmd.Process.Pid)
-	})
+	ds := decisionsOf(t, ch, cmd.Process.Pid, EventFile)
 	if len(ds) != 1 || ds[0].Hook.String() != "lsm__path_truncate" || !ds[0].Blocked || ds[0].Path != "/etc/shadow" {
 		t.Fatalf("decisions %+v", ds)
 	}

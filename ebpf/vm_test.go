@@ -186,13 +186,17 @@ func openPTY(t *testing.T) (pty, tty *os.File) {
 	return pty, tty
 }
 
-// decisionsOf drains events until parent's exit and returns the exec decisions of
-// its children (the workload's execs).
-func decisionsOf(t *testing.T, ch <-chan Event, parent int) []Event {
+// decisionsOf drains events until parent's exit and returns the decisions of the
+// given kind (EventDecision by default) made for its children (the workload).
+func decisionsOf(t *testing.T, ch <-chan Event, parent int, kind ...EventKind) []Event {
 	t.Helper()
+	want := EventDecision
+	if len(kind) > 0 {
+		want = kind[0]
+	}
 	var out []Event
 	waitFor(t, ch, "exit", func(ev *Event) bool {
-		if ev.Kind == EventDecision && (ev.Process.PPID == uint32(parent) || ev.Process.PID == uint32(parent)) {
+		if ev.Kind == want && (ev.Process.PPID == uint32(parent) || ev.Process.PID == uint32(parent)) {
 			out = append(out, *ev)
 		}
 		return ev.Kind == EventExit && ev.Process.PID == uint32(parent)

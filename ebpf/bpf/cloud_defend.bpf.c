@@ -625,6 +625,19 @@ static long fire(__u32 i, struct resp_ctx *c)
 	return 0;
 }
 
+/* respond fires the responses for matched selectors m, counts the decision, and says
+ * whether it blocks (never in a dry run). */
+static __always_inline __u8 respond(struct responses *r, __u64 m, struct cd_config *cfg, int *block)
+{
+	struct resp_ctx rc = {.r = r, .m = m};
+	bpf_loop(MAX_RESPONSES, fire, &rc, 0);
+	*block = (rc.actions & ACTION_BLOCK) && cfg->enforce;
+	count(STAT_DECISIONS);
+	if (*block)
+		count(STAT_BLOCKS);
+	return rc.actions;
+}
+
 enum op {
 	OP_FORK = 1,
 	OP_EXEC = 2,
@@ -695,13 +708,8 @@ named:;
 	if (!m)
 		return 0;
 
-	struct resp_ctx rc = {.r = &pol->r, .m = m};
-	bpf_loop(MAX_RESPONSES, fire, &rc, 0);
-	__u8 actions = rc.actions;
-	int block = (actions & ACTION_BLOCK) && cfg->enforce;
-	count(STAT_DECISIONS);
-	if (block)
-		count(STAT_BLOCKS);
+	int block;
+	__u8 actions = respond(&pol->r, m, cfg, &block);
 
 	if (actions) {
 		struct decision_event *e = reserve(sizeof(*e));
@@ -812,13 +820,8 @@ static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 ho
 	if (!m)
 		return 0;
 
-	struct resp_ctx rc = {.r = &pol->r, .m = m};
-	bpf_loop(MAX_RESPONSES, fire, &rc, 0);
-	__u8 actions = rc.actions;
-	int block = (actions & ACTION_BLOCK) && cfg->enforce;
-	count(STAT_DECISIONS);
-	if (block)
-		count(STAT_BLOCKS);
+	int block;
+	__u8 actions = respond(&pol->r, m, cfg, &block);
 	if (actions) {
 		struct file_event *e = reserve(sizeof(*e));
 		if (e) {

@@ -359,7 +359,7 @@ func fileLoop(kind, count string) int {
 	return 0
 }
 
-const fileLoopScale = 40
+const fileLoopScale = 200
 
 // BenchmarkVMFile runs each file loop under none, empty, default and fsel64 (63 file
 // selectors + 1 response): read-only opens of a path the policy names and of one it

@@ -792,21 +792,9 @@ static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 ho
 	if (!s)
 		return 0;
 
-	struct fs_struct *fs = t->fs;
-	int complete;
-	__s32 off = walk(s, mnt, d, &fs->root, &complete);
-	__u32 len = WALK_END - off;
-	if (!complete)
-		count(STAT_PATH_ERRORS);
-	if (m & ~pol->no_path) {
-		__u64 pm = pol->no_path;
-		if (complete)
-			pm |= path_masks(&file_paths, s, &s->walk[off & (WALK_END - 1)], gen, len, BPF_CORE_READ(d, d_name.len));
-		m &= pm;
-	}
-
 	/* Volumes: anything not on the container's root mount. A mount whose root is
 	 * not a directory is a single-file mount (configMap/secret files, subPath). */
+	struct fs_struct *fs = t->fs;
 	int on_volume = mnt != BPF_CORE_READ(fs, root.mnt);
 	int on_file = on_volume && (BPF_CORE_READ(mnt, mnt_root, d_inode, i_mode) & S_IFMT) != S_IFDIR;
 	if (on_volume)
@@ -820,9 +808,29 @@ static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 ho
 	if (!m)
 		return 0;
 
+	/* The path walk, the costly part, runs only for a selector still in the race:
+	 * to match targetFilePath, or to report a decision. */
+	int complete = 0, walked = 0;
+	__s32 off = WALK_END;
+	if (m & ~pol->no_path) {
+		off = walk(s, mnt, d, &fs->root, &complete);
+		walked = 1;
+		__u64 pm = pol->no_path;
+		if (complete)
+			pm |= path_masks(&file_paths, s, &s->walk[off & (WALK_END - 1)], gen, WALK_END - off, BPF_CORE_READ(d, d_name.len));
+		else
+			count(STAT_PATH_ERRORS);
+		m &= pm;
+		if (!m)
+			return 0;
+	}
+
 	int block;
 	__u8 actions = respond(&pol->r, m, cfg, &block);
 	if (actions) {
+		if (!walked)
+			off = walk(s, mnt, d, &fs->root, &complete);
+		__u32 len = WALK_END - off;
 		struct file_event *e = reserve(sizeof(*e));
 		if (e) {
 			__builtin_memset(e, 0, sizeof(*e));

@@ -162,7 +162,7 @@ func Bench() error {
 	if err := host.Run(); err != nil {
 		return err
 	}
-	vm := exec.Command("go", "test", "-run=^TestInVMBench$", "-v", "-count=1", "-timeout=15m", "./ebpf")
+	vm := exec.Command("go", "test", "-run=^TestInVMBench$", "-v", "-count=1", "-timeout=30m", "./ebpf")
 	vm.Env = append(os.Environ(), "CLOUD_DEFEND_VM_BENCH=1")
 	vm.Stdout, vm.Stderr = io.MultiWriter(os.Stdout, &buf), os.Stderr
 	if err := vm.Run(); err != nil {

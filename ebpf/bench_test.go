@@ -31,7 +31,7 @@ func TestInVMBench(t *testing.T) {
 		t.Skip("benchmark driver: go run mage.go bench")
 	}
 	vmtest.Run(t, vmtest.Options{
-		Package: "./ebpf", Run: "^$", Timeout: 9 * time.Minute,
+		Package: "./ebpf", Run: "^$", Timeout: 28 * time.Minute, // about 15 minutes with the defaults
 		Args: []string{"-test.bench=" + envOr("VM_BENCH", "^BenchmarkVM"), "-test.benchtime=" + envOr("VM_BENCHTIME", "150x"), "-test.count=" + envOr("VM_BENCHCOUNT", "3")},
 	})
 }

@@ -39,6 +39,12 @@
 // filling ring, and otherwise polls (Options.FlushInterval). A full ring drops
 // events and counts them (Stats.RingbufDrops); nothing is lost silently.
 //
+// # File operations
+//
+// LSM hooks on file_open, file_permission and the path_* hooks map each change to a
+// policy operation (createFile, modifyExecutable, ...) on the path the container
+// sees; docs/file-operations.md has the table, the path rules and the volume rules.
+//
 // # Without BPF LSM
 //
 // Where the kernel cannot run LSM programs (no bpf in the lsm= list, or no BPF

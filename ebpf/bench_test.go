@@ -2,206 +2,16 @@ package ebpf
 
 import (
 	"encoding/binary"
-	"errors"
-	"fmt"
-	"os"
-	"os/exec"
-	"path/filepath"
 	"runtime"
-	"strconv"
-	"strings"
 	"sync/atomic"
-	"syscall"
 	"testing"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
-	"github.com/cloud-defend/cloud-defend/internal/vmtest"
-	"github.com/cloud-defend/cloud-defend/policy"
 )
-
-// TestInVMBench runs the BenchmarkVM* benchmarks in the VM; `go run mage.go bench`
-// sets CLOUD_DEFEND_VM_BENCH=1 and prints their table and ratios.
-func TestInVMBench(t *testing.T) {
-	if inVM || os.Getenv("CLOUD_DEFEND_VM_BENCH") != "1" {
-		t.Skip("benchmark driver: go run mage.go bench")
-	}
-	vmtest.Run(t, vmtest.Options{
-		Package: "./ebpf", Run: "^$", Timeout: 28 * time.Minute, // about 15 minutes with the defaults
-		Args: []string{"-test.bench=" + envOr("VM_BENCH", "^BenchmarkVM"), "-test.benchtime=" + envOr("VM_BENCHTIME", "150x"), "-test.count=" + envOr("VM_BENCHCOUNT", "3")},
-	})
-}
-
-func envOr(k, def string) string {
-	if v := os.Getenv(k); v != "" {
-		return v
-	}
-	return def
-}
-
-// Each VM benchmark runs a loop of b.N forks+execs (or forks) inside a container
-// under four configurations, so they compare as ratios within one VM run:
-// none (no programs), empty (empty programs on the same hooks), default (the
-// default policy), sel64 (63 selectors + 1 response, the most a type holds).
-func BenchmarkVMExec(b *testing.B) { benchLoop(b, "/usr/bin/bench-exe") }
-func BenchmarkVMFork(b *testing.B) { benchLoop(b, "( : )") }
-
-func benchLoop(b *testing.B, body string) {
-	if !inVM {
-		b.Skip("runs in the VM: go run mage.go bench")
-	}
-	installExecutables(b, exitZero, "/usr/bin/bench-exe")
-	if err := os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("1"), 0); err != nil {
-		b.Fatal(err)
-	}
-	for _, cfg := range []string{"none", "empty", "default", "sel64"} {
-		b.Run(cfg, func(b *testing.B) {
-			progs, stop := benchSetup(b, cfg)
-			defer stop()
-			before := runStats(progs)
-			script := fmt.Sprintf("i=0; while [ $i -lt %d ]; do %s; i=$((i+1)); done", b.N, body)
-			cmd := exec.Command("/bin/busybox", "unshare", "-p", "-m", "-f", "--", "/bin/busybox", "sh", "-c", script)
-			b.ResetTimer()
-			if out, err := cmd.CombinedOutput(); err != nil {
-				b.Fatalf("%v: %s", err, out)
-			}
-			b.StopTimer()
-			for name, st := range runStats(progs) {
-				if n := st[1] - before[name][1]; n > 0 {
-					b.ReportMetric(float64(st[0]-before[name][0])/float64(n), "ns/run:"+name)
-				}
-			}
-		})
-	}
-}
-
-// runStats reads bpf_stats' run time and count of each program.
-func runStats(progs map[string]*ebpf.Program) map[string][2]uint64 {
-	out := map[string][2]uint64{}
-	for name, p := range progs {
-		st, err := p.Stats()
-		if err != nil {
-			continue
-		}
-		out[name] = [2]uint64{uint64(st.Runtime), st.RunCount}
-	}
-	return out
-}
-
-func benchSetup(b *testing.B, cfg string) (map[string]*ebpf.Program, func()) {
-	switch cfg {
-	case "none":
-		return nil, func() {}
-	case "empty":
-		return emptyPrograms(b)
-	}
-	e, err := Open(Options{})
-	if err != nil {
-		b.Fatal(err)
-	}
-	p := policy.Default()
-	if cfg == "sel64" {
-		// Both sections full: process loops meet 63 process selectors, file loops 63 file selectors.
-		p = mustParse(b, sel64Policy()+fileSel64Policy())
-	}
-	if err := e.Swap(p); err != nil {
-		b.Fatal(err)
-	}
-	done := make(chan struct{})
-	go func() {
-		// Drain raw records: the kernel's cost of producing and delivering events is
-		// measured here; decoding them is BenchmarkDecodeExecEvent's.
-		defer close(done)
-		var rec ringbuf.Record
-		for {
-			e.reader.SetDeadline(time.Now().Add(e.flushInterval))
-			if err := e.reader.ReadInto(&rec); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
-				if !errors.Is(err, ErrClosed) {
-					b.Error(err)
-				}
-				return
-			}
-		}
-	}()
-	progs := map[string]*ebpf.Program{}
-	for n, p := range e.coll.Programs {
-		if strings.HasPrefix(n, "on_") || strings.HasPrefix(n, "enforce_") {
-			progs[n] = p
-		}
-	}
-	return progs, func() {
-		if s, err := e.Stats(); err == nil && s.RingbufDrops > 0 {
-			b.Errorf("%d events dropped", s.RingbufDrops)
-		}
-		e.Close()
-		<-done
-	}
-}
-
-func emptyPrograms(b *testing.B) (map[string]*ebpf.Program, func()) {
-	spec, err := bpfobj.LoadProbe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for name := range spec.Programs {
-		if !strings.HasPrefix(name, "empty_") {
-			delete(spec.Programs, name)
-		}
-	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	var links []link.Link
-	for name, p := range coll.Programs {
-		var l link.Link
-		if spec.Programs[name].Type == ebpf.LSM {
-			l, err = link.AttachLSM(link.LSMOptions{Program: p})
-		} else {
-			l, err = link.AttachTracing(link.TracingOptions{Program: p})
-		}
-		if err != nil {
-			b.Fatalf("attach %s: %v", name, err)
-		}
-		links = append(links, l)
-	}
-	return coll.Programs, func() {
-		for _, l := range links {
-			l.Close()
-		}
-		coll.Close()
-	}
-}
-
-// sel64Policy has 63 selectors of every process condition kind, all considered on
-// every exec, with one response naming them all.
-func sel64Policy() string {
-	var b strings.Builder
-	b.WriteString("process:\n  selectors:\n")
-	names := make([]string, 63)
-	for i := range names {
-		names[i] = "s" + strconv.Itoa(i)
-		fmt.Fprintf(&b, "    - name: %s\n      operation: [fork, exec]\n", names[i])
-		switch i % 4 {
-		case 0:
-			fmt.Fprintf(&b, "      processExecutable: [/usr/bin/tool%d, /opt/app%d/**, /usr/bin/*]\n", i, i)
-		case 1:
-			fmt.Fprintf(&b, "      processExecutable: [/usr/**]\n      containerImageName: [image%d]\n", i)
-		case 2:
-			fmt.Fprintf(&b, "      processName: [proc%d, bench-exe]\n", i)
-		case 3:
-			fmt.Fprintf(&b, "      processName: [sh%d]\n      sessionLeaderInteractive: false\n", i)
-		}
-	}
-	// log, as the default policy: the comparison isolates the cost of 63 selectors
-	// from that of waking the reader for alerts.
-	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [log]\n", strings.Join(names, ", "))
-	return b.String()
-}
 
 func BenchmarkDecodeExecEvent(b *testing.B) {
 	var r bpfobj.ProbeExecEvent
@@ -230,19 +40,7 @@ func BenchmarkDecodeExecEvent(b *testing.B) {
 // drains on the other, never more than 4096 events ahead of it. It reports the
 // events/s delivered and the events the ring dropped (zero when the reader keeps up).
 func BenchmarkRingbufDrain(b *testing.B) {
-	spec, err := bpfobj.LoadProbe()
-	if err != nil {
-		b.Fatal(err)
-	}
-	for name := range spec.Programs {
-		if name != "bench_emit" {
-			delete(spec.Programs, name)
-		}
-	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		b.Fatal(err)
-	}
+	coll, _ := loadOnly(b, func(name string) bool { return name == "bench_emit" })
 	defer coll.Close()
 	reader, err := ringbuf.NewReader(coll.Maps["events"])
 	if err != nil {
@@ -310,129 +108,21 @@ func BenchmarkRingbufDrain(b *testing.B) {
 	}
 }
 
-// fileLoop is the file benchmarks' workload, run in a container by the test binary
-// itself: n iterations of one file operation pattern, straight syscalls.
-func fileLoop(kind, count string) int {
-	n, err := strconv.Atoi(count)
-	if err != nil {
-		return 2
-	}
-	const dir = "/srv/bench"
-	start := time.Now()
-	defer func() { fmt.Println(time.Since(start).Nanoseconds()) }() // the loop alone, without process start-up
-	for i := range n {
-		var err error
-		switch kind {
-		case "open-ro-match", "open-ro-other", "open-wr":
-			path, flags := dir+"/etc/passwd", syscall.O_RDONLY
-			if kind == "open-ro-other" {
-				path = dir + "/other"
-			} else if kind == "open-wr" {
-				path, flags = dir+"/data", syscall.O_WRONLY
-			}
-			var fd int
-			if fd, err = syscall.Open(path, flags, 0); err == nil {
-				err = syscall.Close(fd)
-			}
-		case "create-unlink":
-			var fd int
-			if fd, err = syscall.Open(dir+"/new", syscall.O_CREAT|syscall.O_WRONLY|syscall.O_EXCL, 0o644); err == nil {
-				syscall.Close(fd)
-				err = syscall.Unlink(dir + "/new")
-			}
-		case "chmod":
-			err = syscall.Chmod(dir+"/data", uint32(0o600+i%2*0o40))
-		case "rename":
-			from, to := dir+"/a", dir+"/b"
-			if i%2 == 1 {
-				from, to = to, from
-			}
-			err = syscall.Rename(from, to)
-		default:
-			return 2
-		}
-		if err != nil {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", kind, err)
-			return 1
-		}
-	}
-	return 0
-}
-
-const fileLoopScale = 200
-
-// BenchmarkVMFile runs each file loop under none, empty, default and fsel64 (63 file
-// selectors + 1 response): read-only opens of a path the policy names and of one it
-// does not, write opens, create+unlink, chmod and rename.
-func BenchmarkVMFile(b *testing.B) {
-	if !inVM {
-		b.Skip("runs in the VM: go run mage.go bench")
-	}
-	if err := os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("1"), 0); err != nil {
-		b.Fatal(err)
-	}
-	self, err := os.Executable()
+// loadOnly loads the object with only the programs keep selects, as benchmarks
+// need them (baselines, producers) without the engine.
+func loadOnly(b *testing.B, keep func(name string) bool) (*ebpf.Collection, *ebpf.CollectionSpec) {
+	spec, err := bpfobj.LoadProbe()
 	if err != nil {
 		b.Fatal(err)
 	}
-	for _, p := range []string{"/srv/bench/etc/passwd", "/srv/bench/other", "/srv/bench/data", "/srv/bench/a"} {
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte("x"), 0o644)
-	}
-	for _, kind := range []string{"open-ro-match", "open-ro-other", "open-wr", "create-unlink", "chmod", "rename"} {
-		b.Run(kind, func(b *testing.B) {
-			for _, cfg := range []string{"none", "empty", "default", "sel64"} {
-				b.Run(cfg, func(b *testing.B) {
-					progs, stop := benchSetup(b, cfg)
-					defer stop()
-					os.Remove("/srv/bench/b")
-					os.WriteFile("/srv/bench/a", []byte("x"), 0o644)
-					cmd := exec.Command("/bin/busybox", "unshare", "-p", "-m", "-f", "--", self)
-					// A file operation is ~100x cheaper than a fork+exec: each b.N iteration runs
-					// fileLoopScale of them, so one -test.benchtime suits every VM loop.
-					ops := b.N * fileLoopScale
-					cmd.Env = append(os.Environ(), "CLOUD_DEFEND_HELPER=fileloop", "LOOP_KIND="+kind, "LOOP_N="+strconv.Itoa(ops))
-					before := runStats(progs)
-					b.ResetTimer()
-					out, err := cmd.Output()
-					if err != nil {
-						b.Fatalf("%v: %s", err, out)
-					}
-					b.StopTimer()
-					// ns/op includes starting the helper in a container; loop-ns/op is the
-					// loop alone, which the ratios use.
-					if ns, err := strconv.ParseFloat(strings.TrimSpace(string(out)), 64); err == nil {
-						b.ReportMetric(ns/float64(ops), "loop-ns/op")
-					}
-					for name, st := range runStats(progs) {
-						if n := st[1] - before[name][1]; n > 0 && (strings.Contains(name, "file") || strings.Contains(name, "path")) {
-							b.ReportMetric(float64(st[0]-before[name][0])/float64(n), "ns/run:"+name)
-						}
-					}
-				})
-			}
-		})
-	}
-}
-
-// fileSel64Policy has 63 file selectors with path patterns of every kind, one of
-// them naming the benchmark's files, and one logging response.
-func fileSel64Policy() string {
-	var b strings.Builder
-	b.WriteString("file:\n  selectors:\n")
-	names := make([]string, 63)
-	for i := range names {
-		names[i] = "f" + strconv.Itoa(i)
-		fmt.Fprintf(&b, "    - name: %s\n", names[i])
-		switch i % 3 {
-		case 0:
-			fmt.Fprintf(&b, "      targetFilePath: [/etc/app%d.conf, /srv/bench/etc/*, /var/lib/app%d/**]\n", i, i)
-		case 1:
-			fmt.Fprintf(&b, "      operation: [createFile, modifyFile, deleteFile]\n      targetFilePath: [/srv/**, /opt/app%d/*]\n      ignoreVolumeMounts: true\n", i)
-		case 2:
-			fmt.Fprintf(&b, "      operation: [createExecutable, modifyExecutable]\n      targetFilePath: [/usr/bin/**]\n      containerImageName: [image%d]\n", i)
+	for name := range spec.Programs {
+		if !keep(name) {
+			delete(spec.Programs, name)
 		}
 	}
-	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [log]\n", strings.Join(names, ", "))
-	return b.String()
+	coll, err := ebpf.NewCollection(spec)
+	if err != nil {
+		b.Fatal(err)
+	}
+	return coll, spec
 }

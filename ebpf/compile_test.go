@@ -1,11 +1,12 @@
 package ebpf
 
 import (
-	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
 
 	"github.com/cloud-defend/cloud-defend/policy"
 )

@@ -17,9 +17,6 @@ import (
 // TestRuncContainerTelemetry runs a real runc container on the host and checks the
 // telemetry of its processes against what /proc says about them while they run.
 func TestRuncContainerTelemetry(t *testing.T) {
-	if inVM {
-		t.Skip("host test")
-	}
 	runc, err := exec.LookPath("runc")
 	if err != nil {
 		if os.Getenv("CI") == "true" {

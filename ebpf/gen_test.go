@@ -58,14 +58,7 @@ func genPolicy(r *rand.Rand, maxSel int) string {
 			fmt.Fprintf(&b, "      containerImageName: [%s]\n", genImgs[r.IntN(len(genImgs))])
 		}
 	}
-	b.WriteString("  responses:\n")
-	for range 1 + r.IntN(min(4, 64-n)) {
-		fmt.Fprintf(&b, "    - match: [%s]\n", strings.Join(dedup(pickSel(r, "s", n, 1+r.IntN(3))), ", "))
-		if r.IntN(3) == 0 {
-			fmt.Fprintf(&b, "      exclude: [%s]\n", strings.Join(dedup(pickSel(r, "s", n, 1)), ", "))
-		}
-		fmt.Fprintf(&b, "      actions: [%s]\n", []string{"log", "alert", "alert, block", "log, alert, block"}[r.IntN(4)])
-	}
+	genResponses(&b, r, "s", n)
 	return b.String()
 }
 
@@ -94,6 +87,19 @@ func pick(r *rand.Rand, from []string, n int) []string {
 		out[i] = from[r.IntN(len(from))]
 	}
 	return out
+}
+
+// genResponses writes up to four random responses over selectors prefix0..prefix{n-1},
+// keeping selectors plus responses within 64.
+func genResponses(b *strings.Builder, r *rand.Rand, prefix string, n int) {
+	b.WriteString("  responses:\n")
+	for range 1 + r.IntN(min(4, 64-n)) {
+		fmt.Fprintf(b, "    - match: [%s]\n", strings.Join(dedup(pickSel(r, prefix, n, 1+r.IntN(3))), ", "))
+		if r.IntN(3) == 0 {
+			fmt.Fprintf(b, "      exclude: [%s]\n", strings.Join(dedup(pickSel(r, prefix, n, 1)), ", "))
+		}
+		fmt.Fprintf(b, "      actions: [%s]\n", []string{"log", "alert", "alert, block", "log, alert, block"}[r.IntN(4)])
+	}
 }
 
 // pickSel names n random selectors of prefix0..prefix{nsel-1}.
@@ -167,14 +173,7 @@ func genFilePolicy(r *rand.Rand, maxSel int) string {
 				fmt.Fprintf(&b, "      containerImageName: [%s]\n", genImgs[r.IntN(len(genImgs))])
 			}
 		}
-		b.WriteString("  responses:\n")
-		for range 1 + r.IntN(min(4, 64-n)) {
-			fmt.Fprintf(&b, "    - match: [%s]\n", strings.Join(dedup(pickSel(r, "f", n, 1+r.IntN(3))), ", "))
-			if r.IntN(3) == 0 {
-				fmt.Fprintf(&b, "      exclude: [%s]\n", strings.Join(dedup(pickSel(r, "f", n, 1)), ", "))
-			}
-			fmt.Fprintf(&b, "      actions: [%s]\n", []string{"log", "alert", "alert, block", "log, alert, block"}[r.IntN(4)])
-		}
+		genResponses(&b, r, "f", n)
 		src := b.String()
 		// Blocking file writes without a path is refused by validation: draw again.
 		if _, _, err := policy.Parse("gen.yaml", []byte(src)); err == nil {

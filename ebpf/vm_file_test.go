@@ -1,3 +1,5 @@
+//go:build vmguest
+
 package ebpf
 
 import (
@@ -136,7 +138,7 @@ func TestVMFileEnforcement(t *testing.T) {
 		hook    string
 		matched []string
 	}{
-		{"cp a binary into /usr/bin", ctr, "exec busybox cp /src/exe /usr/bin/x", true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateExecutable, "/usr/bin/x", "lsm__path_mknod", []string{"binDrift"}},
+		{"cp a binary into /usr/bin", ctr, "exec busybox cp /src/exe /usr/bin/newtool", true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateExecutable, "/usr/bin/newtool", "lsm__path_mknod", []string{"binDrift"}},
 		{"chmod +x a script", ctr, "exec busybox chmod +x /usr/bin/script", true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateExecutable, "/usr/bin/script", "lsm__path_chmod", []string{"binDrift"}},
 		{"append to /etc/passwd", ctr, "echo hacker >> /etc/passwd", true, policy.ActionAlert | policy.ActionBlock, policy.OpModifyFile, "/etc/passwd", "lsm__file_open", []string{"etcWrites"}},
 		{"rm a file", ctr, "exec busybox rm -f /etc/hosts", true, policy.ActionAlert | policy.ActionBlock, policy.OpDeleteFile, "/etc/hosts", "lsm__path_unlink", []string{"etcWrites"}},
@@ -188,7 +190,7 @@ func TestVMFileEnforcement(t *testing.T) {
 	if data, _ := os.ReadFile("/etc/passwd"); string(data) != "x\n" {
 		t.Errorf("/etc/passwd = %q", data)
 	}
-	for _, p := range []string{"/usr/bin/x", "/protected/moved", "/protected/linked"} {
+	for _, p := range []string{"/usr/bin/newtool", "/protected/moved", "/protected/linked"} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s exists: %v", p, err)
 		}
@@ -247,16 +249,7 @@ func TestVMFileDifferential(t *testing.T) {
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 2))
 	installExecutables(t, exitZero, "/src/exe")
-	cgroups := map[string]*os.File{}
-	for _, img := range append(slices.Clone(genImgs), "") {
-		f, id := newCgroup(t, "file-img-"+img)
-		cgroups[img] = f
-		if img != "" {
-			if err := e.SetContainer(id, policy.Operation{ContainerImageName: img}); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
+	cgroups := imageCgroups(t, e, "file-img-")
 	// The script that performs each operation, and the state it needs first.
 	do := func(op policy.Op, path string) string {
 		switch op {

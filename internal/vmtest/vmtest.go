@@ -31,6 +31,8 @@ const EnvInVM = "CLOUD_DEFEND_VM"
 type Options struct {
 	// Package is the Go package whose tests run, e.g. "./ebpf", relative to the module root.
 	Package string
+	// Tags are build tags for the guest's test binary.
+	Tags []string
 	// Run is the -test.run pattern in the guest.
 	Run string
 	// Timeout bounds the whole VM run.
@@ -61,7 +63,7 @@ func Run(t *testing.T, opts Options) string {
 		t.Fatal(err)
 	}
 	bin := filepath.Join(dir, "pkg.test")
-	build := exec.Command("go", "test", "-c", "-o", bin, opts.Package)
+	build := exec.Command("go", "test", "-c", "-tags", strings.Join(opts.Tags, ","), "-o", bin, opts.Package)
 	build.Dir = root
 	build.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := build.CombinedOutput(); err != nil {

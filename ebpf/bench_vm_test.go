@@ -1,0 +1,29 @@
+//go:build vmbench
+
+// The VM benchmark driver, built only by `go run mage.go bench` (-tags vmbench).
+
+package ebpf
+
+import (
+	"os"
+	"testing"
+	"time"
+
+	"github.com/cloud-defend/cloud-defend/internal/vmtest"
+)
+
+// TestInVMBench runs the BenchmarkVM* benchmarks in the VM; `go run mage.go bench`
+// prints their table and ratios.
+func TestInVMBench(t *testing.T) {
+	vmtest.Run(t, vmtest.Options{
+		Package: "./ebpf", Tags: []string{"vmguest"}, Run: "^$", Timeout: 28 * time.Minute, // about 15 minutes with the defaults
+		Args: []string{"-test.bench=" + envOr("VM_BENCH", "^BenchmarkVM"), "-test.benchtime=" + envOr("VM_BENCHTIME", "150x"), "-test.count=" + envOr("VM_BENCHCOUNT", "3")},
+	})
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

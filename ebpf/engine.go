@@ -117,6 +117,9 @@ func Open(opts Options) (*Engine, error) {
 		}
 	}
 	sort.Strings(enforce)
+	// CO-RE relocates against the kernel's BTF and every loaded module's: overlayfs's
+	// inode (the executable layer) is a module's type on many kernels. If overlayfs
+	// is loaded only later, its files report LayerUnknown until the next start.
 	e.coll, err = ebpf.NewCollection(spec)
 	if err != nil {
 		var ve *ebpf.VerifierError

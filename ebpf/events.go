@@ -59,6 +59,33 @@ func (k EventKind) String() string {
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
 
+// Layer says where an executable lives when the container's root filesystem is an
+// overlay: the drift signal. Files in the writable (upper) layer were added or
+// changed after the container started; its image never had them as they are.
+type Layer uint8
+
+const (
+	LayerNone     Layer = 0 // not on an overlay filesystem
+	LayerImage    Layer = 1 // only in the image's read-only (lower) layers
+	LayerModified Layer = 2 // copied up: the writable layer holds a changed image file
+	LayerAdded    Layer = 3 // only in the writable layer: added after the container started
+	LayerUnknown  Layer = 4 // an overlay whose inode layout this kernel's BTF did not reveal
+)
+
+var layerNames = []string{"", "image", "modified", "added", "unknown"}
+
+// String is the value of cloud_defend.executable_layer; empty for LayerNone.
+func (l Layer) String() string {
+	if int(l) < len(layerNames) {
+		return layerNames[l]
+	}
+	return fmt.Sprintf("layer(%d)", uint8(l))
+}
+
+// Drift reports whether the executable was added or changed after the container
+// started.
+func (l Layer) Drift() bool { return l == LayerModified || l == LayerAdded }
+
 // Process is a task as the kernel saw it when the event happened. PIDs are as the
 // node sees them.
 type Process struct {
@@ -102,6 +129,7 @@ type Event struct {
 	Blocked     bool           // the exec was refused with EPERM
 	UserSpace   bool           // decided after the fact in user space (no BPF LSM): detected, not prevented
 	Memfd       bool           // the executable is a memfd (fileless)
+	Layer       Layer          // exec and decisions: where the executable lives on an overlay rootfs
 	Interactive bool           // the session has a controlling terminal
 	Path        string         // the resolved executable (process) or target (file), as the container sees it
 	PathLen     uint32         // its full length (Path holds at most 255 bytes)
@@ -175,7 +203,7 @@ func (e *Engine) detect(ev *Event) (Event, bool) {
 	return Event{
 		Kind: EventDecision, Time: ev.Time, Process: ev.Process, Op: policy.OpExec, Generation: gen,
 		Matched: d.Matched, Actions: d.Actions, Memfd: op.ExecutableIsMemfd, Interactive: op.SessionLeaderInteractive,
-		Path: ev.Executable, PathLen: uint32(len(ev.Executable)), UserSpace: true,
+		Path: ev.Executable, PathLen: uint32(len(ev.Executable)), UserSpace: true, Layer: ev.Layer,
 	}, true
 }
 
@@ -204,6 +232,7 @@ func decodeEvent(raw []byte) (Event, error) {
 		ev.PathTruncated = r.ExeTruncated != 0 || r.CwdTruncated != 0
 		ev.Args = splitArgs(int8s(r.Args[:min(int(r.ArgsLen), len(r.Args))]))
 		ev.ArgsTruncated = r.ArgsTruncated != 0
+		ev.Layer = Layer(r.ExeLayer)
 	case EventFile:
 		r, err := view[bpfobj.ProbeFileEvent](raw)
 		if err != nil {
@@ -248,6 +277,7 @@ func decodeEvent(raw []byte) (Event, error) {
 		ev.Actions = policy.Actions(r.Actions)
 		ev.Blocked = r.Blocked != 0
 		ev.Memfd = r.Memfd != 0
+		ev.Layer = Layer(r.ExeLayer)
 		ev.Interactive = r.Interactive != 0
 		ev.Path = cstring(r.Path[:])
 		ev.PathLen = r.PathLen

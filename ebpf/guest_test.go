@@ -599,3 +599,31 @@ func TestVMMemfdExec(t *testing.T) {
 	}
 	t.Logf("fileless exec refused: %s", d.Path)
 }
+
+// TestVMExecutableLayer checks the drift signal on the guest's overlayfs, a module
+// there (its BTF comes from the module, not the kernel image): on exec events and on
+// the decision for an exec in a container.
+func TestVMExecutableLayer(t *testing.T) {
+	needVM(t)
+	merged := overlayRoot(t, elf(exitZero))
+	e, ch := openEngine(t, Options{})
+	checkLayers(t, ch, merged)
+	if err := e.Swap(mustParse(t, fmt.Sprintf(`process:
+  selectors:
+    - name: rootfs
+      operation: [exec]
+      processExecutable: [%s/bin/*]
+  responses:
+    - match: [rootfs]
+      actions: [alert]
+`, merged))); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]Layer{"image": LayerImage, "changed": LayerModified, "added": LayerAdded} {
+		_, parent, _ := execIn(t, workload{container: true}, filepath.Join(merged, "bin", path))
+		ds := decisionsOf(t, ch, parent)
+		if len(ds) != 1 || ds[0].Layer != want {
+			t.Fatalf("exec of %s in a container: decisions %+v, want one with layer %q", path, ds, want)
+		}
+	}
+}

@@ -185,6 +185,9 @@ func eventJSON(e *ebpf.Engine, ev *ebpf.Event) map[string]any {
 	case ebpf.EventExec:
 		doc["filename"], doc["executable"], doc["cwd"], doc["args"] = ev.Filename, ev.Executable, ev.Cwd, ev.Args
 		doc["args_truncated"], doc["path_truncated"] = ev.ArgsTruncated, ev.PathTruncated
+		if ev.Layer != ebpf.LayerNone {
+			doc["executable_layer"], doc["drift"] = ev.Layer.String(), ev.Layer.Drift()
+		}
 	case ebpf.EventExit:
 		doc["exit_code"] = ev.ExitCode
 	case ebpf.EventFile:
@@ -201,6 +204,9 @@ func eventJSON(e *ebpf.Engine, ev *ebpf.Event) map[string]any {
 		}
 		doc["operation"], doc["generation"], doc["matched_selectors"] = ev.Op.String(), ev.Generation, names
 		doc["actions"], doc["blocked"], doc["memfd"], doc["interactive"], doc["path"] = strings.Split(ev.Actions.String(), ", "), ev.Blocked, ev.Memfd, ev.Interactive, ev.Path
+		if ev.Layer != ebpf.LayerNone {
+			doc["executable_layer"], doc["drift"] = ev.Layer.String(), ev.Layer.Drift()
+		}
 	}
 	return doc
 }

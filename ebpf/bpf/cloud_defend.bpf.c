@@ -192,7 +192,8 @@ struct exec_event {
 	__u32 pad;
 	__u8 exe_truncated; /* exe or cwd longer than 255 bytes (the field holds the first 255), or deeper than MAX_DEPTH */
 	__u8 cwd_truncated;
-	__u8 pad2[6];
+	__u8 exe_layer; /* enum layer */
+	__u8 pad2[5];
 	char filename[MAX_PATH + 1];
 	char exe[MAX_PATH + 1]; /* resolved, as the task's root sees it */
 	char cwd[MAX_PATH + 1];
@@ -209,7 +210,8 @@ struct decision_event {
 	__u8 interactive;
 	__u32 op;       /* enum op */
 	__u32 path_len; /* full resolved length, may exceed what path holds */
-	__u32 pad;
+	__u8 exe_layer; /* enum layer */
+	__u8 pad[3];
 	char path[MAX_PATH + 1];
 };
 
@@ -483,6 +485,76 @@ static __always_inline int resolve(struct scratch *s, struct vfsmount *mnt, stru
 	return !complete || len > MAX_PATH;
 }
 
+/* Where an executable lives when its filesystem is an overlay (a container's
+ * rootfs): the drift signal. An upper-only file was added after the container
+ * started; an upper file with a lower one was changed (copied up) after it started. */
+enum layer {
+	LAYER_NONE = 0,       /* not on an overlay */
+	LAYER_LOWER = 1,      /* only in the image's (read-only) layers */
+	LAYER_UPPER = 2,      /* copied up: in the writable layer, over an image file */
+	LAYER_UPPER_ONLY = 3, /* only in the writable layer: added after start */
+	LAYER_UNKNOWN = 4,    /* an overlay whose inode layout this build does not know */
+};
+
+#define OVERLAYFS_SUPER_MAGIC 0x794c7630
+
+/* overlayfs's private inode has had three ways to point at its lower file: an
+ * inode (up to 5.19), an ovl_path (6.0 to 6.4) and an ovl_entry counting lower
+ * layers (6.5 on). Each flavour is relocated against the kernel's or the overlay
+ * module's BTF; whichever the kernel has is used. */
+struct ovl_path___path {
+	struct dentry *dentry;
+} __attribute__((preserve_access_index));
+
+struct ovl_inode___path {
+	struct inode vfs_inode;
+	struct dentry *__upperdentry;
+	struct ovl_path___path lowerpath;
+} __attribute__((preserve_access_index));
+
+struct ovl_inode___lower_inode {
+	struct inode vfs_inode;
+	struct dentry *__upperdentry;
+	struct inode *lower;
+} __attribute__((preserve_access_index));
+
+struct ovl_entry___entry {
+	unsigned int __numlower;
+} __attribute__((preserve_access_index));
+
+struct ovl_inode___entry {
+	struct inode vfs_inode;
+	struct dentry *__upperdentry;
+	struct ovl_entry___entry *oe;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u8 exe_layer(struct file *f)
+{
+	struct inode *ino = BPF_CORE_READ(f, f_inode);
+	if (BPF_CORE_READ(ino, i_sb, s_magic) != OVERLAYFS_SUPER_MAGIC)
+		return LAYER_NONE;
+	if (bpf_core_field_exists(struct ovl_inode___entry, oe)) {
+		struct ovl_inode___entry *oi = (void *)ino - bpf_core_field_offset(struct ovl_inode___entry, vfs_inode);
+		if (!BPF_CORE_READ(oi, __upperdentry))
+			return LAYER_LOWER;
+		struct ovl_entry___entry *oe = BPF_CORE_READ(oi, oe);
+		return oe && BPF_CORE_READ(oe, __numlower) ? LAYER_UPPER : LAYER_UPPER_ONLY;
+	}
+	if (bpf_core_field_exists(struct ovl_inode___path, lowerpath)) {
+		struct ovl_inode___path *oi = (void *)ino - bpf_core_field_offset(struct ovl_inode___path, vfs_inode);
+		if (!BPF_CORE_READ(oi, __upperdentry))
+			return LAYER_LOWER;
+		return BPF_CORE_READ(oi, lowerpath.dentry) ? LAYER_UPPER : LAYER_UPPER_ONLY;
+	}
+	if (bpf_core_field_exists(struct ovl_inode___lower_inode, lower)) {
+		struct ovl_inode___lower_inode *oi = (void *)ino - bpf_core_field_offset(struct ovl_inode___lower_inode, vfs_inode);
+		if (!BPF_CORE_READ(oi, __upperdentry))
+			return LAYER_LOWER;
+		return BPF_CORE_READ(oi, lower) ? LAYER_UPPER : LAYER_UPPER_ONLY;
+	}
+	return LAYER_UNKNOWN;
+}
+
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
@@ -509,6 +581,7 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 		e->exe[0] = 0;
 		e->cwd[0] = 0;
 	}
+	e->exe_layer = exe_layer(bprm->file);
 
 	unsigned long start = BPF_CORE_READ(p, mm, arg_start);
 	unsigned long end = BPF_CORE_READ(p, mm, arg_end);
@@ -725,6 +798,7 @@ named:;
 			e->blocked = block;
 			e->memfd = memfd;
 			e->interactive = interactive;
+			e->exe_layer = exe_layer(f);
 			e->path_len = len;
 			bpf_probe_read_kernel_str(e->path, sizeof(e->path), s->path);
 			submit(e, actions & (ACTION_ALERT | ACTION_BLOCK));

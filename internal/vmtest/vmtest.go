@@ -41,6 +41,10 @@ type Options struct {
 	Memory int
 	// Args are extra test flags for the guest (e.g. -test.bench).
 	Args []string
+	// Modules are the guest kernel's modules to load before the tests, as paths
+	// under its /lib/modules/<version> (e.g. kernel/fs/overlayfs/overlay.ko).
+	// Debian ships them uncompressed and without dependencies for these.
+	Modules []string
 }
 
 var exitLine = regexp.MustCompile(`VMTEST-EXIT: (\d+)`)
@@ -70,7 +74,7 @@ func Run(t *testing.T, opts Options) string {
 		t.Fatalf("build %s tests: %v\n%s", opts.Package, err, out)
 	}
 	initrd := filepath.Join(dir, "initrd.gz")
-	if err := buildInitramfs(initrd, bin, opts); err != nil {
+	if err := buildInitramfs(initrd, bin, kernelVersion(kernel), opts); err != nil {
 		t.Fatal(err)
 	}
 	timeout := opts.Timeout
@@ -171,6 +175,7 @@ mount -t bpf bpf /sys/fs/bpf
 mount -t tracefs tracefs /sys/kernel/tracing 2>/dev/null
 mount -t cgroup2 cgroup2 /sys/fs/cgroup
 mount -t tmpfs tmpfs /tmp
+%s
 export PATH=/bin:/usr/bin CLOUD_DEFEND_VM=1 HOME=/tmp
 echo "VMTEST-START $(uname -r) lsm=$(cat /sys/kernel/security/lsm)"
 cd /tmp
@@ -179,7 +184,12 @@ echo "VMTEST-EXIT: $?"
 poweroff -f
 `
 
-func buildInitramfs(path, testBin string, opts Options) error {
+// kernelVersion is the release a /boot/vmlinuz-<release> image boots.
+func kernelVersion(kernel string) string {
+	return strings.TrimPrefix(filepath.Base(kernel), "vmlinuz-")
+}
+
+func buildInitramfs(path, testBin, release string, opts Options) error {
 	busybox, err := os.ReadFile("/bin/busybox")
 	if err != nil {
 		return err
@@ -199,9 +209,20 @@ func buildInitramfs(path, testBin string, opts Options) error {
 		"bin":         {mode: modeDir | 0o755},
 		"bin/busybox": {mode: modeFile | 0o755, data: busybox},
 		"bin/sh":      {mode: modeSymlink | 0o777, data: []byte("busybox")},
-		"init":        {mode: modeFile | 0o755, data: []byte(fmt.Sprintf(initScript, strings.Join(args, " ")))},
 		"pkg.test":    {mode: modeFile | 0o755, data: test},
+		"modules":     {mode: modeDir | 0o755},
 	}
+	var insmod strings.Builder
+	for i, m := range opts.Modules {
+		data, err := os.ReadFile(filepath.Join("/lib/modules", release, m))
+		if err != nil {
+			return fmt.Errorf("guest kernel module: %w", err)
+		}
+		name := fmt.Sprintf("modules/%d-%s", i, filepath.Base(m))
+		files[name] = entry{mode: modeFile | 0o644, data: data}
+		fmt.Fprintf(&insmod, "insmod /%s || echo \"insmod %s failed\"\n", name, m)
+	}
+	files["init"] = entry{mode: modeFile | 0o755, data: []byte(fmt.Sprintf(initScript, insmod.String(), strings.Join(args, " ")))}
 	f, err := os.Create(path)
 	if err != nil {
 		return err

@@ -37,7 +37,8 @@ type ProbeDecisionEvent struct {
 	Interactive uint8
 	Op          uint32
 	PathLen     uint32
-	Pad         uint32
+	ExeLayer    uint8
+	Pad         [3]uint8
 	Path        [256]int8
 }
 
@@ -58,7 +59,8 @@ type ProbeExecEvent struct {
 	Pad           uint32
 	ExeTruncated  uint8
 	CwdTruncated  uint8
-	Pad2          [6]uint8
+	ExeLayer      uint8
+	Pad2          [5]uint8
 	Filename      [256]int8
 	Exe           [256]int8
 	Cwd           [256]int8

@@ -100,7 +100,9 @@ func TestVMFileEnforcement(t *testing.T) {
 	if err := e.Swap(mustParse(t, filePolicy)); err != nil {
 		t.Fatal(err)
 	}
-	installExecutables(t, exitZero, "/src/exe")
+	installExecutables(t, exitZero, "/src/exe", "/staging/kit/tool", "/staging/evil", "/staging/sub/tool")
+	writeFile(t, "/usr/bin/notes", 0o644)
+	writeFile(t, "/etc/conf.d/app", 0o644)
 	writeFile(t, "/usr/bin/script", 0o644)
 	writeFile(t, "/etc/passwd", 0o644)
 	writeFile(t, "/etc/hosts", 0o644)
@@ -143,6 +145,10 @@ func TestVMFileEnforcement(t *testing.T) {
 		{"append to /etc/passwd", ctr, "echo hacker >> /etc/passwd", true, policy.ActionAlert | policy.ActionBlock, policy.OpModifyFile, "/etc/passwd", "lsm__file_open", []string{"etcWrites"}},
 		{"rm a file", ctr, "exec busybox rm -f /etc/hosts", true, policy.ActionAlert | policy.ActionBlock, policy.OpDeleteFile, "/etc/hosts", "lsm__path_unlink", []string{"etcWrites"}},
 		{"mv into a protected dir", ctr, "exec busybox mv /staging/moved /protected/moved", true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateFile, "/protected/moved", "lsm__path_rename", []string{"protectedDir"}},
+		{"mv a directory of tools into /usr/bin", ctr, "exec busybox mv /staging/kit /usr/bin/kit", true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateExecutable, "/usr/bin/kit/", "lsm__path_rename", []string{"binDrift"}},
+		{"mv a directory out of /etc", ctr, "exec busybox mv /etc/conf.d /staging/conf.d", true, policy.ActionAlert | policy.ActionBlock, policy.OpDeleteFile, "/etc/conf.d/", "lsm__path_rename", []string{"etcWrites"}},
+		{"mv an executable over a plain file", ctr, "exec busybox mv /staging/evil /usr/bin/notes", true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateExecutable, "/usr/bin/notes", "lsm__path_rename", []string{"binDrift"}},
+		{"mv a directory below a direct-children rule", ctr, "exec busybox mv /staging/sub /protected/sub", false, 0, 0, "", "", nil},
 		{"ln into a protected dir", ctr, "exec busybox ln /staging/linked /protected/linked", true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateFile, "/protected/linked", "lsm__path_link", []string{"protectedDir"}},
 		{"through a symlink", ctr, "echo hacker >> /tmp/pw", true, policy.ActionAlert | policy.ActionBlock, policy.OpModifyFile, "/etc/passwd", "lsm__file_open", []string{"etcWrites"}},
 		{"through ..", ctr, "echo hacker >> /etc/../etc/passwd", true, policy.ActionAlert | policy.ActionBlock, policy.OpModifyFile, "/etc/passwd", "lsm__file_open", []string{"etcWrites"}},
@@ -190,7 +196,13 @@ func TestVMFileEnforcement(t *testing.T) {
 	if data, _ := os.ReadFile("/etc/passwd"); string(data) != "x\n" {
 		t.Errorf("/etc/passwd = %q", data)
 	}
-	for _, p := range []string{"/usr/bin/newtool", "/protected/moved", "/protected/linked"} {
+	if _, err := os.Stat("/etc/conf.d/app"); err != nil {
+		t.Errorf("/etc/conf.d was moved away: %v", err)
+	}
+	if st, err := os.Stat("/usr/bin/notes"); err != nil || st.Mode()&0o111 != 0 {
+		t.Errorf("/usr/bin/notes was replaced by an executable: %v %v", st, err)
+	}
+	for _, p := range []string{"/usr/bin/newtool", "/protected/moved", "/protected/linked", "/usr/bin/kit"} {
 		if _, err := os.Stat(p); !errors.Is(err, os.ErrNotExist) {
 			t.Errorf("%s exists: %v", p, err)
 		}
@@ -248,7 +260,9 @@ func TestVMFileDifferential(t *testing.T) {
 	seed := rand.Uint64()
 	t.Logf("seed %d", seed)
 	r := rand.New(rand.NewPCG(seed, 2))
-	installExecutables(t, exitZero, "/src/exe")
+	installExecutables(t, exitZero, "/src/exe", "/staging/kit/tool", "/staging/evil", "/staging/sub/tool")
+	writeFile(t, "/usr/bin/notes", 0o644)
+	writeFile(t, "/etc/conf.d/app", 0o644)
 	cgroups := imageCgroups(t, e, "file-img-")
 	// The script that performs each operation, and the state it needs first.
 	do := func(op policy.Op, path string) string {

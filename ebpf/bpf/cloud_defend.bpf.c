@@ -451,15 +451,17 @@ static long walk_step(__u32 i, struct walk_ctx *c)
  * off; the path is WALK_END - off bytes ("" for the root itself). *complete is
  * false when the path is deeper than MAX_DEPTH or longer than WALK_END - 1. */
 static __always_inline __s32 walk(struct scratch *s, struct vfsmount *mnt, struct dentry *d,
-				  const struct path *root, int *complete)
+				  const struct path *root, int *complete, int slash)
 {
+	if (slash)
+		s->walk[WALK_END - 1] = '/';
 	struct walk_ctx c = {
 		.dentry = (__u64)d,
 		.mnt = (__u64)mnt,
 		.root_dentry = (__u64)BPF_CORE_READ(root, dentry),
 		.root_mnt = (__u64)BPF_CORE_READ(root, mnt),
 		.buf = s->walk,
-		.off = WALK_END,
+		.off = slash ? WALK_END - 1 : WALK_END,
 	};
 	bpf_loop(MAX_DEPTH, walk_step, &c, 0);
 	*complete = c.state == 1;
@@ -472,7 +474,7 @@ static __always_inline int resolve(struct scratch *s, struct vfsmount *mnt, stru
 				   const struct path *root, char *dst)
 {
 	int complete;
-	__s32 off = walk(s, mnt, d, root, &complete);
+	__s32 off = walk(s, mnt, d, root, &complete, 0);
 	__u32 len = WALK_END - off;
 	if (len == 0) {
 		dst[0] = '/';
@@ -845,10 +847,14 @@ int BPF_PROG(enforce_fork, struct task_struct *task, unsigned long clone_flags, 
 #define FMODE_WRITE 0x2
 #define FMODE_CREATED 0x100000
 
-/* decide_file evaluates the file policy for task t doing op, seen at hook, on the
- * file at (mnt, d) — for a new name, the negative dentry under its directory.
+/* judge evaluates the file policy for task t doing op (or also, when not 0), seen
+ * at hook, on the file at (mnt, d) — for a new name, the negative dentry under its
+ * directory. With tree set, (mnt, d) is a directory and the operation is on the
+ * files below it: its path is matched with a trailing slash, as the path of a
+ * nameless child, so recursive patterns over it and direct-children patterns of it match.
  * Returns -EPERM when a response blocks. */
-static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 hook, struct vfsmount *mnt, struct dentry *d)
+static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __u32 hook, struct vfsmount *mnt,
+				 struct dentry *d, int tree)
 {
 	__u32 zero = 0;
 	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
@@ -859,7 +865,7 @@ static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 ho
 	struct file_policy *pol = bpf_map_lookup_elem(&file_policies, &gen);
 	if (!pol || !pol->r.valid)
 		return 0;
-	__u64 m = pol->ops[op & 7];
+	__u64 m = pol->ops[op & 7] | (also ? pol->ops[also & 7] : 0);
 	if (!m)
 		return 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
@@ -887,11 +893,12 @@ static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 ho
 	int complete = 0, walked = 0;
 	__s32 off = WALK_END;
 	if (m & ~pol->no_path) {
-		off = walk(s, mnt, d, &fs->root, &complete);
+		off = walk(s, mnt, d, &fs->root, &complete, tree);
 		walked = 1;
 		__u64 pm = pol->no_path;
 		if (complete)
-			pm |= path_masks(&file_paths, s, &s->walk[off & (WALK_END - 1)], gen, WALK_END - off, BPF_CORE_READ(d, d_name.len));
+			pm |= path_masks(&file_paths, s, &s->walk[off & (WALK_END - 1)], gen, WALK_END - off,
+					 tree ? 0 : BPF_CORE_READ(d, d_name.len));
 		else
 			count(STAT_PATH_ERRORS);
 		m &= pm;
@@ -903,8 +910,10 @@ static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 ho
 	__u8 actions = respond(&pol->r, m, cfg, &block);
 	if (actions) {
 		if (!walked)
-			off = walk(s, mnt, d, &fs->root, &complete);
+			off = walk(s, mnt, d, &fs->root, &complete, tree);
 		__u32 len = WALK_END - off;
+		if (also && !(m & pol->ops[op & 7]))
+			op = also; /* report the operation that matched */
 		struct file_event *e = reserve(sizeof(*e));
 		if (e) {
 			__builtin_memset(e, 0, sizeof(*e));
@@ -921,6 +930,7 @@ static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 ho
 			e->hook = hook;
 			e->path_len = len;
 			__u32 n = len > MAX_PATH ? MAX_PATH : len;
+			barrier_var(n); /* keep the mask: the verifier needs it, the compiler thinks not */
 			bpf_probe_read_kernel(e->path, n & MAX_PATH, &s->walk[off & (WALK_END - 1)]);
 			e->path[n & MAX_PATH] = 0;
 			submit(e, actions & (ACTION_ALERT | ACTION_BLOCK));
@@ -928,6 +938,8 @@ static __always_inline int decide_file(struct task_struct *t, __u32 op, __u32 ho
 	}
 	return block ? -EPERM : 0;
 }
+
+#define decide_file(t, op, hook, mnt, d) judge(t, op, 0, hook, mnt, d, 0)
 
 /* in_scope returns the current task when it is a container workload. */
 static __always_inline struct task_struct *in_scope(void)
@@ -950,8 +962,12 @@ static __always_inline __u32 exec_or(__u32 mode, __u32 if_exec, __u32 otherwise)
  *   path_chmod, a regular file gaining its first x bit    -> createExecutable, otherwise modifyFile
  *   path_truncate, a regular file                          -> modifyExecutable | modifyFile
  *   path_rename, a regular file: old name                 -> deleteFile
- *                                new name, replacing one  -> modifyExecutable | modifyFile (the replaced file)
+ *                                new name, replacing an executable        -> modifyExecutable
+ *                                new name, replacing a plain file         -> createExecutable | modifyFile (the moved file)
  *                                new name, fresh          -> createExecutable | createFile (the moved file)
+ *   path_rename, a directory (its files, as "dir/"): old name -> deleteFile
+ *                                new name                 -> createExecutable or createFile
+ *   path_rename with RENAME_EXCHANGE: each name is judged as the new name of what arrives there
  *   path_link, a regular file                              -> createExecutable | createFile */
 /* covered reports whether the live file policy has a selector for op, and gives the
  * generation counter shifted for write_verdicts. */
@@ -1091,26 +1107,62 @@ int BPF_PROG(enforce_path_truncate, const struct path *path, int ret)
 	return decide_file(t, exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE), HOOK_PATH_TRUNCATE, path->mnt, d);
 }
 
+#define RENAME_EXCHANGE 2
+
+/* arrival names what a rename does at a name that object (with mode) arrives at,
+ * replacing what is there (replaced, 0 for nothing): *also is a second operation
+ * judged with it, *tree says the name is a directory whose files arrive. Returns 0
+ * when nothing the policy covers arrives (a symlink, a device). */
+static __always_inline __u32 arrival(__u32 mode, __u32 replaced, __u32 *also, int *tree)
+{
+	*also = 0;
+	*tree = 0;
+	if ((mode & S_IFMT) == S_IFDIR) {
+		/* Its files are new at their new paths; which are executable is unknown. */
+		*also = FOP_CREATE_FILE;
+		*tree = 1;
+		return FOP_CREATE_EXECUTABLE;
+	}
+	if ((mode & S_IFMT) != S_IFREG)
+		return 0;
+	if ((replaced & S_IFMT) == S_IFREG) {
+		if (replaced & EXEC_BITS)
+			return FOP_MODIFY_EXECUTABLE;
+		/* An executable where a plain file was is a new executable. */
+		return exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_MODIFY_FILE);
+	}
+	return exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_CREATE_FILE);
+}
+
 SEC("lsm/path_rename")
 int BPF_PROG(enforce_path_rename, const struct path *old_dir, struct dentry *old_dentry,
 	     const struct path *new_dir, struct dentry *new_dentry, unsigned int flags, int ret)
 {
 	if (ret)
 		return ret;
-	__u32 mode = BPF_CORE_READ(old_dentry, d_inode, i_mode);
-	if ((mode & S_IFMT) != S_IFREG)
-		return 0;
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
-	int r = decide_file(t, FOP_DELETE_FILE, HOOK_PATH_RENAME, old_dir->mnt, old_dentry);
+	__u32 mode = BPF_CORE_READ(old_dentry, d_inode, i_mode);
 	struct inode *target = BPF_CORE_READ(new_dentry, d_inode);
+	__u32 target_mode = target ? BPF_CORE_READ(target, i_mode) : 0;
+	__u32 also;
+	int tree;
+
+	/* The old name: left empty (deleted), or given the target (exchange). */
 	__u32 op;
-	if (target)
-		op = exec_or(BPF_CORE_READ(target, i_mode), FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
-	else
-		op = exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_CREATE_FILE);
-	int r2 = decide_file(t, op, HOOK_PATH_RENAME, new_dir->mnt, new_dentry);
+	if (flags & RENAME_EXCHANGE) {
+		op = arrival(target_mode, mode, &also, &tree);
+	} else {
+		also = 0;
+		tree = (mode & S_IFMT) == S_IFDIR;
+		op = tree || (mode & S_IFMT) == S_IFREG ? FOP_DELETE_FILE : 0;
+	}
+	int r = op ? judge(t, op, also, HOOK_PATH_RENAME, old_dir->mnt, old_dentry, tree) : 0;
+
+	/* The new name: given the moved object. */
+	op = arrival(mode, target_mode, &also, &tree);
+	int r2 = op ? judge(t, op, also, HOOK_PATH_RENAME, new_dir->mnt, new_dentry, tree) : 0;
 	return r ? r : r2;
 }
 

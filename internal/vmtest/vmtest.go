@@ -45,6 +45,9 @@ type Options struct {
 	// under its /lib/modules/<version> (e.g. kernel/fs/overlayfs/overlay.ko).
 	// Debian ships them uncompressed and without dependencies for these.
 	Modules []string
+	// Binaries are host programs the guest gets at the same paths, with the shared
+	// libraries ldd says they load (e.g. /usr/sbin/runc).
+	Binaries []string
 }
 
 var exitLine = regexp.MustCompile(`VMTEST-EXIT: (\d+)`)
@@ -222,6 +225,11 @@ func buildInitramfs(path, testBin, release string, opts Options) error {
 		files[name] = entry{mode: modeFile | 0o644, data: data}
 		fmt.Fprintf(&insmod, "insmod /%s || echo \"insmod %s failed\"\n", name, m)
 	}
+	for _, b := range opts.Binaries {
+		if err := addBinary(files, b); err != nil {
+			return err
+		}
+	}
 	files["init"] = entry{mode: modeFile | 0o755, data: []byte(fmt.Sprintf(initScript, insmod.String(), strings.Join(args, " ")))}
 	f, err := os.Create(path)
 	if err != nil {
@@ -236,6 +244,39 @@ func buildInitramfs(path, testBin, release string, opts Options) error {
 		return err
 	}
 	return f.Close()
+}
+
+// addBinary adds a host program and the libraries it loads, at their host paths,
+// with the directories above them.
+func addBinary(files map[string]entry, bin string) error {
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil && !bytes.Contains(out, []byte("not a dynamic executable")) {
+		return fmt.Errorf("ldd %s: %v", bin, err)
+	}
+	paths := []string{bin}
+	for _, line := range strings.Split(string(out), "\n") {
+		// "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux-x86-64.so.2 (0x...)"
+		f := strings.Fields(line)
+		if len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/") {
+			paths = append(paths, f[2])
+		} else if len(f) >= 1 && strings.HasPrefix(f[0], "/") {
+			paths = append(paths, f[0])
+		}
+	}
+	for _, p := range paths {
+		data, err := os.ReadFile(p) // follows symlinks: the guest gets the file itself
+		if err != nil {
+			return fmt.Errorf("guest binary: %w", err)
+		}
+		name := strings.TrimPrefix(p, "/")
+		files[name] = entry{mode: modeFile | 0o755, data: data}
+		for d := filepath.Dir(name); d != "."; d = filepath.Dir(d) {
+			if _, ok := files[d]; !ok {
+				files[d] = entry{mode: modeDir | 0o755}
+			}
+		}
+	}
+	return nil
 }
 
 func shellQuote(s string) string { return "'" + strings.ReplaceAll(s, "'", `'\''`) + "'" }

@@ -1,0 +1,197 @@
+package component
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/elastic/elastic-agent-client/v7/pkg/proto"
+	"github.com/elastic/go-ucfg"
+	"gopkg.in/yaml.v3"
+
+	"github.com/cloud-defend/cloud-defend/policy"
+)
+
+// Output is the Elasticsearch output unit's settings, as the agent passes them
+// (the output section of the agent policy).
+type Output struct {
+	Type     string   `config:"type"`
+	Hosts    []string `config:"hosts"`
+	APIKey   string   `config:"api_key"`
+	Username string   `config:"username"`
+	Password string   `config:"password"`
+	SSL      struct {
+		CertificateAuthorities []string `config:"certificate_authorities"`
+		VerificationMode       string   `config:"verification_mode"`
+	} `config:"ssl"`
+}
+
+// ParseOutput reads an output unit's config. Only Elasticsearch is supported, as
+// the spec file tells the agent.
+func ParseOutput(cfg *proto.UnitExpectedConfig) (Output, error) {
+	var out Output
+	if cfg == nil || cfg.Source == nil {
+		return out, errors.New("the output unit has no configuration")
+	}
+	c, err := ucfg.NewFrom(cfg.Source.AsMap(), ucfg.PathSep("."))
+	if err != nil {
+		return out, fmt.Errorf("output configuration: %w", err)
+	}
+	if err := c.Unpack(&out); err != nil {
+		return out, fmt.Errorf("output configuration: %w", err)
+	}
+	if out.Type == "" {
+		out.Type = cfg.Type
+	}
+	switch {
+	case out.Type != "elasticsearch":
+		return out, fmt.Errorf("output type %q is not supported: cloud-defend writes to elasticsearch", out.Type)
+	case len(out.Hosts) == 0:
+		return out, errors.New("the elasticsearch output has no hosts")
+	case out.APIKey != "" && out.Username != "":
+		return out, errors.New("the elasticsearch output sets both api_key and username: choose one")
+	case out.Username != "" && out.Password == "":
+		return out, errors.New("the elasticsearch output sets username without password")
+	}
+	switch out.SSL.VerificationMode {
+	case "", "full", "strict", "certificate", "none":
+	default:
+		return out, fmt.Errorf("ssl.verification_mode %q: allowed are full, strict, certificate and none", out.SSL.VerificationMode)
+	}
+	return out, nil
+}
+
+// Dataset names of the input's streams (data_stream.dataset).
+const (
+	DatasetAlerts    = "cloud_defend.alerts"
+	DatasetFile      = "cloud_defend.file"
+	DatasetProcess   = "cloud_defend.process"
+	DatasetHeartbeat = "cloud_defend.heartbeat"
+	DatasetMetrics   = "cloud_defend.metrics"
+)
+
+// Default periods of the metrics streams (the integration package's defaults).
+const (
+	DefaultHeartbeatPeriod = 30 * time.Minute
+	DefaultMetricsPeriod   = 24 * time.Hour
+)
+
+// Input is what a cloud_defend/control input unit asks for.
+type Input struct {
+	UnitID          string
+	Revision        uint64
+	PackagePolicyID string
+	Namespace       string // data_stream.namespace, "default" when unset
+	Policy          *policy.Policy
+	PolicyYAML      []byte // the policy as parsed, for diagnostics
+	Warnings        []policy.Diagnostic
+	HeartbeatPeriod time.Duration
+	MetricsPeriod   time.Duration
+}
+
+// streamKeys are a stream's own settings, not part of the policy at its root.
+var streamKeys = []string{"id", "data_stream", "type", "name", "enabled", "period", "condition", "processors", "index"}
+
+// ParseInput reads an input unit's config: the policy from the alerts stream (at
+// the stream's root as Fleet places it, or under security-policy as
+// elastic-agent.yml does), and the metadata every event carries. A policy that
+// does not validate is an error holding its diagnostics (policy.Errors).
+func ParseInput(unitID string, cfg *proto.UnitExpectedConfig) (Input, error) {
+	in := Input{UnitID: unitID, Namespace: "default", HeartbeatPeriod: DefaultHeartbeatPeriod, MetricsPeriod: DefaultMetricsPeriod}
+	if cfg == nil {
+		return in, errors.New("the input unit has no configuration")
+	}
+	in.Revision = cfg.Revision
+	if ds := cfg.GetDataStream(); ds != nil && ds.Namespace != "" {
+		in.Namespace = ds.Namespace
+	}
+	src := cfg.GetSource().AsMap()
+	if id, ok := src["package_policy_id"].(string); ok {
+		in.PackagePolicyID = id
+	}
+	var alerts map[string]any
+	for _, s := range cfg.Streams {
+		ds := s.GetDataStream().GetDataset()
+		if ds == "" {
+			if m, ok := s.GetSource().AsMap()["data_stream"].(map[string]any); ok {
+				ds, _ = m["dataset"].(string)
+			}
+		}
+		switch ds {
+		case DatasetAlerts:
+			alerts = s.GetSource().AsMap()
+		case DatasetHeartbeat, DatasetMetrics:
+			period, err := streamPeriod(s.GetSource().AsMap())
+			if err != nil {
+				return in, fmt.Errorf("stream %s: %w", ds, err)
+			}
+			if period > 0 && ds == DatasetHeartbeat {
+				in.HeartbeatPeriod = period
+			} else if period > 0 {
+				in.MetricsPeriod = period
+			}
+		}
+	}
+	if alerts == nil {
+		return in, fmt.Errorf("input %s has no %s stream: the policy lives there (Fleet puts it at the stream's root, elastic-agent.yml under security-policy)", unitID, DatasetAlerts)
+	}
+	doc := alerts
+	if sp, ok := alerts["security-policy"]; ok {
+		m, ok := sp.(map[string]any)
+		if !ok {
+			return in, fmt.Errorf("stream %s: security-policy must be a mapping, not %T", DatasetAlerts, sp)
+		}
+		doc = m
+	} else {
+		doc = maps.Clone(alerts)
+		for _, k := range streamKeys {
+			delete(doc, k)
+		}
+	}
+	data, err := yaml.Marshal(doc)
+	if err != nil {
+		return in, fmt.Errorf("stream %s: %w", DatasetAlerts, err)
+	}
+	in.PolicyYAML = data
+	name := fmt.Sprintf("input %s revision %d", unitID, cfg.Revision)
+	p, warnings, err := policy.Parse(name, data)
+	in.Warnings = warnings
+	if err != nil {
+		return in, err
+	}
+	in.Policy = p
+	return in, nil
+}
+
+func streamPeriod(src map[string]any) (time.Duration, error) {
+	v, ok := src["period"]
+	if !ok {
+		return 0, nil
+	}
+	s, ok := v.(string)
+	if !ok {
+		return 0, fmt.Errorf("period must be a duration such as 30m, not %v", v)
+	}
+	d, err := time.ParseDuration(s)
+	if err != nil || d <= 0 {
+		return 0, fmt.Errorf("period %q: want a positive duration such as 30m or 24h", s)
+	}
+	return d, nil
+}
+
+// policyErrors formats validation errors for a unit's message: every diagnostic,
+// one per line, so Fleet shows what to fix.
+func policyErrors(err error) string {
+	var errs policy.Errors
+	if errors.As(err, &errs) {
+		lines := make([]string, 0, len(errs))
+		for _, d := range errs {
+			lines = append(lines, d.String())
+		}
+		return strings.Join(slices.Compact(lines), "\n")
+	}
+	return err.Error()
+}

@@ -4,6 +4,8 @@
 //	cloud-defend policy validate [--format text|json] FILE...   check policies
 //	cloud-defend policy explain [--default | FILE]              print what a policy does
 //	cloud-defend policy default                                 print the default policy
+//	cloud-defend doctor                                         check this node
+//	cloud-defend --agent-managed [-E key=value]...              run under Elastic Agent
 //	cloud-defend version
 package main
 
@@ -35,7 +37,10 @@ commands:
   policy validate [--format text|json] FILE...   validate policies (- reads stdin)
   policy explain [--default | FILE]              print the rules a policy enforces
   policy default                                 print the embedded default policy
+  doctor                                         check this node: kernel, BTF, capabilities,
+                                                 BPF LSM; says what to change
   version                                        print the version
+  --agent-managed [-E key=value]...              run under Elastic Agent (StartUpInfo on stdin)
 `
 
 func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -48,6 +53,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runPolicy(args[1:], stdin, stdout, stderr)
 	case "run":
 		return runDaemon(args[1:], stdout, stderr)
+	case "doctor":
+		return runDoctor(args[1:], stdout, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.String())
 		return exitOK

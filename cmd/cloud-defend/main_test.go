@@ -196,3 +196,45 @@ func TestBinary(t *testing.T) {
 		t.Errorf("version: %v %q", err, out)
 	}
 }
+
+// TestDoctor runs the node check here, where BPF LSM programs cannot load: it must
+// say that detection works and blocking does not, why, and how to fix it.
+func TestDoctor(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("doctor loads BPF programs: run the tests as root")
+		}
+		t.Skip("doctor loads BPF programs: needs root")
+	}
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"doctor"}, strings.NewReader(""), &stdout, &stderr)
+	out := stdout.String()
+	t.Log("\n" + out)
+	for _, want := range []string{"[OK  ] kernel BTF", "[OK  ] capability CAP_BPF", "[OK  ] process telemetry", "cgroup v2 mounted at"} {
+		if !strings.Contains(out, want) {
+			t.Errorf("doctor output lacks %q", want)
+		}
+	}
+	lsm, _ := os.ReadFile("/sys/kernel/security/lsm")
+	if code == exitOK {
+		t.Logf("this kernel blocks (lsm=%s)", lsm)
+		if !strings.Contains(out, "[OK  ] BPF LSM programs load and attach: blocking works") {
+			t.Error("exit 0 without saying blocking works")
+		}
+		return
+	}
+	if code != exitInvalid || !strings.Contains(out, "[FAIL] blocking is unavailable: ") || !strings.Contains(out, "verdict: this node can detect but not block") {
+		t.Errorf("exit %d; want 1 with the reason blocking is off", code)
+	}
+}
+
+func TestKernelAtLeast(t *testing.T) {
+	for _, c := range []struct {
+		release string
+		want    bool
+	}{{"5.10.16", true}, {"5.10.15-1-amd64", false}, {"6.1.0-56-cloud-amd64", true}, {"5.4.0", false}, {"6.18.2+deb13", true}, {"5.11", true}} {
+		if got := kernelAtLeast(c.release, 5, 10, 16); got != c.want {
+			t.Errorf("%s: %v", c.release, got)
+		}
+	}
+}

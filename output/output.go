@@ -1,0 +1,433 @@
+// Package output delivers encoded documents to Elasticsearch data streams, at
+// least once: every document is written to an on-disk spool before it is sent
+// (see spool.go), sent in _bulk create requests, and committed only once
+// Elasticsearch answered for it. Elasticsearch being slow or down fills the
+// spool, not memory; past the spool's cap the oldest documents are dropped and
+// counted. Health says what is wrong, in words.
+package output
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/elastic/go-elasticsearch/v8"
+)
+
+// Config says where documents go and how hard to try.
+type Config struct {
+	Hosts    []string
+	APIKey   string // "id:key" (as Fleet gives it) or its base64 form
+	Username string
+	Password string
+	CACerts  [][]byte // PEM; empty means the system roots
+	Insecure bool     // skip certificate verification (ssl.verification_mode: none)
+
+	DataDir       string        // the spool lives in DataDir/spool
+	SpoolMaxBytes int64         // default 256 MiB
+	BatchSize     int           // documents per _bulk request, default 1000
+	BatchBytes    int           // default 4 MiB
+	FlushInterval time.Duration // how long a lone document waits, default 1s
+	Timeout       time.Duration // per request, default 30s
+	MaxBackoff    time.Duration // default 60s
+}
+
+// Logger is what the shipper logs through (logp.Logger satisfies it).
+type Logger interface {
+	Infof(format string, args ...any)
+	Warnf(format string, args ...any)
+	Errorf(format string, args ...any)
+}
+
+// Stats are the shipper's counters.
+type Stats struct {
+	Published, Acked, Duplicates, Retries int64
+	Rejected                              map[string]int64 // permanent per-document errors by type
+	Dropped                               int64            // lost to the spool cap
+	Torn                                  int64            // torn records found in the spool at start
+	SpoolBytes, Pending                   int64
+	LastError                             string
+	LastErrorAt                           time.Time
+	FailingSince                          time.Time // zero when the last request succeeded
+}
+
+// Shipper sends documents. Publish is safe for concurrent use.
+type Shipper struct {
+	cfg    Config
+	es     *elasticsearch.Client
+	log    Logger
+	spool  *spool
+	wake   chan struct{}
+	stop   chan struct{}
+	done   chan struct{}
+	closed bool
+
+	mu       sync.Mutex
+	st       Stats
+	logged   map[string]bool // rejection reasons already logged
+	lastDrop time.Time // when Dropped last grew
+	drops    int64
+	lastRej  time.Time
+	authErr  string
+}
+
+// New opens the spool (replaying what an earlier run left) and starts sending.
+func New(cfg Config, log Logger) (*Shipper, error) {
+	if len(cfg.Hosts) == 0 {
+		return nil, errors.New("output: no Elasticsearch hosts")
+	}
+	if cfg.SpoolMaxBytes == 0 {
+		cfg.SpoolMaxBytes = 256 << 20
+	}
+	if cfg.BatchSize == 0 {
+		cfg.BatchSize = 1000
+	}
+	if cfg.BatchBytes == 0 {
+		cfg.BatchBytes = 4 << 20
+	}
+	if cfg.FlushInterval == 0 {
+		cfg.FlushInterval = time.Second
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.MaxBackoff == 0 {
+		cfg.MaxBackoff = 60 * time.Second
+	}
+	if cfg.DataDir == "" {
+		cfg.DataDir = "data"
+	}
+	es, err := newClient(cfg)
+	if err != nil {
+		return nil, err
+	}
+	sp, err := openSpool(cfg.DataDir+"/spool", cfg.SpoolMaxBytes)
+	if err != nil {
+		return nil, err
+	}
+	s := &Shipper{cfg: cfg, es: es, log: log, spool: sp, wake: make(chan struct{}, 1), stop: make(chan struct{}),
+		done: make(chan struct{}), logged: map[string]bool{}}
+	s.st.Rejected = map[string]int64{}
+	if _, pending, _, torn := sp.stats(); pending > 0 || torn > 0 {
+		log.Infof("output: replaying %d spooled documents (%d torn records cut off)", pending, torn)
+	}
+	go s.run()
+	return s, nil
+}
+
+func newClient(cfg Config) (*elasticsearch.Client, error) {
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: cfg.Insecure, MinVersion: tls.VersionTLS12}
+	var ca []byte
+	for _, c := range cfg.CACerts {
+		ca = append(ca, c...)
+	}
+	key := cfg.APIKey
+	if strings.Contains(key, ":") {
+		key = base64.StdEncoding.EncodeToString([]byte(key))
+	}
+	es, err := elasticsearch.NewClient(elasticsearch.Config{
+		Addresses: cfg.Hosts, APIKey: key, Username: cfg.Username, Password: cfg.Password, CACert: ca,
+		Transport:    tr,
+		DisableRetry: true, // retries are ours: they keep order and back off
+	})
+	if err != nil {
+		return nil, fmt.Errorf("output: %w", err)
+	}
+	return es, nil
+}
+
+// Publish spools one document for delivery. It fails only when the disk does.
+func (s *Shipper) Publish(stream, id string, body []byte) error {
+	if err := s.spool.append(stream, id, body); err != nil {
+		return err
+	}
+	s.mu.Lock()
+	s.st.Published++
+	s.mu.Unlock()
+	select {
+	case s.wake <- struct{}{}:
+	default:
+	}
+	return nil
+}
+
+// Stats returns a copy of the counters.
+func (s *Shipper) Stats() Stats {
+	s.mu.Lock()
+	st := s.st
+	st.Rejected = map[string]int64{}
+	for k, v := range s.st.Rejected {
+		st.Rejected[k] = v
+	}
+	s.mu.Unlock()
+	st.SpoolBytes, st.Pending, st.Dropped, st.Torn = s.spool.stats()
+	return st
+}
+
+// Health is healthy, or degraded with what is wrong.
+func (s *Shipper) Health() (degraded bool, message string) {
+	st := s.Stats()
+	s.mu.Lock()
+	if st.Dropped > s.drops {
+		s.drops, s.lastDrop = st.Dropped, time.Now()
+	}
+	authErr, lastDrop, lastRej := s.authErr, s.lastDrop, s.lastRej
+	s.mu.Unlock()
+	var msgs []string
+	switch {
+	case authErr != "":
+		msgs = append(msgs, "Elasticsearch refuses our credentials: "+authErr)
+	case !st.FailingSince.IsZero():
+		msgs = append(msgs, fmt.Sprintf("Elasticsearch unreachable since %s: %s; %d documents waiting in the spool",
+			st.FailingSince.UTC().Format(time.RFC3339), st.LastError, st.Pending))
+	}
+	if st.Dropped > 0 && time.Since(lastDrop) < 10*time.Minute {
+		msgs = append(msgs, fmt.Sprintf("dropping events: %d dropped, the spool is full (%d bytes)", st.Dropped, s.cfg.SpoolMaxBytes))
+	}
+	if time.Since(lastRej) < 10*time.Minute {
+		var rs []string
+		for k, v := range st.Rejected {
+			rs = append(rs, fmt.Sprintf("%d %s", v, k))
+		}
+		msgs = append(msgs, "Elasticsearch rejected documents: "+strings.Join(rs, ", "))
+	}
+	if len(msgs) == 0 {
+		return false, ""
+	}
+	return true, strings.Join(msgs, "; ")
+}
+
+// Close sends what it can before ctx ends; the rest stays spooled for the next
+// start.
+func (s *Shipper) Close(ctx context.Context) error {
+	s.mu.Lock()
+	if s.closed {
+		s.mu.Unlock()
+		return nil
+	}
+	s.closed = true
+	s.mu.Unlock()
+	deadline := make(chan struct{})
+	go func() {
+		<-ctx.Done()
+		close(deadline)
+	}()
+	for {
+		_, pending, _, _ := s.spool.stats()
+		if pending == 0 {
+			break
+		}
+		select {
+		case <-deadline:
+			s.log.Warnf("output: %d documents stay spooled for the next start", pending)
+			goto stop
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+stop:
+	close(s.stop)
+	<-s.done
+	return s.spool.close()
+}
+
+// run is the sender: read a batch from the spool, send it until Elasticsearch
+// answers for every document, commit, repeat.
+func (s *Shipper) run() {
+	defer close(s.done)
+	backoff := time.Duration(0)
+	tick := time.NewTicker(s.cfg.FlushInterval)
+	defer tick.Stop()
+	syncTick := time.NewTicker(time.Second)
+	defer syncTick.Stop()
+	for {
+		batch, err := s.spool.next(s.cfg.BatchSize, s.cfg.BatchBytes)
+		if err != nil {
+			s.failed(err)
+		}
+		if len(batch) == 0 {
+			select {
+			case <-s.stop:
+				return
+			case <-s.wake:
+			case <-tick.C:
+			case <-syncTick.C:
+				s.spool.flush(true)
+			}
+			continue
+		}
+		all := batch
+		for {
+			retry, err := s.send(batch)
+			if err == nil && len(retry) == 0 {
+				break
+			}
+			if err != nil {
+				s.failed(err)
+			}
+			if len(retry) > 0 {
+				batch = retry
+			}
+			backoff = nextBackoff(backoff, s.cfg.MaxBackoff)
+			s.mu.Lock()
+			s.st.Retries++
+			s.mu.Unlock()
+			select {
+			case <-s.stop:
+				return // uncommitted: replayed next start
+			case <-time.After(backoff):
+			}
+		}
+		backoff = 0
+		if err := s.spool.ack(all[len(all)-1], int64(len(all))); err != nil {
+			s.log.Errorf("output: %v", err)
+		}
+	}
+}
+
+func nextBackoff(cur, max time.Duration) time.Duration {
+	if cur == 0 {
+		cur = 250 * time.Millisecond
+	} else {
+		cur *= 2
+	}
+	if cur > max {
+		cur = max
+	}
+	// Full jitter around the step keeps restarting agents from stampeding.
+	return cur/2 + rand.N(cur/2+1)
+}
+
+func (s *Shipper) failed(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.st.FailingSince.IsZero() {
+		s.st.FailingSince = time.Now()
+		s.log.Warnf("output: %v (retrying with backoff; documents stay spooled)", err)
+	}
+	s.st.LastError, s.st.LastErrorAt = err.Error(), time.Now()
+}
+
+func (s *Shipper) succeeded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if !s.st.FailingSince.IsZero() {
+		s.log.Infof("output: Elasticsearch answers again after %v", time.Since(s.st.FailingSince).Round(time.Second))
+	}
+	s.st.FailingSince, s.authErr = time.Time{}, ""
+}
+
+type bulkResponse struct {
+	Errors bool `json:"errors"`
+	Items  []map[string]struct {
+		Status int `json:"status"`
+		Error  *struct {
+			Type   string `json:"type"`
+			Reason string `json:"reason"`
+		} `json:"error"`
+	} `json:"items"`
+}
+
+// send posts one _bulk request. It returns the documents to try again (429 and
+// 5xx items), or an error when the request as a whole failed (then all retry).
+func (s *Shipper) send(batch []record) ([]record, error) {
+	var body bytes.Buffer
+	for _, r := range batch {
+		fmt.Fprintf(&body, `{"create":{"_index":%q,"_id":%q}}`+"\n", r.Stream, r.ID)
+		body.Write(r.Body)
+		body.WriteByte('\n')
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
+	defer cancel()
+	res, err := s.es.Bulk(bytes.NewReader(body.Bytes()), s.es.Bulk.WithContext(ctx))
+	if err != nil {
+		return batch, fmt.Errorf("bulk request: %w", err)
+	}
+	defer res.Body.Close()
+	data, err := io.ReadAll(res.Body)
+	if err != nil {
+		return batch, fmt.Errorf("bulk response: %w", err)
+	}
+	switch {
+	case res.StatusCode == 401 || res.StatusCode == 403:
+		s.mu.Lock()
+		s.authErr = fmt.Sprintf("%s %s", res.Status(), errorReason(data))
+		s.mu.Unlock()
+		return batch, fmt.Errorf("Elasticsearch refused the request: %s %s", res.Status(), errorReason(data))
+	case res.StatusCode >= 300:
+		return batch, fmt.Errorf("Elasticsearch answered %s: %s", res.Status(), errorReason(data))
+	}
+	var br bulkResponse
+	if err := json.Unmarshal(data, &br); err != nil || len(br.Items) != len(batch) {
+		return batch, fmt.Errorf("bulk response with %d items for %d documents: %v", len(br.Items), len(batch), err)
+	}
+	s.succeeded()
+	var retry []record
+	var acked, dups int64
+	for i, item := range br.Items {
+		for _, r := range item { // one action per item
+			switch {
+			case r.Status < 300:
+				acked++
+			case r.Status == 409:
+				dups++ // already there: an earlier attempt landed
+			case r.Status == 429 || r.Status >= 500:
+				retry = append(retry, batch[i])
+			default:
+				s.rejected(batch[i], r.Status, r.Error)
+			}
+		}
+	}
+	s.mu.Lock()
+	s.st.Acked += acked
+	s.st.Duplicates += dups
+	s.mu.Unlock()
+	return retry, nil
+}
+
+// rejected counts a document Elasticsearch will never take, logging each reason
+// once.
+func (s *Shipper) rejected(r record, status int, e *struct {
+	Type   string `json:"type"`
+	Reason string `json:"reason"`
+}) {
+	typ, reason := fmt.Sprintf("status %d", status), ""
+	if e != nil {
+		typ, reason = e.Type, e.Reason
+	}
+	s.mu.Lock()
+	s.st.Rejected[typ]++
+	s.lastRej = time.Now()
+	first := !s.logged[typ]
+	s.logged[typ] = true
+	s.mu.Unlock()
+	if first {
+		s.log.Errorf("output: Elasticsearch rejected a document for %s (%s): %s; such documents are counted and not retried", r.Stream, typ, reason)
+	}
+}
+
+func errorReason(data []byte) string {
+	var e struct {
+		Error struct {
+			Type   string `json:"type"`
+			Reason string `json:"reason"`
+		} `json:"error"`
+	}
+	if json.Unmarshal(data, &e) == nil && e.Error.Type != "" {
+		return e.Error.Type + ": " + e.Error.Reason
+	}
+	if len(data) > 200 {
+		data = data[:200]
+	}
+	return strings.TrimSpace(string(data))
+}

@@ -349,14 +349,17 @@ func (c *Component) health(u *unit) (client.UnitState, string) {
 	case client.UnitTypeOutput:
 		st = c.opts.Sink.Status()
 	}
-	if st.Degraded {
-		return client.UnitStateDegraded, st.Message
-	}
 	if u.u.Type() == client.UnitTypeInput {
 		c.mu.Lock()
-		rev := c.inForce.Revision
+		msg := fmt.Sprintf("policy revision %d in force", c.inForce.Revision)
 		c.mu.Unlock()
-		return client.UnitStateHealthy, fmt.Sprintf("policy revision %d in force", rev)
+		if st.Degraded {
+			return client.UnitStateDegraded, msg + "; " + st.Message
+		}
+		return client.UnitStateHealthy, msg
+	}
+	if st.Degraded {
+		return client.UnitStateDegraded, st.Message
 	}
 	return client.UnitStateHealthy, "healthy"
 }

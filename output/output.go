@@ -75,7 +75,7 @@ type Shipper struct {
 	mu       sync.Mutex
 	st       Stats
 	logged   map[string]bool // rejection reasons already logged
-	lastDrop time.Time // when Dropped last grew
+	lastDrop time.Time       // when Dropped last grew
 	drops    int64
 	lastRej  time.Time
 	authErr  string

@@ -55,6 +55,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runDaemon(args[1:], stdout, stderr)
 	case "doctor":
 		return runDoctor(args[1:], stdout, stderr)
+	case "--agent-managed", "-agent-managed":
+		return runAgent(args, stdin, stderr)
 	case "version", "--version":
 		fmt.Fprintln(stdout, version.String())
 		return exitOK

@@ -1,0 +1,204 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/elastic/elastic-agent-client/v7/pkg/client"
+	"github.com/elastic/elastic-agent-libs/logp"
+
+	"github.com/cloud-defend/cloud-defend/component"
+	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/internal/version"
+)
+
+// agentSettings are what the agent passes besides StartUpInfo: -E key=value.
+type agentSettings struct {
+	dataPath string
+}
+
+// parseAgentArgs accepts the spec's --agent-managed and any -E key=value (the
+// agent passes path.data and may pass others); only path.data is used.
+func parseAgentArgs(args []string) (agentSettings, error) {
+	s := agentSettings{dataPath: "data"}
+	for i := 0; i < len(args); i++ {
+		a := args[i]
+		switch {
+		case a == "--agent-managed" || a == "-agent-managed":
+		case a == "-E" || a == "--E":
+			if i+1 >= len(args) {
+				return s, errors.New("-E needs key=value")
+			}
+			i++
+			if err := s.set(args[i]); err != nil {
+				return s, err
+			}
+		case strings.HasPrefix(a, "-E"):
+			if err := s.set(strings.TrimPrefix(a, "-E")); err != nil {
+				return s, err
+			}
+		default:
+			return s, fmt.Errorf("unexpected argument %q in agent-managed mode", a)
+		}
+	}
+	return s, nil
+}
+
+func (s *agentSettings) set(kv string) error {
+	k, v, ok := strings.Cut(kv, "=")
+	if !ok {
+		return fmt.Errorf("-E %q: want key=value", kv)
+	}
+	if k == "path.data" {
+		s.dataPath = v
+	}
+	return nil
+}
+
+// runAgent is agent-managed mode: the agent writes StartUpInfo to stdin, then
+// drives units over its control protocol. Logs are ECS NDJSON on stderr.
+func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
+	settings, err := parseAgentArgs(args)
+	if err != nil {
+		fmt.Fprintf(stderr, "cloud-defend: %v\n", err)
+		return exitUsage
+	}
+	if err := logp.Configure(logp.Config{Beat: "cloud-defend", Level: logp.InfoLevel, ToStderr: true}); err != nil {
+		fmt.Fprintf(stderr, "cloud-defend: configure logging: %v\n", err)
+		return exitUsage
+	}
+	log := logp.NewLogger("cloud-defend")
+	defer logp.Sync()
+
+	agent, _, err := client.NewV2FromReader(stdin, client.VersionInfo{Name: "cloud-defend", BuildHash: version.Commit})
+	if err != nil {
+		log.Errorf("read the agent's StartUpInfo from stdin: %v", err)
+		return exitUsage
+	}
+
+	// A BPF failure is reported on every unit ("Startup error") rather than
+	// exiting: the agent would restart us in a loop and Fleet would show nothing.
+	var enforcer *engineEnforcer
+	var startupErr error
+	engine, err := ebpf.Open(ebpf.Options{})
+	if err != nil {
+		startupErr = fmt.Errorf("load bpf progs: %w (CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE are mandatory)", err)
+		log.Errorf("Startup error: %v", startupErr)
+	} else {
+		defer engine.Close()
+		enforcer = &engineEnforcer{e: engine}
+	}
+
+	sink, err := newAgentSink(settings.dataPath, log)
+	if err != nil {
+		log.Errorf("Startup error: %v", err)
+		startupErr = errors.Join(startupErr, err)
+	}
+	var meta metaBox
+	opts := component.Options{StartupError: startupErr, Logger: log, OnInput: meta.set}
+	if enforcer != nil {
+		opts.Enforcer = enforcer
+	}
+	if sink != nil {
+		opts.Sink = sink
+	}
+	cmp := component.New(agent, opts)
+
+	ctx, cancel := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer cancel()
+
+	var events sync.WaitGroup
+	if engine != nil && sink != nil {
+		agentID := "unknown"
+		if info := agent.AgentInfo(); info != nil && info.ID != "" {
+			agentID = info.ID
+		}
+		enc := ecs.NewEncoder(ecs.Agent{ID: agentID, Version: version.Version}, ecs.LocalHost(procRoot(), "/etc"), ecs.BootTime(), engine.SelectorNames)
+		events.Add(1)
+		go func() {
+			defer events.Done()
+			pump(engine, enc, &meta, sink, log)
+		}()
+	}
+
+	err = cmp.Run(ctx)
+	// Release the BPF links first (no more events), then flush what is queued.
+	if engine != nil {
+		engine.Close()
+	}
+	events.Wait()
+	if sink != nil {
+		flushCtx, done := context.WithTimeout(context.Background(), 20*time.Second)
+		if cerr := sink.Close(flushCtx); cerr != nil {
+			log.Errorf("flush events on exit: %v", cerr)
+		}
+		done()
+	}
+	if err != nil {
+		log.Errorf("%v", err)
+		return exitInvalid
+	}
+	log.Info("stopped")
+	return exitOK
+}
+
+// pump moves kernel events to the output until the engine closes.
+func pump(engine *ebpf.Engine, enc *ecs.Encoder, meta *metaBox, sink *agentSink, log *logp.Logger) {
+	for {
+		ev, err := engine.Read()
+		if err != nil {
+			if !errors.Is(err, ebpf.ErrClosed) {
+				log.Errorf("read kernel events: %v", err)
+			}
+			return
+		}
+		m, ok := meta.get()
+		if !ok {
+			continue // no policy in force yet: nothing was decided
+		}
+		doc, ok, err := enc.Encode(&ev, m)
+		if err != nil {
+			log.Errorf("encode event: %v", err)
+			continue
+		}
+		if ok {
+			sink.Publish(doc)
+		}
+	}
+}
+
+// metaBox holds the input metadata events are stamped with.
+type metaBox struct {
+	mu sync.Mutex
+	m  ecs.Meta
+	ok bool
+}
+
+func (b *metaBox) set(in component.Input) {
+	b.mu.Lock()
+	b.m, b.ok = ecs.Meta{Namespace: in.Namespace, PackagePolicyID: in.PackagePolicyID, Revision: in.Revision}, true
+	b.mu.Unlock()
+}
+
+func (b *metaBox) get() (ecs.Meta, bool) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.m, b.ok
+}
+
+// procRoot is the host's /proc: HOSTFS_PROC_PATH in a container.
+func procRoot() string {
+	if p := os.Getenv("HOSTFS_PROC_PATH"); p != "" {
+		return p
+	}
+	return "/proc"
+}

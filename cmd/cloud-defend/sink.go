@@ -1,0 +1,126 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"time"
+
+	"github.com/elastic/elastic-agent-libs/logp"
+
+	"github.com/cloud-defend/cloud-defend/component"
+	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/output"
+)
+
+// earlyLimit bounds the documents held before the output unit's first config.
+const earlyLimit = 10000
+
+// agentSink is the Elasticsearch output as the component's Sink: each output
+// config replaces the shipper (the spool carries over, so nothing queued is lost).
+type agentSink struct {
+	dataPath string
+	log      *logp.Logger
+
+	mu      sync.Mutex
+	shipper *output.Shipper
+	early   []ecs.Doc // before the first output config
+	lost    int64     // early documents past earlyLimit
+	err     error     // the last Publish error
+}
+
+func newAgentSink(dataPath string, log *logp.Logger) (*agentSink, error) {
+	if err := os.MkdirAll(dataPath, 0o700); err != nil {
+		return nil, fmt.Errorf("data path %s: %w", dataPath, err)
+	}
+	return &agentSink{dataPath: dataPath, log: log}, nil
+}
+
+func (s *agentSink) Configure(o component.Output) error {
+	cfg := output.Config{Hosts: o.Hosts, APIKey: o.APIKey, Username: o.Username, Password: o.Password,
+		DataDir: filepath.Join(s.dataPath, "cloud-defend"), Insecure: o.SSL.VerificationMode == "none"}
+	for _, path := range o.SSL.CertificateAuthorities {
+		pem, err := os.ReadFile(path)
+		if err != nil {
+			pem = []byte(path) // Fleet may inline the PEM itself
+		}
+		cfg.CACerts = append(cfg.CACerts, pem)
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shipper != nil {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		s.shipper.Close(ctx) // what it could not send stays spooled for the next one
+		cancel()
+		s.shipper = nil
+	}
+	sh, err := output.New(cfg, s.log)
+	if err != nil {
+		return err
+	}
+	s.shipper = sh
+	for _, d := range s.early {
+		sh.Publish(d.Stream, d.ID, d.Body)
+	}
+	s.early = nil
+	return nil
+}
+
+// Publish hands a document to the shipper, or holds it until the output exists.
+func (s *agentSink) Publish(d ecs.Doc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shipper == nil {
+		if len(s.early) >= earlyLimit {
+			s.lost++
+			return
+		}
+		s.early = append(s.early, d)
+		return
+	}
+	if err := s.shipper.Publish(d.Stream, d.ID, d.Body); err != nil {
+		s.err = err
+		s.lost++
+	}
+}
+
+func (s *agentSink) Status() component.Status {
+	s.mu.Lock()
+	sh, lost, err := s.shipper, s.lost, s.err
+	s.mu.Unlock()
+	if err != nil {
+		return component.Status{Degraded: true, Message: fmt.Sprintf("cannot spool events: %v (%d lost)", err, lost)}
+	}
+	if lost > 0 {
+		return component.Status{Degraded: true, Message: fmt.Sprintf("%d events lost before the output was configured", lost)}
+	}
+	if sh == nil {
+		return component.Status{}
+	}
+	if degraded, msg := sh.Health(); degraded {
+		return component.Status{Degraded: true, Message: msg}
+	}
+	return component.Status{}
+}
+
+func (s *agentSink) Diagnostics() any {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shipper == nil {
+		return map[string]any{"configured": false, "held": len(s.early), "lost": s.lost}
+	}
+	return s.shipper.Stats()
+}
+
+// Close flushes within ctx; the rest stays spooled.
+func (s *agentSink) Close(ctx context.Context) error {
+	s.mu.Lock()
+	sh := s.shipper
+	s.mu.Unlock()
+	if sh == nil {
+		return nil
+	}
+	return sh.Close(ctx)
+}

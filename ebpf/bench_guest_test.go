@@ -80,9 +80,10 @@ func benchSetup(b *testing.B, cfg string) (map[string]*ebpf.Program, func()) {
 		b.Fatal(err)
 	}
 	p := policy.Default()
-	if cfg == "sel64" {
+	switch cfg {
+	case "sel64", "sel64-log":
 		// Both sections full: process loops meet 63 process selectors, file loops 63 file selectors.
-		p = mustParse(b, sel64Policy()+fileSel64Policy())
+		p = mustParse(b, sel64Policy()+fileSel64Policy(cfg == "sel64-log"))
 	}
 	if err := e.Swap(p); err != nil {
 		b.Fatal(err)
@@ -219,9 +220,11 @@ func fileLoop(kind, count string) int {
 
 const fileLoopScale = 200
 
-// BenchmarkVMFile runs each file loop under none, empty, default and fsel64 (63 file
-// selectors + 1 response): read-only opens of a path the policy names and of one it
-// does not, write opens, create+unlink, chmod and rename.
+// BenchmarkVMFile runs each file loop under none, empty, default, sel64 (63 file
+// selectors + 1 response, every operation evaluated against them with its path,
+// none firing) and sel64-log (the same, with one selector naming the loop's files:
+// every operation is reported, an event each): read-only opens of a path the policy
+// names and of one it does not, write opens, create+unlink, chmod and rename.
 func BenchmarkVMFile(b *testing.B) {
 	needVM(b)
 	if err := os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("1"), 0); err != nil {
@@ -237,7 +240,7 @@ func BenchmarkVMFile(b *testing.B) {
 	}
 	for _, kind := range []string{"open-ro-match", "open-ro-other", "open-wr", "create-unlink", "chmod", "rename"} {
 		b.Run(kind, func(b *testing.B) {
-			for _, cfg := range []string{"none", "empty", "default", "sel64"} {
+			for _, cfg := range []string{"none", "empty", "default", "sel64", "sel64-log"} {
 				b.Run(cfg, func(b *testing.B) {
 					progs, stop := benchSetup(b, cfg)
 					defer stop()
@@ -271,9 +274,15 @@ func BenchmarkVMFile(b *testing.B) {
 	}
 }
 
-// fileSel64Policy has 63 file selectors with path patterns of every kind, one of
-// them naming the benchmark's files, and one logging response.
-func fileSel64Policy() string {
+// fileSel64Policy has 63 file selectors with path patterns of every kind and one
+// logging response. With logged, a third of them name the benchmark's directory
+// (/srv/**), so every operation of the loops fires the response; without, they
+// name /srv/archive/**, which the loops never touch.
+func fileSel64Policy(logged bool) string {
+	srv := "/srv/archive/**"
+	if logged {
+		srv = "/srv/**"
+	}
 	var b strings.Builder
 	b.WriteString("file:\n  selectors:\n")
 	names := make([]string, 63)
@@ -284,7 +293,7 @@ func fileSel64Policy() string {
 		case 0:
 			fmt.Fprintf(&b, "      targetFilePath: [/etc/app%d.conf, /srv/bench/etc/*, /var/lib/app%d/**]\n", i, i)
 		case 1:
-			fmt.Fprintf(&b, "      operation: [createFile, modifyFile, deleteFile]\n      targetFilePath: [/srv/**, /opt/app%d/*]\n      ignoreVolumeMounts: true\n", i)
+			fmt.Fprintf(&b, "      operation: [createFile, modifyFile, deleteFile]\n      targetFilePath: [%s, /opt/app%d/*]\n      ignoreVolumeMounts: true\n", srv, i)
 		case 2:
 			fmt.Fprintf(&b, "      operation: [createExecutable, modifyExecutable]\n      targetFilePath: [/usr/bin/**]\n      containerImageName: [image%d]\n", i)
 		}

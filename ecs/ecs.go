@@ -8,7 +8,6 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
-	"encoding/json"
 	"fmt"
 	"path"
 	"strings"
@@ -16,6 +15,7 @@ import (
 	"time"
 
 	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/enrich/proctree"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -55,41 +55,94 @@ type Doc struct {
 	Body   []byte
 }
 
-// Encoder encodes events. Safe for one goroutine (the event loop).
-type Encoder struct {
-	Agent Agent
-	Host  Host
-	// BootTime converts the kernel's boot-relative times to wall clock.
-	BootTime time.Time
-	// Names resolves a decision's selector names.
-	Names func(*ebpf.Event) ([]string, error)
-
-	seq    atomic.Uint64
-	prefix string
+// Context is what enrichment knows about an event: its process and relatives
+// from the process table, and its container and pod. Any part may be unknown
+// (nil): the document then carries what the event itself says.
+type Context struct {
+	Process   *proctree.View
+	Container *Container
+	Pod       *Pod
 }
 
-// NewEncoder returns an encoder; bootTime is when CLOCK_BOOTTIME was zero.
-func NewEncoder(agent Agent, host Host, bootTime time.Time, names func(*ebpf.Event) ([]string, error)) *Encoder {
+// Container is container.*.
+type Container struct {
+	ID, Runtime         string
+	ImageName, ImageTag string
+	Privileged          *bool  // unknown when nil
+	PodUID              string // the Kubernetes pod it belongs to; not a field of its own
+}
+
+// Pod is orchestrator.* for a container in a Kubernetes pod.
+type Pod struct {
+	ClusterID, ClusterName string
+	Namespace, Name, IP    string
+	ParentType             string   // the pod's owner kind, e.g. ReplicaSet
+	Labels, Annotations    []string // "key:value"
+}
+
+// Cloud is cloud.*, from the instance metadata service.
+type Cloud struct {
+	Provider, Region, AvailabilityZone string
+	AccountID, AccountName             string
+	ProjectID, ProjectName             string
+	InstanceID, InstanceName           string
+}
+
+// Encoder encodes events. One goroutine (the event loop) may use it.
+type Encoder struct {
+	agent Agent
+	// boot converts the kernel's boot-relative times to wall clock.
+	boot time.Time
+	// names resolves a decision's selector names.
+	names func(*ebpf.Event) ([]string, error)
+
+	common  []byte // "agent", "ecs", "host" and "cloud", encoded once
+	seq     atomic.Uint64
+	prefix  string
+	buf     jw
+	streams map[streamKey]string
+}
+
+type streamKey struct{ dataset, ns string }
+
+// NewEncoder returns an encoder; boot is when CLOCK_BOOTTIME was zero. The
+// host and cloud are encoded once here: they do not change while we run.
+func NewEncoder(agent Agent, host Host, cloud *Cloud, boot time.Time, names func(*ebpf.Event) ([]string, error)) *Encoder {
 	var r [8]byte
 	rand.Read(r[:])
-	return &Encoder{Agent: agent, Host: host, BootTime: bootTime, Names: names, prefix: base64.RawURLEncoding.EncodeToString(r[:])}
+	e := &Encoder{agent: agent, boot: boot, names: names, prefix: base64.RawURLEncoding.EncodeToString(r[:]),
+		streams: map[streamKey]string{}}
+	var w jw
+	w.b = append(w.b, '{')
+	w.obj("ecs")
+	w.str("version", Version)
+	w.close()
+	w.obj("agent")
+	w.str("id", agent.ID)
+	w.str("type", "cloud-defend")
+	w.str("version", agent.Version)
+	w.close()
+	writeHost(&w, host)
+	if cloud != nil {
+		writeCloud(&w, cloud)
+	}
+	e.common = w.b[1:]
+	return e
 }
 
-// EntityID is Elastic's process identity: base64 of agent-id, pid and start
-// time, the same in every event of the process.
-func EntityID(agentID string, pid uint32, start time.Duration) string {
-	return base64.StdEncoding.EncodeToString(fmt.Appendf(nil, "%s-%d-%d", agentID, pid, start.Nanoseconds()))
-}
-
-// Encode returns the documents an event makes: decisions (process and file
+// Encode returns the document an event makes: decisions (process and file
 // responses) become one document on the stream their actions choose; telemetry
 // is not shipped on its own. ok is false when the event makes no document.
-func (e *Encoder) Encode(ev *ebpf.Event, m Meta) (Doc, bool, error) {
+// ctx may be nil.
+func (e *Encoder) Encode(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error) {
 	if ev.Kind != ebpf.EventDecision && ev.Kind != ebpf.EventFile {
 		return Doc{}, false, nil
 	}
 	if ev.Actions&(policy.ActionLog|policy.ActionAlert|policy.ActionBlock) == 0 {
 		return Doc{}, false, nil
+	}
+	if ctx == nil {
+		ctx = &Context{}
 	}
 	ns := m.Namespace
 	if ns == "" {
@@ -103,88 +156,336 @@ func (e *Encoder) Encode(ev *ebpf.Event, m Meta) (Doc, bool, error) {
 	if ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock) {
 		kind, dataset = "alert", "cloud_defend.alerts"
 	}
-	id := e.eventID()
-	names, err := e.Names(ev)
-	if err != nil {
+	names, err := e.names(ev)
+	if err != nil || names == nil {
 		names = []string{}
 	}
-	ts := e.BootTime.Add(ev.Time)
-	now := time.Now().UTC()
 	action, typ := actionOf(ev)
-	doc := map[string]any{
-		"@timestamp":  stamp(ts),
-		"ecs":         map[string]any{"version": Version},
-		"agent":       map[string]any{"id": e.Agent.ID, "type": "cloud-defend", "version": e.Agent.Version},
-		"data_stream": map[string]any{"type": "logs", "dataset": dataset, "namespace": ns},
-		"event": map[string]any{
-			"id": id, "kind": kind, "category": []string{category}, "type": []string{typ}, "action": action,
-			"module": "cloud_defend", "dataset": dataset, "created": stamp(now), "ingested": stamp(now),
-			"outcome": outcome(ev),
-		},
-		"host":    e.hostDoc(),
-		"process": processDoc(e.Agent.ID, ev, e.BootTime),
-		"user":    map[string]any{"id": fmt.Sprint(ev.Process.EUID)},
-		"group":   map[string]any{"id": fmt.Sprint(ev.Process.EGID)},
-		"cloud_defend": map[string]any{
-			"matched_selectors": names, "package_policy_id": m.PackagePolicyID,
-			"package_policy_revision": m.Revision, "hook_point": []string{hookPoint(ev)},
-			"blocked": ev.Blocked, "detected_in_user_space": ev.UserSpace,
-		},
+	now := time.Now()
+
+	w := &e.buf
+	w.b = append(w.b[:0], '{')
+	w.time("@timestamp", e.boot.Add(ev.Time))
+	w.b = append(w.b, ',')
+	w.b = append(w.b, e.common...)
+	w.obj("data_stream")
+	w.str("type", "logs")
+	w.str("dataset", dataset)
+	w.str("namespace", ns)
+	w.close()
+	w.obj("event")
+	w.key("id")
+	idStart := len(w.b) + 1
+	w.b = e.appendEventID(append(w.b, '"'))
+	idEnd := len(w.b)
+	w.b = append(w.b, '"')
+	w.str("kind", kind)
+	w.arr("category")
+	w.elem(category)
+	w.end()
+	w.arr("type")
+	w.elem(typ)
+	w.end()
+	w.str("action", action)
+	w.str("module", "cloud_defend")
+	w.str("dataset", dataset)
+	w.time("created", now)
+	// Set here too for writes that bypass the ingest pipeline; the pipeline
+	// overwrites it with the time Elasticsearch took the document.
+	w.time("ingested", now)
+	w.str("outcome", outcome(ev))
+	w.close()
+
+	e.writeProcess(w, ev, ctx.Process)
+	w.obj("user")
+	w.id("id", ev.Process.EUID)
+	w.close()
+	w.obj("group")
+	w.id("id", ev.Process.EGID)
+	w.close()
+	if c := ctx.Container; c != nil && c.ID != "" {
+		writeContainer(w, c)
+	}
+	if p := ctx.Pod; p != nil {
+		writePod(w, p)
 	}
 	if ev.Kind == ebpf.EventFile {
-		doc["file"] = map[string]any{"path": ev.Path, "name": path.Base(ev.Path), "extension": ext(ev.Path)}
+		w.obj("file")
+		w.str("path", ev.Path)
+		w.str("name", path.Base(ev.Path))
+		w.strIf("extension", ext(ev.Path))
+		w.close()
 	}
+	w.obj("cloud_defend")
+	w.strs("matched_selectors", names)
+	w.str("package_policy_id", m.PackagePolicyID)
+	w.uint("package_policy_revision", m.Revision)
+	w.arr("hook_point")
+	w.elem(hookPoint(ev))
+	w.end()
+	w.bool("blocked", ev.Blocked)
+	w.bool("detected_in_user_space", ev.UserSpace)
 	if ev.Layer != ebpf.LayerNone {
-		doc["cloud_defend"].(map[string]any)["executable_layer"] = ev.Layer.String()
+		w.str("executable_layer", ev.Layer.String())
 	}
+	w.close()
 	if kind == "alert" {
-		doc["message"] = message(ev, names)
+		w.key("message")
+		w.b = appendString(w.b, message(ev, names))
 	}
-	body, err := json.Marshal(doc)
-	if err != nil {
-		return Doc{}, false, err
-	}
-	return Doc{Stream: "logs-" + dataset + "-" + ns, ID: id, Body: body}, true, nil
+	w.close()
+
+	body := make([]byte, len(w.b))
+	copy(body, w.b)
+	return Doc{Stream: e.stream(dataset, ns), ID: string(body[idStart:idEnd]), Body: body}, true, nil
 }
 
-// eventID is unique across restarts and nodes: a random prefix per encoder and a
-// sequence number.
-func (e *Encoder) eventID() string {
-	var b [8]byte
-	binary.BigEndian.PutUint64(b[:], e.seq.Add(1))
-	return e.prefix + base64.RawURLEncoding.EncodeToString(b[:])
+func (e *Encoder) stream(dataset, ns string) string {
+	k := streamKey{dataset, ns}
+	s, ok := e.streams[k]
+	if !ok {
+		if len(e.streams) > 64 {
+			clear(e.streams)
+		}
+		s = "logs-" + dataset + "-" + ns
+		e.streams[k] = s
+	}
+	return s
 }
 
-func (e *Encoder) hostDoc() map[string]any {
-	h := e.Host
-	return map[string]any{
-		"hostname": h.Hostname, "name": h.Name, "id": h.ID, "architecture": h.Architecture,
-		"boot": map[string]any{"id": h.BootID}, "pid_ns_ino": h.PIDNamespace, "ip": nonNil(h.IPs), "mac": nonNil(h.MACs),
-		"os": map[string]any{"type": "linux", "family": h.OS.Family, "full": h.OS.Full, "kernel": h.OS.Kernel,
-			"name": h.OS.Name, "platform": h.OS.Platform, "version": h.OS.Version},
+// appendEventID appends an id unique across restarts and nodes: a random
+// prefix per encoder and a sequence number.
+func (e *Encoder) appendEventID(b []byte) []byte {
+	var n [8]byte
+	binary.BigEndian.PutUint64(n[:], e.seq.Add(1))
+	b = append(b, e.prefix...)
+	return base64.RawURLEncoding.AppendEncode(b, n[:])
+}
+
+// writeProcess writes process.*: from the process table when it knows the
+// process, else what the event says. An exec decision is made before the exec
+// completes, so its executable is the event's, not the table's.
+func (e *Encoder) writeProcess(w *jw, ev *ebpf.Event, v *proctree.View) {
+	w.obj("process")
+	var p proctree.Process
+	if v != nil {
+		p = v.Process
+	} else {
+		pp := &ev.Process
+		p = proctree.Process{PID: pp.PID, PPID: pp.PPID, Start: pp.Start, Name: pp.Comm,
+			UID: pp.UID, EUID: pp.EUID, GID: pp.GID, EGID: pp.EGID,
+			TTYMajor: pp.TTYMajor, TTYMinor: pp.TTYMinor, Interactive: pp.TTYMajor != 0,
+			EntityID: proctree.EntityID(e.agent.ID, pp.PID, pp.Start)}
+	}
+	if ev.Kind == ebpf.EventDecision && ev.Path != "" && p.Executable != ev.Path {
+		// The table has not seen this exec (blocked, or not yet applied): its
+		// image and args are those before it.
+		p.Previous = nil
+		p.Executable, p.Name, p.Args = ev.Path, path.Base(ev.Path), nil
+	}
+	e.writeRecord(w, &p, true)
+	if v != nil {
+		if v.Parent != nil {
+			w.obj("parent")
+			e.writeRecord(w, v.Parent, false)
+			w.close()
+		} else {
+			w.obj("parent")
+			w.uint("pid", uint64(p.PPID))
+			w.close()
+		}
+		e.writeLeader(w, "group_leader", v.GroupLeader)
+		e.writeLeader(w, "session_leader", v.SessionLeader)
+		e.writeLeader(w, "entry_leader", v.EntryLeader)
+	} else {
+		w.obj("parent")
+		w.uint("pid", uint64(p.PPID))
+		w.close()
+	}
+	w.close()
+}
+
+func (e *Encoder) writeLeader(w *jw, k string, l *proctree.Leader) {
+	if l == nil {
+		return
+	}
+	w.obj(k)
+	e.writeRecord(w, &l.Process, false)
+	w.bool("same_as_process", l.SameAsProcess)
+	if l.EntryMetaType != "" && k == "entry_leader" {
+		w.obj("entry_meta")
+		w.str("type", l.EntryMetaType)
+		w.close()
+	}
+	w.close()
+}
+
+// writeRecord writes the fields of one process record; the event's own
+// process also gets command_line, previous, tty, end and exit code.
+func (e *Encoder) writeRecord(w *jw, p *proctree.Process, self bool) {
+	w.uint("pid", uint64(p.PID))
+	w.str("entity_id", p.EntityID)
+	w.strIf("executable", p.Executable)
+	w.strIf("name", p.Name)
+	if p.Args != nil {
+		w.strs("args", p.Args)
+		if self {
+			w.uint("args_count", uint64(len(p.Args)))
+			w.key("command_line")
+			w.b = appendJoined(w.b, p.Args)
+		}
+	}
+	w.strIf("working_directory", p.WorkingDirectory)
+	if p.Start != 0 {
+		w.time("start", e.boot.Add(p.Start))
+	}
+	w.bool("interactive", p.Interactive)
+	w.obj("user")
+	w.id("id", p.EUID)
+	w.close()
+	w.obj("group")
+	w.id("id", p.EGID)
+	w.close()
+	w.obj("real_user")
+	w.id("id", p.UID)
+	w.close()
+	w.obj("real_group")
+	w.id("id", p.GID)
+	w.close()
+	if !self {
+		return
+	}
+	if p.Interactive {
+		w.obj("tty")
+		w.obj("char_device")
+		w.uint("major", uint64(p.TTYMajor))
+		w.uint("minor", uint64(p.TTYMinor))
+		w.close()
+		w.close()
+	}
+	if len(p.Previous) > 0 {
+		w.arr("previous")
+		for i := range p.Previous {
+			w.open()
+			w.strIf("executable", p.Previous[i].Executable)
+			w.strs("args", p.Previous[i].Args)
+			w.close()
+		}
+		w.end()
+	}
+	if p.Exited {
+		w.time("end", e.boot.Add(p.End))
+		if p.ExitKnown {
+			w.int("exit_code", int64(p.Exit.Code))
+		}
 	}
 }
 
-func processDoc(agentID string, ev *ebpf.Event, boot time.Time) map[string]any {
-	p := ev.Process
-	exe := ev.Path
-	if ev.Kind == ebpf.EventFile {
-		exe = "" // the acting process's executable comes with the process table
+// appendJoined appends args joined by spaces as one JSON string.
+func appendJoined(b []byte, args []string) []byte {
+	b = append(b, '"')
+	for i, a := range args {
+		if i > 0 {
+			b = append(b, ' ')
+		}
+		b = appendEscaped(b, a)
 	}
-	doc := map[string]any{
-		"pid": p.PID, "entity_id": EntityID(agentID, p.PID, p.Start), "name": p.Comm,
-		"start": stamp(boot.Add(p.Start)), "interactive": p.TTYMajor != 0,
-		"user": map[string]any{"id": fmt.Sprint(p.EUID)}, "group": map[string]any{"id": fmt.Sprint(p.EGID)},
-		"parent": map[string]any{"pid": p.PPID},
+	return append(b, '"')
+}
+
+func writeHost(w *jw, h Host) {
+	w.obj("host")
+	w.str("hostname", h.Hostname)
+	w.str("name", h.Name)
+	w.strIf("id", h.ID)
+	w.str("architecture", h.Architecture)
+	w.obj("boot")
+	w.str("id", h.BootID)
+	w.close()
+	w.uint("pid_ns_ino", uint64(h.PIDNamespace))
+	w.strs("ip", nonNil(h.IPs))
+	w.strs("mac", nonNil(h.MACs))
+	w.obj("os")
+	w.str("type", "linux")
+	w.str("family", h.OS.Family)
+	w.str("full", h.OS.Full)
+	w.str("kernel", h.OS.Kernel)
+	w.str("name", h.OS.Name)
+	w.str("platform", h.OS.Platform)
+	w.str("version", h.OS.Version)
+	w.close()
+	w.close()
+}
+
+func writeCloud(w *jw, c *Cloud) {
+	w.obj("cloud")
+	w.strIf("provider", c.Provider)
+	w.strIf("region", c.Region)
+	w.strIf("availability_zone", c.AvailabilityZone)
+	if c.AccountID != "" || c.AccountName != "" {
+		w.obj("account")
+		w.strIf("id", c.AccountID)
+		w.strIf("name", c.AccountName)
+		w.close()
 	}
-	if exe != "" {
-		doc["executable"] = exe
-		doc["name"] = path.Base(exe)
+	if c.ProjectID != "" || c.ProjectName != "" {
+		w.obj("project")
+		w.strIf("id", c.ProjectID)
+		w.strIf("name", c.ProjectName)
+		w.close()
 	}
-	if p.TTYMajor != 0 {
-		doc["tty"] = map[string]any{"char_device": map[string]any{"major": p.TTYMajor, "minor": p.TTYMinor}}
+	if c.InstanceID != "" || c.InstanceName != "" {
+		w.obj("instance")
+		w.strIf("id", c.InstanceID)
+		w.strIf("name", c.InstanceName)
+		w.close()
 	}
-	return doc
+	w.close()
+}
+
+func writeContainer(w *jw, c *Container) {
+	w.obj("container")
+	w.str("id", c.ID)
+	w.strIf("runtime", c.Runtime)
+	if c.ImageName != "" {
+		w.obj("image")
+		w.str("name", c.ImageName)
+		w.strIf("tag", c.ImageTag)
+		w.close()
+	}
+	if c.Privileged != nil {
+		w.obj("security_context")
+		w.bool("privileged", *c.Privileged)
+		w.close()
+	}
+	w.close()
+}
+
+func writePod(w *jw, p *Pod) {
+	w.obj("orchestrator")
+	w.str("type", "kubernetes")
+	w.strIf("namespace", p.Namespace)
+	if p.ClusterID != "" || p.ClusterName != "" {
+		w.obj("cluster")
+		w.strIf("id", p.ClusterID)
+		w.strIf("name", p.ClusterName)
+		w.close()
+	}
+	w.obj("resource")
+	w.str("type", "pod")
+	w.strIf("name", p.Name)
+	if p.IP != "" {
+		w.strs("ip", []string{p.IP})
+	}
+	if p.ParentType != "" {
+		w.obj("parent")
+		w.str("type", p.ParentType)
+		w.close()
+	}
+	w.strs("label", nonNil(p.Labels))
+	w.strs("annotation", nonNil(p.Annotations))
+	w.close()
+	w.close()
 }
 
 func actionOf(ev *ebpf.Event) (action, typ string) {
@@ -246,8 +547,6 @@ func message(ev *ebpf.Event, names []string) string {
 	return fmt.Sprintf("cloud-defend %s: %s %s by %s (pid %d), selectors %s", verb, what, ev.Path, ev.Process.Comm, ev.Process.PID, strings.Join(names, ", "))
 }
 
-func stamp(t time.Time) string { return t.UTC().Format("2006-01-02T15:04:05.000000000Z") }
-
 func ext(p string) string {
 	e := path.Ext(p)
 	if len(e) > 1 {
@@ -261,4 +560,98 @@ func nonNil(s []string) []string {
 		return []string{}
 	}
 	return s
+}
+
+// Counters are the agent's own numbers, for the metrics stream.
+type Counters struct {
+	Events           uint64 // kernel events read
+	RingDrops        uint64 // events the kernel could not queue (ring full)
+	Published        int64  // documents handed to the output
+	Acked            int64  // documents Elasticsearch has
+	Rejected         int64  // documents Elasticsearch refused for good
+	Dropped          int64  // documents lost to the spool's size cap
+	Pending          int64  // documents waiting to be sent
+	SpoolBytes       int64
+	ProcessesTracked int
+	RSSBytes         uint64
+}
+
+// Heartbeat is the document on metrics-cloud_defend.heartbeat: the agent is
+// alive, and whether it can block now.
+func (e *Encoder) Heartbeat(m Meta, blockEnabled bool, now time.Time) Doc {
+	w, ns := e.metricStart(m, "cloud_defend.heartbeat", now)
+	w.obj("cloud_defend")
+	w.bool("block_action_enabled", blockEnabled)
+	w.str("package_policy_id", m.PackagePolicyID)
+	w.uint("package_policy_revision", m.Revision)
+	w.close()
+	return e.metricEnd(w, "cloud_defend.heartbeat", ns)
+}
+
+// Metrics is the document on metrics-cloud_defend.metrics.
+func (e *Encoder) Metrics(m Meta, c Counters, now time.Time) Doc {
+	w, ns := e.metricStart(m, "cloud_defend.metrics", now)
+	w.obj("cloud_defend")
+	w.str("package_policy_id", m.PackagePolicyID)
+	w.uint("package_policy_revision", m.Revision)
+	w.obj("metrics")
+	w.uint("events", c.Events)
+	w.uint("ring_drops", c.RingDrops)
+	w.int("docs_published", c.Published)
+	w.int("docs_acked", c.Acked)
+	w.int("docs_rejected", c.Rejected)
+	w.int("docs_dropped", c.Dropped)
+	w.int("queue_pending", c.Pending)
+	w.int("spool_bytes", c.SpoolBytes)
+	w.int("processes_tracked", int64(c.ProcessesTracked))
+	w.uint("memory_rss_bytes", c.RSSBytes)
+	w.close()
+	w.close()
+	return e.metricEnd(w, "cloud_defend.metrics", ns)
+}
+
+func (e *Encoder) metricStart(m Meta, dataset string, now time.Time) (*jw, string) {
+	ns := m.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	w := &jw{b: make([]byte, 0, 1024)}
+	w.b = append(w.b, '{')
+	w.time("@timestamp", now)
+	w.b = append(w.b, ',')
+	w.b = append(w.b, e.common...)
+	w.obj("data_stream")
+	w.str("type", "metrics")
+	w.str("dataset", dataset)
+	w.str("namespace", ns)
+	w.close()
+	w.obj("event")
+	w.key("id")
+	w.b = e.appendEventID(append(w.b, '"'))
+	w.b = append(w.b, '"')
+	w.str("kind", "metric")
+	w.str("module", "cloud_defend")
+	w.str("dataset", dataset)
+	w.time("created", now)
+	w.time("ingested", now)
+	w.close()
+	return w, ns
+}
+
+func (e *Encoder) metricEnd(w *jw, dataset, ns string) Doc {
+	w.close()
+	id := eventIDOf(w.b)
+	return Doc{Stream: "metrics-" + dataset + "-" + ns, ID: id, Body: w.b}
+}
+
+// eventIDOf finds event.id in a document this package wrote.
+func eventIDOf(b []byte) string {
+	const k = `"event":{"id":"`
+	i := strings.Index(string(b), k)
+	if i < 0 {
+		return ""
+	}
+	rest := b[i+len(k):]
+	j := strings.IndexByte(string(rest), '"')
+	return string(rest[:j])
 }

@@ -9,12 +9,13 @@ import (
 	"time"
 
 	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/enrich/proctree"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
 func testEncoder() *Encoder {
 	boot := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
-	return NewEncoder(Agent{ID: "agent-1", Version: "0.1.0"}, LocalHost("/proc", "/etc"), boot,
+	return NewEncoder(Agent{ID: "agent-1", Version: "0.1.0"}, LocalHost("/proc", "/etc"), nil, boot,
 		func(*ebpf.Event) ([]string, error) { return []string{"binDrift"}, nil })
 }
 
@@ -62,7 +63,7 @@ func TestEncodeStreams(t *testing.T) {
 			"logs-cloud_defend.process-prod", "event", "exec", "start", false, false, "lsm__bprm_check_security", "process", "", ""},
 	}
 	for _, c := range cases {
-		d, ok, err := e.Encode(&c.ev, Meta{Namespace: "prod", PackagePolicyID: "pp", Revision: 3})
+		d, ok, err := e.Encode(&c.ev, nil, Meta{Namespace: "prod", PackagePolicyID: "pp", Revision: 3})
 		if err != nil || !ok {
 			t.Fatalf("encode %+v: %v %v", c.ev, ok, err)
 		}
@@ -103,7 +104,7 @@ func TestEncodeStreams(t *testing.T) {
 		}
 	}
 	// Telemetry on its own makes no document.
-	if _, ok, _ := e.Encode(&ebpf.Event{Kind: ebpf.EventExec, Process: proc}, Meta{}); ok {
+	if _, ok, _ := e.Encode(&ebpf.Event{Kind: ebpf.EventExec, Process: proc}, nil, Meta{}); ok {
 		t.Error("an exec telemetry event made a document")
 	}
 }
@@ -113,7 +114,7 @@ func TestEventIDsUnique(t *testing.T) {
 	seen := map[string]bool{}
 	ev := ebpf.Event{Kind: ebpf.EventFile, Op: policy.OpModifyFile, Actions: policy.ActionLog, Path: "/x"}
 	for _, e := range []*Encoder{a, b, a, b} {
-		d, _, _ := e.Encode(&ev, Meta{})
+		d, _, _ := e.Encode(&ev, nil, Meta{})
 		if seen[d.ID] {
 			t.Fatalf("duplicate event id %s", d.ID)
 		}
@@ -129,14 +130,147 @@ func TestLocalHost(t *testing.T) {
 	}
 }
 
+// sessionContext is a shell exec'd into a container (kubectl exec), running
+// a command: the shape of a typical container event.
+func sessionContext() (*ebpf.Event, *Context) {
+	priv := false
+	entry := proctree.Process{PID: 70, PPID: 50, SID: 70, PGID: 70, Start: 2 * time.Second, EntityID: proctree.EntityID("agent-1", 70, 2*time.Second),
+		Executable: "/bin/sh", Name: "sh", Args: []string{"sh"}, Interactive: true, TTYMajor: 136, TTYMinor: 3, EntryMetaType: proctree.EntryContainer}
+	shim := proctree.Process{PID: 50, PPID: 1, Start: time.Second, EntityID: proctree.EntityID("agent-1", 50, time.Second),
+		Executable: "/usr/bin/containerd-shim-runc-v2", Name: "containerd-shim-runc-v2", Args: []string{"/usr/bin/containerd-shim-runc-v2", "-namespace", "k8s.io"}}
+	self := proctree.Process{PID: 71, PPID: 70, SID: 70, PGID: 71, Start: 3 * time.Second, EntityID: proctree.EntityID("agent-1", 71, 3*time.Second),
+		Executable: "/bin/cat", Name: "cat", Args: []string{"cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"},
+		WorkingDirectory: "/", Interactive: true, TTYMajor: 136, TTYMinor: 3, Previous: []proctree.Exec{{Executable: "/bin/sh", Args: []string{"sh"}}}}
+	parent := entry
+	v := &proctree.View{Process: self, Parent: &parent,
+		GroupLeader:   &proctree.Leader{Process: self, SameAsProcess: true},
+		SessionLeader: &proctree.Leader{Process: entry},
+		EntryLeader:   &proctree.Leader{Process: entry}}
+	_ = shim
+	ev := &ebpf.Event{Kind: ebpf.EventDecision, Time: 6 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/bin/cat",
+		Process: ebpf.Process{PID: 71, TID: 71, PPID: 70, Start: 3 * time.Second, Comm: "sh", TTYMajor: 136, TTYMinor: 3}}
+	ctx := &Context{Process: v,
+		Container: &Container{ID: "3f1c2a9b", Runtime: "containerd", ImageName: "nginx", ImageTag: "1.27", Privileged: &priv},
+		Pod: &Pod{ClusterID: "c-uid", ClusterName: "prod", Namespace: "web", Name: "nginx-7d9", IP: "10.0.0.7", ParentType: "ReplicaSet",
+			Labels: []string{"app:nginx"}, Annotations: []string{"team:web"}}}
+	return ev, ctx
+}
+
+// TestEncodeContext checks the fields consumers join and filter on, with the
+// JSON types they expect: Session View's leaders and the rules' container and
+// orchestrator fields.
+func TestEncodeContext(t *testing.T) {
+	ev, ctx := sessionContext()
+	d, ok, err := testEncoder().Encode(ev, ctx, Meta{Namespace: "default"})
+	if err != nil || !ok {
+		t.Fatal(ok, err)
+	}
+	m := decode(t, d)
+	for path, want := range map[string]any{
+		"process.executable": "/bin/cat", "process.name": "cat", "process.working_directory": "/",
+		"process.command_line": "cat /var/run/secrets/kubernetes.io/serviceaccount/token",
+		"process.args_count":   float64(2), "process.interactive": true,
+		"process.tty.char_device.major": float64(136),
+		"process.parent.pid":            float64(70), "process.parent.interactive": true, "process.parent.executable": "/bin/sh",
+		"process.parent.entity_id":               ctx.Process.Parent.EntityID,
+		"process.group_leader.same_as_process":   true,
+		"process.session_leader.same_as_process": false,
+		"process.entry_leader.same_as_process":   false,
+		"process.entry_leader.entry_meta.type":   "container",
+		"process.entry_leader.entity_id":         ctx.Process.EntryLeader.EntityID,
+		"process.entry_leader.start":             "2026-11-22T08:00:02.000000000Z",
+		"process.start":                          "2026-11-22T08:00:03.000000000Z",
+		"container.id":                           "3f1c2a9b",
+		"container.image.name":                   "nginx",
+		"container.image.tag":                    "1.27",
+		"container.security_context.privileged":  false,
+		"orchestrator.namespace":                 "web",
+		"orchestrator.resource.name":             "nginx-7d9",
+		"orchestrator.resource.type":             "pod",
+		"orchestrator.resource.parent.type":      "ReplicaSet",
+		"orchestrator.cluster.id":                "c-uid",
+		"user.id":                                "0",
+		"process.user.id":                        "0",
+	} {
+		if got := field(m, strings.Split(path, ".")...); got != want {
+			t.Errorf("%s = %#v, want %#v", path, got, want)
+		}
+	}
+	prev := field(m, "process", "previous").([]any)
+	if len(prev) != 1 || prev[0].(map[string]any)["executable"] != "/bin/sh" {
+		t.Errorf("previous %v", prev)
+	}
+	if l := field(m, "orchestrator", "resource", "label").([]any); len(l) != 1 || l[0] != "app:nginx" {
+		t.Errorf("labels %v", l)
+	}
+
+	// A blocked exec never reached the table: the document names the refused
+	// executable, not the image before it.
+	ev.Blocked, ev.Path = true, "/tmp/evil"
+	d, _, _ = testEncoder().Encode(ev, ctx, Meta{})
+	m = decode(t, d)
+	if field(m, "process", "executable") != "/tmp/evil" || field(m, "process", "args") != nil || field(m, "process", "previous") != nil {
+		t.Errorf("blocked exec: executable %v args %v previous %v", field(m, "process", "executable"), field(m, "process", "args"), field(m, "process", "previous"))
+	}
+}
+
+// FuzzAppendString checks the hand-written string encoder against
+// encoding/json: whatever the bytes, the result parses back to what
+// encoding/json makes of them.
+func FuzzAppendString(f *testing.F) {
+	for _, s := range []string{"", "plain", "quo\"te", "back\\slash", "ctl\x00\x1f\x7f", "nl\n\r\t", "bad\xff\xfeutf8", "é中\u2028\u2029", "<>&"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		b := appendString(nil, s)
+		var got string
+		if err := json.Unmarshal(b, &got); err != nil {
+			t.Fatalf("%q encodes to invalid JSON %s: %v", s, b, err)
+		}
+		ref, _ := json.Marshal(s)
+		var want string
+		json.Unmarshal(ref, &want)
+		if got != want {
+			t.Fatalf("%q: got %q, encoding/json %q", s, got, want)
+		}
+	})
+}
+
+// BenchmarkEncode encodes a process event of a container session with its
+// full context (parent, three leaders, previous image, container, pod).
 func BenchmarkEncode(b *testing.B) {
 	e := testEncoder()
-	ev := ebpf.Event{Kind: ebpf.EventDecision, Time: 6 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/bin/sh",
-		Process: ebpf.Process{PID: 42, PPID: 7, Start: 3 * time.Second, Comm: "sh"}}
+	ev, ctx := sessionContext()
+	m := Meta{Namespace: "default", PackagePolicyID: "pp", Revision: 3}
 	b.ReportAllocs()
+	var n int
 	for b.Loop() {
-		if _, _, err := e.Encode(&ev, Meta{Namespace: "default"}); err != nil {
+		d, _, err := e.Encode(ev, ctx, m)
+		if err != nil {
 			b.Fatal(err)
 		}
+		n = len(d.Body)
+	}
+	b.ReportMetric(float64(n), "bytes/doc")
+}
+
+func TestHeartbeatAndMetrics(t *testing.T) {
+	e := testEncoder()
+	now := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)
+	m := Meta{Namespace: "prod", PackagePolicyID: "pp", Revision: 4}
+	hb := e.Heartbeat(m, true, now)
+	if hb.Stream != "metrics-cloud_defend.heartbeat-prod" || hb.ID == "" {
+		t.Fatalf("heartbeat %s %q", hb.Stream, hb.ID)
+	}
+	doc := decode(t, hb)
+	if field(doc, "cloud_defend", "block_action_enabled") != true || field(doc, "event", "kind") != "metric" ||
+		field(doc, "event", "id") != hb.ID || field(doc, "data_stream", "type") != "metrics" || field(doc, "host", "os", "type") != "linux" {
+		t.Errorf("heartbeat %s", hb.Body)
+	}
+	mt := e.Metrics(m, Counters{Events: 10, RingDrops: 2, Dropped: 1, ProcessesTracked: 5}, now)
+	doc = decode(t, mt)
+	if mt.Stream != "metrics-cloud_defend.metrics-prod" || field(doc, "cloud_defend", "metrics", "ring_drops") != float64(2) ||
+		field(doc, "cloud_defend", "metrics", "processes_tracked") != float64(5) || field(doc, "@timestamp") != "2026-11-22T09:00:00.000000000Z" {
+		t.Errorf("metrics %s", mt.Body)
 	}
 }

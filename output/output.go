@@ -17,6 +17,7 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -71,6 +72,7 @@ type Shipper struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed bool
+	body   []byte // the sender's request buffer, reused
 
 	mu       sync.Mutex
 	st       Stats
@@ -248,8 +250,21 @@ func (s *Shipper) run() {
 	backoff := time.Duration(0)
 	tick := time.NewTicker(s.cfg.FlushInterval)
 	defer tick.Stop()
-	syncTick := time.NewTicker(time.Second)
-	defer syncTick.Stop()
+	// fsync once a second, also while a batch is being retried.
+	syncDone := make(chan struct{})
+	defer close(syncDone)
+	go func() {
+		t := time.NewTicker(time.Second)
+		defer t.Stop()
+		for {
+			select {
+			case <-syncDone:
+				return
+			case <-t.C:
+				s.spool.flush(true)
+			}
+		}
+	}()
 	for {
 		batch, err := s.spool.next(s.cfg.BatchSize, s.cfg.BatchBytes)
 		if err != nil {
@@ -261,8 +276,6 @@ func (s *Shipper) run() {
 				return
 			case <-s.wake:
 			case <-tick.C:
-			case <-syncTick.C:
-				s.spool.flush(true)
 			}
 			continue
 		}
@@ -293,6 +306,19 @@ func (s *Shipper) run() {
 			s.log.Errorf("output: %v", err)
 		}
 	}
+}
+
+// appendBulkItem appends one _bulk create: the action line and the document.
+// Streams and ids are ours (data stream names, base64url ids): printable
+// ASCII, which strconv quotes exactly as JSON does.
+func appendBulkItem(b []byte, stream, id string, doc []byte) []byte {
+	b = append(b, `{"create":{"_index":`...)
+	b = strconv.AppendQuote(b, stream)
+	b = append(b, `,"_id":`...)
+	b = strconv.AppendQuote(b, id)
+	b = append(b, "}}\n"...)
+	b = append(b, doc...)
+	return append(b, '\n')
 }
 
 func nextBackoff(cur, max time.Duration) time.Duration {
@@ -341,15 +367,13 @@ type bulkResponse struct {
 // send posts one _bulk request. It returns the documents to try again (429 and
 // 5xx items), or an error when the request as a whole failed (then all retry).
 func (s *Shipper) send(batch []record) ([]record, error) {
-	var body bytes.Buffer
+	s.body = s.body[:0]
 	for _, r := range batch {
-		fmt.Fprintf(&body, `{"create":{"_index":%q,"_id":%q}}`+"\n", r.Stream, r.ID)
-		body.Write(r.Body)
-		body.WriteByte('\n')
+		s.body = appendBulkItem(s.body, r.Stream, r.ID, r.Body)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
-	res, err := s.es.Bulk(bytes.NewReader(body.Bytes()), s.es.Bulk.WithContext(ctx))
+	res, err := s.es.Bulk(bytes.NewReader(s.body), s.es.Bulk.WithContext(ctx))
 	if err != nil {
 		return batch, fmt.Errorf("bulk request: %w", err)
 	}

@@ -236,7 +236,12 @@ func (s *spool) append(stream, id string, body []byte) error {
 	s.bw.WriteByte(0)
 	s.bw.WriteString(id)
 	s.bw.WriteByte(0)
-	if _, err := s.bw.Write(body); err != nil {
+	s.bw.Write(body)
+	// Hand the record to the OS now: once Publish returns, a crash of this
+	// process (SIGKILL, OOM kill) cannot lose it; only the kernel going down
+	// before the next sync can. One write per document is cheap next to
+	// building it.
+	if err := s.bw.Flush(); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
 	s.sizes[s.wseg] += int64(recordHdr + n)

@@ -122,12 +122,15 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 		if info := agent.AgentInfo(); info != nil && info.ID != "" {
 			agentID = info.ID
 		}
-		enc := ecs.NewEncoder(ecs.Agent{ID: agentID, Version: version.Version}, ecs.LocalHost(procRoot(), "/etc"), ecs.BootTime(), engine.SelectorNames)
+		pipe := newPipeline(engine, agentID, meta.get, sink.Publish, log.Errorf)
+		stop := make(chan struct{})
+		defer close(stop)
 		events.Add(1)
 		go func() {
 			defer events.Done()
-			pump(engine, enc, &meta, sink, log)
+			pipe.run()
 		}()
+		go pipe.periodic(stop, meta.periods, func() bool { return enforcer.BlockEnabled() }, sink.counters)
 	}
 
 	err = cmp.Run(ctx)
@@ -151,42 +154,25 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 	return exitOK
 }
 
-// pump moves kernel events to the output until the engine closes.
-func pump(engine *ebpf.Engine, enc *ecs.Encoder, meta *metaBox, sink *agentSink, log *logp.Logger) {
-	for {
-		ev, err := engine.Read()
-		if err != nil {
-			if !errors.Is(err, ebpf.ErrClosed) {
-				log.Errorf("read kernel events: %v", err)
-			}
-			return
-		}
-		m, ok := meta.get()
-		if !ok {
-			continue // no policy in force yet: nothing was decided
-		}
-		doc, ok, err := enc.Encode(&ev, m)
-		if err != nil {
-			log.Errorf("encode event: %v", err)
-			continue
-		}
-		if ok {
-			sink.Publish(doc)
-		}
-	}
-}
-
 // metaBox holds the input metadata events are stamped with.
 type metaBox struct {
-	mu sync.Mutex
-	m  ecs.Meta
-	ok bool
+	mu      sync.Mutex
+	m       ecs.Meta
+	ok      bool
+	hb, met time.Duration
 }
 
 func (b *metaBox) set(in component.Input) {
 	b.mu.Lock()
 	b.m, b.ok = ecs.Meta{Namespace: in.Namespace, PackagePolicyID: in.PackagePolicyID, Revision: in.Revision}, true
+	b.hb, b.met = in.HeartbeatPeriod, in.MetricsPeriod
 	b.mu.Unlock()
+}
+
+func (b *metaBox) periods() (heartbeat, metrics time.Duration) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.hb, b.met
 }
 
 func (b *metaBox) get() (ecs.Meta, bool) {

@@ -65,3 +65,13 @@ func (f *engineEnforcer) Diagnostics() any {
 	}
 	return doc
 }
+
+// BlockEnabled says whether blocking responses are in force now: the kernel
+// can block, this is no dry run, and the live policy has responses that block.
+func (f *engineEnforcer) BlockEnabled() bool {
+	if !f.e.Enforcing() {
+		return false
+	}
+	p := f.e.PolicyOf(f.e.Generation())
+	return p != nil && (p.Blocks(policy.Process) || p.Blocks(policy.File))
+}

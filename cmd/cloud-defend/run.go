@@ -1,11 +1,15 @@
 package main
 
 import (
+	"context"
+
 	"bufio"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"github.com/cloud-defend/cloud-defend/component"
+	"github.com/cloud-defend/cloud-defend/ecs"
 	"io"
 	"os"
 	"os/signal"
@@ -26,7 +30,17 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	policyFile := fs.String("policy", "", "policy file (default: the embedded default policy)")
 	dryRun := fs.Bool("dry-run", false, "evaluate and report, never block")
-	output := fs.String("output", "stdout", "where events go: stdout or file=PATH")
+	output := fs.String("output", "stdout", "where events go: stdout or file=PATH (the engine's own NDJSON records), or elasticsearch (ECS documents)")
+	var es esFlags
+	fs.Var(&es.urls, "es-url", "Elasticsearch URL (repeatable), with --output elasticsearch")
+	fs.StringVar(&es.apiKey, "es-api-key", os.Getenv("ES_API_KEY"), "Elasticsearch API key, id:key or base64 (default $ES_API_KEY)")
+	fs.StringVar(&es.username, "es-username", os.Getenv("ES_USERNAME"), "Elasticsearch user for basic auth (default $ES_USERNAME)")
+	fs.StringVar(&es.password, "es-password", os.Getenv("ES_PASSWORD"), "its password (default $ES_PASSWORD)")
+	fs.Var(&es.cas, "es-ca", "PEM file of a CA to trust for Elasticsearch (repeatable)")
+	fs.StringVar(&es.namespace, "namespace", "default", "data stream namespace of the documents")
+	dataPath := fs.String("data-path", "/var/lib/cloud-defend", "where the output spools events Elasticsearch has not taken yet")
+	heartbeat := fs.Duration("heartbeat-period", 30*time.Minute, "how often a heartbeat document is sent, with --output elasticsearch")
+	metrics := fs.Duration("metrics-period", 24*time.Hour, "how often a metrics document is sent, with --output elasticsearch")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		if fs.NArg() > 0 {
 			fmt.Fprintf(stderr, "cloud-defend run: unexpected argument %q\n", fs.Arg(0))
@@ -59,7 +73,16 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	}
 
 	var out io.Writer = stdout
-	if path, ok := strings.CutPrefix(*output, "file="); ok {
+	toES := *output == "elasticsearch"
+	if toES {
+		if len(es.urls) == 0 {
+			fmt.Fprintln(stderr, "cloud-defend run: --output elasticsearch needs --es-url")
+			return exitUsage
+		}
+	} else if len(es.urls) > 0 {
+		fmt.Fprintln(stderr, "cloud-defend run: --es-url is only for --output elasticsearch")
+		return exitUsage
+	} else if path, ok := strings.CutPrefix(*output, "file="); ok {
 		f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
 		if err != nil {
 			fmt.Fprintf(stderr, "cloud-defend: %v\n", err)
@@ -68,7 +91,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		defer f.Close()
 		out = f
 	} else if *output != "stdout" {
-		fmt.Fprintf(stderr, "cloud-defend run: --output must be stdout or file=PATH, not %q\n", *output)
+		fmt.Fprintf(stderr, "cloud-defend run: --output must be stdout, file=PATH or elasticsearch, not %q\n", *output)
 		return exitUsage
 	}
 
@@ -87,24 +110,51 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	w := bufio.NewWriter(out)
 	var mu sync.Mutex // the writer is shared by the event loop and the final flush
 	done := make(chan struct{})
-	go func() {
-		defer close(done)
-		enc := json.NewEncoder(w)
-		for {
-			ev, err := engine.Read()
-			if err != nil {
-				if !errors.Is(err, ebpf.ErrClosed) {
-					logf("read events: %v", err)
-				}
-				return
-			}
-			mu.Lock()
-			if err := enc.Encode(eventJSON(engine, &ev)); err != nil {
-				logf("write event: %v", err)
-			}
-			mu.Unlock()
+	var sink *agentSink
+	stopPeriodic := make(chan struct{})
+	defer close(stopPeriodic)
+	if toES {
+		if sink, err = newAgentSink(*dataPath, stdLogger(logf)); err == nil {
+			o := component.Output{Type: "elasticsearch", Hosts: es.urls, APIKey: es.apiKey, Username: es.username, Password: es.password}
+			o.SSL.CertificateAuthorities = es.cas
+			err = sink.Configure(o)
 		}
-	}()
+		if err != nil {
+			logf("startup error: elasticsearch output: %v", err)
+			return exitInvalid
+		}
+		meta := func() (ecs.Meta, bool) { return ecs.Meta{Namespace: es.namespace}, true }
+		pipe := newPipeline(engine, nodeID(), meta, sink.Publish, logf)
+		go func() {
+			defer close(done)
+			pipe.run()
+		}()
+		periods := func() (time.Duration, time.Duration) { return *heartbeat, *metrics }
+		blocks := func() bool {
+			lp := engine.PolicyOf(engine.Generation())
+			return engine.Enforcing() && lp != nil && (lp.Blocks(policy.Process) || lp.Blocks(policy.File))
+		}
+		go pipe.periodic(stopPeriodic, periods, blocks, sink.counters)
+	} else {
+		go func() {
+			defer close(done)
+			enc := json.NewEncoder(w)
+			for {
+				ev, err := engine.Read()
+				if err != nil {
+					if !errors.Is(err, ebpf.ErrClosed) {
+						logf("read events: %v", err)
+					}
+					return
+				}
+				mu.Lock()
+				if err := enc.Encode(eventJSON(engine, &ev)); err != nil {
+					logf("write event: %v", err)
+				}
+				mu.Unlock()
+			}
+		}()
+	}
 
 	sigs := make(chan os.Signal, 4)
 	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
@@ -112,6 +162,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	var reported ebpf.Stats
+	var health component.Status
 	for {
 		select {
 		case sig := <-sigs:
@@ -122,6 +173,13 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 				mu.Lock()
 				w.Flush()
 				mu.Unlock()
+				if sink != nil {
+					ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+					if err := sink.Close(ctx); err != nil {
+						logf("flush events: %v (they stay spooled in %s for the next start)", err, *dataPath)
+					}
+					cancel()
+				}
 				return exitOK
 			}
 			np, err := load()
@@ -139,6 +197,16 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 			mu.Lock()
 			w.Flush()
 			mu.Unlock()
+			if sink != nil {
+				if st := sink.Status(); st != health {
+					if st.Degraded {
+						logf("output degraded: %s", st.Message)
+					} else {
+						logf("output healthy")
+					}
+					health = st
+				}
+			}
 			if s, err := engine.Stats(); err == nil && s.RingbufDrops > reported.RingbufDrops {
 				logf("%d events dropped: the event ring was full (%d in all)", s.RingbufDrops-reported.RingbufDrops, s.RingbufDrops)
 				reported = s
@@ -209,4 +277,35 @@ func eventJSON(e *ebpf.Engine, ev *ebpf.Event) map[string]any {
 		}
 	}
 	return doc
+}
+
+// esFlags are the Elasticsearch output's flags.
+type esFlags struct {
+	urls, cas                             listFlag
+	apiKey, username, password, namespace string
+}
+
+// listFlag is a repeatable string flag.
+type listFlag []string
+
+func (l *listFlag) String() string     { return strings.Join(*l, ",") }
+func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// stdLogger adapts a printf logger to output.Logger.
+type stdLogger func(string, ...any)
+
+func (l stdLogger) Infof(f string, a ...any)  { l(f, a...) }
+func (l stdLogger) Warnf(f string, a ...any)  { l("warning: "+f, a...) }
+func (l stdLogger) Errorf(f string, a ...any) { l("error: "+f, a...) }
+
+// nodeID is agent.id standalone: the machine id, stable across restarts, else
+// the hostname.
+func nodeID() string {
+	if b, err := os.ReadFile("/etc/machine-id"); err == nil {
+		if id := strings.TrimSpace(string(b)); id != "" {
+			return id
+		}
+	}
+	h, _ := os.Hostname()
+	return h
 }

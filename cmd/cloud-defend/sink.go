@@ -8,8 +8,6 @@ import (
 	"sync"
 	"time"
 
-	"github.com/elastic/elastic-agent-libs/logp"
-
 	"github.com/cloud-defend/cloud-defend/component"
 	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/output"
@@ -22,7 +20,7 @@ const earlyLimit = 10000
 // config replaces the shipper (the spool carries over, so nothing queued is lost).
 type agentSink struct {
 	dataPath string
-	log      *logp.Logger
+	log      output.Logger
 
 	mu      sync.Mutex
 	shipper *output.Shipper
@@ -31,7 +29,7 @@ type agentSink struct {
 	err     error     // the last Publish error
 }
 
-func newAgentSink(dataPath string, log *logp.Logger) (*agentSink, error) {
+func newAgentSink(dataPath string, log output.Logger) (*agentSink, error) {
 	if err := os.MkdirAll(dataPath, 0o700); err != nil {
 		return nil, fmt.Errorf("data path %s: %w", dataPath, err)
 	}
@@ -123,4 +121,21 @@ func (s *agentSink) Close(ctx context.Context) error {
 		return nil
 	}
 	return sh.Close(ctx)
+}
+
+// counters adds the output's numbers to the metrics document.
+func (s *agentSink) counters(c *ecs.Counters) {
+	s.mu.Lock()
+	sh, lost := s.shipper, s.lost
+	s.mu.Unlock()
+	c.Dropped = lost
+	if sh == nil {
+		return
+	}
+	st := sh.Stats()
+	c.Published, c.Acked, c.Pending, c.SpoolBytes = st.Published, st.Acked, st.Pending, st.SpoolBytes
+	c.Dropped += st.Dropped
+	for _, n := range st.Rejected {
+		c.Rejected += n
+	}
 }

@@ -1,0 +1,88 @@
+package output
+
+import (
+	"testing"
+	"time"
+
+	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/policy"
+)
+
+// BenchmarkPipeline is the event path on one goroutine, from a decoded kernel
+// record to the _bulk request body: the process table takes fork, exec and
+// exit; the fork and exec decisions (a policy logging both) wait for their
+// context and become ECS documents; each is written to the spool (one write(2)
+// each), read back in batches of 1000 and framed as _bulk creates. Only the
+// HTTP request is left out. Reported: kernel events/s and documents/s.
+func BenchmarkPipeline(b *testing.B) {
+	sp, err := openSpool(b.TempDir(), 1<<30)
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer sp.close()
+	tab := proctree.New(proctree.Config{AgentID: "agent-1", HostPIDNamespace: 1, ProcRoot: b.TempDir(), Grace: time.Millisecond})
+	enr := enrich.New(tab, nil)
+	names := []string{"allProcesses"}
+	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "bench"}, ecs.LocalHost("/proc", "/etc"), nil, time.Now(),
+		func(*ebpf.Event) ([]string, error) { return names, nil })
+	meta := ecs.Meta{Namespace: "default", PackagePolicyID: "pp", Revision: 1}
+	var body []byte
+	docs, events := 0, 0
+	emit := func(ev *ebpf.Event, ctx *ecs.Context) {
+		d, ok, err := enc.Encode(ev, ctx, meta)
+		if err != nil || !ok {
+			b.Fatal(ok, err)
+		}
+		if err := sp.append(d.Stream, d.ID, d.Body); err != nil {
+			b.Fatal(err)
+		}
+		docs++
+		if docs%1000 == 0 {
+			batch, err := sp.next(1000, 8<<20)
+			if err != nil {
+				b.Fatal(err)
+			}
+			body = body[:0]
+			for _, r := range batch {
+				body = appendBulkItem(body, r.Stream, r.ID, r.Body)
+			}
+			if err := sp.ack(batch[len(batch)-1], int64(len(batch))); err != nil {
+				b.Fatal(err)
+			}
+		}
+	}
+	args := []string{"/usr/bin/python3", "-m", "http.server", "--bind", "0.0.0.0", "8080"}
+	shell := ebpf.Process{PID: 100, TID: 100, PPID: 1, PGID: 100, SID: 100, PIDNamespace: 2, Start: time.Second, Comm: "sh"}
+	var now time.Duration = 2 * time.Second
+	ev := func(kind ebpf.EventKind, p ebpf.Process) ebpf.Event {
+		now += time.Microsecond
+		return ebpf.Event{Kind: kind, Time: now, Process: p}
+	}
+	first := ev(ebpf.EventFork, shell)
+	enr.Handle(&first, emit)
+	b.ResetTimer()
+	start := time.Now()
+	for i := 0; b.Loop(); i++ {
+		child := shell
+		child.PID, child.TID, child.PPID, child.Start = uint32(1000+i%30000), uint32(1000+i%30000), 100, now
+		child.Comm = "sh"
+		fork := ev(ebpf.EventFork, child)
+		fd := ev(ebpf.EventDecision, child)
+		fd.Op, fd.Actions, fd.Path = policy.OpFork, policy.ActionLog, "/bin/sh"
+		dec := ev(ebpf.EventDecision, child)
+		dec.Op, dec.Actions, dec.Path = policy.OpExec, policy.ActionLog, args[0]
+		exec := ev(ebpf.EventExec, child)
+		exec.Executable, exec.Filename, exec.Args, exec.Cwd = args[0], args[0], args, "/srv"
+		exit := ev(ebpf.EventExit, child)
+		for _, e := range []*ebpf.Event{&fork, &fd, &dec, &exec, &exit} {
+			enr.Handle(e, emit)
+			events++
+		}
+	}
+	secs := time.Since(start).Seconds()
+	b.ReportMetric(float64(events)/secs, "events/s")
+	b.ReportMetric(float64(docs)/secs, "docs/s")
+}

@@ -11,6 +11,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/enrich/container"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/enrich/runtime"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -32,6 +33,8 @@ type Emit func(*ebpf.Event, *ecs.Context)
 type Enricher struct {
 	Table   *proctree.Table
 	Cgroups *container.Cgroups // nil: no container ids (no cgroup2 mount visible)
+	// Runtimes tells images and privilege; nil: container ids only.
+	Runtimes *runtime.Cache
 
 	pending       map[uint32]*ebpf.Event // exec decisions waiting for their exec, by pid
 	lastReconcile time.Duration
@@ -131,13 +134,23 @@ func (e *Enricher) container(id uint64) (*ecs.Container, *ecs.Pod) {
 		if !ok {
 			return nil, nil // maybe not walked yet: ask again next time
 		}
+		complete := true
 		if info.ID != "" {
 			c = &ecs.Container{ID: info.ID, Runtime: info.Runtime, PodUID: info.PodUID}
+			if m, ok := e.Runtimes.Lookup(info.ID); ok {
+				c.ImageName, c.ImageTag, c.Privileged = m.ImageName, m.ImageTag, m.Privileged
+			} else {
+				// The runtime may not have registered it yet; its cache
+				// spaces out the next questions.
+				complete = e.Runtimes == nil
+			}
 		}
-		if len(e.containers) >= 1<<16 {
-			clear(e.containers)
+		if complete {
+			if len(e.containers) >= 1<<16 {
+				clear(e.containers)
+			}
+			e.containers[id] = c
 		}
-		e.containers[id] = c
 	}
 	if c == nil {
 		return nil, nil

@@ -13,6 +13,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/enrich"
 	"github.com/cloud-defend/cloud-defend/enrich/container"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/enrich/runtime"
 	"github.com/cloud-defend/cloud-defend/internal/version"
 )
 
@@ -42,7 +43,49 @@ func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, boo
 	}
 	tab := proctree.New(proctree.Config{AgentID: agentID, ProcRoot: procRoot(), CgroupID: cgroupID})
 	enc := ecs.NewEncoder(ecs.Agent{ID: agentID, Version: version.Version}, ecs.LocalHost(procRoot(), "/etc"), nil, ecs.BootTime(), engine.SelectorNames)
-	return &pipeline{engine: engine, enrich: enrich.New(tab, cg), enc: enc, meta: meta, publish: publish, logf: logf}
+	enr := enrich.New(tab, cg)
+	enr.Runtimes = runtimeSources(logf)
+	return &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, logf: logf}
+}
+
+// Where runtimes listen by default; CRI_SOCKET and DOCKER_SOCKET (paths, comma
+// separated) replace these lists.
+var (
+	defaultCRISockets    = []string{"/run/containerd/containerd.sock", "/run/crio/crio.sock", "/var/run/containerd/containerd.sock", "/var/run/crio/crio.sock"}
+	defaultDockerSockets = []string{"/var/run/docker.sock", "/run/podman/podman.sock"}
+)
+
+// runtimeSources finds the container runtimes' APIs for image names and
+// privilege; nil when none is there (documents then carry container ids only).
+func runtimeSources(logf func(string, ...any)) *runtime.Cache {
+	pick := func(env string, defaults []string) []string {
+		if v := os.Getenv(env); v != "" {
+			return strings.Split(v, ",")
+		}
+		return defaults
+	}
+	var sources []runtime.Source
+	for _, s := range pick("CRI_SOCKET", defaultCRISockets) {
+		if _, err := os.Stat(s); err != nil {
+			continue
+		}
+		c, err := runtime.NewCRI(s)
+		if err != nil {
+			logf("container runtime: %v", err)
+			continue
+		}
+		sources = append(sources, c)
+	}
+	for _, s := range pick("DOCKER_SOCKET", defaultDockerSockets) {
+		if _, err := os.Stat(s); err == nil {
+			sources = append(sources, runtime.NewDockerAPI(s))
+		}
+	}
+	if len(sources) == 0 {
+		logf("no container runtime socket found (CRI_SOCKET, DOCKER_SOCKET): documents carry container ids without images")
+		return nil
+	}
+	return runtime.NewCache(sources...)
 }
 
 // run reads events until the engine closes. The /proc scan runs once events

@@ -1,0 +1,200 @@
+package main
+
+import (
+	"bufio"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"slices"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/cloud-defend/cloud-defend/output/estest"
+)
+
+// TestContainerDocuments runs real podman containers (runc underneath) from an
+// image built here from busybox, under the real binary with a policy that logs
+// every exec, and checks the documents Elasticsearch receives: container id and
+// image (asked of podman's Docker-compatible API), user, args, parent chain and
+// entry leaders for the container's init and for a `podman exec`.
+func TestContainerDocuments(t *testing.T) {
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("runs containers and loads BPF programs: CI must run as root")
+		}
+		t.Skip("needs root")
+	}
+	if _, err := exec.LookPath("podman"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("podman is not installed (.ci/run installs it)")
+		}
+		t.Skip("needs podman")
+	}
+	dir := t.TempDir()
+	t.Cleanup(func() { unmountUnder(dir) }) // podman's storage mounts, after the containers are gone
+	bin := filepath.Join(dir, "cloud-defend")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v %s", err, out)
+	}
+	// podman with its own storage, so the test leaves nothing behind.
+	store := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run"), "--cgroup-manager", "cgroupfs"}
+	podman := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("podman", append(slices.Clone(store), args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755)
+	os.MkdirAll(filepath.Join(rootfs, "etc"), 0o755)
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("needs busybox-static: %v", err)
+	}
+	os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), bb, 0o755)
+	for _, a := range []string{"sh", "sleep", "cat", "id"} {
+		os.Symlink("busybox", filepath.Join(rootfs, "bin", a))
+	}
+	os.WriteFile(filepath.Join(rootfs, "etc", "motd"), []byte("hello\n"), 0o644)
+	tarball := filepath.Join(dir, "rootfs.tar")
+	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	podman("import", tarball, "localhost/cdtest/busybox:1.0")
+
+	sock := filepath.Join(dir, "podman.sock")
+	svc := exec.Command("podman", append(slices.Clone(store), "system", "service", "--time", "0", "unix://"+sock)...)
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Process.Kill(); svc.Wait() })
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	es, err := estest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer es.Close()
+	pol := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(pol, []byte("process:\n  selectors:\n    - name: allExecs\n      operation: [exec]\n  responses:\n    - match: [allExecs]\n      actions: [log]\n"), 0o644)
+	cmd := exec.Command(bin, "run", "--policy", pol, "--output", "elasticsearch", "--es-url", es.URL(),
+		"--data-path", filepath.Join(dir, "data"), "--namespace", "ctr")
+	cmd.Env = append(os.Environ(), "DOCKER_SOCKET="+sock, "CRI_SOCKET="+filepath.Join(dir, "no-cri.sock"))
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			t.Log(sc.Text())
+			if strings.Contains(sc.Text(), "blocking is") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not start")
+	}
+
+	ulimits := []string{"--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--network", "none"}
+	id := podman(append(append([]string{"run", "-d", "--name", "cdt", "--user", "1234:1234"}, ulimits...),
+		"localhost/cdtest/busybox:1.0", "/bin/sh", "-c", "sleep 1; sleep 60; exit 0")...)
+	t.Cleanup(func() { exec.Command("podman", append(slices.Clone(store), "rm", "-f", "-t", "0", "cdt")...).Run() })
+	if got := podman("exec", "cdt", "/bin/cat", "/etc/motd"); got != "hello" {
+		t.Fatalf("podman exec cat: %q", got)
+	}
+
+	find := func(what string, ok func(map[string]any) bool) map[string]any {
+		t.Helper()
+		deadline := time.Now().Add(20 * time.Second)
+		for time.Now().Before(deadline) {
+			for _, d := range es.Docs("logs-cloud_defend.process-ctr") {
+				if ok(d) {
+					return d
+				}
+			}
+			time.Sleep(200 * time.Millisecond)
+		}
+		t.Fatalf("no document for %s; %d process documents", what, len(es.Docs("logs-cloud_defend.process-ctr")))
+		return nil
+	}
+	args := func(d map[string]any) string {
+		a, _ := field(d, "process.args").([]any)
+		var s []string
+		for _, x := range a {
+			s = append(s, x.(string))
+		}
+		return strings.Join(s, " ")
+	}
+	cat := find("podman exec cat", func(d map[string]any) bool { return args(d) == "/bin/cat /etc/motd" })
+	sleep := find("the init's second sleep", func(d map[string]any) bool { return args(d) == "sleep 60" })
+	common := map[string]any{
+		"container.id": id, "container.image.name": "localhost/cdtest/busybox", "container.image.tag": "1.0",
+		"container.security_context.privileged": false, "user.id": "1234", "process.user.id": "1234",
+		"process.entry_leader.entry_meta.type": "container", "event.action": "exec", "event.kind": "event",
+	}
+	for name, d := range map[string]map[string]any{"cat": cat, "sleep": sleep} {
+		for path, want := range common {
+			if got := field(d, path); got != want {
+				t.Errorf("%s: %s = %#v, want %#v", name, path, got, want)
+			}
+		}
+	}
+	// The exec'd process entered the container itself: it is its own entry
+	// leader; its parent is on the host (runc, started by conmon).
+	if field(cat, "process.entry_leader.same_as_process") != true || field(cat, "process.command_line") != "/bin/cat /etc/motd" {
+		t.Errorf("cat: entry leader same_as_process %v, command_line %v", field(cat, "process.entry_leader.same_as_process"), field(cat, "process.command_line"))
+	}
+	// The init's child: the entry leader is the container's init (sh), which
+	// is also its parent.
+	if field(sleep, "process.parent.args") == nil || field(sleep, "process.parent.args").([]any)[0] != "/bin/sh" || field(sleep, "process.entry_leader.entity_id") != field(sleep, "process.parent.entity_id") ||
+		field(sleep, "process.entry_leader.same_as_process") != false {
+		t.Errorf("sleep: parent %v (%v), entry leader %v", field(sleep, "process.parent.name"), field(sleep, "process.parent.entity_id"), field(sleep, "process.entry_leader"))
+	}
+	if field(sleep, "process.parent.args") == nil || field(sleep, "process.entry_leader.start") == nil {
+		t.Errorf("sleep: parent args %v entry leader start %v", field(sleep, "process.parent.args"), field(sleep, "process.entry_leader.start"))
+	}
+	cmd.Process.Signal(syscall.SIGTERM)
+	if err := cmd.Wait(); err != nil {
+		t.Errorf("exit: %v", err)
+	}
+}
+
+// unmountUnder detaches every mount below dir, innermost first, until none
+// is left (a mount may be stacked on another at the same point).
+func unmountUnder(dir string) {
+	for range 10 {
+		data, err := os.ReadFile("/proc/self/mountinfo")
+		if err != nil {
+			return
+		}
+		var points []string
+		for _, line := range strings.Split(string(data), "\n") {
+			f := strings.Fields(line)
+			if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
+				points = append(points, f[4])
+			}
+		}
+		if len(points) == 0 {
+			return
+		}
+		for i := len(points) - 1; i >= 0; i-- {
+			syscall.Unmount(points[i], syscall.MNT_DETACH)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}

@@ -1,0 +1,89 @@
+package runtime
+
+import (
+	"context"
+	"errors"
+	"testing"
+	"time"
+)
+
+func TestSplitImage(t *testing.T) {
+	for ref, want := range map[string][2]string{
+		"nginx":                            {"nginx", ""},
+		"nginx:1.27":                       {"nginx", "1.27"},
+		"docker.io/library/nginx:1.27":     {"docker.io/library/nginx", "1.27"},
+		"registry:5000/team/app":           {"registry:5000/team/app", ""},
+		"registry:5000/team/app:v2":        {"registry:5000/team/app", "v2"},
+		"app@sha256:0123abcd":              {"app", ""},
+		"quay.io/x/app:v1@sha256:0123abcd": {"quay.io/x/app", "v1"},
+		"localhost/cdtest/busybox:1.0":     {"localhost/cdtest/busybox", "1.0"},
+	} {
+		if n, tag := SplitImage(ref); n != want[0] || tag != want[1] {
+			t.Errorf("SplitImage(%q) = %q, %q; want %q, %q", ref, n, tag, want[0], want[1])
+		}
+	}
+}
+
+func TestPrivilegedFromVerboseInfo(t *testing.T) {
+	for info, want := range map[string][2]bool{
+		`{"sandboxID":"s","config":{"metadata":{"name":"c"},"linux":{"security_context":{"privileged":true}}}}`: {true, true},
+		`{"config":{"linux":{"security_context":{}}}}`:                                                          {false, false},
+		`{"privileged":false,"pid":42}`:                                                                         {false, true},
+		`not json`:                                                                                              {false, false},
+		``:                                                                                                      {false, false},
+	} {
+		if p, ok := privileged(info); p != want[0] || ok != want[1] {
+			t.Errorf("privileged(%s) = %v, %v; want %v, %v", info, p, ok, want[0], want[1])
+		}
+	}
+}
+
+// countingSource knows one container and counts questions.
+type countingSource struct {
+	known string
+	asked int
+	fail  error
+}
+
+func (s *countingSource) Name() string { return "test" }
+func (s *countingSource) Container(_ context.Context, id string) (Meta, error) {
+	s.asked++
+	if s.fail != nil {
+		return Meta{}, s.fail
+	}
+	if id != s.known {
+		return Meta{}, ErrNotFound
+	}
+	return Meta{ImageName: "img", ImageTag: "t"}, nil
+}
+
+func TestCache(t *testing.T) {
+	down := &countingSource{fail: errors.New("connection refused")}
+	src := &countingSource{known: "abc"}
+	c := NewCache(down, src)
+	c.RetryAfter = 50 * time.Millisecond
+	for range 3 {
+		if m, ok := c.Lookup("abc"); !ok || m.ImageName != "img" || m.Runtime != "test" {
+			t.Fatalf("Lookup(abc) = %+v, %v", m, ok)
+		}
+	}
+	if src.asked != 1 {
+		t.Errorf("asked %d times for a known container, want once", src.asked)
+	}
+	// Unknown: asked once per RetryAfter, not per event.
+	for range 5 {
+		c.Lookup("new")
+	}
+	if src.asked != 2 {
+		t.Errorf("asked %d times, want 2 (one miss, then cached)", src.asked)
+	}
+	time.Sleep(60 * time.Millisecond)
+	c.Lookup("new")
+	if src.asked != 3 {
+		t.Errorf("asked %d times, want a retry after RetryAfter", src.asked)
+	}
+	var nilCache *Cache
+	if _, ok := nilCache.Lookup("abc"); ok {
+		t.Error("a nil cache found something")
+	}
+}

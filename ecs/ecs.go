@@ -141,6 +141,30 @@ func (e *Encoder) Encode(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error
 	if ev.Actions&(policy.ActionLog|policy.ActionAlert|policy.ActionBlock) == 0 {
 		return Doc{}, false, nil
 	}
+	return e.encode(ev, ctx, m, ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock))
+}
+
+// EncodeAll passes every document an event makes to emit: the one Encode
+// returns and, when a response logs what another alerts on, the log
+// document too — rules that read the process and file streams must see the
+// event whether or not it also raised an alert.
+func (e *Encoder) EncodeAll(ev *ebpf.Event, ctx *Context, m Meta, emit func(Doc)) error {
+	d, ok, err := e.Encode(ev, ctx, m)
+	if err != nil || !ok {
+		return err
+	}
+	emit(d)
+	if ev.Actions.Has(policy.ActionLog) && (ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock)) {
+		d, _, err = e.encode(ev, ctx, m, false)
+		if err != nil {
+			return err
+		}
+		emit(d)
+	}
+	return nil
+}
+
+func (e *Encoder) encode(ev *ebpf.Event, ctx *Context, m Meta, alert bool) (Doc, bool, error) {
 	if ctx == nil {
 		ctx = &Context{}
 	}
@@ -153,7 +177,7 @@ func (e *Encoder) Encode(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error
 		category, dataset = "file", "cloud_defend.file"
 	}
 	kind := "event"
-	if ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock) {
+	if alert {
 		kind, dataset = "alert", "cloud_defend.alerts"
 	}
 	names, err := e.names(ev)

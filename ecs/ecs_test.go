@@ -109,6 +109,26 @@ func TestEncodeStreams(t *testing.T) {
 	}
 }
 
+// TestLogAndAlert: an event that one response logs and another alerts on is
+// on both streams, as two documents.
+func TestLogAndAlert(t *testing.T) {
+	ev := ebpf.Event{Kind: ebpf.EventDecision, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert, Path: "/bin/cat"}
+	var docs []Doc
+	if err := testEncoder().EncodeAll(&ev, nil, Meta{}, func(d Doc) { docs = append(docs, d) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(docs) != 2 || docs[0].Stream != "logs-cloud_defend.alerts-default" || docs[1].Stream != "logs-cloud_defend.process-default" ||
+		field(decode(t, docs[1]), "event", "kind") != "event" || docs[0].ID == docs[1].ID {
+		t.Fatalf("documents %+v", docs)
+	}
+	ev.Actions = policy.ActionAlert
+	docs = nil
+	testEncoder().EncodeAll(&ev, nil, Meta{}, func(d Doc) { docs = append(docs, d) })
+	if len(docs) != 1 {
+		t.Fatalf("alert only: %d documents", len(docs))
+	}
+}
+
 func TestEventIDsUnique(t *testing.T) {
 	a, b := testEncoder(), testEncoder()
 	seen := map[string]bool{}

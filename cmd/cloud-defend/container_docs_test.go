@@ -20,100 +20,8 @@ import (
 // image (asked of podman's Docker-compatible API), user, args, parent chain and
 // entry leaders for the container's init and for a `podman exec`.
 func TestContainerDocuments(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("runs containers and loads BPF programs: CI must run as root")
-		}
-		t.Skip("needs root")
-	}
-	if _, err := exec.LookPath("podman"); err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("podman is not installed (.ci/run installs it)")
-		}
-		t.Skip("needs podman")
-	}
-	dir := t.TempDir()
-	t.Cleanup(func() { unmountUnder(dir) }) // podman's storage mounts, after the containers are gone
-	bin := filepath.Join(dir, "cloud-defend")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
-	// podman with its own storage, so the test leaves nothing behind.
-	store := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run"), "--cgroup-manager", "cgroupfs"}
-	podman := func(args ...string) string {
-		t.Helper()
-		out, err := exec.Command("podman", append(slices.Clone(store), args...)...).CombinedOutput()
-		if err != nil {
-			t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
-		}
-		return strings.TrimSpace(string(out))
-	}
-	rootfs := filepath.Join(dir, "rootfs")
-	os.MkdirAll(filepath.Join(rootfs, "bin"), 0o755)
-	os.MkdirAll(filepath.Join(rootfs, "etc"), 0o755)
-	bb, err := os.ReadFile("/bin/busybox")
-	if err != nil {
-		t.Fatalf("needs busybox-static: %v", err)
-	}
-	os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), bb, 0o755)
-	for _, a := range []string{"sh", "sleep", "cat", "id"} {
-		os.Symlink("busybox", filepath.Join(rootfs, "bin", a))
-	}
-	os.WriteFile(filepath.Join(rootfs, "etc", "motd"), []byte("hello\n"), 0o644)
-	tarball := filepath.Join(dir, "rootfs.tar")
-	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
-		t.Fatalf("tar: %v %s", err, out)
-	}
-	podman("import", tarball, "localhost/cdtest/busybox:1.0")
-
-	sock := filepath.Join(dir, "podman.sock")
-	svc := exec.Command("podman", append(slices.Clone(store), "system", "service", "--time", "0", "unix://"+sock)...)
-	if err := svc.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { svc.Process.Kill(); svc.Wait() })
-	for i := 0; i < 100; i++ {
-		if _, err := os.Stat(sock); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-
-	es, err := estest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	pol := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(pol, []byte("process:\n  selectors:\n    - name: allExecs\n      operation: [exec]\n  responses:\n    - match: [allExecs]\n      actions: [log]\n"), 0o644)
-	cmd := exec.Command(bin, "run", "--policy", pol, "--output", "elasticsearch", "--es-url", es.URL(),
-		"--data-path", filepath.Join(dir, "data"), "--namespace", "ctr")
-	cmd.Env = append(os.Environ(), "DOCKER_SOCKET="+sock, "CRI_SOCKET="+filepath.Join(dir, "no-cri.sock"))
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	ready := make(chan struct{})
-	go func() {
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			t.Log(sc.Text())
-			if strings.Contains(sc.Text(), "blocking is") {
-				close(ready)
-			}
-		}
-	}()
-	select {
-	case <-ready:
-	case <-time.After(30 * time.Second):
-		t.Fatal("daemon did not start")
-	}
-
-	ulimits := []string{"--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--network", "none"}
-	id := podman(append(append([]string{"run", "-d", "--name", "cdt", "--user", "1234:1234"}, ulimits...),
-		"localhost/cdtest/busybox:1.0", "/bin/sh", "-c", "sleep 1; sleep 60; exit 0")...)
-	t.Cleanup(func() { exec.Command("podman", append(slices.Clone(store), "rm", "-f", "-t", "0", "cdt")...).Run() })
+	h := startPodman(t, "process:\n  selectors:\n    - name: allExecs\n      operation: [exec]\n  responses:\n    - match: [allExecs]\n      actions: [log]\n")
+	es, podman, id := h.es, h.podman, h.id
 	if got := podman("exec", "cdt", "/bin/cat", "/etc/motd"); got != "hello" {
 		t.Fatalf("podman exec cat: %q", got)
 	}
@@ -168,11 +76,124 @@ func TestContainerDocuments(t *testing.T) {
 	if field(sleep, "process.parent.args") == nil || field(sleep, "process.entry_leader.start") == nil {
 		t.Errorf("sleep: parent args %v entry leader start %v", field(sleep, "process.parent.args"), field(sleep, "process.entry_leader.start"))
 	}
-	cmd.Process.Signal(syscall.SIGTERM)
-	if err := cmd.Wait(); err != nil {
+	h.daemon.Process.Signal(syscall.SIGTERM)
+	if err := h.daemon.Wait(); err != nil {
 		t.Errorf("exit: %v", err)
 	}
 }
+
+// podmanHarness is the real binary logging into the test Elasticsearch while
+// a podman container ("cdt", user 1234, from an image built here from
+// busybox) runs `sh -c "sleep 1; sleep 60; exit 0"`.
+type podmanHarness struct {
+	es     *estest.Server
+	podman func(args ...string) string
+	id     string // the container's id
+	daemon *exec.Cmd
+}
+
+func startPodman(t *testing.T, policy string) *podmanHarness {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("runs containers and loads BPF programs: CI must run as root")
+		}
+		t.Skip("needs root")
+	}
+	if _, err := exec.LookPath("podman"); err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("podman is not installed (.ci/run installs it)")
+		}
+		t.Skip("needs podman")
+	}
+	dir := t.TempDir()
+	t.Cleanup(func() { unmountUnder(dir) }) // podman's storage mounts, after the containers are gone
+	bin := filepath.Join(dir, "cloud-defend")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v %s", err, out)
+	}
+	// podman with its own storage, so the test leaves nothing behind.
+	store := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run"), "--cgroup-manager", "cgroupfs"}
+	podman := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command("podman", append(slices.Clone(store), args...)...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("podman %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	rootfs := filepath.Join(dir, "rootfs")
+	for _, d := range []string{"bin", "etc", "tmp", "var/run/secrets/kubernetes.io/serviceaccount"} {
+		os.MkdirAll(filepath.Join(rootfs, d), 0o755)
+	}
+	os.Chmod(filepath.Join(rootfs, "tmp"), 0o1777)
+	bb, err := os.ReadFile("/bin/busybox")
+	if err != nil {
+		t.Fatalf("needs busybox-static: %v", err)
+	}
+	os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), bb, 0o755)
+	for _, a := range []string{"sh", "sleep", "cat", "id", "base64", "chmod", "nsenter", "touch", "echo", "true"} {
+		os.Symlink("busybox", filepath.Join(rootfs, "bin", a))
+	}
+	os.WriteFile(filepath.Join(rootfs, "etc", "motd"), []byte("hello\n"), 0o644)
+	os.WriteFile(filepath.Join(rootfs, "var/run/secrets/kubernetes.io/serviceaccount/token"), []byte("eyJhbGciOi.test.token\n"), 0o644)
+	tarball := filepath.Join(dir, "rootfs.tar")
+	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
+		t.Fatalf("tar: %v %s", err, out)
+	}
+	podman("import", tarball, "localhost/cdtest/busybox:1.0")
+
+	sock := filepath.Join(dir, "podman.sock")
+	svc := exec.Command("podman", append(slices.Clone(store), "system", "service", "--time", "0", "unix://"+sock)...)
+	if err := svc.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { svc.Process.Kill(); svc.Wait() })
+	for i := 0; i < 100; i++ {
+		if _, err := os.Stat(sock); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+
+	es, err := estest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(es.Close)
+	pol := filepath.Join(dir, "policy.yaml")
+	os.WriteFile(pol, []byte(policy), 0o644)
+	cmd := exec.Command(bin, "run", "--policy", pol, "--output", "elasticsearch", "--es-url", es.URL(),
+		"--data-path", filepath.Join(dir, "data"), "--namespace", "ctr")
+	cmd.Env = append(os.Environ(), "DOCKER_SOCKET="+sock, "CRI_SOCKET="+filepath.Join(dir, "no-cri.sock"))
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	ready := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			t.Log(sc.Text())
+			if strings.Contains(sc.Text(), "blocking is") {
+				close(ready)
+			}
+		}
+	}()
+	select {
+	case <-ready:
+	case <-time.After(30 * time.Second):
+		t.Fatal("daemon did not start")
+	}
+
+	ulimits := []string{"--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--network", "none"}
+	id := podman(append(append([]string{"run", "-d", "--name", "cdt", "--user", "1234:1234"}, ulimits...),
+		"localhost/cdtest/busybox:1.0", "/bin/sh", "-c", "sleep 1; sleep 60; exit 0")...)
+	t.Cleanup(func() { exec.Command("podman", append(slices.Clone(store), "rm", "-f", "-t", "0", "cdt")...).Run() })
+	return &podmanHarness{es: es, podman: podman, id: id, daemon: cmd}
+}
+
 
 // unmountUnder detaches every mount below dir, innermost first, until none
 // is left (a mount may be stacked on another at the same point).

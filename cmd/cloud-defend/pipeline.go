@@ -99,13 +99,8 @@ func (p *pipeline) run() {
 		if !ok {
 			return // no policy in force yet: nothing was decided
 		}
-		doc, ok, err := p.enc.Encode(ev, ctx, m)
-		if err != nil {
+		if err := p.enc.EncodeAll(ev, ctx, m, p.publish); err != nil {
 			p.logf("encode event: %v", err)
-			return
-		}
-		if ok {
-			p.publish(doc)
 		}
 	}
 	for {

@@ -26,77 +26,14 @@ import (
 // invalid revision fails the unit and leaves the old policy in force; a valid one
 // heals it; STOPPED ends the process cleanly with nothing left unsent.
 func TestAgentManaged(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("loads BPF programs: CI must run as root")
-		}
-		t.Skip("loads BPF programs: needs root")
-	}
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "cloud-defend")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
-	es, err := estest.New()
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer es.Close()
-	es.APIKey = "e2e-id:e2e-secret"
-	agent := agenttest.New(t, true)
-	info, err := agent.StartUpInfo()
-	if err != nil {
-		t.Fatal(err)
-	}
+	h := startAgentManaged(t)
+	es, agent, cmd, logDone := h.es, h.agent, h.cmd, h.logDone
 
-	cmd := exec.Command(bin, "--agent-managed", "-E", "path.data="+filepath.Join(dir, "data"), "-E", "management.enabled=true")
-	cmd.Stdin = bytes.NewReader(info)
-	stderr, _ := cmd.StderrPipe()
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	var logMu sync.Mutex
-	var logs []string
-	logDone := make(chan struct{})
-	go func() {
-		defer close(logDone)
-		sc := bufio.NewScanner(stderr)
-		for sc.Scan() {
-			logMu.Lock()
-			logs = append(logs, sc.Text())
-			logMu.Unlock()
-		}
-	}()
-	defer func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
-		logMu.Lock()
-		for _, l := range logs {
-			t.Log(l)
-		}
-		logMu.Unlock()
-	}()
-
-	const inputID, outputID = "cloud_defend/control-default-cloud_defend-e2e", "default"
 	policyFor := func(selector string) string {
 		return "process:\n  selectors:\n    - name: " + selector + "\n      operation: [exec]\n      processName: [true]\n  responses:\n    - match: [" + selector + "]\n      actions: [alert]\n"
 	}
-	input := func(rev uint64, pol string) *proto.UnitExpectedConfig {
-		var doc map[string]any
-		if err := yamlUnmarshal(pol, &doc); err != nil {
-			t.Fatal(err)
-		}
-		alerts := map[string]any{"id": "alerts", "data_stream": map[string]any{"dataset": "cloud_defend.alerts", "type": "logs"}}
-		for k, v := range doc {
-			alerts[k] = v
-		}
-		return agenttest.Config(t, "cloud_defend/control", rev, map[string]any{"id": "cloud_defend-e2e", "package_policy_id": "pp-e2e",
-			"data_stream": map[string]any{"namespace": "e2e"}}, alerts)
-	}
-	agent.SetUnit(outputID, proto.UnitType_OUTPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO,
-		agenttest.Config(t, "elasticsearch", 1, map[string]any{"type": "elasticsearch", "hosts": []any{es.URL()}, "api_key": "e2e-id:e2e-secret"}))
+	input := func(rev uint64, pol string) *proto.UnitExpectedConfig { return inputUnit(t, rev, pol) }
+	h.configureOutput()
 	agent.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, input(1, policyFor("trueRuns")))
 
 	// This host cannot block (no BPF LSM): the unit says so, with the policy in force.
@@ -169,9 +106,9 @@ func TestAgentManaged(t *testing.T) {
 		t.Errorf("%d check-ins with a wrong token", agent.BadTokens())
 	}
 	// Logs are ECS NDJSON.
-	logMu.Lock()
-	defer logMu.Unlock()
-	for _, l := range logs {
+	h.logMu.Lock()
+	defer h.logMu.Unlock()
+	for _, l := range h.logs {
 		var m map[string]any
 		if err := json.Unmarshal([]byte(l), &m); err != nil || m["@timestamp"] == nil || m["log.level"] == nil || m["message"] == nil {
 			t.Errorf("log line is not ECS JSON: %s", l)
@@ -181,3 +118,91 @@ func TestAgentManaged(t *testing.T) {
 }
 
 func yamlUnmarshal(s string, v any) error { return yaml.Unmarshal([]byte(s), v) }
+
+const inputID, outputID = "cloud_defend/control-default-cloud_defend-e2e", "default"
+
+// agentHarness is the real binary started by a stub agent (TLS), with the
+// test Elasticsearch for its output.
+type agentHarness struct {
+	t       *testing.T
+	es      *estest.Server
+	agent   *agenttest.Agent
+	cmd     *exec.Cmd
+	logMu   sync.Mutex
+	logs    []string
+	logDone chan struct{}
+}
+
+func startAgentManaged(t *testing.T) *agentHarness {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		if os.Getenv("CI") == "true" {
+			t.Fatal("loads BPF programs: CI must run as root")
+		}
+		t.Skip("loads BPF programs: needs root")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "cloud-defend")
+	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v %s", err, out)
+	}
+	es, err := estest.New()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(es.Close)
+	es.APIKey = "e2e-id:e2e-secret"
+	agent := agenttest.New(t, true)
+	info, err := agent.StartUpInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "--agent-managed", "-E", "path.data="+filepath.Join(dir, "data"), "-E", "management.enabled=true")
+	cmd.Stdin = bytes.NewReader(info)
+	stderr, _ := cmd.StderrPipe()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	h := &agentHarness{t: t, es: es, agent: agent, cmd: cmd, logDone: make(chan struct{})}
+	go func() {
+		defer close(h.logDone)
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			h.logMu.Lock()
+			h.logs = append(h.logs, sc.Text())
+			h.logMu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		if cmd.ProcessState == nil {
+			cmd.Process.Kill()
+			cmd.Wait()
+		}
+		h.logMu.Lock()
+		for _, l := range h.logs {
+			t.Log(l)
+		}
+		h.logMu.Unlock()
+	})
+	return h
+}
+
+func (h *agentHarness) configureOutput() {
+	h.agent.SetUnit(outputID, proto.UnitType_OUTPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO,
+		agenttest.Config(h.t, "elasticsearch", 1, map[string]any{"type": "elasticsearch", "hosts": []any{h.es.URL()}, "api_key": "e2e-id:e2e-secret"}))
+}
+
+// inputUnit is the input unit Fleet sends: the policy at the alerts stream's
+// root.
+func inputUnit(t *testing.T, rev uint64, pol string) *proto.UnitExpectedConfig {
+	var doc map[string]any
+	if err := yamlUnmarshal(pol, &doc); err != nil {
+		t.Fatal(err)
+	}
+	alerts := map[string]any{"id": "alerts", "data_stream": map[string]any{"dataset": "cloud_defend.alerts", "type": "logs"}}
+	for k, v := range doc {
+		alerts[k] = v
+	}
+	return agenttest.Config(t, "cloud_defend/control", rev, map[string]any{"id": "cloud_defend-e2e", "package_policy_id": "pp-e2e",
+		"data_stream": map[string]any{"namespace": "e2e"}}, alerts)
+}

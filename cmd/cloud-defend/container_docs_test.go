@@ -194,7 +194,6 @@ func startPodman(t *testing.T, policy string) *podmanHarness {
 	return &podmanHarness{es: es, podman: podman, id: id, daemon: cmd}
 }
 
-
 // unmountUnder detaches every mount below dir, innermost first, until none
 // is left (a mount may be stacked on another at the same point).
 func unmountUnder(dir string) {

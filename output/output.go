@@ -38,7 +38,10 @@ type Config struct {
 	SpoolMaxBytes int64         // default 256 MiB
 	BatchSize     int           // documents per _bulk request, default 1000
 	BatchBytes    int           // default 4 MiB
-	FlushInterval time.Duration // how long a lone document waits, default 1s
+	FlushInterval time.Duration // how often the spool is checked without a wake-up, default 1s
+	// Linger is how long the sender lets documents gather once one arrives,
+	// default 100ms: one request per batch, not per document.
+	Linger time.Duration
 	Timeout       time.Duration // per request, default 30s
 	MaxBackoff    time.Duration // default 60s
 }
@@ -96,6 +99,9 @@ func New(cfg Config, log Logger) (*Shipper, error) {
 	}
 	if cfg.BatchBytes == 0 {
 		cfg.BatchBytes = 4 << 20
+	}
+	if cfg.Linger == 0 {
+		cfg.Linger = 100 * time.Millisecond
 	}
 	if cfg.FlushInterval == 0 {
 		cfg.FlushInterval = time.Second
@@ -275,6 +281,13 @@ func (s *Shipper) run() {
 			case <-s.stop:
 				return
 			case <-s.wake:
+				if s.spool.pendingCount() < int64(s.cfg.BatchSize) {
+					select {
+					case <-s.stop:
+						return
+					case <-time.After(s.cfg.Linger):
+					}
+				}
 			case <-tick.C:
 			}
 			continue

@@ -256,6 +256,13 @@ func (s *spool) append(stream, id string, body []byte) error {
 	return nil
 }
 
+// pendingCount is how many records wait to be sent.
+func (s *spool) pendingCount() int64 {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.pending
+}
+
 // enforceCap drops whole segments, oldest first, while the spool is over its cap;
 // never the one being written. Caller holds mu.
 func (s *spool) enforceCap() {

@@ -13,6 +13,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime/pprof"
 
 	"github.com/cloud-defend/cloud-defend/internal/version"
 )
@@ -25,15 +26,26 @@ const (
 )
 
 func main() {
+	// CLOUD_DEFEND_CPUPROFILE names a file for a CPU profile of the whole
+	// run: how a node's cost is investigated in the field.
+	if path := os.Getenv("CLOUD_DEFEND_CPUPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
+			code := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+			pprof.StopCPUProfile()
+			f.Close()
+			os.Exit(code)
+		}
+	}
 	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
 }
 
 const usage = `usage: cloud-defend <command> [arguments]
 
 commands:
-  run [--policy FILE] [--dry-run] [--output stdout|file=PATH]
+  run [--policy FILE] [--dry-run] [--output stdout|file=PATH|elasticsearch --es-url URL ...]
                                                  enforce a policy (default: the embedded one) and
-                                                 write kernel events as NDJSON; SIGHUP reloads
+                                                 write kernel events as NDJSON, or ship ECS
+                                                 documents to Elasticsearch; SIGHUP reloads
   policy validate [--format text|json] FILE...   validate policies (- reads stdin)
   policy explain [--default | FILE]              print the rules a policy enforces
   policy default                                 print the embedded default policy

@@ -1,20 +1,28 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"os"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/enrich"
 	"github.com/cloud-defend/cloud-defend/enrich/container"
+	"github.com/cloud-defend/cloud-defend/enrich/kube"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
 	"github.com/cloud-defend/cloud-defend/enrich/runtime"
 	"github.com/cloud-defend/cloud-defend/internal/version"
+	"github.com/cloud-defend/cloud-defend/policy"
 )
 
 // pipeline moves kernel events to documents: engine → enrich → ecs → publish.
@@ -27,7 +35,9 @@ type pipeline struct {
 	publish func(ecs.Doc)
 	logf    func(format string, args ...any)
 
-	events atomic.Uint64
+	events           atomic.Uint64
+	cgroups          *container.Cgroups
+	containerCgroups sync.Map // container id → cgroup id given to the engine
 }
 
 // newPipeline builds the enrichment for this node. Without a visible cgroup2
@@ -45,7 +55,7 @@ func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, boo
 	enc := ecs.NewEncoder(ecs.Agent{ID: agentID, Version: version.Version}, ecs.LocalHost(procRoot(), "/etc"), nil, ecs.BootTime(), engine.SelectorNames)
 	enr := enrich.New(tab, cg)
 	enr.Runtimes = runtimeSources(logf)
-	return &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, logf: logf}
+	return &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, logf: logf, cgroups: cg}
 }
 
 // Where runtimes listen by default; CRI_SOCKET and DOCKER_SOCKET (paths, comma
@@ -91,6 +101,9 @@ func runtimeSources(logf func(string, ...any)) *runtime.Cache {
 // run reads events until the engine closes. The /proc scan runs once events
 // flow, so no process starts unseen in between.
 func (p *pipeline) run() {
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	p.watchKubernetes(ctx, p.cgroups)
 	if err := p.enrich.Table.Scan(); err != nil {
 		p.logf("scan running processes: %v", err)
 	}
@@ -171,4 +184,74 @@ func (p *pipeline) periodic(stop <-chan struct{}, periods func() (heartbeat, met
 			}
 		}
 	}
+}
+
+// watchKubernetes follows this node's pods when NODE_NAME is set: their
+// metadata goes into documents (orchestrator.*) and, for each container that
+// starts, into the kernel engine, so selectors on namespaces, pod labels and
+// images cover it. The config is in-cluster, or KUBECONFIG's. It logs how long
+// after a container started its selectors applied.
+func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
+	node := os.Getenv("NODE_NAME")
+	if node == "" {
+		return
+	}
+	cfg, err := rest.InClusterConfig()
+	if err != nil {
+		cfg, err = clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+	}
+	if err != nil {
+		p.logf("kubernetes: no API access (%v): documents carry no pod metadata", err)
+		return
+	}
+	client, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		p.logf("kubernetes: %v", err)
+		return
+	}
+	clusterName := os.Getenv("CLUSTER_NAME")
+	var pods *kube.Pods
+	onContainer := func(c kube.Container) {
+		if cg == nil {
+			return
+		}
+		var cgid uint64
+		var ok bool
+		// The kubelet may report a container running a moment before its
+		// cgroup is visible here.
+		for range 20 {
+			if cgid, ok = cg.FindContainer(c.ID); ok {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if !ok {
+			p.logf("kubernetes: no cgroup for container %s of pod %s/%s: its pod selectors do not apply", c.ID, c.Pod.Namespace, c.Pod.Name)
+			return
+		}
+		op := policy.Operation{ContainerImageName: c.ImageName, ContainerImageTag: c.ImageTag, ContainerImageFullName: c.Image,
+			KubernetesClusterID: c.Pod.ClusterID, KubernetesClusterName: clusterName, KubernetesNamespace: c.Pod.Namespace,
+			KubernetesPodName: c.Pod.Name, KubernetesPodLabels: c.Labels}
+		if err := p.engine.SetContainer(cgid, op); err != nil {
+			p.logf("kubernetes: container %s: %v", c.ID, err)
+			return
+		}
+		p.containerCgroups.Store(c.ID, cgid)
+		p.logf("kubernetes: selectors apply to container %s of pod %s/%s %v after it started", c.ID[:min(12, len(c.ID))], c.Pod.Namespace, c.Pod.Name, time.Since(c.Running).Round(time.Millisecond))
+	}
+	onRemove := func(id string) {
+		if v, ok := p.containerCgroups.LoadAndDelete(id); ok {
+			p.engine.RemoveContainer(v.(uint64))
+		}
+	}
+	go func() {
+		var err error
+		pods, err = kube.Watch(ctx, client, kube.Config{NodeName: node, ClusterName: clusterName, OnContainer: onContainer, OnRemove: onRemove, Resync: 10 * time.Minute})
+		if err != nil {
+			p.logf("%v", err)
+			return
+		}
+		p.enrich.SetPods(pods.Pod)
+		p.logf("kubernetes: watching the pods of node %s (cluster id %s)", node, pods.ClusterID())
+	}()
 }

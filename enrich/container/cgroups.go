@@ -210,3 +210,32 @@ func (c *Cgroups) Info(id uint64) (Info, bool) {
 	}
 	return FromPath(p), true
 }
+
+// FindContainer returns the id of the cgroup a container's processes run in:
+// the directory whose name holds the container id (runtimes name it
+// "<id>", "cri-containerd-<id>.scope", "crio-<id>.scope", …). The hierarchy is
+// walked; runtime helper cgroups ("crio-conmon-<id>") are not the container.
+func (c *Cgroups) FindContainer(id string) (uint64, bool) {
+	if id == "" {
+		return 0, false
+	}
+	var found uint64
+	filepath.WalkDir(c.mount.Point, func(full string, d fs.DirEntry, err error) error {
+		if err != nil || !d.IsDir() || found != 0 {
+			return nil
+		}
+		name := d.Name()
+		if strings.Contains(name, id) && !strings.Contains(name, "conmon") {
+			if p, ok := c.cgroupPath(full); ok && FromPath(p).ID == id {
+				if info, err := d.Info(); err == nil {
+					if st, ok := info.Sys().(*syscall.Stat_t); ok {
+						found = st.Ino
+						return filepath.SkipAll
+					}
+				}
+			}
+		}
+		return nil
+	})
+	return found, found != 0
+}

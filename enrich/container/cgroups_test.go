@@ -160,3 +160,31 @@ func TestCgroupsReal(t *testing.T) {
 	}
 	t.Logf("resolved by file handle: %v", c.fd >= 0)
 }
+
+func TestFindContainer(t *testing.T) {
+	root := t.TempDir()
+	id := strings.Repeat("ab", 32)
+	for _, d := range []string{
+		"kubepods/besteffort/pod0d0a2f5e-6f0e-4c4e-9d3b-0123456789ab/" + id,
+		"machine.slice/crio-conmon-" + strings.Repeat("cd", 32) + ".scope",
+		"machine.slice/crio-" + strings.Repeat("cd", 32) + ".scope",
+	} {
+		if err := os.MkdirAll(filepath.Join(root, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	c := &Cgroups{mount: Mount{Point: root, Root: "/"}, fd: -1, paths: map[uint64]string{}, MaxCached: 10}
+	for _, want := range []string{id, strings.Repeat("cd", 32)} {
+		cg, ok := c.FindContainer(want)
+		if !ok {
+			t.Fatalf("container %s not found", want[:8])
+		}
+		p, _ := c.Path(cg)
+		if info := FromPath(p); info.ID != want || strings.Contains(p, "conmon") {
+			t.Errorf("found %s (%+v) for %s", p, info, want[:8])
+		}
+	}
+	if _, ok := c.FindContainer(strings.Repeat("ef", 32)); ok {
+		t.Error("found a container that is not there")
+	}
+}

@@ -87,7 +87,10 @@ func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
 	default:
 		e.emit(ev, emit)
 	}
-	if ev.Time-e.lastReconcile > reconcileEvery {
+	switch {
+	case e.lastReconcile == 0:
+		e.lastReconcile = ev.Time // the first check a period after the start
+	case ev.Time-e.lastReconcile > reconcileEvery:
 		e.lastReconcile = ev.Time
 		e.Table.Reconcile()
 	}

@@ -6,6 +6,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -194,9 +195,29 @@ func startPodman(t *testing.T, policy string) *podmanHarness {
 	return &podmanHarness{es: es, podman: podman, id: id, daemon: cmd}
 }
 
-// unmountUnder detaches every mount below dir, innermost first, until none
-// is left (a mount may be stacked on another at the same point).
+// unmountUnder ends the processes still working in dir (podman's cleanup
+// helpers, started by conmon when a container exits, outlive `podman rm` and
+// mount the storage again), then detaches every mount below dir, innermost
+// first, until none is left.
 func unmountUnder(dir string) {
+	for range 40 {
+		var left []int
+		ents, _ := os.ReadDir("/proc")
+		for _, e := range ents {
+			pid, err := strconv.Atoi(e.Name())
+			if err != nil || pid == os.Getpid() {
+				continue
+			}
+			if b, err := os.ReadFile("/proc/" + e.Name() + "/cmdline"); err == nil && strings.Contains(string(b), dir) {
+				syscall.Kill(pid, syscall.SIGKILL)
+				left = append(left, pid)
+			}
+		}
+		if len(left) == 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 	for range 10 {
 		data, err := os.ReadFile("/proc/self/mountinfo")
 		if err != nil {

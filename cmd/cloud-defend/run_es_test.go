@@ -130,6 +130,16 @@ func TestRunElasticsearch(t *testing.T) {
 		dups += c - 1
 	}
 	t.Logf("replayed %d alerts after SIGKILL, %d duplicates by event.id", len(alerts), dups)
+	bad := 0
+	for _, a := range alerts {
+		if field(a, "process.parent.executable") != busybox {
+			bad++
+			t.Logf("alert with parent %v (pid %v, start %v) for pid %v", field(a, "process.parent.executable"), field(a, "process.parent.pid"), field(a, "process.parent.start"), field(a, "process.pid"))
+		}
+	}
+	if bad > 0 {
+		t.Errorf("%d of %d alerts name the wrong parent image", bad, len(alerts))
+	}
 	a := alerts[0]
 	for path, want := range map[string]any{
 		"event.kind": "alert", "process.executable": target, "process.name": filepath.Base(target),

@@ -62,21 +62,31 @@ func (t *Table) Scan() error {
 }
 
 // Reconcile ends the processes the table thinks alive that /proc no longer
-// has: their exit events were lost (a full ring). Their exit code stays
-// unknown. Writer only.
+// has: their exit events were lost (a full ring). Events lag behind /proc — a
+// process may be gone with its exit still in the ring — so a process is only
+// ended when it was already missing at the previous Reconcile; call it at
+// intervals long enough for the reader to catch up (a minute). Their exit code
+// stays unknown. Writer only.
 func (t *Table) Reconcile() {
+	suspects := map[*proc]bool{}
 	var gone []*proc
 	for pid, p := range t.procs {
 		if p.Exited {
 			continue
 		}
 		start, ok := procStart(t.cfg.ProcRoot, pid)
-		if !ok || !sameStart(start, p.Start) {
+		if ok && sameStart(start, p.Start) {
+			continue
+		}
+		if t.suspects[p] {
 			gone = append(gone, p)
+		} else {
+			suspects[p] = true
 		}
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	t.suspects = suspects
 	t.now = max(t.now, t.cfg.Clock())
 	for _, p := range gone {
 		if !p.Exited {

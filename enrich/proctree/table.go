@@ -62,6 +62,9 @@ type Table struct {
 	exited queue            // exited records in their grace, oldest first
 	now    time.Duration    // the latest event time seen
 	stats  Stats
+	// suspects were missing from /proc at the last Reconcile; still missing at
+	// the next, they are ended.
+	suspects map[*proc]bool
 }
 
 // New returns an empty table; Scan fills it with what runs now.

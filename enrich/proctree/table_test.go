@@ -294,6 +294,11 @@ func TestScanFindsRunningProcesses(t *testing.T) {
 	}
 	cmd.Process.Kill()
 	cmd.Wait()
+	// Its exit event could still be on its way: the first check only suspects it.
+	tab.Reconcile()
+	if v, _ := tab.LookupPID(uint32(cmd.Process.Pid)); v.Process.Exited {
+		t.Error("ended at the first Reconcile that missed it: its exit event may still be in the ring")
+	}
 	tab.Reconcile()
 	if v, _ := tab.LookupPID(uint32(cmd.Process.Pid)); !v.Process.Exited || v.Process.ExitKnown {
 		t.Errorf("after the child died unseen: exited %v exit known %v", v.Process.Exited, v.Process.ExitKnown)

@@ -96,7 +96,8 @@ type Encoder struct {
 	// names resolves a decision's selector names.
 	names func(*ebpf.Event) ([]string, error)
 
-	common  []byte // "agent", "ecs", "host" and "cloud", encoded once
+	common  atomic.Pointer[[]byte] // "agent", "ecs", "host" and "cloud", encoded once
+	host    Host
 	seq     atomic.Uint64
 	prefix  string
 	buf     jw
@@ -111,23 +112,30 @@ func NewEncoder(agent Agent, host Host, cloud *Cloud, boot time.Time, names func
 	var r [8]byte
 	rand.Read(r[:])
 	e := &Encoder{agent: agent, boot: boot, names: names, prefix: base64.RawURLEncoding.EncodeToString(r[:]),
-		streams: map[streamKey]string{}}
+		streams: map[streamKey]string{}, host: host}
+	e.SetCloud(cloud)
+	return e
+}
+
+// SetCloud sets cloud.* for the documents that follow (the metadata service
+// answers after startup). Safe to call while documents are encoded.
+func (e *Encoder) SetCloud(cloud *Cloud) {
 	var w jw
 	w.b = append(w.b, '{')
 	w.obj("ecs")
 	w.str("version", Version)
 	w.close()
 	w.obj("agent")
-	w.str("id", agent.ID)
+	w.str("id", e.agent.ID)
 	w.str("type", "cloud-defend")
-	w.str("version", agent.Version)
+	w.str("version", e.agent.Version)
 	w.close()
-	writeHost(&w, host)
+	writeHost(&w, e.host)
 	if cloud != nil {
 		writeCloud(&w, cloud)
 	}
-	e.common = w.b[1:]
-	return e
+	common := w.b[1:]
+	e.common.Store(&common)
 }
 
 // Encode returns the document an event makes: decisions (process and file
@@ -191,7 +199,7 @@ func (e *Encoder) encode(ev *ebpf.Event, ctx *Context, m Meta, alert bool) (Doc,
 	w.b = append(w.b[:0], '{')
 	w.time("@timestamp", e.boot.Add(ev.Time))
 	w.b = append(w.b, ',')
-	w.b = append(w.b, e.common...)
+	w.b = append(w.b, *e.common.Load()...)
 	w.obj("data_stream")
 	w.str("type", "logs")
 	w.str("dataset", dataset)
@@ -643,7 +651,7 @@ func (e *Encoder) metricStart(m Meta, dataset string, now time.Time) (*jw, strin
 	w.b = append(w.b, '{')
 	w.time("@timestamp", now)
 	w.b = append(w.b, ',')
-	w.b = append(w.b, e.common...)
+	w.b = append(w.b, *e.common.Load()...)
 	w.obj("data_stream")
 	w.str("type", "metrics")
 	w.str("dataset", dataset)

@@ -274,6 +274,21 @@ func BenchmarkEncode(b *testing.B) {
 	b.ReportMetric(float64(n), "bytes/doc")
 }
 
+func TestSetCloud(t *testing.T) {
+	e := testEncoder()
+	ev := ebpf.Event{Kind: ebpf.EventFile, Op: policy.OpModifyFile, Actions: policy.ActionLog, Path: "/x"}
+	d, _, _ := e.Encode(&ev, nil, Meta{})
+	if _, has := decode(t, d)["cloud"]; has {
+		t.Error("cloud.* before the metadata service answered")
+	}
+	e.SetCloud(&Cloud{Provider: "aws", Region: "eu-west-1", AccountID: "123", InstanceID: "i-1"})
+	d, _, _ = e.Encode(&ev, nil, Meta{})
+	m := decode(t, d)
+	if field(m, "cloud", "provider") != "aws" || field(m, "cloud", "account", "id") != "123" || field(m, "cloud", "instance", "id") != "i-1" || field(m, "host", "os", "type") != "linux" {
+		t.Errorf("cloud %v host %v", m["cloud"], m["host"])
+	}
+}
+
 func TestHeartbeatAndMetrics(t *testing.T) {
 	e := testEncoder()
 	now := time.Date(2026, 11, 22, 9, 0, 0, 0, time.UTC)

@@ -17,6 +17,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/cloud"
 	"github.com/cloud-defend/cloud-defend/enrich/container"
 	"github.com/cloud-defend/cloud-defend/enrich/kube"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
@@ -104,6 +105,14 @@ func (p *pipeline) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	p.watchKubernetes(ctx, p.cgroups)
+	if os.Getenv("CLOUD_METADATA") != "off" {
+		go func() {
+			if c := cloud.Detect(ctx, cloud.Default, 2*time.Second); c != nil {
+				p.enc.SetCloud(c)
+				p.logf("cloud: %s %s, instance %s", c.Provider, c.Region, c.InstanceID)
+			}
+		}()
+	}
 	if err := p.enrich.Table.Scan(); err != nil {
 		p.logf("scan running processes: %v", err)
 	}

@@ -41,9 +41,9 @@ type Config struct {
 	FlushInterval time.Duration // how often the spool is checked without a wake-up, default 1s
 	// Linger is how long the sender lets documents gather once one arrives,
 	// default 100ms: one request per batch, not per document.
-	Linger time.Duration
-	Timeout       time.Duration // per request, default 30s
-	MaxBackoff    time.Duration // default 60s
+	Linger     time.Duration
+	Timeout    time.Duration // per request, default 30s
+	MaxBackoff time.Duration // default 60s
 }
 
 // Logger is what the shipper logs through (logp.Logger satisfies it).

@@ -35,6 +35,10 @@ type Enricher struct {
 	Cgroups *container.Cgroups // nil: no container ids (no cgroup2 mount visible)
 	// Runtimes tells images and privilege; nil: container ids only.
 	Runtimes *runtime.Cache
+	// OnContainer is called when a container is first seen in the events,
+	// with its cgroup: the earliest moment its metadata can reach the kernel
+	// engine. It must not call back into the Enricher.
+	OnContainer func(cgroupID uint64, c *ecs.Container)
 
 	pending       map[uint32]*ebpf.Event // exec decisions waiting for their exec, by pid
 	lastReconcile time.Duration
@@ -71,6 +75,8 @@ func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
 		e.Table.Apply(ev)
 	case ebpf.EventExec:
 		e.Table.Apply(ev)
+		// A container's first exec is its first sight (OnContainer).
+		e.container(ev.Process.CgroupID)
 		if p := e.pending[pid]; p != nil {
 			delete(e.pending, pid)
 			e.emit(p, emit)
@@ -147,6 +153,9 @@ func (e *Enricher) container(id uint64) (*ecs.Container, *ecs.Pod) {
 				// spaces out the next questions.
 				complete = e.Runtimes == nil
 			}
+		}
+		if c != nil && e.OnContainer != nil {
+			e.OnContainer(id, c)
 		}
 		if complete {
 			if len(e.containers) >= 1<<16 {

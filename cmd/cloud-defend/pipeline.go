@@ -10,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -219,15 +220,56 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 		return
 	}
 	clusterName := os.Getenv("CLUSTER_NAME")
-	var pods *kube.Pods
+	var pods atomic.Pointer[kube.Pods]
+	// apply gives a container's pod metadata to the kernel engine, once.
+	apply := func(cgid uint64, id, image, name, tag string, pod *ecs.Pod, labels map[string]string, how string) {
+		if _, done := p.containerCgroups.LoadOrStore(id, cgid); done {
+			return
+		}
+		op := policy.Operation{ContainerImageName: name, ContainerImageTag: tag, ContainerImageFullName: image,
+			KubernetesClusterID: pod.ClusterID, KubernetesClusterName: clusterName, KubernetesNamespace: pod.Namespace,
+			KubernetesPodName: pod.Name, KubernetesPodLabels: labels}
+		if err := p.engine.SetContainer(cgid, op); err != nil {
+			p.containerCgroups.Delete(id)
+			p.logf("kubernetes: container %s: %v", id, err)
+			return
+		}
+		// Measured from the container's first process, as the kernel started it.
+		since := "?"
+		if first, ok := p.enrich.Table.FirstStart(cgid); ok {
+			since = (bootClock() - first).Round(time.Microsecond).String()
+		}
+		p.logf("kubernetes: selectors apply to container %s of pod %s/%s %s after it started (%s)", id[:min(12, len(id))], pod.Namespace, pod.Name, since, how)
+	}
+	// First sight: the container's first event carries its pod UID (cgroup
+	// path); the informer knew the pod since it was scheduled.
+	p.enrich.OnContainer = func(cgid uint64, c *ecs.Container) {
+		pp := pods.Load()
+		if pp == nil || c.PodUID == "" {
+			return
+		}
+		pod := pp.Pod(c.PodUID)
+		labels, ok := pp.Labels(c.PodUID)
+		if pod == nil || !ok {
+			return
+		}
+		full := c.ImageName
+		if c.ImageTag != "" {
+			full += ":" + c.ImageTag
+		}
+		apply(cgid, c.ID, full, c.ImageName, c.ImageTag, pod, labels, "first event")
+	}
+	// The kubelet's report, for containers whose first event came before the
+	// pod reached the informer.
 	onContainer := func(c kube.Container) {
 		if cg == nil {
 			return
 		}
+		if _, done := p.containerCgroups.Load(c.ID); done {
+			return
+		}
 		var cgid uint64
 		var ok bool
-		// The kubelet may report a container running a moment before its
-		// cgroup is visible here.
 		for range 20 {
 			if cgid, ok = cg.FindContainer(c.ID); ok {
 				break
@@ -238,15 +280,7 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 			p.logf("kubernetes: no cgroup for container %s of pod %s/%s: its pod selectors do not apply", c.ID, c.Pod.Namespace, c.Pod.Name)
 			return
 		}
-		op := policy.Operation{ContainerImageName: c.ImageName, ContainerImageTag: c.ImageTag, ContainerImageFullName: c.Image,
-			KubernetesClusterID: c.Pod.ClusterID, KubernetesClusterName: clusterName, KubernetesNamespace: c.Pod.Namespace,
-			KubernetesPodName: c.Pod.Name, KubernetesPodLabels: c.Labels}
-		if err := p.engine.SetContainer(cgid, op); err != nil {
-			p.logf("kubernetes: container %s: %v", c.ID, err)
-			return
-		}
-		p.containerCgroups.Store(c.ID, cgid)
-		p.logf("kubernetes: selectors apply to container %s of pod %s/%s %v after it started", c.ID[:min(12, len(c.ID))], c.Pod.Namespace, c.Pod.Name, time.Since(c.Running).Round(time.Millisecond))
+		apply(cgid, c.ID, c.Image, c.ImageName, c.ImageTag, c.Pod, c.Labels, "kubelet status")
 	}
 	onRemove := func(id string) {
 		if v, ok := p.containerCgroups.LoadAndDelete(id); ok {
@@ -254,13 +288,20 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 		}
 	}
 	go func() {
-		var err error
-		pods, err = kube.Watch(ctx, client, kube.Config{NodeName: node, ClusterName: clusterName, OnContainer: onContainer, OnRemove: onRemove, Resync: 10 * time.Minute})
+		w, err := kube.Watch(ctx, client, kube.Config{NodeName: node, ClusterName: clusterName, OnContainer: onContainer, OnRemove: onRemove, Resync: 10 * time.Minute})
 		if err != nil {
 			p.logf("%v", err)
 			return
 		}
-		p.enrich.SetPods(pods.Pod)
-		p.logf("kubernetes: watching the pods of node %s (cluster id %s)", node, pods.ClusterID())
+		pods.Store(w)
+		p.enrich.SetPods(w.Pod)
+		p.logf("kubernetes: watching the pods of node %s (cluster id %s)", node, w.ClusterID())
 	}()
+}
+
+// bootClock is the time since boot (CLOCK_BOOTTIME), the kernel's event clock.
+func bootClock() time.Duration {
+	var ts unix.Timespec
+	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
+	return time.Duration(ts.Nano())
 }

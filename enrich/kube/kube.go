@@ -56,9 +56,10 @@ type Pods struct {
 	cfg       Config
 	clusterID string
 
-	mu   sync.RWMutex
-	pods map[string]*ecs.Pod
-	seen map[string]bool // container ids already passed to OnContainer
+	mu     sync.RWMutex
+	pods   map[string]*ecs.Pod
+	labels map[string]map[string]string // by pod UID
+	seen   map[string]bool              // container ids already passed to OnContainer
 }
 
 // Watch starts the informer and waits for its first sync. The cluster id is
@@ -67,7 +68,7 @@ func Watch(ctx context.Context, client kubernetes.Interface, cfg Config) (*Pods,
 	if cfg.NodeName == "" {
 		return nil, fmt.Errorf("kubernetes: no node name (set NODE_NAME from the downward API)")
 	}
-	p := &Pods{cfg: cfg, pods: map[string]*ecs.Pod{}, seen: map[string]bool{}}
+	p := &Pods{cfg: cfg, pods: map[string]*ecs.Pod{}, labels: map[string]map[string]string{}, seen: map[string]bool{}}
 	if ns, err := client.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{}); err == nil {
 		p.clusterID = string(ns.UID)
 	}
@@ -100,6 +101,14 @@ func (p *Pods) Pod(uid string) *ecs.Pod {
 	return p.pods[uid]
 }
 
+// Labels returns a pod's labels by UID.
+func (p *Pods) Labels(uid string) (map[string]string, bool) {
+	p.mu.RLock()
+	defer p.mu.RUnlock()
+	l, ok := p.labels[uid]
+	return l, ok
+}
+
 func (p *Pods) update(o any) {
 	pod, ok := o.(*corev1.Pod)
 	if !ok {
@@ -109,6 +118,7 @@ func (p *Pods) update(o any) {
 	var started []Container
 	p.mu.Lock()
 	p.pods[string(pod.UID)] = meta
+	p.labels[string(pod.UID)] = pod.Labels
 	for _, st := range slices.Concat(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses) {
 		id := stripScheme(st.ContainerID)
 		if id == "" || st.State.Running == nil || p.seen[id] {
@@ -140,6 +150,7 @@ func (p *Pods) remove(o any) {
 	var gone []string
 	p.mu.Lock()
 	delete(p.pods, string(pod.UID))
+	delete(p.labels, string(pod.UID))
 	for _, st := range slices.Concat(pod.Status.InitContainerStatuses, pod.Status.ContainerStatuses, pod.Status.EphemeralContainerStatuses) {
 		if id := stripScheme(st.ContainerID); id != "" && p.seen[id] {
 			delete(p.seen, id)

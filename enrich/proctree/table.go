@@ -349,3 +349,17 @@ func (t *Table) Stats() Stats {
 	s.Waiting = t.exited.len()
 	return s
 }
+
+// FirstStart returns the earliest start time of the live processes in a
+// cgroup: when a container began running, to the process.
+func (t *Table) FirstStart(cgroupID uint64) (time.Duration, bool) {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	var first time.Duration
+	for _, p := range t.procs {
+		if p.CgroupID == cgroupID && !p.Exited && (first == 0 || p.Start < first) {
+			first = p.Start
+		}
+	}
+	return first, first != 0
+}

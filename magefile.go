@@ -89,7 +89,10 @@ func Lint() error {
 // with the race detector, then each fuzz target briefly ($FUZZTIME, default 15s).
 func Test() error {
 	mg.SerialDeps(Lint, CheckGenerated)
-	if err := sh.RunV("go", "test", "-race", "-count=1", "./..."); err != nil {
+	// The end-to-end tests of the real binary (a minute of Elasticsearch faults,
+	// a Kubernetes node) outlast go test's default 10 minutes per package on a
+	// loaded 2-core machine.
+	if err := sh.RunV("go", "test", "-race", "-count=1", "-timeout=25m", "./..."); err != nil {
 		return err
 	}
 	return fuzz(envOr("FUZZTIME", "15s"))

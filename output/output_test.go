@@ -45,7 +45,7 @@ func newES(t *testing.T) *estest.Server {
 	if err != nil {
 		t.Fatal(err)
 	}
-	es.APIKey = "key-id:key-secret"
+	es.SetAPIKey("key-id:key-secret")
 	t.Cleanup(es.Close)
 	return es
 }

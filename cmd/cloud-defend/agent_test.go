@@ -151,7 +151,7 @@ func startAgentManaged(t *testing.T) *agentHarness {
 		t.Fatal(err)
 	}
 	t.Cleanup(es.Close)
-	es.APIKey = "e2e-id:e2e-secret"
+	es.SetAPIKey("e2e-id:e2e-secret")
 	agent := agenttest.New(t, true)
 	info, err := agent.StartUpInfo()
 	if err != nil {

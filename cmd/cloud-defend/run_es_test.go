@@ -40,7 +40,7 @@ func TestRunElasticsearch(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer es.Close()
-	es.APIKey = "kid:ksecret"
+	es.SetAPIKey("kid:ksecret")
 	es.SetFault(estest.Refuse)
 	data := filepath.Join(dir, "data")
 

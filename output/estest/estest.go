@@ -34,19 +34,18 @@ const (
 
 // Server is a running test server.
 type Server struct {
-	APIKey             string // "id:key"; empty disables API key auth
-	Username, Password string // empty disables basic auth
-
-	mu       sync.Mutex
-	fault    Fault
-	Delay    time.Duration
-	docs     map[string][]map[string]any // by data stream
-	ids      map[string]map[string]bool  // _id per data stream
-	requests int
-	rejected int
-	lis      net.Listener
-	srv      *http.Server
-	addr     string
+	mu                 sync.Mutex
+	apiKey             string // "id:key"; empty disables API key auth
+	username, password string // empty disables basic auth
+	fault              Fault
+	Delay              time.Duration
+	docs               map[string][]map[string]any // by data stream
+	ids                map[string]map[string]bool  // _id per data stream
+	requests           int
+	rejected           int
+	lis                net.Listener
+	srv                *http.Server
+	addr               string
 }
 
 // New starts a server on loopback.
@@ -150,16 +149,33 @@ func (s *Server) serve(w http.ResponseWriter, r *http.Request) {
 	}
 }
 
+// SetAPIKey requires API key auth with key ("id:key").
+func (s *Server) SetAPIKey(key string) {
+	s.mu.Lock()
+	s.apiKey = key
+	s.mu.Unlock()
+}
+
+// SetBasicAuth requires basic auth with this user and password.
+func (s *Server) SetBasicAuth(user, password string) {
+	s.mu.Lock()
+	s.username, s.password = user, password
+	s.mu.Unlock()
+}
+
 func (s *Server) authorized(r *http.Request) bool {
-	if s.APIKey == "" && s.Username == "" {
+	s.mu.Lock()
+	apiKey, username, password := s.apiKey, s.username, s.password
+	s.mu.Unlock()
+	if apiKey == "" && username == "" {
 		return true
 	}
 	// Auth schemes are case-insensitive (RFC 9110): clients send ApiKey or APIKey.
 	scheme, cred, _ := strings.Cut(r.Header.Get("Authorization"), " ")
-	if s.APIKey != "" && strings.EqualFold(scheme, "ApiKey") && cred == base64.StdEncoding.EncodeToString([]byte(s.APIKey)) {
+	if apiKey != "" && strings.EqualFold(scheme, "ApiKey") && cred == base64.StdEncoding.EncodeToString([]byte(apiKey)) {
 		return true
 	}
-	if u, p, ok := r.BasicAuth(); ok && s.Username != "" && u == s.Username && p == s.Password {
+	if u, p, ok := r.BasicAuth(); ok && username != "" && u == username && p == password {
 		return true
 	}
 	return false

@@ -15,7 +15,7 @@ func TestStrict(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	s.Username, s.Password = "elastic", "changeme"
+	s.SetBasicAuth("elastic", "changeme")
 	post := func(body string, auth bool) (int, map[string]any) {
 		req, _ := http.NewRequest("POST", s.URL()+"/_bulk", strings.NewReader(body))
 		req.Header.Set("Content-Type", "application/x-ndjson")

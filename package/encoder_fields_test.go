@@ -1,6 +1,12 @@
 package pkg_test
 
 import (
+	"bytes"
+	"encoding/json"
+	"flag"
+	"os"
+	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -21,7 +27,10 @@ import (
 // unsearchable.
 func TestEncoderFieldsDeclared(t *testing.T) {
 	priv := true
-	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "0.1.0"}, ecs.LocalHost("/proc", "/etc"),
+	host := ecs.Host{Hostname: "node-1", Name: "node-1", ID: "0f1e2d3c4b5a69788796a5b4c3d2e1f0", Architecture: "x86_64",
+		BootID: "6f1c9a52-3b7e-4c1d-9a8e-2b5f7c0d1e23", PIDNamespace: 4026531836, IPs: []string{"10.0.1.17"}, MACs: []string{"02-42-AC-11-00-02"},
+		OS: ecs.OS{Family: "debian", Full: "Debian GNU/Linux 12 (bookworm)", Kernel: "6.1.0-26-cloud-amd64", Name: "Debian GNU/Linux", Platform: "debian", Version: "12"}}
+	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "0.1.0"}, host,
 		&ecs.Cloud{Provider: "aws", Region: "eu-west-1", AvailabilityZone: "eu-west-1a", AccountID: "1", AccountName: "acct",
 			ProjectID: "p", ProjectName: "pn", InstanceID: "i-1", InstanceName: "node-1"},
 		time.Now(), func(*ebpf.Event) ([]string, error) { return []string{"sel"}, nil })
@@ -48,10 +57,14 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 		{Kind: ebpf.EventFile, Op: policy.OpCreateExecutable, Hook: 6, Actions: policy.ActionLog | policy.ActionAlert, Path: "/usr/bin/x.sh", Process: proc},
 	}
 	docs := 0
+	first := map[string][]byte{} // data stream → its first document
 	check := func(d ecs.Doc) {
 		t.Helper()
 		docs++
 		ds := d.Stream[strings.IndexByte(d.Stream, '.')+1 : strings.LastIndexByte(d.Stream, '-')]
+		if _, ok := first[ds]; !ok {
+			first[ds] = d.Body
+		}
 		missing, err := pkg.Undeclared(ds, d.Body)
 		if err != nil {
 			t.Fatalf("%s: %v", d.Stream, err)
@@ -70,4 +83,54 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 	if docs != 7 {
 		t.Errorf("%d documents checked, want 7 (exec alert+log, fork log, file alert+log, heartbeat, metrics)", docs)
 	}
+	checkSamples(t, first)
+}
+
+var updateSamples = flag.Bool("update-samples", false, "rewrite each data stream's sample_event.json from the encoder's output (then run -update for docs/README.md)")
+
+// checkSamples keeps each data stream's sample_event.json the encoder's own
+// output: -update-samples writes them; otherwise a sample must have exactly
+// the fields the encoder writes for that stream.
+func checkSamples(t *testing.T, docs map[string][]byte) {
+	for ds, body := range docs {
+		file := filepath.Join("cloud_defend", "data_stream", strings.TrimPrefix(ds, "cloud_defend."), "sample_event.json")
+		if *updateSamples {
+			var out bytes.Buffer
+			json.Indent(&out, body, "", "  ")
+			out.WriteByte('\n')
+			if err := os.WriteFile(file, out.Bytes(), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			continue
+		}
+		sample, err := os.ReadFile(file)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, want := flatKeys(t, sample), flatKeys(t, body)
+		if !slices.Equal(got, want) {
+			t.Errorf("%s has fields %v, the encoder writes %v: run go test ./package -run EncoderFields -update-samples, then -run README -update", file, got, want)
+		}
+	}
+}
+
+func flatKeys(t *testing.T, doc []byte) []string {
+	var m map[string]any
+	if err := json.Unmarshal(doc, &m); err != nil {
+		t.Fatal(err)
+	}
+	var keys []string
+	var walk func(prefix string, v any)
+	walk = func(prefix string, v any) {
+		if o, ok := v.(map[string]any); ok {
+			for k, x := range o {
+				walk(strings.TrimPrefix(prefix+"."+k, "."), x)
+			}
+			return
+		}
+		keys = append(keys, prefix)
+	}
+	walk("", m)
+	slices.Sort(keys)
+	return keys
 }

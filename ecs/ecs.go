@@ -196,21 +196,8 @@ func (e *Encoder) encode(ev *ebpf.Event, ctx *Context, m Meta, alert bool) (Doc,
 	now := time.Now()
 
 	w := &e.buf
-	w.b = append(w.b[:0], '{')
-	w.time("@timestamp", e.boot.Add(ev.Time))
-	w.b = append(w.b, ',')
-	w.b = append(w.b, *e.common.Load()...)
-	w.obj("data_stream")
-	w.str("type", "logs")
-	w.str("dataset", dataset)
-	w.str("namespace", ns)
-	w.close()
-	w.obj("event")
-	w.key("id")
-	idStart := len(w.b) + 1
-	w.b = e.appendEventID(append(w.b, '"'))
-	idEnd := len(w.b)
-	w.b = append(w.b, '"')
+	w.b = w.b[:0]
+	idStart, idEnd := e.writeHead(w, e.boot.Add(ev.Time), "logs", dataset, ns)
 	w.str("kind", kind)
 	w.arr("category")
 	w.elem(category)
@@ -611,18 +598,18 @@ type Counters struct {
 // Heartbeat is the document on metrics-cloud_defend.heartbeat: the agent is
 // alive, and whether it can block now.
 func (e *Encoder) Heartbeat(m Meta, blockEnabled bool, now time.Time) Doc {
-	w, ns := e.metricStart(m, "cloud_defend.heartbeat", now)
+	w, d := e.metricStart(m, "cloud_defend.heartbeat", now)
 	w.obj("cloud_defend")
 	w.bool("block_action_enabled", blockEnabled)
 	w.str("package_policy_id", m.PackagePolicyID)
 	w.uint("package_policy_revision", m.Revision)
 	w.close()
-	return e.metricEnd(w, "cloud_defend.heartbeat", ns)
+	return metricEnd(w, d)
 }
 
 // Metrics is the document on metrics-cloud_defend.metrics.
 func (e *Encoder) Metrics(m Meta, c Counters, now time.Time) Doc {
-	w, ns := e.metricStart(m, "cloud_defend.metrics", now)
+	w, d := e.metricStart(m, "cloud_defend.metrics", now)
 	w.obj("cloud_defend")
 	w.str("package_policy_id", m.PackagePolicyID)
 	w.uint("package_policy_revision", m.Revision)
@@ -639,51 +626,52 @@ func (e *Encoder) Metrics(m Meta, c Counters, now time.Time) Doc {
 	w.uint("memory_rss_bytes", c.RSSBytes)
 	w.close()
 	w.close()
-	return e.metricEnd(w, "cloud_defend.metrics", ns)
+	return metricEnd(w, d)
 }
 
-func (e *Encoder) metricStart(m Meta, dataset string, now time.Time) (*jw, string) {
-	ns := m.Namespace
-	if ns == "" {
-		ns = "default"
-	}
-	w := &jw{b: make([]byte, 0, 1024)}
+// writeHead opens a document with what every one starts with: @timestamp,
+// the constant agent/ecs/host/cloud part, data_stream.*, and event.id, whose
+// position it returns; the event object is left open.
+func (e *Encoder) writeHead(w *jw, ts time.Time, typ, dataset, ns string) (idStart, idEnd int) {
 	w.b = append(w.b, '{')
-	w.time("@timestamp", now)
+	w.time("@timestamp", ts)
 	w.b = append(w.b, ',')
 	w.b = append(w.b, *e.common.Load()...)
 	w.obj("data_stream")
-	w.str("type", "metrics")
+	w.str("type", typ)
 	w.str("dataset", dataset)
 	w.str("namespace", ns)
 	w.close()
 	w.obj("event")
 	w.key("id")
+	idStart = len(w.b) + 1
 	w.b = e.appendEventID(append(w.b, '"'))
+	idEnd = len(w.b)
 	w.b = append(w.b, '"')
+	return idStart, idEnd
+}
+
+// metricStart writes a metrics document's head and returns it with the Doc
+// it becomes (stream and id set; metricEnd adds the body).
+func (e *Encoder) metricStart(m Meta, dataset string, now time.Time) (*jw, Doc) {
+	ns := m.Namespace
+	if ns == "" {
+		ns = "default"
+	}
+	w := &jw{b: make([]byte, 0, 1024)}
+	idStart, idEnd := e.writeHead(w, now, "metrics", dataset, ns)
+	d := Doc{Stream: "metrics-" + dataset + "-" + ns, ID: string(w.b[idStart:idEnd])}
 	w.str("kind", "metric")
 	w.str("module", "cloud_defend")
 	w.str("dataset", dataset)
 	w.time("created", now)
 	w.time("ingested", now)
 	w.close()
-	return w, ns
+	return w, d
 }
 
-func (e *Encoder) metricEnd(w *jw, dataset, ns string) Doc {
+func metricEnd(w *jw, d Doc) Doc {
 	w.close()
-	id := eventIDOf(w.b)
-	return Doc{Stream: "metrics-" + dataset + "-" + ns, ID: id, Body: w.b}
-}
-
-// eventIDOf finds event.id in a document this package wrote.
-func eventIDOf(b []byte) string {
-	const k = `"event":{"id":"`
-	i := strings.Index(string(b), k)
-	if i < 0 {
-		return ""
-	}
-	rest := b[i+len(k):]
-	j := strings.IndexByte(string(rest), '"')
-	return string(rest[:j])
+	d.Body = w.b
+	return d
 }

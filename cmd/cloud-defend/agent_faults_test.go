@@ -142,9 +142,6 @@ func TestAgentFaults(t *testing.T) {
 	}
 }
 
-// vmRSS is a process's resident set in KiB.
-func vmRSS(pid int) int64 { return procStatusKB(pid, "VmRSS") }
-
 // procStatusKB reads a KiB figure (VmRSS, RssAnon, …) of /proc/<pid>/status.
 func procStatusKB(pid int, key string) int64 {
 	b, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -135,17 +134,9 @@ type agentHarness struct {
 
 func startAgentManaged(t *testing.T) *agentHarness {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("loads BPF programs: CI must run as root")
-		}
-		t.Skip("loads BPF programs: needs root")
-	}
+	needRoot(t, "loads BPF programs")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "cloud-defend")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
+	bin := daemonBinary(t)
 	es, err := estest.New()
 	if err != nil {
 		t.Fatal(err)

@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloud-defend/cloud-defend/internal/mountinfo"
 	"github.com/cloud-defend/cloud-defend/output/estest"
 )
 
@@ -95,12 +96,7 @@ type podmanHarness struct {
 
 func startPodman(t *testing.T, policy string) *podmanHarness {
 	t.Helper()
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("runs containers and loads BPF programs: CI must run as root")
-		}
-		t.Skip("needs root")
-	}
+	needRoot(t, "runs containers and loads BPF programs")
 	if _, err := exec.LookPath("podman"); err != nil {
 		if os.Getenv("CI") == "true" {
 			t.Fatal("podman is not installed (.ci/run installs it)")
@@ -109,10 +105,7 @@ func startPodman(t *testing.T, policy string) *podmanHarness {
 	}
 	dir := t.TempDir()
 	t.Cleanup(func() { unmountUnder(dir) }) // podman's storage mounts, after the containers are gone
-	bin := filepath.Join(dir, "cloud-defend")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
+	bin := daemonBinary(t)
 	// podman with its own storage, so the test leaves nothing behind.
 	store := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run"), "--cgroup-manager", "cgroupfs"}
 	podman := func(args ...string) string {
@@ -218,24 +211,5 @@ func unmountUnder(dir string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	for range 10 {
-		data, err := os.ReadFile("/proc/self/mountinfo")
-		if err != nil {
-			return
-		}
-		var points []string
-		for _, line := range strings.Split(string(data), "\n") {
-			f := strings.Fields(line)
-			if len(f) > 4 && strings.HasPrefix(f[4], dir+"/") {
-				points = append(points, f[4])
-			}
-		}
-		if len(points) == 0 {
-			return
-		}
-		for i := len(points) - 1; i >= 0; i-- {
-			syscall.Unmount(points[i], syscall.MNT_DETACH)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
+	mountinfo.UnmountUnder(dir)
 }

@@ -19,14 +19,9 @@ import (
 // exec itself runs in the benchmark, not in the daemon, so only our cost is
 // counted.
 func BenchmarkDaemonCPU(b *testing.B) {
-	if os.Geteuid() != 0 {
-		b.Skip("loads BPF programs: needs root")
-	}
+	needRoot(b, "loads BPF programs")
 	dir := b.TempDir()
-	bin := filepath.Join(dir, "cloud-defend")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		b.Fatalf("build: %v %s", err, out)
-	}
+	bin := daemonBinary(b)
 	es, err := estest.New()
 	if err != nil {
 		b.Fatal(err)
@@ -71,7 +66,7 @@ func BenchmarkDaemonCPU(b *testing.B) {
 	b.ReportMetric(float64(events)/elapsed.Seconds(), "events/s")
 	b.ReportMetric(float64(perEvent)*5000/float64(time.Second)*100, "%core@5k-events/s")
 	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "execs/s")
-	b.ReportMetric(float64(vmRSS(cmd.Process.Pid))/1024, "MiB-rss")
+	b.ReportMetric(float64(procStatusKB(cmd.Process.Pid, "VmRSS"))/1024, "MiB-rss")
 }
 
 // cpuTicks is a process's user+system time in clock ticks (1/100 s).

@@ -33,10 +33,7 @@ func TestKubernetes(t *testing.T) {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "cloud-defend")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
+	bin := daemonBinary(t)
 	es, err := estest.New()
 	if err != nil {
 		t.Fatal(err)

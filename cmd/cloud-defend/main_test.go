@@ -177,12 +177,7 @@ func TestBinary(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary")
 	}
-	bin := filepath.Join(t.TempDir(), "cloud-defend")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build: %v\n%s", err, out)
-	}
+	bin := daemonBinary(t)
 	dir := writeFiles(t, map[string]string{"bad.yaml": invalidPolicy})
 	cmd := exec.Command(bin, "policy", "validate", filepath.Join(dir, "bad.yaml"))
 	var stderr bytes.Buffer
@@ -200,12 +195,7 @@ func TestBinary(t *testing.T) {
 // TestDoctor runs the node check here, where BPF LSM programs cannot load: it must
 // say that detection works and blocking does not, why, and how to fix it.
 func TestDoctor(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("doctor loads BPF programs: run the tests as root")
-		}
-		t.Skip("doctor loads BPF programs: needs root")
-	}
+	needRoot(t, "doctor loads BPF programs")
 	var stdout, stderr bytes.Buffer
 	code := run([]string{"doctor"}, strings.NewReader(""), &stdout, &stderr)
 	out := stdout.String()

@@ -20,17 +20,9 @@ import (
 // alert arrives (duplicates counted, none lost), with its process context, next
 // to heartbeat and metrics documents.
 func TestRunElasticsearch(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("loads BPF programs: CI must run as root")
-		}
-		t.Skip("loads BPF programs: needs root")
-	}
+	needRoot(t, "loads BPF programs")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "cloud-defend")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
+	bin := daemonBinary(t)
 	target, _ := filepath.EvalSymlinks("/bin/true")
 	busybox, _ := filepath.EvalSymlinks("/bin/busybox")
 	pol := filepath.Join(dir, "policy.yaml")

@@ -18,17 +18,9 @@ import (
 // run a container exec the policy selects, reload a broken then a good policy with
 // SIGHUP, and stop it with SIGTERM.
 func TestRunDaemon(t *testing.T) {
-	if os.Geteuid() != 0 {
-		if os.Getenv("CI") == "true" {
-			t.Fatal("loads BPF programs: CI must run as root")
-		}
-		t.Skip("loads BPF programs: needs root")
-	}
+	needRoot(t, "loads BPF programs")
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "cloud-defend")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
-		t.Fatalf("build: %v %s", err, out)
-	}
+	bin := daemonBinary(t)
 	target, err := filepath.EvalSymlinks("/bin/true")
 	if err != nil {
 		t.Fatal(err)

@@ -1,11 +1,11 @@
 package container
 
 import (
-	"bufio"
 	"errors"
 	"io"
 	"os"
-	"strings"
+
+	"github.com/cloud-defend/cloud-defend/internal/mountinfo"
 )
 
 // ErrNoCgroup2 says no cgroup2 filesystem is mounted.
@@ -31,23 +31,16 @@ func FindCgroup2(mountinfo string) (Mount, error) {
 }
 
 func parseMountinfo(r io.Reader) (Mount, error) {
+	mounts, err := mountinfo.Parse(r)
+	if err != nil {
+		return Mount{}, err
+	}
 	var found *Mount
-	sc := bufio.NewScanner(r)
-	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-	for sc.Scan() {
-		// "36 35 98:0 /root /mnt/point opts [optional...] - fstype source superopts"
-		pre, post, ok := strings.Cut(sc.Text(), " - ")
-		if !ok {
+	for _, mi := range mounts {
+		if mi.FSType != "cgroup2" {
 			continue
 		}
-		if fstype, _, _ := strings.Cut(post, " "); fstype != "cgroup2" {
-			continue
-		}
-		f := strings.Fields(pre)
-		if len(f) < 5 {
-			continue
-		}
-		m := Mount{Point: unescapeMount(f[4]), Root: unescapeMount(f[3])}
+		m := Mount{Point: mi.Point, Root: mi.Root}
 		if m.Root == "/" {
 			return m, nil
 		}
@@ -55,41 +48,8 @@ func parseMountinfo(r io.Reader) (Mount, error) {
 			found = &m
 		}
 	}
-	if err := sc.Err(); err != nil {
-		return Mount{}, err
-	}
 	if found == nil {
 		return Mount{}, ErrNoCgroup2
 	}
 	return *found, nil
-}
-
-// unescapeMount undoes mountinfo's octal escapes of space, tab, newline and
-// backslash ("\040").
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && isOctal3(s[i+1:]) {
-			b.WriteByte((s[i+1]-'0')<<6 | (s[i+2]-'0')<<3 | (s[i+3] - '0'))
-			i += 3
-			continue
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-func isOctal3(s string) bool {
-	if len(s) < 3 {
-		return false
-	}
-	for i := range 3 {
-		if s[i] < '0' || s[i] > '7' {
-			return false
-		}
-	}
-	return true
 }

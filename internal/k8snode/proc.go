@@ -1,7 +1,6 @@
 package k8snode
 
 import (
-	"bufio"
 	"bytes"
 	"errors"
 	"fmt"
@@ -14,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/cloud-defend/cloud-defend/internal/mountinfo"
 )
 
 // childPath is the PATH the node's daemons run with: runc, iptables, mount and
@@ -171,69 +172,11 @@ func killAll(pids []int, timeout time.Duration) {
 	}
 }
 
-// mountsUnder lists the mount points at or below any of dirs, in mount order
-// (parents before children), from /proc/self/mountinfo.
-func mountsUnder(dirs ...string) []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
-	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		fields := strings.Fields(sc.Text())
-		if len(fields) < 5 {
-			continue
-		}
-		mp := unescapeMount(fields[4])
-		for _, d := range dirs {
-			if d != "" && (mp == d || strings.HasPrefix(mp, d+"/")) {
-				out = append(out, mp)
-				break
-			}
-		}
-	}
-	return out
-}
+// mountsUnder lists the mount points at or below any of dirs, in mount order.
+func mountsUnder(dirs ...string) []string { return mountinfo.Under(dirs...) }
 
-// unescapeMount undoes mountinfo's octal escapes (\040 for a space).
-func unescapeMount(s string) string {
-	if !strings.Contains(s, `\`) {
-		return s
-	}
-	var b strings.Builder
-	for i := 0; i < len(s); i++ {
-		if s[i] == '\\' && i+3 < len(s) {
-			if v, err := strconv.ParseUint(s[i+1:i+4], 8, 8); err == nil {
-				b.WriteByte(byte(v))
-				i += 3
-				continue
-			}
-		}
-		b.WriteByte(s[i])
-	}
-	return b.String()
-}
-
-// unmountUnder lazily unmounts every mount at or below dirs, children first,
-// until none is left (a mount can hide another at the same point).
-func unmountUnder(dirs ...string) error {
-	for range 10 {
-		mps := mountsUnder(dirs...)
-		if len(mps) == 0 {
-			return nil
-		}
-		for i := len(mps) - 1; i >= 0; i-- {
-			_ = syscall.Unmount(mps[i], syscall.MNT_DETACH)
-		}
-	}
-	if mps := mountsUnder(dirs...); len(mps) > 0 {
-		return fmt.Errorf("still mounted: %s", strings.Join(mps, ", "))
-	}
-	return nil
-}
+// unmountUnder lazily unmounts every mount at or below dirs, children first.
+func unmountUnder(dirs ...string) error { return mountinfo.UnmountUnder(dirs...) }
 
 // removeTree removes dir like os.RemoveAll but never crosses into another file
 // system: a mount left under it (a host path bind-mounted into a container) is
@@ -289,30 +232,13 @@ func removeTree(dir string) error {
 
 // cgroupMounts lists the mount points of the cgroup hierarchies (v1 and v2).
 func cgroupMounts() []string {
-	f, err := os.Open("/proc/self/mountinfo")
-	if err != nil {
-		return nil
-	}
-	defer f.Close()
+	mounts, _ := mountinfo.Read()
 	var out []string
-	sc := bufio.NewScanner(f)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	for sc.Scan() {
-		line := sc.Text()
-		i := strings.Index(line, " - ")
-		if i < 0 {
-			continue
-		}
-		fields := strings.Fields(line[:i])
-		post := strings.Fields(line[i+3:])
-		if len(fields) < 5 || len(post) < 1 || (post[0] != "cgroup" && post[0] != "cgroup2") {
-			continue
-		}
+	for _, m := range mounts {
 		// Only the hierarchy's root mounted at its usual place counts.
-		if fields[3] != "/" {
-			continue
+		if (m.FSType == "cgroup" || m.FSType == "cgroup2") && m.Root == "/" {
+			out = append(out, m.Point)
 		}
-		out = append(out, unescapeMount(fields[4]))
 	}
 	sort.Strings(out)
 	return out

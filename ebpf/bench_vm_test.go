@@ -17,8 +17,9 @@ import (
 func TestInVMBench(t *testing.T) {
 	vmtest.Run(t, vmtest.Options{
 		Package: "./ebpf", Tags: []string{"vmguest"}, Run: "^$", Timeout: 28 * time.Minute, // about 15 minutes with the defaults
-		Modules: guestModules,
-		Args:    []string{"-test.bench=" + envOr("VM_BENCH", "^BenchmarkVM"), "-test.benchtime=" + envOr("VM_BENCHTIME", "150x"), "-test.count=" + envOr("VM_BENCHCOUNT", "3")},
+		Modules:          guestModules,
+		InstructionClock: os.Getenv("VM_BENCH_CLOCK") != "host",
+		Args:             []string{"-test.bench=" + envOr("VM_BENCH", "^BenchmarkVM"), "-test.benchtime=" + envOr("VM_BENCHTIME", "150x"), "-test.count=" + envOr("VM_BENCHCOUNT", "3")},
 	})
 }
 

@@ -4,10 +4,12 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
+	"math"
 	"os"
 	"sort"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -44,9 +46,31 @@ type LSMStatus struct {
 	Reason    string
 }
 
-// keepGenerations is how many recent policies are kept to name the selectors of
-// decision events that were read late.
-const keepGenerations = 8
+// A superseded policy is kept, to name the selectors of its decisions, until the
+// reader has passed events stamped retireAfter after the swap: a program reads the
+// generation microseconds before it stamps its event, so by then every decision
+// the old policy made has been read, however many swaps came in between or however
+// long the ring's backlog was. maxRetiring bounds what a stalled reader keeps.
+const (
+	retireAfter = time.Second
+	maxRetiring = 1024
+)
+
+// Now is the kernel's event clock: time since boot, counting suspend
+// (CLOCK_BOOTTIME), as Event.Time.
+func Now() time.Duration {
+	var ts unix.Timespec
+	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
+		return 0
+	}
+	return time.Duration(ts.Nano())
+}
+
+// superseded is a generation that is no longer live, and since when.
+type superseded struct {
+	generation uint32
+	at         time.Duration
+}
 
 // Engine is the loaded kernel engine.
 type Engine struct {
@@ -66,6 +90,10 @@ type Engine struct {
 	generation uint32 // counter; slot = generation & 1
 	live       *compiled
 	history    map[uint32]*policy.Policy
+	retiring   []superseded // oldest first
+	// retireAt is when the oldest of retiring may go (event clock), read by the
+	// reader on every event without the lock.
+	retireAt   atomic.Int64
 	written    [2]writtenKeys // entries of each slot, to clear before reuse
 	containers map[uint64]*policy.Operation
 }
@@ -92,6 +120,7 @@ func Open(opts Options) (*Engine, error) {
 	}
 	e := &Engine{dryRun: opts.DryRun, hostNS: hostNS, flushInterval: cmp.Or(opts.FlushInterval, defaultFlushInterval),
 		history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}}
+	e.retireAt.Store(math.MaxInt64)
 	if opts.DisableLSM {
 		e.lsm = LSMStatus{Reason: "BPF LSM disabled by configuration"}
 	} else {
@@ -270,10 +299,33 @@ func (e *Engine) Swap(p *policy.Policy) error {
 		e.generation = prev
 		return err
 	}
+	if e.live != nil {
+		e.retiring = append(e.retiring, superseded{prev, Now()})
+		if len(e.retiring) > maxRetiring {
+			delete(e.history, e.retiring[0].generation)
+			e.retiring = e.retiring[1:]
+		}
+		e.retireAt.Store(int64(e.retiring[0].at + retireAfter))
+	}
 	e.live = c
 	e.history[next] = p
-	delete(e.history, next-keepGenerations)
 	return nil
+}
+
+// retire forgets the superseded policies whose decisions were all read before
+// an event stamped t.
+func (e *Engine) retire(t time.Duration) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for len(e.retiring) > 0 && e.retiring[0].at+retireAfter < t {
+		delete(e.history, e.retiring[0].generation)
+		e.retiring = e.retiring[1:]
+	}
+	next := int64(math.MaxInt64)
+	if len(e.retiring) > 0 {
+		next = int64(e.retiring[0].at + retireAfter)
+	}
+	e.retireAt.Store(next)
 }
 
 func (e *Engine) clearSlot(slot uint32) error {

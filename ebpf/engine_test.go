@@ -234,24 +234,78 @@ func TestRingbufDropsAreCounted(t *testing.T) {
 
 // TestLongPathsAreMarked: a working directory longer than the kernel's 255-byte path
 // field is reported as its first 255 bytes, marked truncated.
-func TestLongPathsAreMarked(t *testing.T) {
+// TestPathResolution checks the kernel's dentry walk on exec events' working
+// directories: names on both sides of the inline-name size (copied from the
+// dentry read) and longer ones (read from their own buffer), a mount crossed on
+// the way up, a path longer than 255 bytes (its first 255, marked), and one
+// deeper and longer than PATH_MAX, which only relative chdirs reach.
+func TestPathResolution(t *testing.T) {
 	_, ch := openEngine(t, Options{DisableLSM: true})
-	dir := t.TempDir()
-	for range 12 {
-		dir = filepath.Join(dir, strings.Repeat("d", 30))
+	cwdOf := func(t *testing.T, dir string, script string) Event {
+		t.Helper()
+		cmd := exec.Command("/bin/sh", "-c", script)
+		cmd.Dir = dir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("%v: %s", err, out)
+		}
+		// The shell's own exec happens in dir; the one it makes happens where the script got to.
+		return waitFor(t, ch, "exec", func(ev *Event) bool {
+			return ev.Kind == EventExec && ev.Process.PPID == uint32(cmd.Process.Pid)
+		})
 	}
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
+	base := t.TempDir()
+	for _, n := range []int{1, 7, 8, 9, 31, 32, 39, 40, 41, 100} {
+		t.Run(fmt.Sprintf("name of %d bytes", n), func(t *testing.T) {
+			dir := filepath.Join(base, strings.Repeat("n", n), "x")
+			if err := os.MkdirAll(dir, 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if ev := cwdOf(t, dir, "/bin/true"); ev.Cwd != dir || ev.PathTruncated {
+				t.Errorf("cwd %q (truncated %v), want %q", ev.Cwd, ev.PathTruncated, dir)
+			}
+		})
 	}
-	cmd := exec.Command("/bin/true")
-	cmd.Dir = dir
-	if err := cmd.Run(); err != nil {
-		t.Fatal(err)
-	}
-	ev := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == uint32(cmd.Process.Pid) })
-	if !ev.PathTruncated || ev.Cwd != dir[:255] {
-		t.Fatalf("cwd %q (truncated %v) for %d-byte %q", ev.Cwd, ev.PathTruncated, len(dir), dir)
-	}
+	t.Run("across a mount", func(t *testing.T) {
+		mnt := filepath.Join(base, "mnt")
+		os.MkdirAll(mnt, 0o755)
+		if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, ""); err != nil {
+			t.Fatal(err)
+		}
+		defer syscall.Unmount(mnt, syscall.MNT_DETACH)
+		dir := filepath.Join(mnt, "sub", "dir")
+		os.MkdirAll(dir, 0o755)
+		if ev := cwdOf(t, dir, "/bin/true"); ev.Cwd != dir {
+			t.Errorf("cwd %q, want %q", ev.Cwd, dir)
+		}
+		if ev := cwdOf(t, mnt, "/bin/true"); ev.Cwd != mnt {
+			t.Errorf("cwd at the mount's root %q, want %q", ev.Cwd, mnt)
+		}
+	})
+	t.Run("longer than 255 bytes", func(t *testing.T) {
+		dir := base
+		for range 12 {
+			dir = filepath.Join(dir, strings.Repeat("d", 30))
+		}
+		os.MkdirAll(dir, 0o755)
+		if ev := cwdOf(t, dir, "/bin/true"); !ev.PathTruncated || ev.Cwd != dir[:255] {
+			t.Errorf("cwd %q (truncated %v) for %d-byte %q", ev.Cwd, ev.PathTruncated, len(dir), dir)
+		}
+	})
+	t.Run("deeper than PATH_MAX", func(t *testing.T) {
+		// 300 components of 20 bytes: 6,300 bytes below base.
+		// The shell gives up on a working directory longer than PATH_MAX;
+		// perl (essential in Debian) just calls chdir.
+		comp := strings.Repeat("p", 20)
+		script := fmt.Sprintf(`exec perl -e 'for (1..300) { mkdir "%[1]s"; chdir "%[1]s" or die "chdir: $!" } system("/bin/true") == 0 or die'`, comp)
+		dir := filepath.Join(base, "deep")
+		os.MkdirAll(dir, 0o755)
+		ev := cwdOf(t, dir, script)
+		want := dir + strings.Repeat("/"+comp, 300)
+		if !ev.PathTruncated || ev.Cwd != want[:255] {
+			t.Errorf("cwd %q (truncated %v), want the first 255 bytes of the %d-byte path: %q", ev.Cwd, ev.PathTruncated, len(want), want[:255])
+		}
+		exec.Command("rm", "-rf", dir).Run()
+	})
 }
 
 func TestSetsidEvents(t *testing.T) {
@@ -320,5 +374,39 @@ func TestUserSpaceDetection(t *testing.T) {
 	names, _ := e.SelectorNames(&d)
 	if !d.UserSpace || d.Blocked || d.Actions != policy.ActionAlert|policy.ActionBlock || d.Process.PPID != ctr || d.Path != target || !slices.Equal(names, []string{"trueInContainer"}) {
 		t.Fatalf("decision %+v names %v (host pid %d)", d, names, host)
+	}
+}
+
+// TestSupersededPolicies: a burst of swaps forgets no policy whose decisions may
+// still be in the ring; once events stamped a second after a swap are read, the
+// policies it superseded go, and the live one stays.
+func TestSupersededPolicies(t *testing.T) {
+	e, ch := openEngine(t, Options{})
+	p := mustParse(t, "process:\n  selectors:\n    - name: all\n      operation: [exec]\n  responses:\n    - match: [all]\n      actions: [log]\n")
+	first := uint32(0)
+	for i := range 50 {
+		if err := e.Swap(p); err != nil {
+			t.Fatal(err)
+		}
+		if i == 0 {
+			first = e.Generation()
+		}
+	}
+	live := e.Generation()
+	for g := first; g <= live; g++ {
+		if e.PolicyOf(g) == nil {
+			t.Fatalf("generation %d forgotten right after the burst (live %d)", g, live)
+		}
+	}
+	time.Sleep(retireAfter + 100*time.Millisecond)
+	if err := exec.Command("/bin/true").Run(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, ch, "exec after the grace period", func(ev *Event) bool { return ev.Kind == EventExec && ev.Time > Now()-time.Second/2 })
+	if e.PolicyOf(first) != nil || e.PolicyOf(live-1) != nil {
+		t.Error("superseded policies still kept after the reader passed their grace period")
+	}
+	if e.PolicyOf(live) == nil {
+		t.Error("the live policy was forgotten")
 	}
 }

@@ -165,6 +165,9 @@ func (e *Engine) Read() (Event, error) {
 			return Event{}, err
 		}
 		ev, err := decodeEvent(e.rec.RawSample)
+		if int64(ev.Time) > e.retireAt.Load() {
+			e.retire(ev.Time)
+		}
 		if err == nil && ev.Kind == EventExec && !e.lsm.Available {
 			if d, ok := e.detect(&ev); ok {
 				e.pending = append(e.pending, d)

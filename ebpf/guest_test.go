@@ -536,6 +536,24 @@ func TestMain(m *testing.M) {
 		os.Exit(execFromMemfd())
 	case "fileloop":
 		os.Exit(fileLoop(os.Getenv("LOOP_KIND"), os.Getenv("LOOP_N")))
+	case "deepcreate":
+		// Down a tree deeper than PATH_MAX by relative chdirs, then create a file.
+		if err := os.Chdir(os.Getenv("DEEP_BASE")); err != nil {
+			os.Exit(78)
+		}
+		for range deepLevels {
+			if err := os.Chdir(deepComponent); err != nil {
+				os.Exit(78)
+			}
+		}
+		if err := os.WriteFile("new", []byte("x\n"), 0o644); errors.Is(err, syscall.EPERM) {
+			fmt.Fprintln(os.Stderr, "new: Operation not permitted") // as busybox says it
+			os.Exit(1)
+		} else if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		os.Exit(0)
 	case "truncate":
 		// truncate(2) by path: the only way to reach path_truncate without a write open.
 		if err := syscall.Truncate(os.Getenv("TRUNCATE_PATH"), 0); errors.Is(err, syscall.EPERM) {
@@ -546,6 +564,36 @@ func TestMain(m *testing.M) {
 		os.Exit(0)
 	}
 	os.Exit(m.Run())
+}
+
+// A tree deeper and longer than PATH_MAX: deepLevels components of deepComponent.
+const deepLevels = 220
+
+var deepComponent = strings.Repeat("q", 20)
+
+// mkdirDeep makes that tree below base, by descriptors (paths that long are refused).
+func mkdirDeep(t *testing.T, base string) string {
+	t.Helper()
+	if err := os.MkdirAll(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	fd, err := unix.Open(base, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range deepLevels {
+		if err := unix.Mkdirat(fd, deepComponent, 0o755); err != nil && !errors.Is(err, unix.EEXIST) {
+			t.Fatal(err)
+		}
+		next, err := unix.Openat(fd, deepComponent, unix.O_DIRECTORY|unix.O_RDONLY, 0)
+		unix.Close(fd)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fd = next
+	}
+	unix.Close(fd)
+	return base + strings.Repeat("/"+deepComponent, deepLevels)
 }
 
 func execFromMemfd() int {

@@ -128,6 +128,11 @@ func TestVMFileEnforcement(t *testing.T) {
 		t.Fatal(err)
 	}
 	long += "/new"
+	deep := mkdirDeep(t, "/etc/deep") + "/new"
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctr := workload{container: true}
 	cases := []struct {
 		name    string
@@ -153,6 +158,7 @@ func TestVMFileEnforcement(t *testing.T) {
 		{"through a symlink", ctr, "echo hacker >> /tmp/pw", true, policy.ActionAlert | policy.ActionBlock, policy.OpModifyFile, "/etc/passwd", "lsm__file_open", []string{"etcWrites"}},
 		{"through ..", ctr, "echo hacker >> /etc/../etc/passwd", true, policy.ActionAlert | policy.ActionBlock, policy.OpModifyFile, "/etc/passwd", "lsm__file_open", []string{"etcWrites"}},
 		{"a path over 255 bytes", ctr, "echo new > " + long, true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateFile, long[:255], "lsm__path_mknod", []string{"etcWrites"}},
+		{"a path longer than PATH_MAX", ctr, "CLOUD_DEFEND_HELPER=deepcreate DEEP_BASE=/etc/deep exec " + self, true, policy.ActionAlert | policy.ActionBlock, policy.OpCreateFile, deep[:255], "lsm__path_mknod", []string{"etcWrites"}},
 		{"new log file", ctr, "echo hi > /var/log/new.log", false, policy.ActionLog, policy.OpCreateFile, "/var/log/new.log", "lsm__path_mknod", []string{"newLogs"}},
 		{"write on a volume, ignoreVolumeMounts", ctr, "echo ok >> /data/file", false, 0, 0, "", "", nil},
 		{"write a single-file mount, ignoreVolumeFiles", ctr, "echo ok >> /config/app.conf", false, 0, 0, "", "", nil},
@@ -184,6 +190,9 @@ func TestVMFileEnforcement(t *testing.T) {
 			}
 			if want := len(c.path); len(c.path) == 255 && int(d.PathLen) <= want {
 				t.Errorf("path_len %d for a path cut to 255 bytes", d.PathLen)
+			}
+			if c.path == deep[:255] && int(d.PathLen) != len(deep) {
+				t.Errorf("path_len %d, want %d", d.PathLen, len(deep))
 			}
 			names, _ := e.SelectorNames(d)
 			if d.Op != c.op || d.Actions != c.actions || d.Blocked != c.blocked || d.Hook.String() != c.hook || !slices.Equal(names, c.matched) {

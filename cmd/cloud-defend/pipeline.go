@@ -10,7 +10,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"golang.org/x/sys/unix"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
@@ -237,7 +236,7 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 		// Measured from the container's first process, as the kernel started it.
 		since := "?"
 		if first, ok := p.enrich.Table.FirstStart(cgid); ok {
-			since = (bootClock() - first).Round(time.Microsecond).String()
+			since = (ebpf.Now() - first).Round(time.Microsecond).String()
 		}
 		p.logf("kubernetes: selectors apply to container %s of pod %s/%s %s after it started (%s)", id[:min(12, len(id))], pod.Namespace, pod.Name, since, how)
 	}
@@ -297,11 +296,4 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 		p.enrich.SetPods(w.Pod)
 		p.logf("kubernetes: watching the pods of node %s (cluster id %s)", node, w.ClusterID())
 	}()
-}
-
-// bootClock is the time since boot (CLOCK_BOOTTIME), the kernel's event clock.
-func bootClock() time.Duration {
-	var ts unix.Timespec
-	unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts)
-	return time.Duration(ts.Nano())
 }

@@ -190,7 +190,7 @@ struct exec_event {
 	__u32 args_len;
 	__u32 args_truncated;
 	__u32 pad;
-	__u8 exe_truncated; /* exe or cwd longer than 255 bytes (the field holds the first 255), or deeper than MAX_DEPTH */
+	__u8 exe_truncated; /* exe or cwd longer than 255 bytes (the field holds the first 255), or deeper than MAX_STEPS */
 	__u8 cwd_truncated;
 	__u8 exe_layer; /* enum layer */
 	__u8 pad2[5];
@@ -296,15 +296,31 @@ struct {
 	__type(value, __u64);
 } stats SEC(".maps");
 
-#define WALK_BUF 8192
-#define WALK_END 4096 /* paths up to 4095 bytes resolve whole; events carry the first 255 */
-#define MAX_DEPTH 128
+#define MAX_STEPS 65536 /* dentries and mounts one walk visits; deeper paths do not resolve */
+#define TOP 128         /* components a walk keeps: the first 255 bytes of a path hold at most 128 */
+
+/* What one read brings of a dentry: from d_parent on, its d_name and, on every
+ * kernel since 2.6, the inline name that short names (up to 31 bytes, 39 since 6.14)
+ * live in. */
+#define CHUNK 72
+#define CHUNK_MASK 127 /* at & CHUNK_MASK bounds what fill_step reads; it stays in the scratch value */
+
+/* A path component found by the walk. */
+struct comp {
+	__u64 name; /* const unsigned char *: the name, in the dentry */
+	__u32 len;
+	__u32 at;           /* where the name starts in chunk, or CHUNK when it is not in it */
+	__u8 chunk[CHUNK]; /* the dentry from d_parent on */
+};
 
 struct scratch {
-	char path[PATH_BUF];
+	char path[PATH_BUF]; /* bpf_d_path's output */
 	char fname[256];
-	char walk[WALK_BUF];
+	struct comp comps[TOP]; /* the walk's components nearest the root, by depth modulo TOP */
+	/* The path as an LPM key: the generation tag, then the path's first 255 bytes.
+	 * Resolved paths are built here in place, and events copy them from here. */
 	struct path_key key;
+	char slack[MAX_PATH + 1]; /* keeps a component copied near the end of key inside the value */
 };
 
 struct {
@@ -396,30 +412,48 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-/* Path resolution where bpf_d_path is not allowed (tracepoints): walk the dentries
- * up to the task's root, crossing mounts, writing names backwards into a scratch
- * buffer. One component per bpf_loop step keeps the verifier's work constant. */
+/* Path resolution where bpf_d_path is not allowed (tracepoints, path hooks): walk
+ * the dentries up to the task's root, crossing mounts. Matching needs only a path's
+ * first 255 bytes (policy paths are at most that long), its whole length and the
+ * length of its last component, so the walk records each component's name pointer
+ * and length (one read per dentry: d_parent and d_name sit side by side), keeps the
+ * TOP nearest the root, then copies names from the root down until 255 bytes are
+ * filled. A path of any length resolves, up to MAX_STEPS components; one bpf_loop
+ * step per component keeps the verifier's work constant. */
 struct walk_ctx {
 	__u64 dentry; /* struct dentry *, carried as a scalar for probe reads */
 	__u64 mnt;    /* struct vfsmount * */
+	__u64 mnt_root;
 	__u64 root_dentry;
 	__u64 root_mnt;
-	char *buf; /* WALK_BUF bytes; the path grows down from WALK_END */
-	__s32 off;
-	__u32 state; /* 0 walking, 1 reached the root, 2 truncated */
+	struct scratch *s;
+	__u32 n;     /* components seen */
+	__u32 total; /* length of the whole path */
+	__u32 leaf;  /* length of the last component */
+	__u32 state; /* 0 walking, 1 reached the root */
 };
+
+/* Short names live in the dentry itself: d_iname up to 6.13, d_shortname since. */
+struct dentry___iname {
+	unsigned char d_iname[32];
+} __attribute__((preserve_access_index));
+
+struct dentry___shortname {
+	union shortname_store d_shortname;
+} __attribute__((preserve_access_index));
+
+static __always_inline __u32 inline_name_at(void)
+{
+	if (bpf_core_field_exists(struct dentry___shortname, d_shortname))
+		return bpf_core_field_offset(struct dentry___shortname, d_shortname);
+	return bpf_core_field_offset(struct dentry___iname, d_iname);
+}
 
 static long walk_step(__u32 i, struct walk_ctx *c)
 {
-	if (c->dentry == c->root_dentry && c->mnt == c->root_mnt) {
-		c->state = 1;
-		return 1;
-	}
-	struct dentry *d = (struct dentry *)c->dentry;
-	struct vfsmount *mnt = (struct vfsmount *)c->mnt;
-	if (d == BPF_CORE_READ(mnt, mnt_root)) {
+	if (c->dentry == c->mnt_root) {
 		/* Top of a mount: continue from where it is mounted. */
-		struct mount *m = (struct mount *)((void *)mnt - bpf_core_field_offset(struct mount, mnt));
+		struct mount *m = (struct mount *)((void *)c->mnt - bpf_core_field_offset(struct mount, mnt));
 		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
 		if (parent == m) {
 			c->state = 1; /* the namespace's root mount */
@@ -427,45 +461,128 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 		}
 		c->dentry = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
 		c->mnt = (__u64)parent + bpf_core_field_offset(struct mount, mnt);
-		return 0;
+		c->mnt_root = (__u64)BPF_CORE_READ(parent, mnt.mnt_root);
+		goto next;
 	}
-	struct dentry *parent = BPF_CORE_READ(d, d_parent);
-	if (parent == d) {
+	struct comp *cp = &c->s->comps[c->n & (TOP - 1)];
+	__u32 from = bpf_core_field_offset(struct dentry, d_parent);
+	__u32 qstr = bpf_core_field_offset(struct dentry, d_name) - from;
+	__u32 at_len = qstr + bpf_core_field_offset(struct qstr, len);
+	__u32 at_name = qstr + bpf_core_field_offset(struct qstr, name);
+	__u64 base = c->dentry + from, parent, name;
+	__u32 len;
+	bpf_probe_read_kernel(cp->chunk, CHUNK, (void *)base);
+	if (at_name + 8 <= CHUNK && at_len + 4 <= CHUNK) {
+		parent = *(__u64 *)&cp->chunk[0];
+		len = *(__u32 *)&cp->chunk[at_len];
+		name = *(__u64 *)&cp->chunk[at_name];
+	} else {
+		struct dentry *d = (struct dentry *)c->dentry;
+		parent = (__u64)BPF_CORE_READ(d, d_parent);
+		len = BPF_CORE_READ(d, d_name.len);
+		name = (__u64)BPF_CORE_READ(d, d_name.name);
+	}
+	if (parent == c->dentry) {
+		c->state = 1; /* the root of a file system that is not mounted here */
+		return 1;
+	}
+	cp->name = name;
+	cp->len = len;
+	__u32 at = inline_name_at() - from;
+	cp->at = name == base + at && at + len <= CHUNK ? at : CHUNK;
+	if (c->n == 0)
+		c->leaf = len;
+	c->n++;
+	c->total += len + 1;
+	c->dentry = parent;
+next:
+	/* Checked here rather than at the next step's start: a step fewer per walk. */
+	if (c->dentry == c->root_dentry && c->mnt == c->root_mnt) {
 		c->state = 1;
 		return 1;
 	}
-	__u32 len = BPF_CORE_READ(d, d_name.len);
-	__s32 off = c->off - (__s32)len - 1;
-	if (off < 1 || len > MAX_PATH) {
-		c->state = 2;
-		return 1;
-	}
-	c->buf[off & (WALK_END - 1)] = '/';
-	bpf_probe_read_kernel(&c->buf[(off + 1) & (WALK_END - 1)], len & MAX_PATH, BPF_CORE_READ(d, d_name.name));
-	c->off = off;
-	c->dentry = (__u64)parent;
 	return 0;
 }
 
-/* walk resolves (mnt, d) as seen from root into s->walk[off, WALK_END), returning
- * off; the path is WALK_END - off bytes ("" for the root itself). *complete is
- * false when the path is deeper than MAX_DEPTH or longer than WALK_END - 1. */
-static __always_inline __s32 walk(struct scratch *s, struct vfsmount *mnt, struct dentry *d,
-				  const struct path *root, int *complete, int slash)
+struct fill_ctx {
+	struct scratch *s;
+	__u32 n;   /* components the walk saw; the root's is n - 1 */
+	__u32 pos; /* bytes of the path written */
+};
+
+/* fill_step writes the i-th component from the root after what is written. A name
+ * the walk's read brought along is copied from there a word at a time: the bytes a
+ * last word carries past the name are overwritten by what follows, or lie past the
+ * 255 bytes the key's prefix length covers. */
+static long fill_step(__u32 i, struct fill_ctx *c)
 {
-	if (slash)
-		s->walk[WALK_END - 1] = '/';
+	if (i >= c->n || c->pos >= MAX_PATH)
+		return 1;
+	struct comp *cp = &c->s->comps[(c->n - 1 - i) & (TOP - 1)];
+	char *dst = (char *)&c->s->key.data[1];
+	__u32 pos = c->pos;
+	dst[pos & MAX_PATH] = '/';
+	pos++;
+	__u32 room = MAX_PATH - pos;
+	__u32 k = cp->len < room ? cp->len : room;
+	__u32 at = cp->at;
+	if (at < CHUNK) {
+#pragma unroll
+		for (int w = 0; w < 40; w += 8)
+			if (w < k)
+				*(__u64 *)&dst[(pos & MAX_PATH) + w] = *(__u64 *)&cp->chunk[(at & (CHUNK_MASK)) + w];
+	} else {
+		bpf_probe_read_kernel(&dst[pos & MAX_PATH], k & MAX_PATH, (void *)cp->name);
+	}
+	c->pos = pos + k;
+	return 0;
+}
+
+/* walk resolves (mnt, d) as seen from root into s->key.data[1..]: the first 255
+ * bytes of the path; it returns the whole path's length and sets *leaf to its last
+ * component's. With slash, a '/' follows the path. *complete is false when the path
+ * has more than MAX_STEPS components and mounts to cross. */
+static __always_inline __u32 walk(struct scratch *s, struct vfsmount *mnt, struct dentry *d,
+				  const struct path *root, int *complete, int slash, __u32 *leaf)
+{
 	struct walk_ctx c = {
 		.dentry = (__u64)d,
 		.mnt = (__u64)mnt,
-		.root_dentry = (__u64)BPF_CORE_READ(root, dentry),
-		.root_mnt = (__u64)BPF_CORE_READ(root, mnt),
-		.buf = s->walk,
-		.off = slash ? WALK_END - 1 : WALK_END,
+		.mnt_root = (__u64)mnt->mnt_root,
+		.root_dentry = (__u64)root->dentry,
+		.root_mnt = (__u64)root->mnt,
+		.s = s,
 	};
-	bpf_loop(MAX_DEPTH, walk_step, &c, 0);
+	if (d == root->dentry && mnt == root->mnt)
+		c.state = 1;
+	else
+		bpf_loop(MAX_STEPS, walk_step, &c, 0);
 	*complete = c.state == 1;
-	return c.off;
+	*leaf = c.leaf;
+	char *dst = (char *)&s->key.data[1];
+	if (c.n == 0) {
+		dst[0] = '/'; /* the root itself */
+		return 1;
+	}
+	struct fill_ctx f = {.s = s, .n = c.n};
+	bpf_loop(TOP, fill_step, &f, 0);
+	__u32 total = c.total;
+	if (slash) {
+		if (f.pos < MAX_PATH)
+			dst[f.pos & MAX_PATH] = '/';
+		total++;
+	}
+	return total;
+}
+
+/* copy_path copies the first 255 bytes of the path of length len that walk or
+ * key_path left in s->key to dst (MAX_PATH + 1 bytes), NUL-terminated. */
+static __always_inline void copy_path(struct scratch *s, char *dst, __u32 len)
+{
+	__u32 n = len > MAX_PATH ? MAX_PATH : len;
+	barrier_var(n); /* keep the mask: the verifier needs it, the compiler thinks not */
+	bpf_probe_read_kernel(dst, n & MAX_PATH, &s->key.data[1]);
+	dst[n & MAX_PATH] = 0;
 }
 
 /* resolve writes the first 255 bytes of the path of (mnt, d) as seen from root into
@@ -474,16 +591,9 @@ static __always_inline int resolve(struct scratch *s, struct vfsmount *mnt, stru
 				   const struct path *root, char *dst)
 {
 	int complete;
-	__s32 off = walk(s, mnt, d, root, &complete, 0);
-	__u32 len = WALK_END - off;
-	if (len == 0) {
-		dst[0] = '/';
-		dst[1] = 0;
-		return !complete;
-	}
-	__u32 n = len > MAX_PATH ? MAX_PATH : len;
-	bpf_probe_read_kernel(dst, n & MAX_PATH, &s->walk[off & (WALK_END - 1)]);
-	dst[n & MAX_PATH] = 0;
+	__u32 leaf;
+	__u32 len = walk(s, mnt, d, root, &complete, 0, &leaf);
+	copy_path(s, dst, len);
 	return !complete || len > MAX_PATH;
 }
 
@@ -635,14 +745,13 @@ int on_setsid(struct trace_event_raw_sys_exit *ctx)
 }
 
 /* path_masks returns the selectors whose path patterns (in the LPM trie lpm, under
- * tag: type and generation slot) match the path at src, len bytes long (may exceed
+ * tag: type and generation slot) match the path in s->key, len bytes long (may exceed
  * what the key holds), whose last component is name_len bytes. */
-static __always_inline __u64 path_masks(void *lpm, struct scratch *s, const char *src, __u8 tag, __u32 len, __u32 name_len)
+static __always_inline __u64 path_masks(void *lpm, struct scratch *s, __u8 tag, __u32 len, __u32 name_len)
 {
 	__u32 n = len > MAX_PATH ? MAX_PATH : len;
 	s->key.data[0] = tag;
 	/* Bytes past n may be stale; prefixlen keeps the lookup from reading them. */
-	bpf_probe_read_kernel(&s->key.data[1], MAX_PATH, src);
 	s->key.prefixlen = 8 * (1 + n);
 	struct path_val *v = bpf_map_lookup_elem(lpm, &s->key);
 	if (!v)
@@ -743,18 +852,24 @@ static __always_inline int decide(struct task_struct *t, __u32 op, struct file *
 		return 0;
 
 	/* Executable path, resolved against the task's root: as the container sees it.
-	 * f must be a trusted BTF pointer (loaded directly, not through CO-RE reads). */
+	 * f must be a trusted BTF pointer (loaded directly, not through CO-RE reads).
+	 * bpf_d_path is one call; a path too long for it is walked instead. */
 	long n = bpf_d_path((struct path *)&f->f_path, s->path, PATH_BUF);
-	__u32 len = 0;
-	if (n > 0)
+	__u32 len = 0, leaf = f->f_path.dentry->d_name.len;
+	int resolved = n > 0;
+	if (resolved) {
 		len = n - 1;
-	else
-		count(STAT_PATH_ERRORS);
+		bpf_probe_read_kernel(&s->key.data[1], MAX_PATH, s->path);
+	} else {
+		len = walk(s, f->f_path.mnt, f->f_path.dentry, &t->fs->root, &resolved, 0, &leaf);
+		if (!resolved)
+			count(STAT_PATH_ERRORS);
+	}
 	/* Conditions no candidate selector has are not looked up. */
 	if (m & ~pol->no_exe) {
 		__u64 exe = pol->no_exe;
-		if (n > 0)
-			exe |= path_masks(&paths, s, s->path, gen, len, BPF_CORE_READ(f, f_path.dentry, d_name.len));
+		if (resolved)
+			exe |= path_masks(&paths, s, gen, len, leaf);
 		m &= exe;
 	}
 	if (!(m & ~pol->no_name))
@@ -774,7 +889,7 @@ static __always_inline int decide(struct task_struct *t, __u32 op, struct file *
 	m &= pol->no_name | (nm ? *nm : 0);
 named:;
 
-	int interactive = BPF_CORE_READ(t, signal, tty) != 0;
+	int interactive = t->signal->tty != 0;
 	m &= interactive ? pol->interactive : pol->batch;
 
 	struct container_key ck = {.cgroup_id = bpf_get_current_cgroup_id(), .generation = gen};
@@ -802,7 +917,7 @@ named:;
 			e->interactive = interactive;
 			e->exe_layer = exe_layer(f);
 			e->path_len = len;
-			bpf_probe_read_kernel_str(e->path, sizeof(e->path), s->path);
+			copy_path(s, e->path, len);
 			submit(e, actions & (ACTION_ALERT | ACTION_BLOCK));
 		}
 	}
@@ -875,8 +990,8 @@ static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __
 	/* Volumes: anything not on the container's root mount. A mount whose root is
 	 * not a directory is a single-file mount (configMap/secret files, subPath). */
 	struct fs_struct *fs = t->fs;
-	int on_volume = mnt != BPF_CORE_READ(fs, root.mnt);
-	int on_file = on_volume && (BPF_CORE_READ(mnt, mnt_root, d_inode, i_mode) & S_IFMT) != S_IFDIR;
+	int on_volume = mnt != fs->root.mnt;
+	int on_file = on_volume && (mnt->mnt_root->d_inode->i_mode & S_IFMT) != S_IFDIR;
 	if (on_volume)
 		m &= ~pol->ignore_volume;
 	if (on_file)
@@ -891,14 +1006,13 @@ static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __
 	/* The path walk, the costly part, runs only for a selector still in the race:
 	 * to match targetFilePath, or to report a decision. */
 	int complete = 0, walked = 0;
-	__s32 off = WALK_END;
+	__u32 len = 0, leaf = 0;
 	if (m & ~pol->no_path) {
-		off = walk(s, mnt, d, &fs->root, &complete, tree);
+		len = walk(s, mnt, d, &fs->root, &complete, tree, &leaf);
 		walked = 1;
 		__u64 pm = pol->no_path;
 		if (complete)
-			pm |= path_masks(&file_paths, s, &s->walk[off & (WALK_END - 1)], gen, WALK_END - off,
-					 tree ? 0 : BPF_CORE_READ(d, d_name.len));
+			pm |= path_masks(&file_paths, s, gen, len, tree ? 0 : leaf);
 		else
 			count(STAT_PATH_ERRORS);
 		m &= pm;
@@ -910,8 +1024,7 @@ static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __
 	__u8 actions = respond(&pol->r, m, cfg, &block);
 	if (actions) {
 		if (!walked)
-			off = walk(s, mnt, d, &fs->root, &complete, tree);
-		__u32 len = WALK_END - off;
+			len = walk(s, mnt, d, &fs->root, &complete, tree, &leaf);
 		if (also && !(m & pol->ops[op & 7]))
 			op = also; /* report the operation that matched */
 		struct file_event *e = reserve(sizeof(*e));
@@ -929,10 +1042,7 @@ static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __
 			e->op = op;
 			e->hook = hook;
 			e->path_len = len;
-			__u32 n = len > MAX_PATH ? MAX_PATH : len;
-			barrier_var(n); /* keep the mask: the verifier needs it, the compiler thinks not */
-			bpf_probe_read_kernel(e->path, n & MAX_PATH, &s->walk[off & (WALK_END - 1)]);
-			e->path[n & MAX_PATH] = 0;
+			copy_path(s, e->path, len);
 			submit(e, actions & (ACTION_ALERT | ACTION_BLOCK));
 		}
 	}
@@ -1014,7 +1124,11 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	if (!(file->f_mode & FMODE_CREATED))
 		r = decide_file(t, op, HOOK_FILE_OPEN, file->f_path.mnt, file->f_path.dentry);
 	verdict |= r ? 1 : 0;
-	bpf_map_update_elem(&write_verdicts, &key, &verdict, BPF_ANY);
+	/* An LRU update allocates a node; an open file at a freed one's address (the
+	 * slab's usual choice) mostly finds its verdict already there. */
+	__u64 *had = bpf_map_lookup_elem(&write_verdicts, &key);
+	if (!had || *had != verdict)
+		bpf_map_update_elem(&write_verdicts, &key, &verdict, BPF_ANY);
 	return r;
 }
 
@@ -1067,7 +1181,7 @@ int BPF_PROG(enforce_path_unlink, const struct path *dir, struct dentry *dentry,
 {
 	if (ret)
 		return ret;
-	__u32 mode = BPF_CORE_READ(dentry, d_inode, i_mode) & S_IFMT;
+	__u32 mode = dentry->d_inode->i_mode & S_IFMT;
 	if (mode != S_IFREG && mode != S_IFLNK)
 		return 0;
 	struct task_struct *t = in_scope();
@@ -1082,7 +1196,7 @@ int BPF_PROG(enforce_path_chmod, const struct path *path, umode_t mode, int ret)
 	if (ret)
 		return ret;
 	struct dentry *d = path->dentry;
-	__u32 old = BPF_CORE_READ(d, d_inode, i_mode);
+	__u32 old = d->d_inode->i_mode;
 	if ((old & S_IFMT) != S_IFREG)
 		return 0;
 	struct task_struct *t = in_scope();
@@ -1098,7 +1212,7 @@ int BPF_PROG(enforce_path_truncate, const struct path *path, int ret)
 	if (ret)
 		return ret;
 	struct dentry *d = path->dentry;
-	__u32 mode = BPF_CORE_READ(d, d_inode, i_mode);
+	__u32 mode = d->d_inode->i_mode;
 	if ((mode & S_IFMT) != S_IFREG)
 		return 0;
 	struct task_struct *t = in_scope();
@@ -1143,9 +1257,9 @@ int BPF_PROG(enforce_path_rename, const struct path *old_dir, struct dentry *old
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
-	__u32 mode = BPF_CORE_READ(old_dentry, d_inode, i_mode);
-	struct inode *target = BPF_CORE_READ(new_dentry, d_inode);
-	__u32 target_mode = target ? BPF_CORE_READ(target, i_mode) : 0;
+	__u32 mode = old_dentry->d_inode->i_mode;
+	struct inode *target = new_dentry->d_inode;
+	__u32 target_mode = target ? target->i_mode : 0;
 	__u32 also;
 	int tree;
 
@@ -1171,7 +1285,7 @@ int BPF_PROG(enforce_path_link, struct dentry *old_dentry, const struct path *ne
 {
 	if (ret)
 		return ret;
-	__u32 mode = BPF_CORE_READ(old_dentry, d_inode, i_mode);
+	__u32 mode = old_dentry->d_inode->i_mode;
 	if ((mode & S_IFMT) != S_IFREG)
 		return 0;
 	struct task_struct *t = in_scope();

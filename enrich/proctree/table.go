@@ -5,8 +5,6 @@ import (
 	"sync"
 	"time"
 
-	"golang.org/x/sys/unix"
-
 	"github.com/cloud-defend/cloud-defend/ebpf"
 )
 
@@ -88,17 +86,9 @@ func New(cfg Config) *Table {
 		cfg.MaxPrevious = DefaultMaxPrevious
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = bootTime
+		cfg.Clock = ebpf.Now
 	}
 	return &Table{cfg: cfg, procs: map[uint32]*proc{}}
-}
-
-func bootTime() time.Duration {
-	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
-		return 0
-	}
-	return time.Duration(ts.Nano())
 }
 
 // Apply updates the table with a kernel event. Writer only. It keeps ev.Args.

@@ -176,8 +176,16 @@ type ProbeScratch struct {
 	_     structs.HostLayout
 	Path  [4096]int8
 	Fname [256]int8
-	Walk  [8192]int8
+	Comps [128]struct {
+		_     structs.HostLayout
+		Name  uint64
+		Len   uint32
+		At    uint32
+		Chunk [72]uint8
+	}
 	Key   ProbePathKey
+	Slack [256]int8
+	_     [4]byte
 }
 
 type ProbeSetsidEvent struct {

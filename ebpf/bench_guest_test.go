@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime/debug"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -146,32 +147,6 @@ func emptyPrograms(b *testing.B) (map[string]*ebpf.Program, func()) {
 	}
 }
 
-// sel64Policy has 63 selectors of every process condition kind, all considered on
-// every exec, with one response naming them all.
-func sel64Policy() string {
-	var b strings.Builder
-	b.WriteString("process:\n  selectors:\n")
-	names := make([]string, 63)
-	for i := range names {
-		names[i] = "s" + strconv.Itoa(i)
-		fmt.Fprintf(&b, "    - name: %s\n      operation: [fork, exec]\n", names[i])
-		switch i % 4 {
-		case 0:
-			fmt.Fprintf(&b, "      processExecutable: [/usr/bin/tool%d, /opt/app%d/**, /usr/bin/*]\n", i, i)
-		case 1:
-			fmt.Fprintf(&b, "      processExecutable: [/usr/**]\n      containerImageName: [image%d]\n", i)
-		case 2:
-			fmt.Fprintf(&b, "      processName: [proc%d, bench-exe]\n", i)
-		case 3:
-			fmt.Fprintf(&b, "      processName: [sh%d]\n      sessionLeaderInteractive: false\n", i)
-		}
-	}
-	// log, as the default policy: the comparison isolates the cost of 63 selectors
-	// from that of waking the reader for alerts.
-	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [log]\n", strings.Join(names, ", "))
-	return b.String()
-}
-
 // fileLoop is the file benchmarks' workload, run in a container by the test binary
 // itself: n iterations of one file operation pattern, raw system calls on paths
 // prepared beforehand, with the garbage collector off, so the loop's own cost is
@@ -306,30 +281,61 @@ func BenchmarkVMFile(b *testing.B) {
 	}
 }
 
-// fileSel64Policy has 63 file selectors with path patterns of every kind and one
-// logging response. With logged, a third of them name the benchmark's directory
-// (/srv/**), so every operation of the loops fires the response; without, they
-// name /srv/archive/**, which the loops never touch.
-func fileSel64Policy(logged bool) string {
-	srv := "/srv/archive/**"
-	if logged {
-		srv = "/srv/**"
+// BenchmarkVMSwap is BenchmarkSwap in the VM.
+func BenchmarkVMSwap(b *testing.B) {
+	needVM(b)
+	benchSwap(b)
+}
+
+// BenchmarkVMPolicyLatency measures how long a policy push takes to be enforced:
+// while a container execs a program in a loop, each iteration swaps in a new
+// generation of a 64-selector policy that alerts on those execs and waits for
+// the first decision the kernel makes under it to reach the reader. Reported:
+// the median, p99 and worst time from the start of Swap to that decision, and
+// Swap alone (compile, map writes, the generation flip).
+func BenchmarkVMPolicyLatency(b *testing.B) {
+	needVM(b)
+	installExecutables(b, exitZero, "/usr/bin/tick")
+	e, ch := openEngine(b, Options{})
+	ps := swapPolicies(b)
+	loop := exec.Command("/bin/busybox", "unshare", "-p", "-m", "-f", "--", "/bin/busybox", "sh", "-c", "while :; do /usr/bin/tick; done")
+	loop.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := loop.Start(); err != nil {
+		b.Fatal(err)
 	}
-	var b strings.Builder
-	b.WriteString("file:\n  selectors:\n")
-	names := make([]string, 63)
-	for i := range names {
-		names[i] = "f" + strconv.Itoa(i)
-		fmt.Fprintf(&b, "    - name: %s\n", names[i])
-		switch i % 3 {
-		case 0:
-			fmt.Fprintf(&b, "      targetFilePath: [/etc/app%d.conf, /srv/bench/etc/*, /var/lib/app%d/**]\n", i, i)
-		case 1:
-			fmt.Fprintf(&b, "      operation: [createFile, modifyFile, deleteFile]\n      targetFilePath: [%s, /opt/app%d/*]\n      ignoreVolumeMounts: true\n", srv, i)
-		case 2:
-			fmt.Fprintf(&b, "      operation: [createExecutable, modifyExecutable]\n      targetFilePath: [/usr/bin/**]\n      containerImageName: [image%d]\n", i)
+	defer func() {
+		syscall.Kill(-loop.Process.Pid, syscall.SIGKILL)
+		loop.Wait()
+	}()
+	var total, swap []time.Duration
+	i := 0
+	for b.Loop() {
+		start := time.Now()
+		if err := e.Swap(ps[i%2]); err != nil {
+			b.Fatal(err)
 		}
+		swap = append(swap, time.Since(start))
+		gen := e.Generation()
+		deadline := time.After(30 * time.Second)
+	wait:
+		for {
+			select {
+			case ev := <-ch:
+				if ev.Kind == EventDecision && ev.Generation == gen {
+					break wait
+				}
+			case <-deadline:
+				b.Fatalf("no decision under generation %d", gen)
+			}
+		}
+		total = append(total, time.Since(start))
+		i++
 	}
-	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [log]\n", strings.Join(names, ", "))
-	return b.String()
+	slices.Sort(total)
+	slices.Sort(swap)
+	q := func(d []time.Duration, f float64) float64 { return float64(d[min(len(d)-1, int(f*float64(len(d))))]) }
+	b.ReportMetric(q(total, 0.5), "p50-ns/enforced")
+	b.ReportMetric(q(total, 0.99), "p99-ns/enforced")
+	b.ReportMetric(float64(total[len(total)-1]), "max-ns/enforced")
+	b.ReportMetric(q(swap, 0.5), "p50-ns/swap")
 }

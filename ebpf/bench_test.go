@@ -3,6 +3,7 @@ package ebpf
 import (
 	"encoding/binary"
 	"runtime"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -11,6 +12,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/policy"
 )
 
 func BenchmarkDecodeExecEvent(b *testing.B) {
@@ -28,7 +30,7 @@ func BenchmarkDecodeExecEvent(b *testing.B) {
 	}
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decodeEvent(raw); err != nil {
+		if _, err := decodeEvent(raw, names{}); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -60,7 +62,7 @@ func BenchmarkRingbufDrain(b *testing.B) {
 			if err != nil {
 				return
 			}
-			ev, err := decodeEvent(rec.RawSample)
+			ev, err := decodeEvent(rec.RawSample, names{})
 			if err != nil {
 				b.Error(err)
 				return
@@ -125,4 +127,33 @@ func loadOnly(b *testing.B, keep func(name string) bool) (*ebpf.Collection, *ebp
 		b.Fatal(err)
 	}
 	return coll, spec
+}
+
+// swapPolicies are the two policies the swap benchmarks alternate between: 63
+// process selectors alerting on every container exec, and 63 file selectors.
+func swapPolicies(tb testing.TB) [2]*policy.Policy {
+	src := strings.Replace(sel64Policy(), "actions: [log]", "actions: [alert]", 1) + fileSel64Policy(false)
+	return [2]*policy.Policy{mustParse(tb, src), mustParse(tb, src)}
+}
+
+// BenchmarkSwap measures a policy push into the kernel engine: compiling both
+// 64-selector policies' maps and flipping the generation. It runs on the host
+// (the maps load there without BPF LSM) and, as BenchmarkVMSwap, in the VM, so
+// their ratio is the emulation factor of the policy path.
+func BenchmarkSwap(b *testing.B) { benchSwap(b) }
+
+func benchSwap(b *testing.B) {
+	e, err := Open(Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer e.Close()
+	ps := swapPolicies(b)
+	i := 0
+	for b.Loop() {
+		if err := e.Swap(ps[i%2]); err != nil {
+			b.Fatal(err)
+		}
+		i++
+	}
 }

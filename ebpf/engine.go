@@ -83,6 +83,7 @@ type Engine struct {
 	hostNS   uint32
 	pending  []Event // user-space decisions waiting to be read (no BPF LSM)
 	rec      ringbuf.Record
+	names    names // the reader's interned command names
 	// flushInterval: see Options.FlushInterval.
 	flushInterval time.Duration
 
@@ -119,7 +120,7 @@ func Open(opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("set host pid namespace: %w", err)
 	}
 	e := &Engine{dryRun: opts.DryRun, hostNS: hostNS, flushInterval: cmp.Or(opts.FlushInterval, defaultFlushInterval),
-		history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}}
+		history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}, names: names{}}
 	e.retireAt.Store(math.MaxInt64)
 	if opts.DisableLSM {
 		e.lsm = LSMStatus{Reason: "BPF LSM disabled by configuration"}

@@ -16,7 +16,7 @@ import (
 )
 
 // openEngine opens the engine and drains its events into a channel.
-func openEngine(t *testing.T, opts Options) (*Engine, <-chan Event) {
+func openEngine(t testing.TB, opts Options) (*Engine, <-chan Event) {
 	t.Helper()
 	if opts.FlushInterval == 0 {
 		opts.FlushInterval = 2 * time.Millisecond // tests wait on batched events
@@ -196,7 +196,7 @@ func TestRingbufDropsAreCounted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ev, err := decodeEvent(rec.RawSample)
+		ev, err := decodeEvent(rec.RawSample, names{})
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -143,6 +143,13 @@ var ErrClosed = ringbuf.ErrClosed
 // and a filling ring, so Read polls this often.
 const defaultFlushInterval = 50 * time.Millisecond
 
+// Buffered reports whether Read has an event ready without waiting: false at
+// the end of what the kernel has delivered so far, where a reader that batches
+// its own output flushes it.
+func (e *Engine) Buffered() bool {
+	return len(e.pending) > 0 || e.reader.AvailableBytes() > 0
+}
+
 // Read blocks until the next kernel event. Only one goroutine may read.
 //
 // Without BPF LSM the kernel makes no decisions, so Read evaluates the live policy
@@ -164,7 +171,7 @@ func (e *Engine) Read() (Event, error) {
 		if err != nil {
 			return Event{}, err
 		}
-		ev, err := decodeEvent(e.rec.RawSample)
+		ev, err := decodeEvent(e.rec.RawSample, e.names)
 		if int64(ev.Time) > e.retireAt.Load() {
 			e.retire(ev.Time)
 		}
@@ -210,7 +217,7 @@ func (e *Engine) detect(ev *Event) (Event, bool) {
 	}, true
 }
 
-func decodeEvent(raw []byte) (Event, error) {
+func decodeEvent(raw []byte, n names) (Event, error) {
 	if len(raw) < 4 {
 		return Event{}, fmt.Errorf("short event: %d bytes", len(raw))
 	}
@@ -221,14 +228,14 @@ func decodeEvent(raw []byte) (Event, error) {
 		if err != nil {
 			return ev, err
 		}
-		ev = header(r.Hdr, r.Proc)
+		ev = header(r.Hdr, r.Proc, n)
 		ev.ParentTID = r.ParentTid
 	case EventExec:
 		r, err := view[bpfobj.ProbeExecEvent](raw)
 		if err != nil {
 			return ev, err
 		}
-		ev = header(r.Hdr, r.Proc)
+		ev = header(r.Hdr, r.Proc, n)
 		ev.Filename = cstring(r.Filename[:])
 		ev.Executable = cstring(r.Exe[:])
 		ev.Cwd = cstring(r.Cwd[:])
@@ -241,7 +248,7 @@ func decodeEvent(raw []byte) (Event, error) {
 		if err != nil {
 			return ev, err
 		}
-		ev = header(r.Hdr, r.Proc)
+		ev = header(r.Hdr, r.Proc, n)
 		ev.Generation = r.Hdr.Generation
 		ev.Op = policy.Op(r.Op)
 		ev.Hook = HookPoint(r.Hook)
@@ -257,20 +264,20 @@ func decodeEvent(raw []byte) (Event, error) {
 		if err != nil {
 			return ev, err
 		}
-		ev = header(r.Hdr, r.Proc)
+		ev = header(r.Hdr, r.Proc, n)
 	case EventExit:
 		r, err := view[bpfobj.ProbeExitEvent](raw)
 		if err != nil {
 			return ev, err
 		}
-		ev = header(r.Hdr, r.Proc)
+		ev = header(r.Hdr, r.Proc, n)
 		ev.ExitCode = r.ExitCode
 	case EventDecision:
 		r, err := view[bpfobj.ProbeDecisionEvent](raw)
 		if err != nil {
 			return ev, err
 		}
-		ev = header(r.Hdr, r.Proc)
+		ev = header(r.Hdr, r.Proc, n)
 		ev.Generation = r.Hdr.Generation
 		ev.Op = policy.OpExec
 		if r.Op == 1 {
@@ -301,7 +308,7 @@ func view[T any](raw []byte) (*T, error) {
 	return (*T)(unsafe.Pointer(unsafe.SliceData(raw))), nil
 }
 
-func header(h bpfobj.ProbeEventHeader, p bpfobj.ProbeProcInfo) Event {
+func header(h bpfobj.ProbeEventHeader, p bpfobj.ProbeProcInfo, n names) Event {
 	return Event{
 		Kind: EventKind(h.Type),
 		Time: time.Duration(h.TsNs),
@@ -311,17 +318,14 @@ func header(h bpfobj.ProbeEventHeader, p bpfobj.ProbeProcInfo) Event {
 			UID: p.Uid, EUID: p.Euid, GID: p.Gid, EGID: p.Egid,
 			TTYMajor: p.TtyMajor, TTYMinor: p.TtyMinor,
 			Start: time.Duration(p.StartNs), CgroupID: p.CgroupId,
-			Comm: cstring(p.Comm[:]),
+			Comm: n.comm(p.Comm),
 		},
 	}
 }
 
+// int8s views the kernel's char arrays (int8 in bpf2go's Go) as bytes.
 func int8s(b []int8) []byte {
-	out := make([]byte, len(b))
-	for i, c := range b {
-		out[i] = byte(c)
-	}
-	return out
+	return unsafe.Slice((*byte)(unsafe.Pointer(unsafe.SliceData(b))), len(b))
 }
 
 func cstring(b []int8) string {
@@ -332,18 +336,39 @@ func cstring(b []int8) string {
 	return string(s)
 }
 
-// splitArgs splits the kernel's NUL-separated argv.
+// names interns command names: a node runs few distinct ones, and every
+// event carries one. Each reader has its own.
+type names map[[16]byte]string
+
+func (n names) comm(c [16]int8) string {
+	k := *(*[16]byte)(unsafe.Pointer(&c))
+	if s, ok := n[k]; ok {
+		return s
+	}
+	if len(n) >= 4096 {
+		clear(n)
+	}
+	s := cstring(c[:])
+	n[k] = s
+	return s
+}
+
+// splitArgs splits the kernel's NUL-separated argv: one string, cut.
 func splitArgs(b []byte) []string {
 	b = bytes.TrimSuffix(b, []byte{0})
 	if len(b) == 0 {
 		return nil
 	}
-	parts := bytes.Split(b, []byte{0})
-	out := make([]string, len(parts))
-	for i, p := range parts {
-		out[i] = string(p)
+	all := string(b)
+	out := make([]string, 0, bytes.Count(b, []byte{0})+1)
+	for {
+		i := strings.IndexByte(all, 0)
+		if i < 0 {
+			return append(out, all)
+		}
+		out = append(out, all[:i])
+		all = all[i+1:]
 	}
-	return out
 }
 
 // SelectorNames names the selectors of a decision with the policy that made it.

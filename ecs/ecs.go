@@ -10,6 +10,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"path"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -143,6 +144,15 @@ func (e *Encoder) SetCloud(cloud *Cloud) {
 // is not shipped on its own. ok is false when the event makes no document.
 // ctx may be nil.
 func (e *Encoder) Encode(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error) {
+	d, ok, err := e.first(ev, ctx, m)
+	if ok {
+		d.Body = slices.Clone(d.Body)
+	}
+	return d, ok, err
+}
+
+// first encodes the document Encode returns into the encoder's buffer.
+func (e *Encoder) first(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error) {
 	if ev.Kind != ebpf.EventDecision && ev.Kind != ebpf.EventFile {
 		return Doc{}, false, nil
 	}
@@ -155,9 +165,10 @@ func (e *Encoder) Encode(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error
 // EncodeAll passes every document an event makes to emit: the one Encode
 // returns and, when a response logs what another alerts on, the log
 // document too — rules that read the process and file streams must see the
-// event whether or not it also raised an alert.
+// event whether or not it also raised an alert. A document's Body is the
+// encoder's buffer, valid until emit returns: emit copies what it keeps.
 func (e *Encoder) EncodeAll(ev *ebpf.Event, ctx *Context, m Meta, emit func(Doc)) error {
-	d, ok, err := e.Encode(ev, ctx, m)
+	d, ok, err := e.first(ev, ctx, m)
 	if err != nil || !ok {
 		return err
 	}
@@ -254,9 +265,7 @@ func (e *Encoder) encode(ev *ebpf.Event, ctx *Context, m Meta, alert bool) (Doc,
 	}
 	w.close()
 
-	body := make([]byte, len(w.b))
-	copy(body, w.b)
-	return Doc{Stream: e.stream(dataset, ns), ID: string(body[idStart:idEnd]), Body: body}, true, nil
+	return Doc{Stream: e.stream(dataset, ns), ID: string(w.b[idStart:idEnd]), Body: w.b}, true, nil
 }
 
 func (e *Encoder) stream(dataset, ns string) string {

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"os"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -114,7 +115,7 @@ func TestEncodeStreams(t *testing.T) {
 func TestLogAndAlert(t *testing.T) {
 	ev := ebpf.Event{Kind: ebpf.EventDecision, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert, Path: "/bin/cat"}
 	var docs []Doc
-	if err := testEncoder().EncodeAll(&ev, nil, Meta{}, func(d Doc) { docs = append(docs, d) }); err != nil {
+	if err := testEncoder().EncodeAll(&ev, nil, Meta{}, func(d Doc) { d.Body = slices.Clone(d.Body); docs = append(docs, d) }); err != nil {
 		t.Fatal(err)
 	}
 	if len(docs) != 2 || docs[0].Stream != "logs-cloud_defend.alerts-default" || docs[1].Stream != "logs-cloud_defend.process-default" ||
@@ -123,7 +124,7 @@ func TestLogAndAlert(t *testing.T) {
 	}
 	ev.Actions = policy.ActionAlert
 	docs = nil
-	testEncoder().EncodeAll(&ev, nil, Meta{}, func(d Doc) { docs = append(docs, d) })
+	testEncoder().EncodeAll(&ev, nil, Meta{}, func(d Doc) { d.Body = slices.Clone(d.Body); docs = append(docs, d) })
 	if len(docs) != 1 {
 		t.Fatalf("alert only: %d documents", len(docs))
 	}

@@ -68,8 +68,44 @@ func (w *jw) bool(k string, v bool) { w.key(k); w.b = strconv.AppendBool(w.b, v)
 func (w *jw) time(k string, t time.Time) {
 	w.key(k)
 	w.b = append(w.b, '"')
-	w.b = t.UTC().AppendFormat(w.b, "2006-01-02T15:04:05.000000000Z")
+	w.b = appendTime(w.b, t)
 	w.b = append(w.b, '"')
+}
+
+// appendTime appends t in UTC as 2006-01-02T15:04:05.000000000Z, what
+// AppendFormat writes with that layout, at a fraction of its cost: a document
+// carries a time for each process record in it.
+func appendTime(b []byte, t time.Time) []byte {
+	t = t.UTC()
+	y, mo, d := t.Date()
+	h, mi, s := t.Clock()
+	b = appendDigits(b, y, 4)
+	b = append(b, '-')
+	b = appendDigits(b, int(mo), 2)
+	b = append(b, '-')
+	b = appendDigits(b, d, 2)
+	b = append(b, 'T')
+	b = appendDigits(b, h, 2)
+	b = append(b, ':')
+	b = appendDigits(b, mi, 2)
+	b = append(b, ':')
+	b = appendDigits(b, s, 2)
+	b = append(b, '.')
+	b = appendDigits(b, t.Nanosecond(), 9)
+	return append(b, 'Z')
+}
+
+// appendDigits appends v zero-padded to width digits (v >= 0).
+func appendDigits(b []byte, v, width int) []byte {
+	var buf [20]byte
+	i := len(buf)
+	for v > 0 || width > 0 {
+		i--
+		buf[i] = byte('0' + v%10)
+		v /= 10
+		width--
+	}
+	return append(b, buf[i:]...)
 }
 
 func (w *jw) strs(k string, vs []string) {

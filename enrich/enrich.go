@@ -46,7 +46,9 @@ type Enricher struct {
 	mu         sync.Mutex
 	containers map[uint64]*ecs.Container // by cgroup id; nil value: not a container
 	pods       func(podUID string) *ecs.Pod
-	ctx        ecs.Context
+	ctx        ecs.Context // what emit passes, reused: valid during the call
+	view       proctree.View
+	rel        proctree.Relatives
 }
 
 // New returns an enricher over a process table and cgroup resolver.
@@ -120,10 +122,9 @@ func (e *Enricher) expire(now time.Duration, emit Emit) {
 }
 
 func (e *Enricher) emit(ev *ebpf.Event, emit Emit) {
-	v, ok := e.Table.Lookup(&ev.Process)
 	e.ctx = ecs.Context{}
-	if ok {
-		e.ctx.Process = &v
+	if e.Table.LookupInto(&ev.Process, &e.view, &e.rel) {
+		e.ctx.Process = &e.view
 	}
 	e.ctx.Container, e.ctx.Pod = e.container(ev.Process.CgroupID)
 	emit(ev, &e.ctx)

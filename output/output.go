@@ -7,7 +7,6 @@
 package output
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -17,7 +16,6 @@ import (
 	"io"
 	"math/rand/v2"
 	"net/http"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -75,7 +73,7 @@ type Shipper struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed bool
-	body   []byte // the sender's request buffer, reused
+	bulk   bulkBody // the request body, reused
 
 	mu       sync.Mutex
 	st       Stats
@@ -135,6 +133,9 @@ func New(cfg Config, log Logger) (*Shipper, error) {
 
 func newClient(cfg Config) (*elasticsearch.Client, error) {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
+	// A _bulk body is megabytes: written through the default 4 KiB buffer it
+	// costs hundreds of write(2) calls per request.
+	tr.WriteBufferSize = 256 << 10
 	tr.TLSClientConfig = &tls.Config{InsecureSkipVerify: cfg.Insecure, MinVersion: tls.VersionTLS12}
 	var ca []byte
 	for _, c := range cfg.CACerts {
@@ -156,6 +157,10 @@ func newClient(cfg Config) (*elasticsearch.Client, error) {
 }
 
 // Publish spools one document for delivery. It fails only when the disk does.
+// The document is in the spool's buffer when Publish returns and reaches the
+// OS at the next Flush (or once the buffer fills): callers flush at the end of
+// each batch of events they read, so a crash of this process loses nothing
+// that was flushed, and what it read since lies in a batch not yet finished.
 func (s *Shipper) Publish(stream, id string, body []byte) error {
 	if err := s.spool.append(stream, id, body); err != nil {
 		return err
@@ -169,6 +174,11 @@ func (s *Shipper) Publish(stream, id string, body []byte) error {
 	}
 	return nil
 }
+
+// Flush hands what Publish spooled to the OS: from then on, a crash of this
+// process cannot lose it; only the kernel going down before the next sync
+// (once a second) can.
+func (s *Shipper) Flush() error { return s.spool.flush(false) }
 
 // Stats returns a copy of the counters.
 func (s *Shipper) Stats() Stats {
@@ -321,17 +331,75 @@ func (s *Shipper) run() {
 	}
 }
 
-// appendBulkItem appends one _bulk create: the action line and the document.
-// Streams and ids are ours (data stream names, base64url ids): printable
-// ASCII, which strconv quotes exactly as JSON does.
-func appendBulkItem(b []byte, stream, id string, doc []byte) []byte {
+// bulkBody streams a batch as a _bulk body, an action line and a document per
+// record, straight from the spool's read buffer: no copy of the whole batch.
+type bulkBody struct {
+	recs []record
+	next int
+	line []byte // what is left of the current record's action line
+	doc  []byte // what is left of its document
+	nl   bool   // the newline after the document is still to come
+}
+
+func (b *bulkBody) Read(p []byte) (int, error) {
+	n := 0
+	for n < len(p) {
+		switch {
+		case len(b.line) > 0:
+			c := copy(p[n:], b.line)
+			b.line, n = b.line[c:], n+c
+		case len(b.doc) > 0:
+			c := copy(p[n:], b.doc)
+			b.doc, n = b.doc[c:], n+c
+		case b.nl:
+			p[n], b.nl = '\n', false
+			n++
+		case b.next < len(b.recs):
+			r := b.recs[b.next]
+			b.next++
+			b.line = appendAction(b.line[:0], r.Stream, r.ID)
+			b.doc, b.nl = r.Body, true
+		case n == 0:
+			return 0, io.EOF
+		default:
+			return n, nil
+		}
+	}
+	return n, nil
+}
+
+// appendAction appends the action line of one _bulk create.
+func appendAction(b []byte, stream, id []byte) []byte {
 	b = append(b, `{"create":{"_index":`...)
-	b = strconv.AppendQuote(b, stream)
+	b = appendQuoted(b, stream)
 	b = append(b, `,"_id":`...)
-	b = strconv.AppendQuote(b, id)
-	b = append(b, "}}\n"...)
+	b = appendQuoted(b, id)
+	return append(b, "}}\n"...)
+}
+
+// appendBulkItem appends one _bulk create: the action line and the document.
+func appendBulkItem(b []byte, stream, id, doc []byte) []byte {
+	b = appendAction(b, stream, id)
 	b = append(b, doc...)
 	return append(b, '\n')
+}
+
+// appendQuoted appends s as a JSON string. Streams and ids are ours (data
+// stream names, base64url ids): the escapes are for a namespace nobody
+// should have chosen.
+func appendQuoted(b, s []byte) []byte {
+	b = append(b, '"')
+	for _, c := range s {
+		switch {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c < 0x20:
+			b = fmt.Appendf(b, `\u%04x`, c)
+		default:
+			b = append(b, c)
+		}
+	}
+	return append(b, '"')
 }
 
 func nextBackoff(cur, max time.Duration) time.Duration {
@@ -380,13 +448,10 @@ type bulkResponse struct {
 // send posts one _bulk request. It returns the documents to try again (429 and
 // 5xx items), or an error when the request as a whole failed (then all retry).
 func (s *Shipper) send(batch []record) ([]record, error) {
-	s.body = s.body[:0]
-	for _, r := range batch {
-		s.body = appendBulkItem(s.body, r.Stream, r.ID, r.Body)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
-	res, err := s.es.Bulk(bytes.NewReader(s.body), s.es.Bulk.WithContext(ctx))
+	s.bulk = bulkBody{recs: batch, line: s.bulk.line[:0]}
+	res, err := s.es.Bulk(&s.bulk, s.es.Bulk.WithContext(ctx))
 	if err != nil {
 		return batch, fmt.Errorf("bulk request: %w", err)
 	}
@@ -403,6 +468,20 @@ func (s *Shipper) send(batch []record) ([]record, error) {
 		return batch, fmt.Errorf("Elasticsearch refused the request: %s %s", res.Status(), errorReason(data))
 	case res.StatusCode >= 300:
 		return batch, fmt.Errorf("Elasticsearch answered %s: %s", res.Status(), errorReason(data))
+	}
+	// Without errors every item was created: nothing to look at item by item.
+	var summary struct {
+		Errors *bool `json:"errors"`
+	}
+	if err := json.Unmarshal(data, &summary); err != nil || summary.Errors == nil {
+		return batch, fmt.Errorf("bulk response without its errors flag: %v", err)
+	}
+	if !*summary.Errors {
+		s.succeeded()
+		s.mu.Lock()
+		s.st.Acked += int64(len(batch))
+		s.mu.Unlock()
+		return nil, nil
 	}
 	var br bulkResponse
 	if err := json.Unmarshal(data, &br); err != nil || len(br.Items) != len(batch) {
@@ -449,7 +528,7 @@ func (s *Shipper) rejected(r record, status int, e *struct {
 	s.logged[typ] = true
 	s.mu.Unlock()
 	if first {
-		s.log.Errorf("output: Elasticsearch rejected a document for %s (%s): %s; such documents are counted and not retried", r.Stream, typ, reason)
+		s.log.Errorf("output: Elasticsearch rejected a document for %s (%s): %s; such documents are counted and not retried", string(r.Stream), typ, reason)
 	}
 }
 

@@ -2,6 +2,7 @@ package output
 
 import (
 	"bufio"
+	"bytes"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -9,15 +10,19 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+
+	"golang.org/x/sys/unix"
 )
 
 // The spool is a write-ahead log of documents not yet acknowledged by
-// Elasticsearch: every published document is appended before it is sent, so a
-// crash (even SIGKILL) loses nothing that Publish accepted; the sender reads it
+// Elasticsearch: every published document is appended before it is sent, and
+// handed to the OS at the publisher's next flush (once per batch of events it
+// read), so a crash (even SIGKILL) loses nothing flushed; the sender reads it
 // back in order and commits a cursor once Elasticsearch has answered.
 //
 // Files, under dir: seg-<n>.log segments of records
@@ -25,7 +30,7 @@ import (
 //	[length uint32][crc32c of payload uint32][payload: stream \x00 id \x00 body]
 //
 // and "cursor", the position (segment, offset) of the first unacknowledged
-// record, replaced atomically. A torn record at the tail (a crash mid-write) fails
+// record, with its checksum, overwritten in place. A torn record at the tail (a crash mid-write) fails
 // its length or checksum and is cut off when the spool reopens.
 
 const (
@@ -36,9 +41,10 @@ const (
 
 var crcTable = crc32.MakeTable(crc32.Castagnoli)
 
-// record is one spooled document.
+// record is one spooled document. Read back, its fields point into the
+// sender's read buffer, valid until its next call to next.
 type record struct {
-	Stream, ID string
+	Stream, ID []byte
 	Body       []byte
 	seg        uint64 // where it ends, for committing
 	end        int64
@@ -64,8 +70,10 @@ type spool struct {
 	torn    int64 // torn records cut off at open
 	pending int64 // records written and not committed
 
+	cur      *os.File // the cursor file, written in place
 	rd       *os.File // reader state: only the sender goroutine reads
-	rdr      *bufio.Reader
+	rbuf     []byte   // what next read, reused: the records it returns point into it
+	batch    []record // what next returned, reused
 	rpos     position
 	inflight position // rpos as of the last batch read, for the cap (under mu)
 	commit   position
@@ -179,19 +187,45 @@ func readRecord(r *bufio.Reader) (record, int64, error) {
 	if n > maxRecord {
 		return record{}, 0, errTorn
 	}
-	payload := make([]byte, n)
-	if _, err := io.ReadFull(r, payload); err != nil {
+	buf := make([]byte, recordHdr+n)
+	copy(buf, hdr[:])
+	if _, err := io.ReadFull(r, buf[recordHdr:]); err != nil {
 		return record{}, 0, errTorn
 	}
-	if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(hdr[4:]) {
+	rec, used, err := parseRecord(buf)
+	return rec, int64(used), err
+}
+
+// errShort: the buffer ends inside a record.
+var errShort = errors.New("partial spool record")
+
+// parseRecord reads the record at the start of b without copying: errShort when
+// b holds only part of it, errTorn when it is damaged.
+func parseRecord(b []byte) (record, int, error) {
+	if len(b) < recordHdr {
+		return record{}, 0, errShort
+	}
+	n := binary.LittleEndian.Uint32(b[:4])
+	if n > maxRecord {
 		return record{}, 0, errTorn
 	}
-	parts := strings.SplitN(string(payload[:min(len(payload), 4096)]), "\x00", 3)
-	if len(parts) < 3 {
+	if len(b) < recordHdr+int(n) {
+		return record{}, 0, errShort
+	}
+	payload := b[recordHdr : recordHdr+int(n)]
+	if crc32.Checksum(payload, crcTable) != binary.LittleEndian.Uint32(b[4:8]) {
 		return record{}, 0, errTorn
 	}
-	head := len(parts[0]) + len(parts[1]) + 2
-	return record{Stream: parts[0], ID: parts[1], Body: payload[head:]}, int64(recordHdr + n), nil
+	i := bytes.IndexByte(payload, 0)
+	if i < 0 {
+		return record{}, 0, errTorn
+	}
+	j := bytes.IndexByte(payload[i+1:], 0)
+	if j < 0 {
+		return record{}, 0, errTorn
+	}
+	j += i + 1
+	return record{Stream: payload[:i], ID: payload[i+1 : j], Body: payload[j+1:]}, recordHdr + int(n), nil
 }
 
 var errTorn = errors.New("torn spool record")
@@ -236,14 +270,11 @@ func (s *spool) append(stream, id string, body []byte) error {
 	s.bw.WriteByte(0)
 	s.bw.WriteString(id)
 	s.bw.WriteByte(0)
-	s.bw.Write(body)
-	// Hand the record to the OS now: once Publish returns, a crash of this
-	// process (SIGKILL, OOM kill) cannot lose it; only the kernel going down
-	// before the next sync can. One write per document is cheap next to
-	// building it.
-	if err := s.bw.Flush(); err != nil {
+	if _, err := s.bw.Write(body); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
+	// The record reaches the OS at the next flush: callers flush once per batch
+	// of events, not once per document.
 	s.sizes[s.wseg] += int64(recordHdr + n)
 	s.counts[s.wseg]++
 	s.pending++
@@ -322,18 +353,25 @@ func (s *spool) flush(sync bool) error {
 		return fmt.Errorf("spool: %w", err)
 	}
 	if sync {
-		return s.w.Sync()
+		// Data, and the size that reaches it: not the times fsync would also journal.
+		return unix.Fdatasync(int(s.w.Fd()))
 	}
 	return nil
 }
 
-// next reads up to max records (or maxBytes) after the last read position. Only
-// the sender calls it.
-func (s *spool) next(max int, maxBytes int) ([]record, error) {
+// readChunk is how much next reads at a time.
+const readChunk = 1 << 20
+
+// next reads up to max records (or maxBytes) after the last read position, a
+// chunk at a time, into a buffer it reuses: the records point into it until the
+// next call. Only the sender calls it.
+func (s *spool) next(maxRecs int, maxBytes int) ([]record, error) {
 	s.flush(false)
-	var out []record
+	s.rbuf = s.rbuf[:0]
+	out := s.batch[:0]
 	size := 0
-	for len(out) < max && size < maxBytes {
+	want := readChunk
+	for len(out) < maxRecs && size < maxBytes {
 		s.mu.Lock()
 		if s.rpos.seg < s.commit.seg { // the cap dropped what we were reading
 			s.rpos = s.commit
@@ -344,41 +382,60 @@ func (s *spool) next(max int, maxBytes int) ([]record, error) {
 		if s.rd == nil {
 			f, err := os.Open(s.segPath(s.rpos.seg))
 			if err != nil {
+				s.batch = out
 				return out, fmt.Errorf("spool: %w", err)
 			}
-			f.Seek(s.rpos.off, io.SeekStart)
-			s.rd, s.rdr = f, bufio.NewReaderSize(f, 1<<16)
+			s.rd = f
 		}
-		rec, n, err := readRecord(s.rdr)
-		if err == nil {
-			s.mu.Lock()
-			s.inflight = position{seg: s.rpos.seg, off: s.rpos.off + n}
-			s.mu.Unlock()
+		// Read what follows the read position onto the buffer's free end; records
+		// already returned keep pointing at the old array if it grows.
+		from := len(s.rbuf)
+		s.rbuf = slices.Grow(s.rbuf, want)[:from+want]
+		got, err := s.rd.ReadAt(s.rbuf[from:], s.rpos.off)
+		if err != nil && !errors.Is(err, io.EOF) {
+			s.rbuf = s.rbuf[:from]
+			s.batch = out
+			return out, fmt.Errorf("spool: %w", err)
 		}
-		if err != nil {
-			if s.rpos.seg < last {
-				// A finished segment: move to the next one.
-				s.closeReader()
-				s.rpos = position{seg: s.rpos.seg + 1}
-				continue
+		s.rbuf = s.rbuf[:from+got]
+		chunk, short := s.rbuf[from:], got < want
+		for len(out) < maxRecs && size < maxBytes {
+			rec, n, perr := parseRecord(chunk)
+			if perr != nil {
+				if errors.Is(perr, errShort) && !short {
+					// A record past what was read: read again from it, enough to hold it.
+					if len(chunk) >= recordHdr {
+						want = max(readChunk, recordHdr+int(binary.LittleEndian.Uint32(chunk[:4])))
+					}
+					break
+				}
+				// The end of what is written (or damage a finished segment ends with).
+				if s.rpos.seg < last {
+					s.closeReader()
+					s.rpos = position{seg: s.rpos.seg + 1}
+					break
+				}
+				s.batch = out
+				return out, nil
 			}
-			// The tail of the segment being written: nothing more yet. Reopen next
-			// time, from the last whole record.
-			s.closeReader()
-			break
+			chunk = chunk[n:]
+			s.rpos.off += int64(n)
+			rec.seg, rec.end = s.rpos.seg, s.rpos.off
+			s.mu.Lock()
+			s.inflight = s.rpos
+			s.mu.Unlock()
+			out = append(out, rec)
+			size += len(rec.Body)
 		}
-		s.rpos.off += n
-		rec.seg, rec.end = s.rpos.seg, s.rpos.off
-		out = append(out, rec)
-		size += len(rec.Body)
 	}
+	s.batch = out
 	return out, nil
 }
 
 func (s *spool) closeReader() {
 	if s.rd != nil {
 		s.rd.Close()
-		s.rd, s.rdr = nil, nil
+		s.rd = nil
 	}
 }
 
@@ -415,22 +472,41 @@ func (s *spool) ack(last record, n int64) error {
 	return s.writeCursor()
 }
 
+// writeCursor overwrites the cursor file in place, one small write at offset 0
+// of a file kept open: the commit runs once per batch, and a write-then-rename
+// costs several file system operations each time. The record carries its own
+// checksum; a damaged one reads as "from the start", which replays documents
+// Elasticsearch already has (counted as duplicates), never loses any.
 func (s *spool) writeCursor() error {
-	tmp := filepath.Join(s.dir, "cursor.tmp")
-	if err := os.WriteFile(tmp, fmt.Appendf(nil, "%d %d\n", s.commit.seg, s.commit.off), 0o600); err != nil {
+	if s.cur == nil {
+		f, err := os.OpenFile(filepath.Join(s.dir, "cursor"), os.O_CREATE|os.O_WRONLY, 0o600)
+		if err != nil {
+			return fmt.Errorf("spool cursor: %w", err)
+		}
+		s.cur = f
+	}
+	var rec [cursorSize]byte
+	binary.LittleEndian.PutUint64(rec[0:], s.commit.seg)
+	binary.LittleEndian.PutUint64(rec[8:], uint64(s.commit.off))
+	binary.LittleEndian.PutUint32(rec[16:], crc32.Checksum(rec[:16], crcTable))
+	if _, err := s.cur.WriteAt(rec[:], 0); err != nil {
 		return fmt.Errorf("spool cursor: %w", err)
 	}
-	return os.Rename(tmp, filepath.Join(s.dir, "cursor"))
+	return nil
 }
+
+// cursorSize: segment, offset, checksum of both.
+const cursorSize = 20
 
 func (s *spool) readCursor() position {
 	data, err := os.ReadFile(filepath.Join(s.dir, "cursor"))
-	if err != nil {
+	if err != nil || len(data) < cursorSize {
 		return position{}
 	}
-	var p position
-	fmt.Sscanf(string(data), "%d %d", &p.seg, &p.off)
-	return p
+	if crc32.Checksum(data[:16], crcTable) != binary.LittleEndian.Uint32(data[16:20]) {
+		return position{}
+	}
+	return position{seg: binary.LittleEndian.Uint64(data[0:]), off: int64(binary.LittleEndian.Uint64(data[8:]))}
 }
 
 // stats reports spooled bytes, unacknowledged records, and losses.
@@ -446,5 +522,8 @@ func (s *spool) close() error {
 	defer s.mu.Unlock()
 	s.bw.Flush()
 	s.w.Sync()
+	if s.cur != nil {
+		s.cur.Close()
+	}
 	return s.w.Close()
 }

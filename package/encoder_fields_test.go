@@ -63,7 +63,7 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 		docs++
 		ds := d.Stream[strings.IndexByte(d.Stream, '.')+1 : strings.LastIndexByte(d.Stream, '-')]
 		if _, ok := first[ds]; !ok {
-			first[ds] = d.Body
+			first[ds] = slices.Clone(d.Body) // EncodeAll reuses its buffer
 		}
 		missing, err := pkg.Undeclared(ds, d.Body)
 		if err != nil {

@@ -122,7 +122,7 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 		if info := agent.AgentInfo(); info != nil && info.ID != "" {
 			agentID = info.ID
 		}
-		pipe := newPipeline(engine, agentID, meta.get, sink.Publish, log.Errorf)
+		pipe := newPipeline(engine, agentID, meta.get, sink.Publish, sink.Flush, log.Errorf)
 		stop := make(chan struct{})
 		defer close(stop)
 		events.Add(1)

@@ -30,7 +30,7 @@ var built struct {
 }
 
 // daemonBinary is the command built once for the whole test binary (static,
-// as `mage build` makes it); TestMain removes it.
+// stripped, as `mage build` makes it); TestMain removes it.
 func daemonBinary(tb testing.TB) string {
 	tb.Helper()
 	built.once.Do(func() {
@@ -38,7 +38,7 @@ func daemonBinary(tb testing.TB) string {
 			return
 		}
 		built.bin = filepath.Join(built.dir, "cloud-defend")
-		cmd := exec.Command("go", "build", "-o", built.bin, ".")
+		cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", built.bin, ".")
 		cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			built.err = fmt.Errorf("build: %v\n%s", err, out)

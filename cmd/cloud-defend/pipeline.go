@@ -34,6 +34,7 @@ type pipeline struct {
 	enc     *ecs.Encoder
 	meta    func() (ecs.Meta, bool) // false while no policy is in force
 	publish func(ecs.Doc)
+	flush   func() // hands what publish took to the OS, at the end of each batch read
 	logf    func(format string, args ...any)
 
 	events           atomic.Uint64
@@ -43,7 +44,7 @@ type pipeline struct {
 
 // newPipeline builds the enrichment for this node. Without a visible cgroup2
 // mount, documents carry no container ids, and the log says so.
-func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, bool), publish func(ecs.Doc), logf func(string, ...any)) *pipeline {
+func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, bool), publish func(ecs.Doc), flush func(), logf func(string, ...any)) *pipeline {
 	cg, err := container.Open()
 	var cgroupID func(string) (uint64, error)
 	if err != nil {
@@ -56,7 +57,7 @@ func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, boo
 	enc := ecs.NewEncoder(ecs.Agent{ID: agentID, Version: version.Version}, ecs.LocalHost(procRoot(), "/etc"), nil, ecs.BootTime(), engine.SelectorNames)
 	enr := enrich.New(tab, cg)
 	enr.Runtimes = runtimeSources(logf)
-	return &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, logf: logf, cgroups: cg}
+	return &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, flush: flush, logf: logf, cgroups: cg}
 }
 
 // Where runtimes listen by default; CRI_SOCKET and DOCKER_SOCKET (paths, comma
@@ -132,10 +133,16 @@ func (p *pipeline) run() {
 				p.logf("read kernel events: %v", err)
 			}
 			p.enrich.Flush(emit)
+			p.flush()
 			return
 		}
 		p.events.Add(1)
 		p.enrich.Handle(&ev, emit)
+		// Documents go to the OS once per batch the kernel delivered, not one
+		// write each: until then they are as safe as the events still in the ring.
+		if !p.engine.Buffered() {
+			p.flush()
+		}
 	}
 }
 
@@ -191,6 +198,7 @@ func (p *pipeline) periodic(stop <-chan struct{}, periods func() (heartbeat, met
 				p.publish(p.enc.Metrics(m, c, now))
 				nextMT = now.Add(mt)
 			}
+			p.flush()
 		}
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"time"
 
@@ -62,6 +63,7 @@ func (s *agentSink) Configure(o component.Output) error {
 	for _, d := range s.early {
 		sh.Publish(d.Stream, d.ID, d.Body)
 	}
+	sh.Flush()
 	s.early = nil
 	return nil
 }
@@ -75,12 +77,25 @@ func (s *agentSink) Publish(d ecs.Doc) {
 			s.lost++
 			return
 		}
+		d.Body = slices.Clone(d.Body) // the encoder reuses its buffer
 		s.early = append(s.early, d)
 		return
 	}
 	if err := s.shipper.Publish(d.Stream, d.ID, d.Body); err != nil {
 		s.err = err
 		s.lost++
+	}
+}
+
+// Flush hands the published documents to the OS (see output.Shipper.Flush).
+func (s *agentSink) Flush() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.shipper == nil {
+		return
+	}
+	if err := s.shipper.Flush(); err != nil {
+		s.err = err
 	}
 }
 

@@ -107,17 +107,25 @@ func (p *proc) setTTY(major, minor uint32) {
 	p.Interactive = major != 0
 }
 
+// Relatives holds the copies a View points at.
+type Relatives struct {
+	parent            Process
+	group, sess, entr Leader
+}
+
 // view copies p and its relatives. One allocation holds all four relatives.
 func (p *proc) view() View {
-	v := View{Process: p.Process}
+	var v View
+	p.viewInto(&v, new(Relatives))
+	return v
+}
+
+// viewInto copies p into v and its relatives into b, which v then points at.
+func (p *proc) viewInto(v *View, b *Relatives) {
+	*v = View{Process: p.Process}
 	if p.parent == nil && p.group == nil && p.session == nil && p.entry == nil {
-		return v
+		return
 	}
-	var buf struct {
-		parent            Process
-		group, sess, entr Leader
-	}
-	b := &buf
 	if p.parent != nil {
 		b.parent = p.parent.Process
 		v.Parent = &b.parent
@@ -125,7 +133,6 @@ func (p *proc) view() View {
 	v.GroupLeader = leader(&b.group, p.group, p)
 	v.SessionLeader = leader(&b.sess, p.session, p)
 	v.EntryLeader = leader(&b.entr, p.entry, p)
-	return v
 }
 
 func leader(dst *Leader, l, p *proc) *Leader {

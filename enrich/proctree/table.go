@@ -319,6 +319,19 @@ func (t *Table) Lookup(pp *ebpf.Process) (View, bool) {
 	return p.view(), true
 }
 
+// LookupInto is Lookup without allocating: it fills v, whose relatives point
+// into rel, for a caller that reuses both.
+func (t *Table) LookupInto(pp *ebpf.Process, v *View, rel *Relatives) bool {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	p := t.find(pp)
+	if p == nil {
+		return false
+	}
+	p.viewInto(v, rel)
+	return true
+}
+
 // LookupPID returns the newest process the table knows with this pid.
 func (t *Table) LookupPID(pid uint32) (View, bool) {
 	t.mu.RLock()

@@ -1,0 +1,63 @@
+package ebpf
+
+import (
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The benchmarks' largest policies, shared by the host and the VM.
+
+// sel64Policy has 63 selectors of every process condition kind, all considered on
+// every exec, with one response naming them all.
+func sel64Policy() string {
+	var b strings.Builder
+	b.WriteString("process:\n  selectors:\n")
+	names := make([]string, 63)
+	for i := range names {
+		names[i] = "s" + strconv.Itoa(i)
+		fmt.Fprintf(&b, "    - name: %s\n      operation: [fork, exec]\n", names[i])
+		switch i % 4 {
+		case 0:
+			fmt.Fprintf(&b, "      processExecutable: [/usr/bin/tool%d, /opt/app%d/**, /usr/bin/*]\n", i, i)
+		case 1:
+			fmt.Fprintf(&b, "      processExecutable: [/usr/**]\n      containerImageName: [image%d]\n", i)
+		case 2:
+			fmt.Fprintf(&b, "      processName: [proc%d, bench-exe]\n", i)
+		case 3:
+			fmt.Fprintf(&b, "      processName: [sh%d]\n      sessionLeaderInteractive: false\n", i)
+		}
+	}
+	// log, as the default policy: the comparison isolates the cost of 63 selectors
+	// from that of waking the reader for alerts.
+	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [log]\n", strings.Join(names, ", "))
+	return b.String()
+}
+
+// fileSel64Policy has 63 file selectors with path patterns of every kind and one
+// logging response. With logged, a third of them name the benchmark's directory
+// (/srv/**), so every operation of the loops fires the response; without, they
+// name /srv/archive/**, which the loops never touch.
+func fileSel64Policy(logged bool) string {
+	srv := "/srv/archive/**"
+	if logged {
+		srv = "/srv/**"
+	}
+	var b strings.Builder
+	b.WriteString("file:\n  selectors:\n")
+	names := make([]string, 63)
+	for i := range names {
+		names[i] = "f" + strconv.Itoa(i)
+		fmt.Fprintf(&b, "    - name: %s\n", names[i])
+		switch i % 3 {
+		case 0:
+			fmt.Fprintf(&b, "      targetFilePath: [/etc/app%d.conf, /srv/bench/etc/*, /var/lib/app%d/**]\n", i, i)
+		case 1:
+			fmt.Fprintf(&b, "      operation: [createFile, modifyFile, deleteFile]\n      targetFilePath: [%s, /opt/app%d/*]\n      ignoreVolumeMounts: true\n", srv, i)
+		case 2:
+			fmt.Fprintf(&b, "      operation: [createExecutable, modifyExecutable]\n      targetFilePath: [/usr/bin/**]\n      containerImageName: [image%d]\n", i)
+		}
+	}
+	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [log]\n", strings.Join(names, ", "))
+	return b.String()
+}

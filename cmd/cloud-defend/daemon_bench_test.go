@@ -13,16 +13,25 @@ import (
 )
 
 // BenchmarkDaemonCPU runs the real binary, built as `mage build` builds it
-// (standalone, every container exec logged and shipped to the test
-// Elasticsearch), and starts container execs at a steady pace (BENCH_EXECS_PER_SEC,
-// default 700: with their forks and exits, and the host's own activity, about
-// 5,000 kernel events/s). It reports the daemon's own CPU time (all its threads,
+// (standalone, shipping to the test Elasticsearch), and starts container execs
+// at a steady pace (BENCH_EXECS_PER_SEC, default 700: with their forks and
+// exits, and the host's own activity, about 5,000 kernel events/s), under a
+// policy logging every container exec (one document per exec) and under the
+// default policy (every fork and exec: two). It reports the daemon's own CPU time (all its threads,
 // from schedstat, in ns) per kernel event it read and as a share of one core at
 // the rate reached, the documents it shipped, and its memory: resident in all,
 // and of that the anonymous (heap, stacks), the binary's file pages, and the
 // ring buffer (its data pages are mapped twice, so counted twice). The execs
 // run in the benchmark, not in the daemon, so only our cost is counted.
 func BenchmarkDaemonCPU(b *testing.B) {
+	b.Run("exec-logged", func(b *testing.B) {
+		daemonCPU(b, "process:\n  selectors:\n    - name: all\n      operation: [exec]\n  responses:\n    - match: [all]\n      actions: [log]\n")
+	})
+	b.Run("default-policy", func(b *testing.B) { daemonCPU(b, "") })
+}
+
+// daemonCPU runs the benchmark with a policy ("" for the embedded default).
+func daemonCPU(b *testing.B, policy string) {
 	needRoot(b, "loads BPF programs")
 	dir := b.TempDir()
 	bin := daemonBinary(b)
@@ -31,9 +40,13 @@ func BenchmarkDaemonCPU(b *testing.B) {
 		b.Fatal(err)
 	}
 	defer es.Close()
-	pol := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(pol, []byte("process:\n  selectors:\n    - name: all\n      operation: [exec]\n  responses:\n    - match: [all]\n      actions: [log]\n"), 0o644)
-	cmd := exec.Command(bin, "run", "--policy", pol, "--output", "elasticsearch", "--es-url", es.URL(), "--data-path", filepath.Join(dir, "data"), "--metrics-period", "1s", "--heartbeat-period", "1h")
+	args := []string{"run"}
+	if policy != "" {
+		pol := filepath.Join(dir, "policy.yaml")
+		os.WriteFile(pol, []byte(policy), 0o644)
+		args = append(args, "--policy", pol)
+	}
+	cmd := exec.Command(bin, append(args, "--output", "elasticsearch", "--es-url", es.URL(), "--data-path", filepath.Join(dir, "data"), "--metrics-period", "1s", "--heartbeat-period", "1h")...)
 	cmd.Env = append(os.Environ(), "CLOUD_DEFEND_CPUPROFILE="+os.Getenv("BENCH_CPUPROFILE"))
 	if err := cmd.Start(); err != nil {
 		b.Fatal(err)

@@ -20,6 +20,7 @@ const maxPath = 255
 //
 //	process: matched = ops(op) & (noName | names[comm]) & (noExe | paths(exe))
 //	                 & (interactive or batch) & (agnostic | containers[cgroup])
+//	                 & layers[layer of the executable]
 //	file:    matched = ops[op] & (noPath | filePaths(target)) & ~ignored(volume)
 //	                 & (agnostic | fileContainers[cgroup])
 //
@@ -93,6 +94,14 @@ func compile(p *policy.Policy) (*compiled, error) {
 		}
 		if !s.ContainerScoped() {
 			kp.Agnostic |= bit
+		}
+		if len(s.ExecutableLayer) == 0 {
+			for l := range kp.Layers {
+				kp.Layers[l] |= bit
+			}
+		}
+		for _, name := range s.ExecutableLayer {
+			kp.Layers[layerOf(name)] |= bit
 		}
 	}
 	var err error
@@ -205,4 +214,14 @@ func sortedKeys(m map[string]pathEntry) []string {
 	}
 	sort.Strings(keys)
 	return keys
+}
+
+// layerOf is the kernel's layer number for a policy layer name (policy.Layers).
+func layerOf(name string) Layer {
+	for l, n := range layerNames {
+		if n == name && n != "" {
+			return Layer(l)
+		}
+	}
+	return LayerNone
 }

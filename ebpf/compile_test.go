@@ -42,6 +42,10 @@ func (c *compiled) decide(op *policy.Operation, containerMask uint64) (uint64, p
 	if m == 0 {
 		return 0, 0
 	}
+	m &= kp.Layers[layerOf(op.ExecutableLayer)]
+	if m == 0 {
+		return 0, 0
+	}
 	return m, fire(&kp.R, m)
 }
 

@@ -206,6 +206,7 @@ func (e *Engine) detect(ev *Event) (Event, bool) {
 	op.ProcessName = ev.Process.Comm
 	op.ExecutableIsMemfd = strings.HasPrefix(ev.Executable, "/memfd:") && strings.HasSuffix(ev.Executable, " (deleted)")
 	op.SessionLeaderInteractive = ev.Process.TTYMajor != 0
+	op.ExecutableLayer = ev.Layer.String()
 	d := p.Evaluate(&op)
 	if d.Actions == 0 {
 		return Event{}, false

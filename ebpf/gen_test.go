@@ -54,6 +54,10 @@ func genPolicy(r *rand.Rand, maxSel int) string {
 			fmt.Fprintf(&b, "      sessionLeaderInteractive: %t\n", r.IntN(2) == 0)
 			conds++
 		}
+		if r.IntN(5) == 0 {
+			fmt.Fprintf(&b, "      executableLayer: [%s]\n", strings.Join(dedup(pick(r, policy.Layers, 1+r.IntN(2))), ", "))
+			conds++
+		}
 		if r.IntN(4) == 0 || conds == 0 {
 			fmt.Fprintf(&b, "      containerImageName: [%s]\n", genImgs[r.IntN(len(genImgs))])
 		}
@@ -71,6 +75,7 @@ func genOp(r *rand.Rand) policy.Operation {
 		ProcessName:              exe[strings.LastIndexByte(exe, '/')+1:],
 		SessionLeaderInteractive: r.IntN(2) == 0,
 		ExecutableIsMemfd:        r.IntN(5) == 0,
+		ExecutableLayer:          append([]string{""}, policy.Layers...)[r.IntN(len(policy.Layers)+1)],
 	}
 	if op.Op == policy.OpFork {
 		op.ExecutableIsMemfd = false

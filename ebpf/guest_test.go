@@ -370,6 +370,7 @@ func TestVMDifferential(t *testing.T) {
 			// exec was blocked, the fork that follows it.
 			op := genOp(r)
 			op.ExecutableIsMemfd = false
+			op.ExecutableLayer = "" // these workloads run on the VM's rootfs, not an overlay
 			execOp, forkOp := op, op
 			execOp.Op, forkOp.Op = policy.OpExec, policy.OpFork
 			wantExec := p.Evaluate(&execOp)
@@ -673,5 +674,41 @@ func TestVMExecutableLayer(t *testing.T) {
 		if len(ds) != 1 || ds[0].Layer != want {
 			t.Fatalf("exec of %s in a container: decisions %+v, want one with layer %q", path, ds, want)
 		}
+	}
+}
+
+// TestVMBlockDrift: executableLayer blocks running what was added or changed
+// after the container started, and nothing from the image.
+func TestVMBlockDrift(t *testing.T) {
+	needVM(t)
+	merged := overlayRoot(t, elf(exitZero))
+	e, ch := openEngine(t, Options{})
+	if err := e.Swap(mustParse(t, `process:
+  selectors:
+    - name: drift
+      operation: [exec]
+      executableLayer: [added, modified]
+  responses:
+    - match: [drift]
+      actions: [alert, block]
+`)); err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]Layer{"image": LayerImage, "changed": LayerModified, "added": LayerAdded} {
+		blocked, parent, _ := execIn(t, workload{container: true}, filepath.Join(merged, "bin", path))
+		ds := decisionsOf(t, ch, parent)
+		if want == LayerImage {
+			if blocked || len(ds) != 0 {
+				t.Errorf("exec of an image binary: blocked %v, decisions %+v", blocked, ds)
+			}
+			continue
+		}
+		if !blocked || len(ds) != 1 || !ds[0].Blocked || ds[0].Layer != want {
+			t.Errorf("exec of the %s binary: blocked %v, decisions %+v; want blocked with layer %v", path, blocked, ds, want)
+		}
+	}
+	// On the host nothing is in scope.
+	if blocked, _, _ := execIn(t, workload{}, filepath.Join(merged, "bin", "added")); blocked {
+		t.Error("a host exec of the added binary was blocked")
 	}
 }

@@ -50,6 +50,20 @@ var conditions = map[string]condition{
 	"processExecutable":        {types: [numTypes]bool{Process: true}, check: checkPath},
 	"processName":              {types: [numTypes]bool{Process: true}, check: checkProcessName, literalStar: true},
 	"sessionLeaderInteractive": {types: [numTypes]bool{Process: true}, boolean: true},
+	// A cloud-defend extension (not in Kibana's editor): where the executable
+	// lives on a container's overlay root filesystem. The drift signal.
+	"executableLayer": {types: [numTypes]bool{Process: true}, check: checkLayer},
+}
+
+// Layers are the executableLayer values: where an executable lives on an
+// overlay (a container's root filesystem), as exec events name it.
+var Layers = []string{"image", "modified", "added", "unknown"}
+
+func checkLayer(v string) string {
+	if !slices.Contains(Layers, v) {
+		return "is not a layer; allowed: image (only in the image's layers), modified (copied up and changed since the container started), added (created since it started), unknown"
+	}
+	return ""
 }
 
 // legacyConditions maps first-version condition names to today's.
@@ -418,6 +432,8 @@ func (s *Selector) add(key, v string) {
 		s.ProcessExecutable = append(s.ProcessExecutable, newPathPattern(v))
 	case "processName":
 		s.ProcessName = append(s.ProcessName, v)
+	case "executableLayer":
+		s.ExecutableLayer = append(s.ExecutableLayer, v)
 	default:
 		panic("policy: condition without a field: " + key)
 	}
@@ -435,7 +451,7 @@ func hasDotComponent(path string) bool {
 // onlyOperations reports whether the selector constrains nothing but the operation:
 // it matches that operation in every container.
 func (s *Selector) onlyOperations() bool {
-	return !s.ContainerScoped() && len(s.TargetFilePath)+len(s.ProcessExecutable)+len(s.ProcessName) == 0 &&
+	return !s.ContainerScoped() && len(s.TargetFilePath)+len(s.ProcessExecutable)+len(s.ProcessName)+len(s.ExecutableLayer) == 0 &&
 		!s.IgnoreVolumeMounts && !s.IgnoreVolumeFiles && s.SessionLeaderInteractive == Unset
 }
 

@@ -164,6 +164,14 @@ func TestConditionSemantics(t *testing.T) {
 	if d := p.Evaluate(&Operation{Op: OpFork, SessionLeaderInteractive: true}); d.Matched != 1 {
 		t.Error("interactive session not matched")
 	}
+	// executableLayer: drift, by where the executable lives; a file on no
+	// overlay has no layer and matches none.
+	p = mustParse(t, procSel("    - name: s\n      executableLayer: [added, modified]\n"))
+	for layer, want := range map[string]bool{"added": true, "modified": true, "image": false, "unknown": false, "": false} {
+		if d := p.Evaluate(&Operation{Op: OpExec, ProcessExecutable: "/tmp/x", ExecutableLayer: layer}); (d.Matched == 1) != want {
+			t.Errorf("executableLayer [added, modified] on layer %q: matched %v", layer, d.Matched == 1)
+		}
+	}
 }
 
 func TestFileSemantics(t *testing.T) {

@@ -382,7 +382,7 @@ func (p *parser) legacyType(n *yaml.Node) Type {
 					}
 				}
 			}
-		case "processExecutable", "processName", "sessionLeaderInteractive":
+		case "processExecutable", "processName", "sessionLeaderInteractive", "executableLayer":
 			procConds++
 		}
 	}

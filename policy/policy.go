@@ -50,6 +50,8 @@ type Selector struct {
 	ProcessExecutable        []PathPattern
 	ProcessName              []string
 	SessionLeaderInteractive Tristate
+	// ExecutableLayer: the executable's overlay layer is one of these (Layers).
+	ExecutableLayer []string
 }
 
 // Covers returns the operations the selector can match.
@@ -74,6 +76,7 @@ func (s *Selector) clone() Selector {
 	c.TargetFilePath = slices.Clone(s.TargetFilePath)
 	c.ProcessExecutable = slices.Clone(s.ProcessExecutable)
 	c.ProcessName = slices.Clone(s.ProcessName)
+	c.ExecutableLayer = slices.Clone(s.ExecutableLayer)
 	return c
 }
 
@@ -177,6 +180,9 @@ type Operation struct {
 	ExecutableIsMemfd bool
 	// SessionLeaderInteractive: the session leader has a controlling TTY.
 	SessionLeaderInteractive bool
+	// ExecutableLayer is where the executable lives on an overlay root
+	// filesystem (one of Layers), "" when it is not on one.
+	ExecutableLayer string
 
 	ContainerImageName     string
 	ContainerImageTag      string
@@ -266,6 +272,9 @@ func (s *Selector) matches(op *Operation) bool {
 			return false
 		}
 		if !anyEqual(s.ProcessName, op.ProcessName) {
+			return false
+		}
+		if len(s.ExecutableLayer) > 0 && !anyEqual(s.ExecutableLayer, op.ExecutableLayer) {
 			return false
 		}
 		switch s.SessionLeaderInteractive {
@@ -395,6 +404,7 @@ func (s *Selector) Conditions() string {
 	list("targetFilePath", stringsOf(s.TargetFilePath))
 	list("processExecutable", stringsOf(s.ProcessExecutable))
 	list("processName", s.ProcessName)
+	list("executableLayer", s.ExecutableLayer)
 	if s.SessionLeaderInteractive != Unset {
 		parts = append(parts, fmt.Sprintf("sessionLeaderInteractive is %t", s.SessionLeaderInteractive == True))
 	}

@@ -174,6 +174,16 @@ func TestConditionsRequired(t *testing.T) {
 	})
 }
 
+func TestExecutableLayer(t *testing.T) {
+	runDiagCases(t, []diagCase{
+		{name: "drift layers", src: procSel("    - name: s\n      executableLayer: [added, modified]\n")},
+		{name: "no such layer", src: procSel("    - name: s\n      executableLayer: [upper]\n"),
+			errs: []string{`p.yaml:4:25: process selector "s": executableLayer: "upper" is not a layer; allowed: image`}},
+		{name: "on a file selector", src: fileSel("    - name: s\n      targetFilePath: [/tmp/x]\n      executableLayer: [added]\n"),
+			warns: []string{`warning: file selector "s": executableLayer: is not a file selector condition`}},
+	})
+}
+
 func TestOperations(t *testing.T) {
 	runDiagCases(t, []diagCase{
 		{name: "all file operations", src: fileSel("    - name: s\n      operation: [createExecutable, modifyExecutable, createFile, modifyFile, deleteFile]\n")},

@@ -91,6 +91,7 @@ struct policy {
 	__u64 interactive;  /* selectors satisfied by an interactive session */
 	__u64 batch;        /* selectors satisfied by a non-interactive session */
 	__u64 agnostic;     /* selectors without container conditions */
+	__u64 layers[8];    /* selectors satisfied by an executable in each enum layer (executableLayer) */
 	struct responses r;
 };
 
@@ -898,6 +899,18 @@ named:;
 	if (!m)
 		return 0;
 
+	/* Drift: where the executable lives, read only for a selector that asks
+	 * (layers[LAYER_NONE] holds exactly those without executableLayer). */
+	__u8 layer = LAYER_NONE;
+	int layered = 0;
+	if (m & ~pol->layers[LAYER_NONE]) {
+		layer = exe_layer(f);
+		layered = 1;
+		m &= pol->layers[layer & 7];
+		if (!m)
+			return 0;
+	}
+
 	int block;
 	__u8 actions = respond(&pol->r, m, cfg, &block);
 
@@ -915,7 +928,7 @@ named:;
 			e->blocked = block;
 			e->memfd = memfd;
 			e->interactive = interactive;
-			e->exe_layer = exe_layer(f);
+			e->exe_layer = layered ? layer : exe_layer(f);
 			e->path_len = len;
 			copy_path(s, e->path, len);
 			submit(e, actions & (ACTION_ALERT | ACTION_BLOCK));

@@ -139,6 +139,7 @@ type ProbePolicy struct {
 	Interactive uint64
 	Batch       uint64
 	Agnostic    uint64
+	Layers      [8]uint64
 	R           ProbeResponses
 }
 

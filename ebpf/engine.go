@@ -36,7 +36,7 @@ type Options struct {
 	// multiple of the page size. 0 means 16 MiB.
 	RingBufferSize int
 	// FlushInterval is the longest a telemetry or log-only event waits before Read
-	// returns it; alerts and blocks are delivered at once. 0 means 50ms.
+	// returns it; alerts and blocks are delivered at once. 0 means 200ms.
 	FlushInterval time.Duration
 }
 
@@ -77,6 +77,7 @@ type Engine struct {
 	coll     *ebpf.Collection
 	links    []link.Link
 	reader   *ringbuf.Reader
+	waiter   *ringWaiter
 	lsm      LSMStatus
 	sessions FeatureStatus
 	dryRun   bool
@@ -184,6 +185,11 @@ func Open(opts Options) (*Engine, error) {
 	if e.reader, err = ringbuf.NewReader(e.coll.Maps["events"]); err != nil {
 		e.Close()
 		return nil, fmt.Errorf("open ring buffer: %w", err)
+	}
+	e.reader.SetDeadline(time.Unix(1, 0)) // reads never block: the waiter waits
+	if e.waiter, err = newRingWaiter(e.coll.Maps["events"]); err != nil {
+		e.Close()
+		return nil, err
 	}
 	return e, nil
 }
@@ -475,6 +481,9 @@ func (e *Engine) Stats() (Stats, error) {
 // Close detaches the programs and frees the maps; pending Read calls return
 // ErrClosed.
 func (e *Engine) Close() error {
+	if e.waiter != nil {
+		e.waiter.close()
+	}
 	if e.reader != nil {
 		e.reader.Close()
 	}

@@ -232,6 +232,82 @@ func TestRingbufDropsAreCounted(t *testing.T) {
 	}
 }
 
+// TestReaderWakeups: with an hour's flush interval only the kernel's wake-ups
+// end a Read's wait. A ring holding WAKEUP_BYTES wakes it (the kernel checks
+// before it adds an event, and the one read is a few KiB at most), and Close
+// ends a Read that waits.
+func TestReaderWakeups(t *testing.T) {
+	const wakeupBytes = 256 << 10 // WAKEUP_BYTES in cloud_defend.bpf.c
+	e, err := Open(Options{DisableLSM: true, FlushInterval: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e.Close()
+	type result struct {
+		err  error
+		left int
+	}
+	// Events from before the processes below (and from other tests' processes)
+	// are read as they come; the reader then waits until the ring holds a
+	// wake-up's worth. A reader that is never woken, or that polls often,
+	// never sees that much left after a Read.
+	first := make(chan result, 1)
+	go func() {
+		for {
+			_, err := e.Read()
+			if left := e.reader.AvailableBytes(); err != nil || left >= wakeupBytes-8<<10 {
+				first <- result{err, left}
+				return
+			}
+		}
+	}()
+	execs := 0
+	deadline := time.Now().Add(time.Minute)
+	var r result
+wait:
+	for {
+		select {
+		case r = <-first:
+			break wait
+		default:
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("no wake-up after %d processes (%d bytes in the ring)", execs, e.reader.AvailableBytes())
+		}
+		if err := exec.Command("/bin/true").Run(); err != nil {
+			t.Fatal(err)
+		}
+		execs++
+	}
+	if r.err != nil {
+		t.Fatal(r.err)
+	}
+	t.Logf("woken after %d processes, %d bytes left in the ring", execs, r.left)
+	// Drain, then close while the reader waits.
+	closed := make(chan error, 1)
+	go func() {
+		for {
+			if _, err := e.Read(); err != nil {
+				closed <- err
+				return
+			}
+		}
+	}()
+	for e.reader.AvailableBytes() > 0 {
+		time.Sleep(10 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
+	e.Close()
+	select {
+	case err := <-closed:
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("Read after Close: %v, want ErrClosed", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Close did not end a waiting Read")
+	}
+}
+
 // TestLongPathsAreMarked: a working directory longer than the kernel's 255-byte path
 // field is reported as its first 255 bytes, marked truncated.
 // TestPathResolution checks the kernel's dentry walk on exec events' working

@@ -66,9 +66,10 @@ type spool struct {
 	w       *os.File
 	bw      *bufio.Writer
 	wseg    uint64
-	dropped int64 // records lost to the size cap
-	torn    int64 // torn records cut off at open
-	pending int64 // records written and not committed
+	dropped int64  // records lost to the size cap
+	torn    int64  // torn records cut off at open
+	pending int64  // records written and not committed
+	head    []byte // append's record head, reused
 
 	cur      *os.File // the cursor file, written in place
 	rd       *os.File // reader state: only the sender goroutine reads
@@ -257,19 +258,15 @@ func (s *spool) append(stream, id string, body []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	n := len(stream) + len(id) + 2 + len(body)
-	var hdr [recordHdr]byte
-	binary.LittleEndian.PutUint32(hdr[:4], uint32(n))
-	crc := crc32.Update(0, crcTable, []byte(stream))
-	crc = crc32.Update(crc, crcTable, []byte{0})
-	crc = crc32.Update(crc, crcTable, []byte(id))
-	crc = crc32.Update(crc, crcTable, []byte{0})
-	crc = crc32.Update(crc, crcTable, body)
-	binary.LittleEndian.PutUint32(hdr[4:], crc)
-	s.bw.Write(hdr[:])
-	s.bw.WriteString(stream)
-	s.bw.WriteByte(0)
-	s.bw.WriteString(id)
-	s.bw.WriteByte(0)
+	// The header, stream and id go out of one reused buffer: the checksum
+	// covers them without converting each to a slice of its own.
+	h := append(s.head[:0], make([]byte, recordHdr)...)
+	h = append(append(append(append(h, stream...), 0), id...), 0)
+	binary.LittleEndian.PutUint32(h[:4], uint32(n))
+	crc := crc32.Update(crc32.Update(0, crcTable, h[recordHdr:]), crcTable, body)
+	binary.LittleEndian.PutUint32(h[4:], crc)
+	s.head = h
+	s.bw.Write(h)
 	if _, err := s.bw.Write(body); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}

@@ -164,7 +164,9 @@ func CheckGenerated() error {
 // a table, with the VM's overheads as ratios measured in the same VM run.
 func Bench() error {
 	var buf bytes.Buffer
-	host := exec.Command("go", "test", "-run=^$", "-bench=.", "-benchmem", "-count=1", "./...")
+	// One package at a time: benchmarks running side by side on a small
+	// machine measure each other.
+	host := exec.Command("go", "test", "-p=1", "-run=^$", "-bench=.", "-benchmem", "-count=1", "./...")
 	host.Stdout, host.Stderr = io.MultiWriter(os.Stdout, &buf), os.Stderr
 	if err := host.Run(); err != nil {
 		return err

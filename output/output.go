@@ -4,6 +4,12 @@
 // Elasticsearch answered for it. Elasticsearch being slow or down fills the
 // spool, not memory; past the spool's cap the oldest documents are dropped and
 // counted. Health says what is wrong, in words.
+//
+// Requests go through go-elasticsearch's Bulk API (its transport, auth and
+// product check), not esutil.BulkIndexer: the indexer queues in memory and
+// reports item by item through callbacks, with no point at which a whole batch
+// is known to be answered, so it cannot advance a durable cursor per batch, and
+// at-least-once across a SIGKILL needs exactly that.
 package output
 
 import (

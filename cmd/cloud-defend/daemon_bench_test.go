@@ -1,11 +1,14 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,7 +17,7 @@ import (
 
 // BenchmarkDaemonCPU runs the real binary, built as `mage build` builds it
 // (standalone, shipping to the test Elasticsearch), and starts container execs
-// at a steady pace (BENCH_EXECS_PER_SEC, default 700: with their forks and
+// at a steady pace (BENCH_EXECS_PER_SEC, default 800: with their forks and
 // exits, and the host's own activity, about 5,000 kernel events/s), under a
 // policy logging every container exec (one document per exec) and under the
 // default policy (every fork and exec: two). It reports the daemon's own CPU time (all its threads,
@@ -22,7 +25,9 @@ import (
 // the rate reached, the documents it shipped, and its memory: resident in all,
 // and of that the anonymous (heap, stacks), the binary's file pages, and the
 // ring buffer (its data pages are mapped twice, so counted twice). The execs
-// run in the benchmark, not in the daemon, so only our cost is counted.
+// run in the benchmark, not in the daemon, so only our cost is counted. An
+// iteration is one 10-second window (BENCH_WINDOW); the default -benchtime
+// runs one.
 func BenchmarkDaemonCPU(b *testing.B) {
 	b.Run("exec-logged", func(b *testing.B) {
 		daemonCPU(b, "process:\n  selectors:\n    - name: all\n      operation: [exec]\n  responses:\n    - match: [all]\n      actions: [log]\n")
@@ -53,48 +58,81 @@ func daemonCPU(b *testing.B, policy string) {
 	}
 	defer func() { cmd.Process.Signal(os.Interrupt); cmd.Wait() }()
 	time.Sleep(3 * time.Second) // loaded and scanned
-	// Each iteration: unshare forks a child in a new pid namespace that execs
+	// One run: unshare forks a child in a new pid namespace that execs
 	// /bin/true: fork, exec and exit events, and one logged exec decision.
 	run := func() {
 		if err := exec.Command("/bin/busybox", "unshare", "-p", "-f", "--", "/bin/true").Run(); err != nil {
-			b.Fatal(err)
+			b.Error(err)
 		}
 	}
 	run()
 	time.Sleep(1500 * time.Millisecond)
-	rate := 700.0
+	rate := 800.0
 	if v, err := strconv.ParseFloat(os.Getenv("BENCH_EXECS_PER_SEC"), 64); err == nil && v > 0 {
 		rate = v
 	}
-	docsBefore := len(es.Docs("logs-cloud_defend.process-default"))
-	eventsBefore := lastEvents(es)
-	before := cpuNanos(cmd.Process.Pid)
-	start := time.Now()
-	i := 0
-	for b.Loop() {
-		// Paced: iteration i starts no earlier than i/rate seconds in.
-		if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
-			time.Sleep(d)
-		}
-		run()
-		i++
+	window := 10 * time.Second
+	if v, err := time.ParseDuration(os.Getenv("BENCH_WINDOW")); err == nil && v > 0 {
+		window = v
 	}
-	elapsed := time.Since(start)
-	cpu := cpuNanos(cmd.Process.Pid) - before
+	// Each iteration is one window of paced execs: long enough that the
+	// metrics documents (one a second) pin down how many events the daemon
+	// read in it.
+	type span struct{ start, end time.Time }
+	var spans []span
+	var cpu int64
+	for b.Loop() {
+		before := cpuNanos(cmd.Process.Pid)
+		start := time.Now()
+		// A few at a time: one after the other, a 2-core machine starts
+		// only about 650 a second.
+		var wg sync.WaitGroup
+		slots := make(chan struct{}, 4)
+		for i := 0; time.Since(start) < window; i++ {
+			// Paced: exec i starts no earlier than i/rate seconds in.
+			if d := time.Until(start.Add(time.Duration(float64(i) / rate * float64(time.Second)))); d > 0 {
+				time.Sleep(d)
+			}
+			slots <- struct{}{}
+			wg.Go(func() { run(); <-slots })
+		}
+		wg.Wait()
+		spans = append(spans, span{start, time.Now()})
+		cpu += cpuNanos(cmd.Process.Pid) - before
+	}
 	rss := memory(cmd.Process.Pid)
-	time.Sleep(1500 * time.Millisecond) // a metrics document after the loop
 	// Everything on the host makes events (a build running beside the
 	// benchmark too), so the cost is per event the daemon read, as its own
-	// metrics count them.
-	events := lastEvents(es) - eventsBefore
-	if events <= 0 {
-		b.Fatalf("no events counted (%d)", events)
+	// metrics count them: the counter at each window's ends, interpolated
+	// between the metrics documents either side.
+	last := spans[len(spans)-1].end
+	var events, docs float64
+	var elapsed time.Duration
+	for deadline := time.Now().Add(15 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+		if _, ok := counterAt(es, "cloud_defend.metrics.events", last); ok {
+			break
+		}
+		if time.Now().After(deadline) {
+			b.Fatal("no metrics document after the last window")
+		}
 	}
-	docs := len(es.Docs("logs-cloud_defend.process-default")) - docsBefore
-	perEvent := float64(cpu) / float64(events)
+	for _, sp := range spans {
+		e0, ok0 := counterAt(es, "cloud_defend.metrics.events", sp.start)
+		e1, ok1 := counterAt(es, "cloud_defend.metrics.events", sp.end)
+		if !ok0 || !ok1 {
+			b.Fatalf("no metrics documents around the window %v–%v", sp.start, sp.end)
+		}
+		events += e1 - e0
+		docs += float64(docsIn(es, "logs-cloud_defend.process-default", sp.start, sp.end))
+		elapsed += sp.end.Sub(sp.start)
+	}
+	if events <= 0 {
+		b.Fatalf("no events counted (%v)", events)
+	}
+	perEvent := float64(cpu) / events
 	b.ReportMetric(perEvent/1000, "daemon-µs/event")
-	b.ReportMetric(float64(events)/elapsed.Seconds(), "events/s")
-	b.ReportMetric(float64(docs)/elapsed.Seconds(), "docs/s")
+	b.ReportMetric(events/elapsed.Seconds(), "events/s")
+	b.ReportMetric(docs/elapsed.Seconds(), "docs/s")
 	b.ReportMetric(float64(cpu)/float64(elapsed)*100, "%core")
 	b.ReportMetric(perEvent*5000/1e9*100, "%core@5k-events/s")
 	b.ReportMetric(float64(rss["VmRSS"])/1024, "MiB-rss")
@@ -149,12 +187,42 @@ func memory(pid int) map[string]int64 {
 	return m
 }
 
-// lastEvents is the event counter of the newest metrics document.
-func lastEvents(es *estest.Server) int64 {
-	docs := es.Docs("metrics-cloud_defend.metrics-default")
-	if len(docs) == 0 {
-		return 0
+// counterAt is a metrics counter (cumulative) at time t, interpolated between
+// the metrics documents either side of t; false until one after t arrived.
+func counterAt(es *estest.Server, name string, t time.Time) (float64, bool) {
+	type point struct {
+		t time.Time
+		v float64
 	}
-	v, _ := field(docs[len(docs)-1], "cloud_defend.metrics.events").(float64)
-	return int64(v)
+	var ps []point
+	for _, d := range es.Docs("metrics-cloud_defend.metrics-default") {
+		ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(d["@timestamp"]))
+		v, ok := field(d, name).(float64)
+		if err == nil && ok {
+			ps = append(ps, point{ts, v})
+		}
+	}
+	slices.SortFunc(ps, func(a, b point) int { return a.t.Compare(b.t) })
+	for i := 1; i < len(ps); i++ {
+		if !ps[i].t.Before(t) {
+			if ps[i-1].t.After(t) {
+				return 0, false // t is before the first document
+			}
+			a, b := ps[i-1], ps[i]
+			return a.v + (b.v-a.v)*float64(t.Sub(a.t))/float64(b.t.Sub(a.t)), true
+		}
+	}
+	return 0, false
+}
+
+// docsIn counts a data stream's documents stamped within [from, to).
+func docsIn(es *estest.Server, stream string, from, to time.Time) int {
+	n := 0
+	for _, d := range es.Docs(stream) {
+		ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(d["@timestamp"]))
+		if err == nil && !ts.Before(from) && ts.Before(to) {
+			n++
+		}
+	}
+	return n
 }

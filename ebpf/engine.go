@@ -312,7 +312,7 @@ func (e *Engine) Swap(p *policy.Policy) error {
 			delete(e.history, e.retiring[0].generation)
 			e.retiring = e.retiring[1:]
 		}
-		e.retireAt.Store(int64(e.retiring[0].at + retireAfter))
+		e.scheduleRetire()
 	}
 	e.live = c
 	e.history[next] = p
@@ -328,6 +328,11 @@ func (e *Engine) retire(t time.Duration) {
 		delete(e.history, e.retiring[0].generation)
 		e.retiring = e.retiring[1:]
 	}
+	e.scheduleRetire()
+}
+
+// scheduleRetire sets retireAt from the oldest superseded policy. Under mu.
+func (e *Engine) scheduleRetire() {
 	next := int64(math.MaxInt64)
 	if len(e.retiring) > 0 {
 		next = int64(e.retiring[0].at + retireAfter)

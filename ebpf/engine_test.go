@@ -308,8 +308,6 @@ wait:
 	}
 }
 
-// TestLongPathsAreMarked: a working directory longer than the kernel's 255-byte path
-// field is reported as its first 255 bytes, marked truncated.
 // TestPathResolution checks the kernel's dentry walk on exec events' working
 // directories: names on both sides of the inline-name size (copied from the
 // dentry read) and longer ones (read from their own buffer), a mount crossed on

@@ -274,7 +274,7 @@ func (s *Selector) matches(op *Operation) bool {
 		if !anyEqual(s.ProcessName, op.ProcessName) {
 			return false
 		}
-		if len(s.ExecutableLayer) > 0 && !anyEqual(s.ExecutableLayer, op.ExecutableLayer) {
+		if !anyEqual(s.ExecutableLayer, op.ExecutableLayer) {
 			return false
 		}
 		switch s.SessionLeaderInteractive {

@@ -196,7 +196,7 @@ func counterAt(es *estest.Server, name string, t time.Time) (float64, bool) {
 	}
 	var ps []point
 	for _, d := range es.Docs("metrics-cloud_defend.metrics-default") {
-		ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(d["@timestamp"]))
+		ts, err := stamp(d)
 		v, ok := field(d, name).(float64)
 		if err == nil && ok {
 			ps = append(ps, point{ts, v})
@@ -219,10 +219,15 @@ func counterAt(es *estest.Server, name string, t time.Time) (float64, bool) {
 func docsIn(es *estest.Server, stream string, from, to time.Time) int {
 	n := 0
 	for _, d := range es.Docs(stream) {
-		ts, err := time.Parse(time.RFC3339Nano, fmt.Sprint(d["@timestamp"]))
+		ts, err := stamp(d)
 		if err == nil && !ts.Before(from) && ts.Before(to) {
 			n++
 		}
 	}
 	return n
+}
+
+// stamp is a document's @timestamp.
+func stamp(d map[string]any) (time.Time, error) {
+	return time.Parse(time.RFC3339Nano, fmt.Sprint(d["@timestamp"]))
 }

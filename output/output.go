@@ -342,7 +342,8 @@ func (s *Shipper) run() {
 type bulkBody struct {
 	recs []record
 	next int
-	line []byte // what is left of the current record's action line
+	buf  []byte // the action line's storage, reused from record to record
+	line []byte // what is left of the current record's action line, in buf
 	doc  []byte // what is left of its document
 	nl   bool   // the newline after the document is still to come
 }
@@ -363,7 +364,8 @@ func (b *bulkBody) Read(p []byte) (int, error) {
 		case b.next < len(b.recs):
 			r := b.recs[b.next]
 			b.next++
-			b.line = appendAction(b.line[:0], r.Stream, r.ID)
+			b.buf = appendAction(b.buf[:0], r.Stream, r.ID)
+			b.line = b.buf
 			b.doc, b.nl = r.Body, true
 		case n == 0:
 			return 0, io.EOF
@@ -381,13 +383,6 @@ func appendAction(b []byte, stream, id []byte) []byte {
 	b = append(b, `,"_id":`...)
 	b = appendQuoted(b, id)
 	return append(b, "}}\n"...)
-}
-
-// appendBulkItem appends one _bulk create: the action line and the document.
-func appendBulkItem(b []byte, stream, id, doc []byte) []byte {
-	b = appendAction(b, stream, id)
-	b = append(b, doc...)
-	return append(b, '\n')
 }
 
 // appendQuoted appends s as a JSON string. Streams and ids are ours (data
@@ -456,7 +451,7 @@ type bulkResponse struct {
 func (s *Shipper) send(batch []record) ([]record, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), s.cfg.Timeout)
 	defer cancel()
-	s.bulk = bulkBody{recs: batch, line: s.bulk.line[:0]}
+	s.bulk = bulkBody{recs: batch, buf: s.bulk.buf}
 	res, err := s.es.Bulk(&s.bulk, s.es.Bulk.WithContext(ctx))
 	if err != nil {
 		return batch, fmt.Errorf("bulk request: %w", err)

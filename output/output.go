@@ -13,6 +13,7 @@
 package output
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"encoding/base64"
@@ -88,6 +89,9 @@ type Shipper struct {
 	drops    int64
 	lastRej  time.Time
 	authErr  string
+	// unreachable: the failing request got no HTTP answer at all (connection
+	// refused, reset, timeout), as opposed to an answer that was an error.
+	unreachable bool
 }
 
 // New opens the spool (replaying what an earlier run left) and starts sending.
@@ -206,18 +210,23 @@ func (s *Shipper) Health() (degraded bool, message string) {
 	if st.Dropped > s.drops {
 		s.drops, s.lastDrop = st.Dropped, time.Now()
 	}
-	authErr, lastDrop, lastRej := s.authErr, s.lastDrop, s.lastRej
+	authErr, lastDrop, lastRej, unreachable := s.authErr, s.lastDrop, s.lastRej, s.unreachable
 	s.mu.Unlock()
+	// One line, as the agent's status view shows it: what is wrong, since when,
+	// and what waits in the spool.
 	var msgs []string
+	spooled := fmt.Sprintf("%s spooled (%s of %s)", plural(st.Pending, "document"), humanBytes(st.SpoolBytes), humanBytes(s.cfg.SpoolMaxBytes))
+	since := st.FailingSince.UTC().Format(time.RFC3339)
 	switch {
 	case authErr != "":
-		msgs = append(msgs, "Elasticsearch refuses our credentials: "+authErr)
+		msgs = append(msgs, fmt.Sprintf("Elasticsearch refuses our credentials: %s; %s since %s", oneLine(authErr), spooled, since))
+	case !st.FailingSince.IsZero() && unreachable:
+		msgs = append(msgs, fmt.Sprintf("Elasticsearch unreachable since %s (%s); %s", since, oneLine(st.LastError), spooled))
 	case !st.FailingSince.IsZero():
-		msgs = append(msgs, fmt.Sprintf("Elasticsearch unreachable since %s: %s; %d documents waiting in the spool",
-			st.FailingSince.UTC().Format(time.RFC3339), st.LastError, st.Pending))
+		msgs = append(msgs, fmt.Sprintf("Elasticsearch requests failing since %s (%s); %s", since, oneLine(st.LastError), spooled))
 	}
 	if st.Dropped > 0 && time.Since(lastDrop) < 10*time.Minute {
-		msgs = append(msgs, fmt.Sprintf("dropping events: %d dropped, the spool is full (%d bytes)", st.Dropped, s.cfg.SpoolMaxBytes))
+		msgs = append(msgs, fmt.Sprintf("dropping events: %d dropped, the spool is full (%s)", st.Dropped, humanBytes(s.cfg.SpoolMaxBytes)))
 	}
 	if time.Since(lastRej) < 10*time.Minute {
 		var rs []string
@@ -419,9 +428,11 @@ func nextBackoff(cur, max time.Duration) time.Duration {
 func (s *Shipper) failed(err error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	var ue unreachableError
+	s.unreachable = errors.As(err, &ue)
 	if s.st.FailingSince.IsZero() {
 		s.st.FailingSince = time.Now()
-		s.log.Warnf("output: %v (retrying with backoff; documents stay spooled)", err)
+		s.log.Warnf("output: Elasticsearch: %v (retrying with backoff; documents stay spooled)", err)
 	}
 	s.st.LastError, s.st.LastErrorAt = err.Error(), time.Now()
 }
@@ -454,7 +465,7 @@ func (s *Shipper) send(batch []record) ([]record, error) {
 	s.bulk = bulkBody{recs: batch, buf: s.bulk.buf}
 	res, err := s.es.Bulk(&s.bulk, s.es.Bulk.WithContext(ctx))
 	if err != nil {
-		return batch, fmt.Errorf("bulk request: %w", err)
+		return batch, unreachableError{err}
 	}
 	defer res.Body.Close()
 	data, err := io.ReadAll(res.Body)
@@ -466,18 +477,23 @@ func (s *Shipper) send(batch []record) ([]record, error) {
 		s.mu.Lock()
 		s.authErr = fmt.Sprintf("%s %s", res.Status(), errorReason(data))
 		s.mu.Unlock()
-		return batch, fmt.Errorf("Elasticsearch refused the request: %s %s", res.Status(), errorReason(data))
+		return batch, fmt.Errorf("refused the request: %s %s", res.Status(), errorReason(data))
 	case res.StatusCode >= 300:
-		return batch, fmt.Errorf("Elasticsearch answered %s: %s", res.Status(), errorReason(data))
+		return batch, fmt.Errorf("answered %s: %s", res.Status(), errorReason(data))
+	}
+	errs, items, err := bulkSummary(data)
+	if err != nil {
+		return batch, fmt.Errorf("bulk response: %w", err)
+	}
+	// One item answers each document sent. A response that says nothing failed
+	// but answers for fewer (a proxy or a broken server: {"errors":false,
+	// "items":[]}) proves nothing was stored: the batch is sent again, and
+	// what did land comes back as 409 duplicates.
+	if items != len(batch) {
+		return batch, fmt.Errorf("bulk response has %d items for %s sent", items, plural(int64(len(batch)), "document"))
 	}
 	// Without errors every item was created: nothing to look at item by item.
-	var summary struct {
-		Errors *bool `json:"errors"`
-	}
-	if err := json.Unmarshal(data, &summary); err != nil || summary.Errors == nil {
-		return batch, fmt.Errorf("bulk response without its errors flag: %v", err)
-	}
-	if !*summary.Errors {
+	if !errs {
 		s.succeeded()
 		s.mu.Lock()
 		s.st.Acked += int64(len(batch))
@@ -531,6 +547,145 @@ func (s *Shipper) rejected(r record, status int, e *struct {
 	if first {
 		s.log.Errorf("output: Elasticsearch rejected a document for %s (%s): %s; such documents are counted and not retried", string(r.Stream), typ, reason)
 	}
+}
+
+// bulkSummary reads a _bulk response's errors flag and counts the elements of
+// its items array without decoding them: on the common path (no errors) that
+// is all there is to know, and it costs one pass over the bytes.
+func bulkSummary(data []byte) (errs bool, items int, err error) {
+	if !json.Valid(data) {
+		return false, 0, errors.New("not JSON")
+	}
+	i := skipSpace(data, 0)
+	if i >= len(data) || data[i] != '{' {
+		return false, 0, errors.New("not a JSON object")
+	}
+	sawErrors, sawItems := false, false
+	i++
+	for {
+		i = skipSpace(data, i)
+		if data[i] == '}' {
+			break
+		}
+		if data[i] == ',' {
+			i = skipSpace(data, i+1)
+		}
+		end := skipValue(data, i) // the key
+		key := string(data[i+1 : end-1])
+		i = skipSpace(data, end)
+		i = skipSpace(data, i+1) // past ':'
+		switch key {
+		case "errors":
+			switch {
+			case bytes.HasPrefix(data[i:], []byte("true")):
+				errs, sawErrors = true, true
+			case bytes.HasPrefix(data[i:], []byte("false")):
+				sawErrors = true
+			}
+			i = skipValue(data, i)
+		case "items":
+			if data[i] != '[' {
+				return false, 0, errors.New("items is not an array")
+			}
+			sawItems = true
+			i = skipSpace(data, i+1)
+			for data[i] != ']' {
+				if data[i] == ',' {
+					i = skipSpace(data, i+1)
+				}
+				i = skipSpace(data, skipValue(data, i))
+				items++
+			}
+			i++
+		default:
+			i = skipValue(data, i)
+		}
+	}
+	if !sawErrors {
+		return false, 0, errors.New("no errors flag")
+	}
+	if !sawItems {
+		return false, 0, errors.New("no items")
+	}
+	return errs, items, nil
+}
+
+func skipSpace(data []byte, i int) int {
+	for i < len(data) && (data[i] == ' ' || data[i] == '\t' || data[i] == '\n' || data[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// skipValue returns the index just past the JSON value starting at i, which
+// json.Valid has vouched for.
+func skipValue(data []byte, i int) int {
+	depth, inStr := 0, false
+	for ; i < len(data); i++ {
+		c := data[i]
+		switch {
+		case inStr:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inStr = false
+				if depth == 0 {
+					return i + 1
+				}
+			}
+		case c == '"':
+			inStr = true
+		case c == '{' || c == '[':
+			depth++
+		case c == '}' || c == ']':
+			if depth == 0 {
+				return i // the end of the enclosing value: a scalar ended here
+			}
+			depth--
+			if depth == 0 {
+				return i + 1
+			}
+		case depth == 0 && (c == ',' || c == ' ' || c == '\t' || c == '\n' || c == '\r'):
+			return i
+		}
+	}
+	return i
+}
+
+// unreachableError is a request that got no HTTP answer.
+type unreachableError struct{ err error }
+
+func (e unreachableError) Error() string { return e.err.Error() }
+func (e unreachableError) Unwrap() error { return e.err }
+
+// oneLine keeps an error's text to one short line for a status message.
+func oneLine(s string) string {
+	s = strings.Join(strings.Fields(s), " ")
+	if len(s) > 160 {
+		s = s[:157] + "..."
+	}
+	return s
+}
+
+func plural(n int64, what string) string {
+	if n == 1 {
+		return "1 " + what
+	}
+	return fmt.Sprintf("%d %ss", n, what)
+}
+
+// humanBytes renders a size in the largest binary unit that keeps it >= 1.
+func humanBytes(n int64) string {
+	const unit = 1024
+	if n < unit {
+		return fmt.Sprintf("%d B", n)
+	}
+	v, i := float64(n)/unit, 0
+	for v >= unit && i < 3 {
+		v /= unit
+		i++
+	}
+	return strings.Replace(fmt.Sprintf("%.1f %ciB", v, "KMGT"[i]), ".0 ", " ", 1)
 }
 
 func errorReason(data []byte) string {

@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sort"
 	"strings"
 	"sync"
@@ -377,5 +378,100 @@ func TestCursor(t *testing.T) {
 	defer sp.close()
 	if batch, _ := sp.next(100, 1<<20); len(batch) != 10 {
 		t.Errorf("a damaged cursor left %d records to send, want all 10", len(batch))
+	}
+}
+
+func TestBulkSummary(t *testing.T) {
+	for _, c := range []struct {
+		in    string
+		errs  bool
+		items int
+		bad   bool
+	}{
+		{`{"errors":false,"took":3,"items":[]}`, false, 0, false},
+		{`{"took":3,"errors":true,"items":[{"create":{"status":201}},{"create":{"status":429,"error":{"type":"x","reason":"a ] } , \"q\" ["}}}]}`, true, 2, false},
+		{" {\n \"items\" : [ {\"create\":{\"_id\":\"a,b\"}} , {} ,[1,2] ] , \"errors\" : false , \"x\":{\"items\":[1,2,3]}}\n", false, 3, false},
+		{`{"errors":false,"items":[1,"two",null,{"a":[{}]}]}`, false, 4, false},
+		{`{"errors":false}`, false, 0, true},
+		{`{"items":[]}`, false, 0, true},
+		{`{"errors":false,"items":{}}`, false, 0, true},
+		{`{"errors":false,"items":[`, false, 0, true},
+		{`[]`, false, 0, true},
+		{`<html>bad gateway</html>`, false, 0, true},
+	} {
+		errs, items, err := bulkSummary([]byte(c.in))
+		if c.bad {
+			if err == nil {
+				t.Errorf("%s: no error", c.in)
+			}
+			continue
+		}
+		if err != nil || errs != c.errs || items != c.items {
+			t.Errorf("%s: errors %v, %d items, %v; want %v, %d", c.in, errs, items, err, c.errs, c.items)
+		}
+		// The count agrees with a full decode.
+		var full struct {
+			Items []json.RawMessage `json:"items"`
+		}
+		if json.Unmarshal([]byte(c.in), &full); len(full.Items) != items {
+			t.Errorf("%s: counted %d items, encoding/json finds %d", c.in, items, len(full.Items))
+		}
+	}
+}
+
+// TestShortAnswers: a server that answers "errors":false for fewer items than
+// documents were sent (none at all, as a broken proxy may, or one short) has
+// not proven they were stored: they stay spooled and are sent again, health
+// says why, and once it answers properly every document is there.
+func TestShortAnswers(t *testing.T) {
+	for _, f := range []struct {
+		fault estest.Fault
+		name  string
+	}{{estest.EmptyItems, "empty items"}, {estest.ShortItems, "short items"}} {
+		t.Run(f.name, func(t *testing.T) {
+			es := newES(t)
+			s, _ := newShipper(t, es, t.TempDir(), nil)
+			defer closeSoon(s)
+			es.SetFault(f.fault)
+			publish(t, s, 0, 120)
+			waitFor(t, "degraded health", 5*time.Second, func() bool { d, _ := s.Health(); return d })
+			_, msg := s.Health()
+			t.Logf("health: %s", msg)
+			if !strings.Contains(msg, "Elasticsearch requests failing since") || !strings.Contains(msg, "bulk response has") ||
+				!strings.Contains(msg, "documents sent)") || !strings.Contains(msg, "120 documents spooled") {
+				t.Errorf("health message %q", msg)
+			}
+			if st := s.Stats(); st.Acked != 0 || st.Pending != 120 {
+				t.Errorf("while the answers are short: %d acked, %d pending; want 0 and 120", st.Acked, st.Pending)
+			}
+			es.SetFault(estest.None)
+			waitFor(t, "recovery", 10*time.Second, func() bool { d, _ := s.Health(); return !d && s.Stats().Pending == 0 })
+			everyID(t, es, 120)
+		})
+	}
+}
+
+// TestUnreachableMessage: with nothing listening, health is one line that says
+// Elasticsearch is unreachable, since when, why, and what waits in the spool.
+func TestUnreachableMessage(t *testing.T) {
+	es := newES(t)
+	es.Close()
+	s, _ := newShipper(t, es, t.TempDir(), nil)
+	defer closeSoon(s)
+	publish(t, s, 0, 3)
+	waitFor(t, "degraded health", 5*time.Second, func() bool { d, _ := s.Health(); return d })
+	_, msg := s.Health()
+	t.Logf("health: %s", msg)
+	re := regexp.MustCompile(`^Elasticsearch unreachable since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(dial tcp [^)]*connection refused\); 3 documents spooled \(\d+(\.\d)? KiB of 256 MiB\)$`)
+	if !re.MatchString(msg) {
+		t.Errorf("health message %q does not match %s", msg, re)
+	}
+	for _, c := range []struct {
+		n    int64
+		want string
+	}{{0, "0 B"}, {1023, "1023 B"}, {1024, "1 KiB"}, {1536, "1.5 KiB"}, {256 << 20, "256 MiB"}, {3 << 30, "3 GiB"}} {
+		if got := humanBytes(c.n); got != c.want {
+			t.Errorf("humanBytes(%d) = %q, want %q", c.n, got, c.want)
+		}
 	}
 }

@@ -3,7 +3,8 @@
 // strictly (product header, API key and basic auth, NDJSON _bulk with create
 // into data streams and per-item results, @timestamp required, 409 on a
 // duplicate _id) and takes faults on command: refusing writes, 429s, slow
-// answers, connection resets and restarts.
+// answers, connection resets, restarts, and answers that claim success for
+// fewer items than were sent.
 package estest
 
 import (
@@ -12,6 +13,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"regexp"
@@ -30,6 +32,12 @@ const (
 	ItemThrottle       // every other item 429
 	Reset              // close the connection without answering
 	Slow               // answer after Delay
+	// EmptyItems stores nothing and answers {"errors":false,"items":[]}, as a
+	// broken proxy or server may: a client trusting the flag loses the batch.
+	EmptyItems
+	// ShortItems stores every document but leaves the last item out of the
+	// answer, still with "errors":false.
+	ShortItems
 )
 
 // Server is a running test server.
@@ -210,6 +218,10 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) {
 		}
 	case Slow:
 		time.Sleep(delay)
+	case EmptyItems:
+		io.Copy(io.Discard, r.Body)
+		fmt.Fprint(w, `{"errors":false,"took":0,"items":[]}`)
+		return
 	}
 	ct := r.Header.Get("Content-Type")
 	if !strings.HasPrefix(ct, "application/x-ndjson") && !strings.HasPrefix(ct, "application/json") && !strings.HasPrefix(ct, "application/vnd.elasticsearch+x-ndjson") {
@@ -267,6 +279,9 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) {
 				errorsSeen = true
 			}
 		}
+	}
+	if fault == ShortItems && len(items) > 0 {
+		items = items[:len(items)-1]
 	}
 	json.NewEncoder(w).Encode(map[string]any{"errors": errorsSeen, "took": time.Since(start).Milliseconds(), "items": items})
 }

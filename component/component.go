@@ -219,7 +219,6 @@ func (c *Component) handle(ch client.UnitChanged) {
 }
 
 func (c *Component) configure(u *unit, exp client.Expected) {
-	id := u.u.ID()
 	if c.opts.StartupError != nil {
 		c.set(u, client.UnitStateFailed, "Startup error: "+c.opts.StartupError.Error())
 		return
@@ -238,9 +237,6 @@ func (c *Component) configure(u *unit, exp client.Expected) {
 		}
 		u.configured = err == nil
 		c.mu.Unlock()
-		if err != nil {
-			c.log.Errorf("unit %s: %v", id, err)
-		}
 	case client.UnitTypeInput:
 		c.configureInput(u, exp)
 	}
@@ -376,7 +372,16 @@ func (c *Component) set(u *unit, state client.UnitState, msg string) {
 		c.log.Warnf("unit %s: report %s: %v", u.u.ID(), state, err)
 		return
 	}
-	c.log.Infof("unit %s: %s: %s", u.u.ID(), state, msg)
+	// The agent files each line under its log.level: a unit that fails or
+	// degrades is logged as the error or warning it is.
+	switch state {
+	case client.UnitStateFailed:
+		c.log.Errorf("unit %s: %s: %s", u.u.ID(), state, msg)
+	case client.UnitStateDegraded:
+		c.log.Warnf("unit %s: %s: %s", u.u.ID(), state, msg)
+	default:
+		c.log.Infof("unit %s: %s: %s", u.u.ID(), state, msg)
+	}
 }
 
 func setLevel(l client.UnitLogLevel) {

@@ -78,6 +78,7 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 	}
 	log := logp.NewLogger("cloud-defend")
 	defer logp.Sync()
+	log.Infof("%s starting under Elastic Agent as component %s, data in %s", version.String(), os.Getenv("AGENT_COMPONENT_ID"), settings.dataPath)
 
 	agent, _, err := client.NewV2FromReader(stdin, client.VersionInfo{Name: "cloud-defend", BuildHash: version.Commit})
 	if err != nil {
@@ -96,6 +97,9 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 	} else {
 		defer engine.Close()
 		enforcer = &engineEnforcer{e: engine}
+		if lsm := engine.LSM(); !lsm.Available {
+			log.Warnf("blocking is unavailable, detection only: %s", lsm.Reason)
+		}
 	}
 
 	sink, err := newAgentSink(settings.dataPath, log)
@@ -122,7 +126,7 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 		if info := agent.AgentInfo(); info != nil && info.ID != "" {
 			agentID = info.ID
 		}
-		pipe := newPipeline(engine, agentID, meta.get, sink.Publish, sink.Flush, log.Errorf)
+		pipe := newPipeline(engine, agentID, meta.get, sink.Publish, sink.Flush, log)
 		stop := make(chan struct{})
 		defer close(stop)
 		events.Add(1)

@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -132,7 +133,9 @@ type agentHarness struct {
 	logDone chan struct{}
 }
 
-func startAgentManaged(t *testing.T) *agentHarness {
+// startAgentManaged starts the binary; env entries (KEY=value) are added to
+// its environment.
+func startAgentManaged(t *testing.T, env ...string) *agentHarness {
 	t.Helper()
 	needRoot(t, "loads BPF programs")
 	dir := t.TempDir()
@@ -150,6 +153,7 @@ func startAgentManaged(t *testing.T) *agentHarness {
 	}
 	cmd := exec.Command(bin, "--agent-managed", "-E", "path.data="+filepath.Join(dir, "data"), "-E", "management.enabled=true")
 	cmd.Stdin = bytes.NewReader(info)
+	cmd.Env = append(os.Environ(), append([]string{"AGENT_COMPONENT_ID=cloud-defend-default", "AGENT_COMPONENT_TYPE=cloud-defend"}, env...)...)
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

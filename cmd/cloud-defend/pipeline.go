@@ -23,6 +23,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
 	"github.com/cloud-defend/cloud-defend/enrich/runtime"
 	"github.com/cloud-defend/cloud-defend/internal/version"
+	"github.com/cloud-defend/cloud-defend/output"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -35,7 +36,9 @@ type pipeline struct {
 	meta    func() (ecs.Meta, bool) // false while no policy is in force
 	publish func(ecs.Doc)
 	flush   func() // hands what publish took to the OS, at the end of each batch read
-	logf    func(format string, args ...any)
+	// log takes each message at the level meant: under the agent, its level is
+	// the log.level the agent files the line under.
+	log output.Logger
 
 	events           atomic.Uint64
 	cgroups          *container.Cgroups
@@ -44,11 +47,11 @@ type pipeline struct {
 
 // newPipeline builds the enrichment for this node. Without a visible cgroup2
 // mount, documents carry no container ids, and the log says so.
-func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, bool), publish func(ecs.Doc), flush func(), logf func(string, ...any)) *pipeline {
+func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, bool), publish func(ecs.Doc), flush func(), log output.Logger) *pipeline {
 	cg, err := container.Open()
 	var cgroupID func(string) (uint64, error)
 	if err != nil {
-		logf("no container ids in events: %v", err)
+		log.Warnf("no container ids in events: %v", err)
 		cg = nil
 	} else {
 		cgroupID = cg.ID
@@ -56,8 +59,8 @@ func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, boo
 	tab := proctree.New(proctree.Config{AgentID: agentID, ProcRoot: procRoot(), CgroupID: cgroupID})
 	enc := ecs.NewEncoder(ecs.Agent{ID: agentID, Version: version.Version}, ecs.LocalHost(procRoot(), "/etc"), nil, ecs.BootTime(), engine.SelectorNames)
 	enr := enrich.New(tab, cg)
-	enr.Runtimes = runtimeSources(logf)
-	return &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, flush: flush, logf: logf, cgroups: cg}
+	enr.Runtimes = runtimeSources(log)
+	return &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, flush: flush, log: log, cgroups: cg}
 }
 
 // Where runtimes listen by default; CRI_SOCKET and DOCKER_SOCKET (paths, comma
@@ -69,7 +72,7 @@ var (
 
 // runtimeSources finds the container runtimes' APIs for image names and
 // privilege; nil when none is there (documents then carry container ids only).
-func runtimeSources(logf func(string, ...any)) *runtime.Cache {
+func runtimeSources(log output.Logger) *runtime.Cache {
 	pick := func(env string, defaults []string) []string {
 		if v := os.Getenv(env); v != "" {
 			return strings.Split(v, ",")
@@ -83,7 +86,7 @@ func runtimeSources(logf func(string, ...any)) *runtime.Cache {
 		}
 		c, err := runtime.NewCRI(s)
 		if err != nil {
-			logf("container runtime: %v", err)
+			log.Warnf("container runtime: %v", err)
 			continue
 		}
 		sources = append(sources, c)
@@ -94,7 +97,7 @@ func runtimeSources(logf func(string, ...any)) *runtime.Cache {
 		}
 	}
 	if len(sources) == 0 {
-		logf("no container runtime socket found (CRI_SOCKET, DOCKER_SOCKET): documents carry container ids without images")
+		log.Warnf("no container runtime socket found (CRI_SOCKET, DOCKER_SOCKET): documents carry container ids without images")
 		return nil
 	}
 	return runtime.NewCache(sources...)
@@ -110,12 +113,12 @@ func (p *pipeline) run() {
 		go func() {
 			if c := cloud.Detect(ctx, cloud.Default, 2*time.Second); c != nil {
 				p.enc.SetCloud(c)
-				p.logf("cloud: %s %s, instance %s", c.Provider, c.Region, c.InstanceID)
+				p.log.Infof("cloud: %s %s, instance %s", c.Provider, c.Region, c.InstanceID)
 			}
 		}()
 	}
 	if err := p.enrich.Table.Scan(); err != nil {
-		p.logf("scan running processes: %v", err)
+		p.log.Errorf("scan running processes: %v", err)
 	}
 	emit := func(ev *ebpf.Event, ctx *ecs.Context) {
 		m, ok := p.meta()
@@ -123,14 +126,14 @@ func (p *pipeline) run() {
 			return // no policy in force yet: nothing was decided
 		}
 		if err := p.enc.EncodeAll(ev, ctx, m, p.publish); err != nil {
-			p.logf("encode event: %v", err)
+			p.log.Errorf("encode event: %v", err)
 		}
 	}
 	for {
 		ev, err := p.engine.Read()
 		if err != nil {
 			if !errors.Is(err, ebpf.ErrClosed) {
-				p.logf("read kernel events: %v", err)
+				p.log.Errorf("read kernel events: %v", err)
 			}
 			p.enrich.Flush(emit)
 			p.flush()
@@ -218,12 +221,12 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 		cfg, err = clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
 	}
 	if err != nil {
-		p.logf("kubernetes: no API access (%v): documents carry no pod metadata", err)
+		p.log.Warnf("kubernetes: no API access (%v): documents carry no pod metadata", err)
 		return
 	}
 	client, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		p.logf("kubernetes: %v", err)
+		p.log.Errorf("kubernetes: %v", err)
 		return
 	}
 	clusterName := os.Getenv("CLUSTER_NAME")
@@ -238,7 +241,7 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 			KubernetesPodName: pod.Name, KubernetesPodLabels: labels}
 		if err := p.engine.SetContainer(cgid, op); err != nil {
 			p.containerCgroups.Delete(id)
-			p.logf("kubernetes: container %s: %v", id, err)
+			p.log.Errorf("kubernetes: container %s: %v", id, err)
 			return
 		}
 		// Measured from the container's first process, as the kernel started it.
@@ -246,7 +249,7 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 		if first, ok := p.enrich.Table.FirstStart(cgid); ok {
 			since = (ebpf.Now() - first).Round(time.Microsecond).String()
 		}
-		p.logf("kubernetes: selectors apply to container %s of pod %s/%s %s after it started (%s)", id[:min(12, len(id))], pod.Namespace, pod.Name, since, how)
+		p.log.Infof("kubernetes: selectors apply to container %s of pod %s/%s %s after it started (%s)", id[:min(12, len(id))], pod.Namespace, pod.Name, since, how)
 	}
 	// First sight: the container's first event carries its pod UID (cgroup
 	// path); the informer knew the pod since it was scheduled.
@@ -284,7 +287,7 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 			time.Sleep(50 * time.Millisecond)
 		}
 		if !ok {
-			p.logf("kubernetes: no cgroup for container %s of pod %s/%s: its pod selectors do not apply", c.ID, c.Pod.Namespace, c.Pod.Name)
+			p.log.Warnf("kubernetes: no cgroup for container %s of pod %s/%s: its pod selectors do not apply", c.ID, c.Pod.Namespace, c.Pod.Name)
 			return
 		}
 		apply(cgid, c.ID, c.Image, c.ImageName, c.ImageTag, c.Pod, c.Labels, "kubelet status")
@@ -297,11 +300,11 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 	go func() {
 		w, err := kube.Watch(ctx, client, kube.Config{NodeName: node, ClusterName: clusterName, OnContainer: onContainer, OnRemove: onRemove, Resync: 10 * time.Minute})
 		if err != nil {
-			p.logf("%v", err)
+			p.log.Errorf("%v", err) // it says kubernetes: itself
 			return
 		}
 		pods.Store(w)
 		p.enrich.SetPods(w.Pod)
-		p.logf("kubernetes: watching the pods of node %s (cluster id %s)", node, w.ClusterID())
+		p.log.Infof("kubernetes: watching the pods of node %s (cluster id %s)", node, w.ClusterID())
 	}()
 }

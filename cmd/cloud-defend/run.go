@@ -124,7 +124,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 			return exitInvalid
 		}
 		meta := func() (ecs.Meta, bool) { return ecs.Meta{Namespace: es.namespace}, true }
-		pipe := newPipeline(engine, nodeID(), meta, sink.Publish, sink.Flush, logf)
+		pipe := newPipeline(engine, nodeID(), meta, sink.Publish, sink.Flush, stdLogger(logf))
 		go func() {
 			defer close(done)
 			pipe.run()

@@ -222,11 +222,14 @@ func (p *parser) compileSection(t Type, raw, other *rawSection) section {
 		if s.Name == "" {
 			continue
 		}
-		if j, dup := index[s.Name]; dup {
-			first := sec.selectors[j].Pos
-			p.errorf(n, where{typ: t.String(), selector: s.Name}, "name", "duplicate %s selector name; first defined at line %d, column %d", t, first.Line, first.Column)
+		if _, dup := index[s.Name]; dup {
+			p.errorf(n, where{typ: t.String(), selector: s.Name}, "name", "duplicate %s selector name; first defined at %s", t, p.lineColOf(p.selNodes[t][s.Name]))
 			continue
 		}
+		if p.selNodes[t] == nil {
+			p.selNodes[t] = map[string]*yaml.Node{}
+		}
+		p.selNodes[t][s.Name] = n
 		index[s.Name] = len(sec.selectors)
 		sec.selectors = append(sec.selectors, s)
 	}
@@ -242,6 +245,23 @@ func (p *parser) compileSection(t Type, raw, other *rawSection) section {
 		}
 	}
 	return sec
+}
+
+// conditionValue finds the node of one value of a selector's condition, or nil.
+func conditionValue(sel *yaml.Node, key, value string) *yaml.Node {
+	if sel == nil || sel.Kind != yaml.MappingNode {
+		return nil
+	}
+	for i := 0; i+1 < len(sel.Content); i += 2 {
+		if k, v := deref(sel.Content[i]), deref(sel.Content[i+1]); k.Value == key && v.Kind == yaml.SequenceNode {
+			for _, c := range v.Content {
+				if c = deref(c); c.Value == value {
+					return c
+				}
+			}
+		}
+	}
+	return nil
 }
 
 func selectorName(n *yaml.Node) string {
@@ -313,7 +333,7 @@ func (p *parser) selector(t Type, n *yaml.Node, idx int) Selector {
 			continue
 		}
 		if first, dup := given[key]; dup {
-			p.errorf(kv.k, w, key, "given twice in one selector (also at line %d, under its old or new name)", first.Line)
+			p.errorf(kv.k, w, key, "given twice in one selector (also at %s, under its old or new name)", p.lineOf(first))
 			continue
 		}
 		given[key] = kv.k
@@ -560,7 +580,9 @@ func (p *parser) checkBlock(t Type, r *Response, w where, matchVals []strval, se
 			}
 			for _, pp := range s.TargetFilePath {
 				if pp.Kind != PathExact && pp.Path == "" { // /* or /**: every file at the root or in the container
-					p.warnf(v.n, where{typ: t.String(), selector: s.Name}, "targetFilePath", "%q with block stops %s for every file under %s", pp.String(), writes, cmp.Or(pp.Path, "/"))
+					// The warning is about the selector's path: point there.
+					at := cmp.Or(conditionValue(p.selNodes[t][s.Name], "targetFilePath", pp.String()), v.n)
+					p.warnf(at, where{typ: t.String(), selector: s.Name}, "targetFilePath", "%q with block stops %s for every file under %s", pp.String(), writes, cmp.Or(pp.Path, "/"))
 				}
 			}
 		}

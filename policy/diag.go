@@ -25,13 +25,35 @@ func (s Severity) String() string {
 // MarshalText makes JSON diagnostics read "error"/"warning".
 func (s Severity) MarshalText() ([]byte, error) { return []byte(s.String()), nil }
 
-// Diagnostic is one problem found in a policy, located in its source.
+// Origin says what a policy's text is, and so how a diagnostic names a place.
+type Origin uint8
+
+const (
+	// OriginFile: the text the user wrote (a file, stdin). Diagnostics give
+	// FILE:LINE:COL.
+	OriginFile Origin = iota
+	// OriginConfig: a re-rendering of structured config, as the policy reaches
+	// us from the agent (a unit's config, keys sorted). Line and column exist
+	// in nothing the user wrote, so diagnostics name the place by its path.
+	OriginConfig
+)
+
+// Diagnostic is one problem found in a policy, located in its source both by
+// position and by path; String chooses by Origin.
 type Diagnostic struct {
 	Severity Severity `json:"severity"`
 	File     string   `json:"file"`
 	Line     int      `json:"line"`
 	// Column is 0 when the YAML parser did not report one.
 	Column int `json:"column"`
+	// Path names the place in the document's structure, as a user finds it in
+	// whatever they edited: file.selectors[name=a].targetFilePath[0],
+	// process.responses[1].actions, selectors[3] (a selector by its name when
+	// it has a usable one, else by index; indexes count from 0). Empty for the
+	// document as a whole.
+	Path string `json:"path"`
+	// Origin is how the policy was given; it decides how String locates.
+	Origin Origin `json:"-"`
 	// Type is "file" or "process" when the problem is inside a section.
 	Type string `json:"type,omitempty"`
 	// Selector names the selector (or "#N" when it has no usable name).
@@ -42,9 +64,24 @@ type Diagnostic struct {
 	Message  string `json:"message"`
 }
 
-// String renders FILE:LINE:COL: [warning: ]<type> selector "<name>": <field>: <message>.
+// String renders FILE:LINE:COL: [warning: ]<type> selector "<name>": <field>: <message>
+// for a file, and [NAME: ][warning: ]<path>: <message> for config (NAME is File,
+// left out when empty).
 func (d Diagnostic) String() string {
 	var b strings.Builder
+	if d.Origin == OriginConfig {
+		if d.File != "" {
+			b.WriteString(d.File + ": ")
+		}
+		if d.Severity == SeverityWarning {
+			b.WriteString("warning: ")
+		}
+		if d.Path != "" {
+			b.WriteString(d.Path + ": ")
+		}
+		b.WriteString(d.Message)
+		return b.String()
+	}
 	b.WriteString(d.File)
 	fmt.Fprintf(&b, ":%d:", d.Line)
 	if d.Column > 0 {

@@ -41,7 +41,19 @@ func ParseFile(path string) (*Policy, []Diagnostic, error) {
 // that nests one under security-policy: as standalone elastic-agent.yml does; then
 // the stream's other keys are not the policy's and are left alone.
 func Parse(name string, data []byte) (*Policy, []Diagnostic, error) {
-	p := &parser{file: name}
+	return parse(name, data, OriginFile)
+}
+
+// ParseConfig is Parse for a policy that is a re-rendering of structured
+// config (an agent unit's), not text a user wrote: its diagnostics name places
+// by path (file.selectors[name=a].targetFilePath), and their messages cite
+// other places by path too, never by a line of the rendering.
+func ParseConfig(name string, data []byte) (*Policy, []Diagnostic, error) {
+	return parse(name, data, OriginConfig)
+}
+
+func parse(name string, data []byte, origin Origin) (*Policy, []Diagnostic, error) {
+	p := &parser{file: name, origin: origin, paths: map[*yaml.Node]string{}, keyPaths: map[*yaml.Node]string{}}
 	pol := p.parse(data)
 	var errs Errors
 	var warns []Diagnostic
@@ -67,24 +79,140 @@ type where struct {
 	typ      string
 	selector string
 	response int
+	// lacks: the diagnostic is about a field missing under the node (a key),
+	// so its path is the field's, not the key's.
+	lacks bool
 }
 
 type parser struct {
-	file  string
-	diags []Diagnostic
+	file     string
+	origin   Origin
+	diags    []Diagnostic
+	paths    map[*yaml.Node]string // every value node's path
+	keyPaths map[*yaml.Node]string // every key node's: its entry's
+	// selNodes are each type's selectors by name, for diagnostics about a
+	// selector raised while checking a response.
+	selNodes [numTypes]map[string]*yaml.Node
 }
 
 func (p *parser) add(sev Severity, n *yaml.Node, w where, field, format string, args ...any) {
 	d := Diagnostic{
 		Severity: sev, File: p.file, Type: w.typ, Selector: w.selector, Response: w.response,
-		Field: field, Message: fmt.Sprintf(format, args...),
+		Field: field, Message: fmt.Sprintf(format, args...), Origin: p.origin,
 	}
 	if n != nil {
 		d.Line, d.Column = n.Line, n.Column
 	} else {
 		d.Line = 1
 	}
+	if kp, ok := p.keyPaths[n]; ok && !w.lacks {
+		d.Path = kp // a key: its entry, whatever name field gives it
+	} else if ok {
+		d.Path = joinPath(kp, field)
+	} else {
+		d.Path = p.paths[n]
+		// A diagnostic about a field the node holds (or lacks): "required" on
+		// a mapping, "mixes operations" on a selector.
+		if field != "" && lastKey(d.Path) != joinPath("", field) {
+			d.Path = joinPath(d.Path, field)
+		}
+	}
 	p.diags = append(p.diags, d)
+}
+
+// index records the path of n and everything under it. Items of a selectors
+// list are named by their name when it is a valid one not used before in the
+// list, so the path survives reordering; everything else by its index.
+func (p *parser) index(n *yaml.Node, path string) {
+	if n == nil {
+		return
+	}
+	if _, seen := p.paths[n]; seen {
+		return // an alias: its first place names it
+	}
+	p.paths[n] = path
+	switch n.Kind {
+	case yaml.DocumentNode:
+		for _, c := range n.Content {
+			p.index(c, path)
+		}
+	case yaml.AliasNode:
+		p.index(n.Alias, path)
+	case yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k := n.Content[i]
+			kp := joinPath(path, k.Value)
+			if _, seen := p.keyPaths[k]; !seen {
+				p.keyPaths[k] = kp
+			}
+			p.index(n.Content[i+1], kp)
+		}
+	case yaml.SequenceNode:
+		named := lastKey(path) == "selectors"
+		used := map[string]bool{}
+		for i, c := range n.Content {
+			seg := fmt.Sprintf("[%d]", i)
+			if nm := selectorName(deref(c)); named && nameRe.MatchString(nm) && len(nm) <= MaxNameLength && !used[nm] {
+				used[nm] = true
+				seg = "[name=" + nm + "]"
+			}
+			p.index(c, path+seg)
+		}
+	}
+}
+
+var plainKey = regexp.MustCompile(`^[A-Za-z0-9_-]+$`)
+
+func joinPath(path, key string) string {
+	if !plainKey.MatchString(key) {
+		return path + "[" + strconv.Quote(key) + "]"
+	}
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+// lastKey is the last mapping key of a path, without its indexes, as
+// joinPath writes it (["x.y"] for a key that is not plain).
+func lastKey(path string) string {
+	for strings.HasSuffix(path, "]") {
+		i := strings.LastIndexByte(path, '[')
+		if i < 0 || strings.HasPrefix(path[i:], `["`) {
+			break
+		}
+		path = path[:i]
+	}
+	if strings.HasSuffix(path, `"]`) {
+		if i := strings.LastIndex(path, `["`); i >= 0 {
+			return path[i:]
+		}
+	}
+	return path[strings.LastIndexByte(path, '.')+1:]
+}
+
+// lineOf cites another place in a message: its line in a file, its path in
+// config (where lines are the rendering's).
+func (p *parser) lineOf(n *yaml.Node) string {
+	if p.origin == OriginConfig {
+		return p.pathOf(n)
+	}
+	return fmt.Sprintf("line %d", n.Line)
+}
+
+func (p *parser) pathOf(n *yaml.Node) string {
+	if kp, ok := p.keyPaths[n]; ok {
+		return kp
+	}
+	return p.paths[n]
+}
+
+// lineColOf is lineOf with the column.
+func (p *parser) lineColOf(n *yaml.Node) string {
+	if p.origin == OriginConfig {
+		return p.pathOf(n)
+	}
+	return fmt.Sprintf("line %d, column %d", n.Line, n.Column)
 }
 
 func (p *parser) errorf(n *yaml.Node, w where, field, format string, args ...any) {
@@ -105,7 +233,7 @@ func (p *parser) syntaxError(err error) {
 		msgs = te.Errors
 	}
 	for _, m := range msgs {
-		d := Diagnostic{Severity: SeverityError, File: p.file, Line: 1, Message: "invalid YAML: " + strings.TrimPrefix(m, "yaml: ")}
+		d := Diagnostic{Severity: SeverityError, File: p.file, Line: 1, Message: "invalid YAML: " + strings.TrimPrefix(m, "yaml: "), Origin: p.origin}
 		if sm := yamlLineErr.FindStringSubmatch(m); sm != nil {
 			d.Line, _ = strconv.Atoi(sm[1])
 			d.Message = "invalid YAML: " + sm[2]
@@ -142,7 +270,7 @@ func (p *parser) pairs(n *yaml.Node, w where) []pair {
 			continue
 		}
 		if first, dup := seen[k.Value]; dup {
-			p.errorf(k, w, k.Value, "duplicate key; first given at line %d", first.Line)
+			p.errorf(k, w, k.Value, "duplicate key; first given at %s", p.lineOf(first))
 			continue
 		}
 		seen[k.Value] = k
@@ -185,6 +313,7 @@ func (p *parser) parse(data []byte) *Policy {
 		}
 		return nil
 	}
+	p.index(&doc, "")
 	root := &doc
 	if root.Kind == yaml.DocumentNode && len(root.Content) == 1 {
 		root = deref(root.Content[0])
@@ -206,7 +335,7 @@ func (p *parser) parse(data []byte) *Policy {
 		for _, other := range top {
 			switch other.key {
 			case "process", "file", "selectors", "responses":
-				p.errorf(other.k, where{}, other.key, "given both here and under security-policy (line %d); use one", kv.k.Line)
+				p.errorf(other.k, where{}, other.key, "given both here and under security-policy (%s); use one", p.lineOf(kv.k))
 			}
 		}
 		if kv.v.Kind != yaml.MappingNode {
@@ -310,11 +439,12 @@ func (p *parser) section(t Type, k, v *yaml.Node, raw *rawSection) {
 			p.unknownKey(kv.k, w, []string{"selectors", "responses"})
 		}
 	}
+	lacks := where{typ: w.typ, lacks: true}
 	if !sawSel {
-		p.errorf(k, w, "selectors", "required: a %s section needs at least one selector", t)
+		p.errorf(k, lacks, "selectors", "required: a %s section needs at least one selector", t)
 	}
 	if !sawResp {
-		p.errorf(k, w, "responses", "required: a %s section needs at least one response", t)
+		p.errorf(k, lacks, "responses", "required: a %s section needs at least one response", t)
 	}
 }
 

@@ -3,6 +3,7 @@ package policy
 import (
 	"errors"
 	"fmt"
+	"regexp"
 	"strings"
 	"testing"
 )
@@ -62,8 +63,47 @@ func runDiagCases(t *testing.T, cases []diagCase) {
 			errs, warns := diagnose(t, c.src)
 			match(t, "error", errs, c.errs)
 			match(t, "warning", warns, c.warns)
+			configDiagnostics(t, c.src, len(errs)+len(warns))
 		})
 	}
+}
+
+// positionRe finds what configDiagnostics forbids: a line:column, or a line cited.
+var positionRe = regexp.MustCompile(`:\d+:|\bline \d|column \d`)
+
+// configDiagnostics parses src as config (as the agent delivers a policy):
+// the same diagnostics come out, each naming a path and no position.
+func configDiagnostics(t *testing.T, src string, want int) {
+	t.Helper()
+	_, warns, err := ParseConfig("unit x", []byte(src))
+	var errs Errors
+	errors.As(err, &errs)
+	all := append(append([]Diagnostic{}, errs...), warns...)
+	if len(all) != want {
+		t.Errorf("as config: %d diagnostics, as a file %d", len(all), want)
+	}
+	for _, d := range all {
+		s := d.String()
+		if positionRe.MatchString(s) {
+			t.Errorf("as config, a diagnostic cites a position of the rendering: %s", s)
+		}
+		if d.Path == "" && !documentWide(d.Message) {
+			t.Errorf("as config, a diagnostic has no path: %s", s)
+		}
+		if !strings.HasPrefix(s, "unit x: ") || !strings.Contains(s, d.Path+": ") {
+			t.Errorf("as config, %q does not read NAME: [warning: ]PATH: message", s)
+		}
+	}
+}
+
+// documentWide tells diagnostics about the whole document, which have no path.
+func documentWide(msg string) bool {
+	for _, p := range []string{"policy is empty", "a policy ", "invalid YAML", "top-level selectors and responses gave"} {
+		if strings.HasPrefix(msg, p) {
+			return true
+		}
+	}
+	return false
 }
 
 func match(t *testing.T, kind string, got, want []string) {
@@ -431,7 +471,7 @@ func TestBlockGuards(t *testing.T) {
 			errs: []string{`selector "s" covers deleteFile without targetFilePath`}},
 		{name: "alert without block needs no path", src: "file:\n  selectors:\n    - name: s\n      operation: [deleteFile]\n  responses:\n    - match: [s]\n      actions: [alert]\n"},
 		{name: "broad root block", src: "file:\n  selectors:\n    - name: s\n      operation: [modifyFile]\n      targetFilePath: [/**]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n",
-			warns: []string{`p.yaml:7:15: warning: file selector "s": targetFilePath: "/**" with block stops modifyFile for every file under /`}},
+			warns: []string{`p.yaml:5:24: warning: file selector "s": targetFilePath: "/**" with block stops modifyFile for every file under /`}},
 		{name: "root children block", src: "file:\n  selectors:\n    - name: s\n      operation: [createFile]\n      targetFilePath: [/*]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n",
 			warns: []string{`targetFilePath: "/*" with block stops createFile for every file under /`}},
 		{name: "a directory is not broad", src: "file:\n  selectors:\n    - name: s\n      operation: [modifyFile]\n      targetFilePath: [/etc/**]\n  responses:\n    - match: [s]\n      actions: [alert, block]\n"},

@@ -113,7 +113,8 @@ func TestValidateJSON(t *testing.T) {
 		t.Fatalf("reports: %+v", reports)
 	}
 	d := reports[1].Diagnostics[0]
-	if d.Line != 5 || d.Column != 21 || d.Type != "process" || d.Selector != "s" || d.Field != "processName" || d.Severity != policy.SeverityError {
+	if d.Line != 5 || d.Column != 21 || d.Type != "process" || d.Selector != "s" || d.Field != "processName" || d.Severity != policy.SeverityError ||
+		!strings.HasPrefix(d.Path, "process.selectors[name=s].processName") {
 		t.Errorf("first diagnostic: %+v", d)
 	}
 	if !strings.Contains(out, `"severity": "warning"`) || !strings.Contains(out, `"severity": "error"`) {

@@ -9,8 +9,11 @@
 //     LSM), events dropped, Elasticsearch unreachable or rejecting documents.
 //   - FAILED when its config cannot be applied. An invalid policy leaves the
 //     previous valid one enforced; the unit is FAILED (the config the user asked
-//     for was refused) and its message lists every validation error and says which
-//     revision is still enforced. A later valid policy returns it to HEALTHY.
+//     for was refused) and its message lists every validation error, each at its
+//     path in the policy (file.selectors[name=a].targetFilePath), and says which
+//     policy is still enforced: by Fleet's revision and hash, or, in standalone
+//     mode where every revision is 0, by hash, with when it was applied. A later
+//     valid policy returns it to HEALTHY.
 //   - A startup error (the BPF programs do not load) fails every unit with
 //     "Startup error: …", as upstream did.
 //   - Expected STOPPED: STOPPING, then STOPPED; Run returns once every unit stopped.
@@ -82,6 +85,7 @@ type Component struct {
 	mu       sync.Mutex
 	units    map[string]*unit
 	inForce  *Input // the input whose policy is enforced
+	applied  time.Time
 	enforcer string // unit id of that input
 	stopped  int    // units that reached STOPPED
 }
@@ -254,7 +258,7 @@ func (c *Component) configureInput(u *unit, exp client.Expected) {
 	}
 	in, err := ParseInput(id, exp.Config)
 	for _, w := range in.Warnings {
-		c.log.Warnf("unit %s: %s", id, w)
+		c.log.Warnf("unit %s: policy %s: %s", id, in.Name(), inUnit(w))
 	}
 	if err == nil {
 		err = c.opts.Enforcer.Apply(in.Policy)
@@ -266,18 +270,22 @@ func (c *Component) configureInput(u *unit, exp client.Expected) {
 		c.mu.Lock()
 		still := "no policy is enforced"
 		if c.inForce != nil {
-			still = fmt.Sprintf("revision %d stays in force", c.inForce.Revision)
+			still = c.inForce.Name() + c.inForce.details(c.applied) + " stays in force"
 		}
 		c.mu.Unlock()
-		c.log.Errorf("unit %s: policy revision %d refused (%s): %v", id, in.Revision, still, err)
-		c.fail(u, fmt.Sprintf("policy revision %d refused, %s:\n%s", in.Revision, still, policyErrors(err)))
+		refused := "the new policy"
+		if name := in.Name(); name != "" {
+			refused = "policy " + name + in.details(time.Time{})
+		}
+		// Logged at error when the unit reports FAILED with this message.
+		c.fail(u, fmt.Sprintf("%s refused; %s:\n%s", refused, still, policyErrors(err)))
 		return
 	}
 	c.mu.Lock()
-	c.inForce, c.enforcer = &in, id
+	c.inForce, c.enforcer, c.applied = &in, id, time.Now()
 	u.failure, u.configured = "", true
 	c.mu.Unlock()
-	c.log.Infof("unit %s: policy revision %d in force: %s", id, in.Revision, in.Policy)
+	c.log.Infof("unit %s: policy %s in force: %s", id, in.Name()+in.details(time.Time{}), in.Policy)
 	if c.opts.OnInput != nil {
 		c.opts.OnInput(in)
 	}
@@ -347,7 +355,7 @@ func (c *Component) health(u *unit) (client.UnitState, string) {
 	}
 	if u.u.Type() == client.UnitTypeInput {
 		c.mu.Lock()
-		msg := fmt.Sprintf("policy revision %d in force", c.inForce.Revision)
+		msg := "policy " + c.inForce.Name() + " in force" + c.inForce.details(c.applied)
 		c.mu.Unlock()
 		if st.Degraded {
 			return client.UnitStateDegraded, msg + "; " + st.Message
@@ -403,7 +411,8 @@ func (c *Component) policyDiagnostics() []byte {
 	if c.inForce == nil {
 		return []byte("# no policy is in force\n")
 	}
-	return fmt.Appendf(nil, "# unit %s, policy revision %d, package policy %s\n%s", c.inForce.UnitID, c.inForce.Revision, c.inForce.PackagePolicyID, c.inForce.PolicyYAML)
+	return fmt.Appendf(nil, "# unit %s, policy revision %d, sha256:%s, applied %s, package policy %s\n%s", c.inForce.UnitID, c.inForce.Revision,
+		c.inForce.Hash, c.applied.UTC().Format(time.RFC3339), c.inForce.PackagePolicyID, c.inForce.PolicyYAML)
 }
 
 func (c *Component) stateDiagnostics() []byte {
@@ -418,8 +427,9 @@ func (c *Component) stateDiagnostics() []byte {
 	var in any
 	if c.inForce != nil {
 		in = map[string]any{
-			"unit": c.inForce.UnitID, "revision": c.inForce.Revision, "package_policy_id": c.inForce.PackagePolicyID,
-			"namespace": c.inForce.Namespace, "rules": c.inForce.Policy.String(),
+			"unit": c.inForce.UnitID, "revision": c.inForce.Revision, "sha256": c.inForce.Hash, "applied": c.applied.UTC().Format(time.RFC3339),
+			"package_policy_id": c.inForce.PackagePolicyID,
+			"namespace":         c.inForce.Namespace, "rules": c.inForce.Policy.String(),
 			"selectors": map[string]int{"process": len(c.inForce.Policy.Selectors(policy.Process)), "file": len(c.inForce.Policy.Selectors(policy.File))},
 		}
 	}

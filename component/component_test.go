@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"regexp"
 	"slices"
 	"strings"
 	"sync"
@@ -184,11 +185,18 @@ func TestPolicyLifecycle(t *testing.T) {
 	// An invalid revision is refused with every error; revision 1 stays enforced.
 	bad := strings.Replace(validPolicy, "match: [shells]", "match: [shellz]", 1) + "    - match: [shells]\n      actions: [explode]\n"
 	a.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, inputConfig(t, 2, bad, false))
-	msg := a.Wait(t, inputID, proto.State_FAILED, "policy revision 2 refused, revision 1 stays in force", timeout)
-	for _, want := range []string{`"shellz"`, `"explode"`, "input " + inputID + " revision 2:"} {
+	msg := a.Wait(t, inputID, proto.State_FAILED, "policy revision 2 (sha256:", timeout)
+	if !regexp.MustCompile(`^policy revision 2 \(sha256:[0-9a-f]{8}\) refused; revision 1 \(sha256:[0-9a-f]{8}, applied \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\) stays in force:\n`).MatchString(msg) {
+		t.Errorf("FAILED message does not say which policy stays in force:\n%s", msg)
+	}
+	// Each error at its path in the policy, none at a line of our rendering.
+	for _, want := range []string{"\nprocess.responses[0].match[0]: unknown selector \"shellz\"", "\nprocess.responses[1].actions[0]: unknown action \"explode\""} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("FAILED message lacks %q:\n%s", want, msg)
 		}
+	}
+	if _, diags, _ := strings.Cut(msg, "\n"); regexp.MustCompile(`:\d+:|line \d`).MatchString(diags) {
+		t.Errorf("FAILED message cites a position of the re-rendered config:\n%s", msg)
 	}
 	if n := len(h.enf.applied); n != 1 {
 		t.Errorf("%d policies applied after an invalid one", n)
@@ -260,7 +268,38 @@ func TestPolicyLifecycle(t *testing.T) {
 func TestFirstPolicyInvalid(t *testing.T) {
 	h := start(t, nil)
 	h.agent.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, inputConfig(t, 1, "process:\n  selectors: 3\n", false))
-	h.agent.Wait(t, inputID, proto.State_FAILED, "policy revision 1 refused, no policy is enforced", timeout)
+	h.agent.Wait(t, inputID, proto.State_FAILED, "refused; no policy is enforced:\nprocess.selectors: must be a list of selectors\nprocess.responses: required", timeout)
+}
+
+// TestStandaloneRevisions: standalone elastic-agent.yml gives every config
+// revision 0, so the unit names policies by hash and says when the one in
+// force was applied; a diagnostic's path starts at security-policy, where the
+// user's file nests the policy.
+func TestStandaloneRevisions(t *testing.T) {
+	h := start(t, nil)
+	a := h.agent
+	a.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, inputConfig(t, 0, validPolicy, true))
+	ok := a.Wait(t, inputID, proto.State_HEALTHY, "in force", timeout)
+	okRe := regexp.MustCompile(`^policy sha256:([0-9a-f]{8}) in force \(applied (\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)$`)
+	m := okRe.FindStringSubmatch(ok)
+	if m == nil {
+		t.Fatalf("HEALTHY message %q does not match %s", ok, okRe)
+	}
+	bad := "file:\n  selectors:\n    - name: a\n      operation: [modifyFile]\n      targetFilePath: [etc]\n  responses:\n    - match: [a]\n      actions: [alert, nope]\n"
+	a.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, inputConfig(t, 0, bad, true))
+	msg := a.Wait(t, inputID, proto.State_FAILED, "refused", timeout)
+	want := "^policy sha256:[0-9a-f]{8} refused; sha256:" + m[1] + ` \(applied ` + m[2] + `\) stays in force:\n` +
+		regexp.QuoteMeta(`security-policy.file.selectors[name=a].targetFilePath[0]: "etc" must be an absolute path`) + ".*\n" +
+		regexp.QuoteMeta(`security-policy.file.responses[0].actions[1]: unknown action "nope"`)
+	if !regexp.MustCompile(want).MatchString(msg) {
+		t.Errorf("FAILED message:\n%s\nwant it to match %s", msg, want)
+	}
+	if strings.Contains(msg, "revision") {
+		t.Errorf("FAILED message speaks of revisions, which are all 0 here:\n%s", msg)
+	}
+	// The same policy again: the same hash, now in force.
+	a.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, inputConfig(t, 0, validPolicy, true))
+	a.Wait(t, inputID, proto.State_HEALTHY, "policy sha256:"+m[1]+" in force", timeout)
 }
 
 func TestMissingAlertsStream(t *testing.T) {

@@ -1,6 +1,8 @@
 package component
 
 import (
+	"crypto/sha256"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"maps"
@@ -87,6 +89,10 @@ type Input struct {
 	Namespace       string // data_stream.namespace, "default" when unset
 	Policy          *policy.Policy
 	PolicyYAML      []byte // the policy as parsed, for diagnostics
+	// Hash is the start of the policy's SHA-256 (of PolicyYAML, a canonical
+	// rendering: keys sorted): it names the policy where the revision cannot,
+	// as in standalone agent mode, where every revision is 0.
+	Hash            string
 	Warnings        []policy.Diagnostic
 	HeartbeatPeriod time.Duration
 	MetricsPeriod   time.Duration
@@ -140,11 +146,12 @@ func ParseInput(unitID string, cfg *proto.UnitExpectedConfig) (Input, error) {
 	}
 	doc := alerts
 	if sp, ok := alerts["security-policy"]; ok {
-		m, ok := sp.(map[string]any)
-		if !ok {
+		if _, ok := sp.(map[string]any); !ok {
 			return in, fmt.Errorf("stream %s: security-policy must be a mapping, not %T", DatasetAlerts, sp)
 		}
-		doc = m
+		// Kept nested, as elastic-agent.yml has it, so diagnostics' paths
+		// start where the user's do (security-policy.file.…); Parse unwraps.
+		doc = map[string]any{"security-policy": sp}
 	} else {
 		doc = maps.Clone(alerts)
 		for _, k := range streamKeys {
@@ -156,8 +163,11 @@ func ParseInput(unitID string, cfg *proto.UnitExpectedConfig) (Input, error) {
 		return in, fmt.Errorf("stream %s: %w", DatasetAlerts, err)
 	}
 	in.PolicyYAML = data
-	name := fmt.Sprintf("input %s revision %d", unitID, cfg.Revision)
-	p, warnings, err := policy.Parse(name, data)
+	sum := sha256.Sum256(data)
+	in.Hash = hex.EncodeToString(sum[:4])
+	// The policy is a rendering of the unit's config, not what the user typed:
+	// diagnostics name paths, not lines of ours.
+	p, warnings, err := policy.ParseConfig("input "+unitID, data)
 	in.Warnings = warnings
 	if err != nil {
 		return in, err
@@ -182,6 +192,41 @@ func streamPeriod(src map[string]any) (time.Duration, error) {
 	return d, nil
 }
 
+// Name names the policy as the agent's user can tell it: Fleet's revision, or
+// where there is none (standalone, revision 0) its hash.
+func (in *Input) Name() string {
+	switch {
+	case in.Revision > 0:
+		return fmt.Sprintf("revision %d", in.Revision)
+	case in.Hash != "":
+		return "sha256:" + in.Hash
+	}
+	return ""
+}
+
+// details are what Name leaves out: the hash when Name is the revision, and
+// when the policy was applied (zero: not applied).
+func (in *Input) details(applied time.Time) string {
+	var d []string
+	if in.Revision > 0 && in.Hash != "" {
+		d = append(d, "sha256:"+in.Hash)
+	}
+	if !applied.IsZero() {
+		d = append(d, "applied "+applied.UTC().Format(time.RFC3339))
+	}
+	if len(d) == 0 {
+		return ""
+	}
+	return " (" + strings.Join(d, ", ") + ")"
+}
+
+// inUnit renders a diagnostic inside the unit's message or log line, which
+// already names the unit.
+func inUnit(d policy.Diagnostic) string {
+	d.File = ""
+	return d.String()
+}
+
 // policyErrors formats validation errors for a unit's message: every diagnostic,
 // one per line, so Fleet shows what to fix.
 func policyErrors(err error) string {
@@ -189,7 +234,7 @@ func policyErrors(err error) string {
 	if errors.As(err, &errs) {
 		lines := make([]string, 0, len(errs))
 		for _, d := range errs {
-			lines = append(lines, d.String())
+			lines = append(lines, inUnit(d))
 		}
 		return strings.Join(slices.Compact(lines), "\n")
 	}

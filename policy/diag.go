@@ -127,6 +127,13 @@ func (e Errors) Error() string {
 }
 
 func sortDiagnostics(ds []Diagnostic) {
+	if len(ds) > 0 && ds[0].Origin == OriginConfig {
+		// The rendering's order is ours (keys sorted: responses before
+		// selectors); lists keep the user's order. Selectors come first, as
+		// policies are written.
+		sort.SliceStable(ds, func(i, j int) bool { return configRank(ds[i].Path) < configRank(ds[j].Path) })
+		return
+	}
 	sort.SliceStable(ds, func(i, j int) bool {
 		if ds[i].Line != ds[j].Line {
 			return ds[i].Line < ds[j].Line
@@ -146,4 +153,31 @@ func (s *Severity) UnmarshalText(b []byte) error {
 		return fmt.Errorf("unknown severity %q", b)
 	}
 	return nil
+}
+
+// configRank orders a config diagnostic's path: the document's own keys, then
+// each section's (file before process, as the rendering has them) selectors
+// before its responses.
+func configRank(path string) int {
+	path = strings.TrimPrefix(strings.TrimPrefix(path, "security-policy"), ".")
+	sec, rest, _ := strings.Cut(path, ".")
+	if i := strings.IndexByte(sec, '['); i >= 0 {
+		sec = sec[:i]
+	}
+	rank := 0
+	switch sec {
+	case "file":
+		rank = 10
+	case "process":
+		rank = 20
+	case "selectors", "responses": // first-version top-level lists
+		rest = sec
+	}
+	switch {
+	case strings.HasPrefix(rest, "selectors"):
+		rank++
+	case strings.HasPrefix(rest, "responses"):
+		rank += 2
+	}
+	return rank
 }

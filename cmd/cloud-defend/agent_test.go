@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
@@ -37,7 +38,10 @@ func TestAgentManaged(t *testing.T) {
 	agent.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, input(1, policyFor("trueRuns")))
 
 	// This host cannot block (no BPF LSM): the unit says so, with the policy in force.
-	msg := agent.Wait(t, inputID, proto.State_DEGRADED, "policy revision 1 in force; blocking is unavailable", 30*time.Second)
+	msg := agent.Wait(t, inputID, proto.State_DEGRADED, "policy revision 1 in force (sha256:", 30*time.Second)
+	if !regexp.MustCompile(`^policy revision 1 in force \(sha256:[0-9a-f]{8}, applied [0-9T:-]+Z\); blocking is unavailable: `).MatchString(msg) {
+		t.Errorf("DEGRADED message %q", msg)
+	}
 	t.Logf("input unit: %s", msg)
 	agent.Wait(t, outputID, proto.State_HEALTHY, "", 10*time.Second)
 
@@ -75,9 +79,11 @@ func TestAgentManaged(t *testing.T) {
 
 	// An invalid revision: FAILED with the errors; revision 1 still decides.
 	agent.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, input(2, strings.Replace(policyFor("x"), "match: [x]", "match: [nope]", 1)))
-	msg = agent.Wait(t, inputID, proto.State_FAILED, "policy revision 2 refused, revision 1 stays in force", 10*time.Second)
-	if !strings.Contains(msg, `unknown selector "nope"`) {
-		t.Errorf("FAILED message lacks the error: %s", msg)
+	msg = agent.Wait(t, inputID, proto.State_FAILED, "refused", 10*time.Second)
+	t.Logf("input unit: %s", msg)
+	if !regexp.MustCompile(`^policy revision 2 \(sha256:[0-9a-f]{8}\) refused; revision 1 \(sha256:[0-9a-f]{8}, applied [0-9T:-]+Z\) stays in force:\n`).MatchString(msg) ||
+		!strings.Contains(msg, "\nprocess.responses[0].match[0]: unknown selector \"nope\"") {
+		t.Errorf("FAILED message: %s", msg)
 	}
 	alertFor("trueRuns", 1)
 

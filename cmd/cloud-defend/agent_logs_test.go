@@ -2,12 +2,15 @@ package main
 
 import (
 	"encoding/json"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/elastic/elastic-agent-client/v7/pkg/proto"
 	"go.uber.org/zap/zapcore"
+
+	"github.com/cloud-defend/cloud-defend/output/estest"
 )
 
 // agentLevel is the level Elastic Agent files one line of a component's stderr
@@ -103,5 +106,29 @@ func TestAgentLogLevels(t *testing.T) {
 		if !found[i] {
 			t.Errorf("no log line with %q", w.substr)
 		}
+	}
+}
+
+// TestAgentOutputMessages: the output unit's DEGRADED messages are one line
+// each (the agent's status view shows them as they are): what is wrong, since
+// when, and what waits in the spool. docs/deploy.md quotes them.
+func TestAgentOutputMessages(t *testing.T) {
+	h := startAgentManaged(t, "CLOUD_METADATA=off")
+	h.es.SetFault(estest.Refuse)
+	h.configureOutput()
+	pol := "process:\n  selectors:\n    - name: a\n      operation: [exec]\n      processName: [true]\n  responses:\n    - match: [a]\n      actions: [alert]\n"
+	// The policy in force starts the heartbeat: a document to deliver.
+	h.agent.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, inputUnit(t, 1, pol))
+	const spooled = `; [1-9]\d* documents? spooled \(\d+(\.\d)? (B|KiB|MiB) of 256 MiB\)$`
+	msg := h.agent.Wait(t, outputID, proto.State_DEGRADED, "Elasticsearch requests failing", 30*time.Second)
+	t.Logf("refused: %s", msg)
+	if re := regexp.MustCompile(`^Elasticsearch requests failing since [0-9T:-]+Z \(answered 503 Service Unavailable: cluster_block_exception: [^\n]*\)` + spooled); !re.MatchString(msg) {
+		t.Errorf("output message %q does not match %s", msg, re)
+	}
+	h.es.Close()
+	msg = h.agent.Wait(t, outputID, proto.State_DEGRADED, "Elasticsearch unreachable", 30*time.Second)
+	t.Logf("down: %s", msg)
+	if re := regexp.MustCompile(`^Elasticsearch unreachable since [0-9T:-]+Z \(dial tcp [^\n]*connection refused\)` + spooled); !re.MatchString(msg) {
+		t.Errorf("output message %q does not match %s", msg, re)
 	}
 }

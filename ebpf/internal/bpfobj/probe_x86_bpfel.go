@@ -38,7 +38,8 @@ type ProbeDecisionEvent struct {
 	Op          uint32
 	PathLen     uint32
 	ExeLayer    uint8
-	Pad         [3]uint8
+	Hook        uint8
+	Pad         [2]uint8
 	Path        [256]int8
 }
 
@@ -125,6 +126,7 @@ type ProbePathVal struct {
 	Exact    uint64
 	Desc     uint64
 	Children uint64
+	Below    uint64
 	Len      uint32
 	Dirlen   uint32
 }
@@ -140,6 +142,7 @@ type ProbePolicy struct {
 	Batch       uint64
 	Agnostic    uint64
 	Layers      [8]uint64
+	ExecBlock   uint64
 	R           ProbeResponses
 }
 
@@ -174,7 +177,16 @@ type ProbeResponses struct {
 }
 
 type ProbeScratch struct {
-	_     structs.HostLayout
+	_    structs.HostLayout
+	Walk struct {
+		_     structs.HostLayout
+		N     uint32
+		Total uint32
+		Leaf  uint32
+		State uint32
+		Pos   uint32
+		Pad   uint32
+	}
 	Path  [4096]int8
 	Fname [256]int8
 	Comps [128]struct {
@@ -199,55 +211,66 @@ type ProbeSetsidEvent struct {
 //
 // Used for safe lookups in a Collection or CollectionSpec.
 const (
-	ProbeMapConfigMap              = "config_map"
-	ProbeMapContainers             = "containers"
-	ProbeMapEvents                 = "events"
-	ProbeMapFileContainers         = "file_containers"
-	ProbeMapFilePaths              = "file_paths"
-	ProbeMapFilePolicies           = "file_policies"
-	ProbeMapNames                  = "names"
-	ProbeMapPaths                  = "paths"
-	ProbeMapPolicies               = "policies"
-	ProbeMapScratchMap             = "scratch_map"
-	ProbeMapStats                  = "stats"
-	ProbeMapWriteVerdicts          = "write_verdicts"
-	ProbeProgBenchEmit             = "bench_emit"
-	ProbeProgEmptyBprmCheck        = "empty_bprm_check"
-	ProbeProgEmptyExec             = "empty_exec"
-	ProbeProgEmptyExit             = "empty_exit"
-	ProbeProgEmptyFileOpen         = "empty_file_open"
-	ProbeProgEmptyFilePermission   = "empty_file_permission"
-	ProbeProgEmptyFork             = "empty_fork"
-	ProbeProgEmptyPathChmod        = "empty_path_chmod"
-	ProbeProgEmptyPathLink         = "empty_path_link"
-	ProbeProgEmptyPathMknod        = "empty_path_mknod"
-	ProbeProgEmptyPathRename       = "empty_path_rename"
-	ProbeProgEmptyPathTruncate     = "empty_path_truncate"
-	ProbeProgEmptyPathUnlink       = "empty_path_unlink"
-	ProbeProgEmptyTaskAlloc        = "empty_task_alloc"
-	ProbeProgEnforceExec           = "enforce_exec"
-	ProbeProgEnforceFileOpen       = "enforce_file_open"
-	ProbeProgEnforceFilePermission = "enforce_file_permission"
-	ProbeProgEnforceFork           = "enforce_fork"
-	ProbeProgEnforcePathChmod      = "enforce_path_chmod"
-	ProbeProgEnforcePathLink       = "enforce_path_link"
-	ProbeProgEnforcePathMknod      = "enforce_path_mknod"
-	ProbeProgEnforcePathRename     = "enforce_path_rename"
-	ProbeProgEnforcePathTruncate   = "enforce_path_truncate"
-	ProbeProgEnforcePathUnlink     = "enforce_path_unlink"
-	ProbeProgOnExec                = "on_exec"
-	ProbeProgOnExit                = "on_exit"
-	ProbeProgOnFork                = "on_fork"
-	ProbeProgOnSetsid              = "on_setsid"
-	ProbeProgProbeLsm              = "probe_lsm"
-	ProbeVarBenchBurst             = "bench_burst"
-	ProbeVarHostPidns              = "host_pidns"
-	ProbeVarUnusedDecisionEvent    = "unused_decision_event"
-	ProbeVarUnusedExecEvent        = "unused_exec_event"
-	ProbeVarUnusedExitEvent        = "unused_exit_event"
-	ProbeVarUnusedFileEvent        = "unused_file_event"
-	ProbeVarUnusedForkEvent        = "unused_fork_event"
-	ProbeVarUnusedSetsidEvent      = "unused_setsid_event"
+	ProbeMapConfigMap                = "config_map"
+	ProbeMapContainers               = "containers"
+	ProbeMapEvents                   = "events"
+	ProbeMapFileContainers           = "file_containers"
+	ProbeMapFilePaths                = "file_paths"
+	ProbeMapFilePolicies             = "file_policies"
+	ProbeMapNames                    = "names"
+	ProbeMapPaths                    = "paths"
+	ProbeMapPolicies                 = "policies"
+	ProbeMapScratchMap               = "scratch_map"
+	ProbeMapStats                    = "stats"
+	ProbeMapWriteVerdicts            = "write_verdicts"
+	ProbeProgBenchEmit               = "bench_emit"
+	ProbeProgEmptyBprmCheck          = "empty_bprm_check"
+	ProbeProgEmptyExec               = "empty_exec"
+	ProbeProgEmptyExit               = "empty_exit"
+	ProbeProgEmptyFileFree           = "empty_file_free"
+	ProbeProgEmptyFileMprotect       = "empty_file_mprotect"
+	ProbeProgEmptyFileOpen           = "empty_file_open"
+	ProbeProgEmptyFilePermission     = "empty_file_permission"
+	ProbeProgEmptyFork               = "empty_fork"
+	ProbeProgEmptyInodeRemovexattr   = "empty_inode_removexattr"
+	ProbeProgEmptyInodeSetxattr      = "empty_inode_setxattr"
+	ProbeProgEmptyMmapFile           = "empty_mmap_file"
+	ProbeProgEmptyPathChmod          = "empty_path_chmod"
+	ProbeProgEmptyPathLink           = "empty_path_link"
+	ProbeProgEmptyPathMknod          = "empty_path_mknod"
+	ProbeProgEmptyPathRename         = "empty_path_rename"
+	ProbeProgEmptyPathTruncate       = "empty_path_truncate"
+	ProbeProgEmptyPathUnlink         = "empty_path_unlink"
+	ProbeProgEmptyTaskAlloc          = "empty_task_alloc"
+	ProbeProgEnforceExec             = "enforce_exec"
+	ProbeProgEnforceFileFree         = "enforce_file_free"
+	ProbeProgEnforceFileMprotect     = "enforce_file_mprotect"
+	ProbeProgEnforceFileOpen         = "enforce_file_open"
+	ProbeProgEnforceFilePermission   = "enforce_file_permission"
+	ProbeProgEnforceFork             = "enforce_fork"
+	ProbeProgEnforceInodeRemovexattr = "enforce_inode_removexattr"
+	ProbeProgEnforceInodeSetAcl      = "enforce_inode_set_acl"
+	ProbeProgEnforceInodeSetxattr    = "enforce_inode_setxattr"
+	ProbeProgEnforceMmapFile         = "enforce_mmap_file"
+	ProbeProgEnforcePathChmod        = "enforce_path_chmod"
+	ProbeProgEnforcePathLink         = "enforce_path_link"
+	ProbeProgEnforcePathMknod        = "enforce_path_mknod"
+	ProbeProgEnforcePathRename       = "enforce_path_rename"
+	ProbeProgEnforcePathTruncate     = "enforce_path_truncate"
+	ProbeProgEnforcePathUnlink       = "enforce_path_unlink"
+	ProbeProgOnExec                  = "on_exec"
+	ProbeProgOnExit                  = "on_exit"
+	ProbeProgOnFork                  = "on_fork"
+	ProbeProgOnSetsid                = "on_setsid"
+	ProbeProgProbeLsm                = "probe_lsm"
+	ProbeVarBenchBurst               = "bench_burst"
+	ProbeVarHostPidns                = "host_pidns"
+	ProbeVarUnusedDecisionEvent      = "unused_decision_event"
+	ProbeVarUnusedExecEvent          = "unused_exec_event"
+	ProbeVarUnusedExitEvent          = "unused_exit_event"
+	ProbeVarUnusedFileEvent          = "unused_file_event"
+	ProbeVarUnusedForkEvent          = "unused_fork_event"
+	ProbeVarUnusedSetsidEvent        = "unused_setsid_event"
 )
 
 // LoadProbe returns the embedded CollectionSpec for Probe.
@@ -292,35 +315,46 @@ type ProbeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
-	BenchEmit             *ebpf.ProgramSpec `ebpf:"bench_emit"`
-	EmptyBprmCheck        *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
-	EmptyExec             *ebpf.ProgramSpec `ebpf:"empty_exec"`
-	EmptyExit             *ebpf.ProgramSpec `ebpf:"empty_exit"`
-	EmptyFileOpen         *ebpf.ProgramSpec `ebpf:"empty_file_open"`
-	EmptyFilePermission   *ebpf.ProgramSpec `ebpf:"empty_file_permission"`
-	EmptyFork             *ebpf.ProgramSpec `ebpf:"empty_fork"`
-	EmptyPathChmod        *ebpf.ProgramSpec `ebpf:"empty_path_chmod"`
-	EmptyPathLink         *ebpf.ProgramSpec `ebpf:"empty_path_link"`
-	EmptyPathMknod        *ebpf.ProgramSpec `ebpf:"empty_path_mknod"`
-	EmptyPathRename       *ebpf.ProgramSpec `ebpf:"empty_path_rename"`
-	EmptyPathTruncate     *ebpf.ProgramSpec `ebpf:"empty_path_truncate"`
-	EmptyPathUnlink       *ebpf.ProgramSpec `ebpf:"empty_path_unlink"`
-	EmptyTaskAlloc        *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
-	EnforceExec           *ebpf.ProgramSpec `ebpf:"enforce_exec"`
-	EnforceFileOpen       *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
-	EnforceFilePermission *ebpf.ProgramSpec `ebpf:"enforce_file_permission"`
-	EnforceFork           *ebpf.ProgramSpec `ebpf:"enforce_fork"`
-	EnforcePathChmod      *ebpf.ProgramSpec `ebpf:"enforce_path_chmod"`
-	EnforcePathLink       *ebpf.ProgramSpec `ebpf:"enforce_path_link"`
-	EnforcePathMknod      *ebpf.ProgramSpec `ebpf:"enforce_path_mknod"`
-	EnforcePathRename     *ebpf.ProgramSpec `ebpf:"enforce_path_rename"`
-	EnforcePathTruncate   *ebpf.ProgramSpec `ebpf:"enforce_path_truncate"`
-	EnforcePathUnlink     *ebpf.ProgramSpec `ebpf:"enforce_path_unlink"`
-	OnExec                *ebpf.ProgramSpec `ebpf:"on_exec"`
-	OnExit                *ebpf.ProgramSpec `ebpf:"on_exit"`
-	OnFork                *ebpf.ProgramSpec `ebpf:"on_fork"`
-	OnSetsid              *ebpf.ProgramSpec `ebpf:"on_setsid"`
-	ProbeLsm              *ebpf.ProgramSpec `ebpf:"probe_lsm"`
+	BenchEmit               *ebpf.ProgramSpec `ebpf:"bench_emit"`
+	EmptyBprmCheck          *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
+	EmptyExec               *ebpf.ProgramSpec `ebpf:"empty_exec"`
+	EmptyExit               *ebpf.ProgramSpec `ebpf:"empty_exit"`
+	EmptyFileFree           *ebpf.ProgramSpec `ebpf:"empty_file_free"`
+	EmptyFileMprotect       *ebpf.ProgramSpec `ebpf:"empty_file_mprotect"`
+	EmptyFileOpen           *ebpf.ProgramSpec `ebpf:"empty_file_open"`
+	EmptyFilePermission     *ebpf.ProgramSpec `ebpf:"empty_file_permission"`
+	EmptyFork               *ebpf.ProgramSpec `ebpf:"empty_fork"`
+	EmptyInodeRemovexattr   *ebpf.ProgramSpec `ebpf:"empty_inode_removexattr"`
+	EmptyInodeSetxattr      *ebpf.ProgramSpec `ebpf:"empty_inode_setxattr"`
+	EmptyMmapFile           *ebpf.ProgramSpec `ebpf:"empty_mmap_file"`
+	EmptyPathChmod          *ebpf.ProgramSpec `ebpf:"empty_path_chmod"`
+	EmptyPathLink           *ebpf.ProgramSpec `ebpf:"empty_path_link"`
+	EmptyPathMknod          *ebpf.ProgramSpec `ebpf:"empty_path_mknod"`
+	EmptyPathRename         *ebpf.ProgramSpec `ebpf:"empty_path_rename"`
+	EmptyPathTruncate       *ebpf.ProgramSpec `ebpf:"empty_path_truncate"`
+	EmptyPathUnlink         *ebpf.ProgramSpec `ebpf:"empty_path_unlink"`
+	EmptyTaskAlloc          *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
+	EnforceExec             *ebpf.ProgramSpec `ebpf:"enforce_exec"`
+	EnforceFileFree         *ebpf.ProgramSpec `ebpf:"enforce_file_free"`
+	EnforceFileMprotect     *ebpf.ProgramSpec `ebpf:"enforce_file_mprotect"`
+	EnforceFileOpen         *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
+	EnforceFilePermission   *ebpf.ProgramSpec `ebpf:"enforce_file_permission"`
+	EnforceFork             *ebpf.ProgramSpec `ebpf:"enforce_fork"`
+	EnforceInodeRemovexattr *ebpf.ProgramSpec `ebpf:"enforce_inode_removexattr"`
+	EnforceInodeSetAcl      *ebpf.ProgramSpec `ebpf:"enforce_inode_set_acl"`
+	EnforceInodeSetxattr    *ebpf.ProgramSpec `ebpf:"enforce_inode_setxattr"`
+	EnforceMmapFile         *ebpf.ProgramSpec `ebpf:"enforce_mmap_file"`
+	EnforcePathChmod        *ebpf.ProgramSpec `ebpf:"enforce_path_chmod"`
+	EnforcePathLink         *ebpf.ProgramSpec `ebpf:"enforce_path_link"`
+	EnforcePathMknod        *ebpf.ProgramSpec `ebpf:"enforce_path_mknod"`
+	EnforcePathRename       *ebpf.ProgramSpec `ebpf:"enforce_path_rename"`
+	EnforcePathTruncate     *ebpf.ProgramSpec `ebpf:"enforce_path_truncate"`
+	EnforcePathUnlink       *ebpf.ProgramSpec `ebpf:"enforce_path_unlink"`
+	OnExec                  *ebpf.ProgramSpec `ebpf:"on_exec"`
+	OnExit                  *ebpf.ProgramSpec `ebpf:"on_exit"`
+	OnFork                  *ebpf.ProgramSpec `ebpf:"on_fork"`
+	OnSetsid                *ebpf.ProgramSpec `ebpf:"on_setsid"`
+	ProbeLsm                *ebpf.ProgramSpec `ebpf:"probe_lsm"`
 }
 
 // ProbeMapSpecs contains maps before they are loaded into the kernel.
@@ -424,35 +458,46 @@ type ProbeVariables struct {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
-	BenchEmit             *ebpf.Program `ebpf:"bench_emit"`
-	EmptyBprmCheck        *ebpf.Program `ebpf:"empty_bprm_check"`
-	EmptyExec             *ebpf.Program `ebpf:"empty_exec"`
-	EmptyExit             *ebpf.Program `ebpf:"empty_exit"`
-	EmptyFileOpen         *ebpf.Program `ebpf:"empty_file_open"`
-	EmptyFilePermission   *ebpf.Program `ebpf:"empty_file_permission"`
-	EmptyFork             *ebpf.Program `ebpf:"empty_fork"`
-	EmptyPathChmod        *ebpf.Program `ebpf:"empty_path_chmod"`
-	EmptyPathLink         *ebpf.Program `ebpf:"empty_path_link"`
-	EmptyPathMknod        *ebpf.Program `ebpf:"empty_path_mknod"`
-	EmptyPathRename       *ebpf.Program `ebpf:"empty_path_rename"`
-	EmptyPathTruncate     *ebpf.Program `ebpf:"empty_path_truncate"`
-	EmptyPathUnlink       *ebpf.Program `ebpf:"empty_path_unlink"`
-	EmptyTaskAlloc        *ebpf.Program `ebpf:"empty_task_alloc"`
-	EnforceExec           *ebpf.Program `ebpf:"enforce_exec"`
-	EnforceFileOpen       *ebpf.Program `ebpf:"enforce_file_open"`
-	EnforceFilePermission *ebpf.Program `ebpf:"enforce_file_permission"`
-	EnforceFork           *ebpf.Program `ebpf:"enforce_fork"`
-	EnforcePathChmod      *ebpf.Program `ebpf:"enforce_path_chmod"`
-	EnforcePathLink       *ebpf.Program `ebpf:"enforce_path_link"`
-	EnforcePathMknod      *ebpf.Program `ebpf:"enforce_path_mknod"`
-	EnforcePathRename     *ebpf.Program `ebpf:"enforce_path_rename"`
-	EnforcePathTruncate   *ebpf.Program `ebpf:"enforce_path_truncate"`
-	EnforcePathUnlink     *ebpf.Program `ebpf:"enforce_path_unlink"`
-	OnExec                *ebpf.Program `ebpf:"on_exec"`
-	OnExit                *ebpf.Program `ebpf:"on_exit"`
-	OnFork                *ebpf.Program `ebpf:"on_fork"`
-	OnSetsid              *ebpf.Program `ebpf:"on_setsid"`
-	ProbeLsm              *ebpf.Program `ebpf:"probe_lsm"`
+	BenchEmit               *ebpf.Program `ebpf:"bench_emit"`
+	EmptyBprmCheck          *ebpf.Program `ebpf:"empty_bprm_check"`
+	EmptyExec               *ebpf.Program `ebpf:"empty_exec"`
+	EmptyExit               *ebpf.Program `ebpf:"empty_exit"`
+	EmptyFileFree           *ebpf.Program `ebpf:"empty_file_free"`
+	EmptyFileMprotect       *ebpf.Program `ebpf:"empty_file_mprotect"`
+	EmptyFileOpen           *ebpf.Program `ebpf:"empty_file_open"`
+	EmptyFilePermission     *ebpf.Program `ebpf:"empty_file_permission"`
+	EmptyFork               *ebpf.Program `ebpf:"empty_fork"`
+	EmptyInodeRemovexattr   *ebpf.Program `ebpf:"empty_inode_removexattr"`
+	EmptyInodeSetxattr      *ebpf.Program `ebpf:"empty_inode_setxattr"`
+	EmptyMmapFile           *ebpf.Program `ebpf:"empty_mmap_file"`
+	EmptyPathChmod          *ebpf.Program `ebpf:"empty_path_chmod"`
+	EmptyPathLink           *ebpf.Program `ebpf:"empty_path_link"`
+	EmptyPathMknod          *ebpf.Program `ebpf:"empty_path_mknod"`
+	EmptyPathRename         *ebpf.Program `ebpf:"empty_path_rename"`
+	EmptyPathTruncate       *ebpf.Program `ebpf:"empty_path_truncate"`
+	EmptyPathUnlink         *ebpf.Program `ebpf:"empty_path_unlink"`
+	EmptyTaskAlloc          *ebpf.Program `ebpf:"empty_task_alloc"`
+	EnforceExec             *ebpf.Program `ebpf:"enforce_exec"`
+	EnforceFileFree         *ebpf.Program `ebpf:"enforce_file_free"`
+	EnforceFileMprotect     *ebpf.Program `ebpf:"enforce_file_mprotect"`
+	EnforceFileOpen         *ebpf.Program `ebpf:"enforce_file_open"`
+	EnforceFilePermission   *ebpf.Program `ebpf:"enforce_file_permission"`
+	EnforceFork             *ebpf.Program `ebpf:"enforce_fork"`
+	EnforceInodeRemovexattr *ebpf.Program `ebpf:"enforce_inode_removexattr"`
+	EnforceInodeSetAcl      *ebpf.Program `ebpf:"enforce_inode_set_acl"`
+	EnforceInodeSetxattr    *ebpf.Program `ebpf:"enforce_inode_setxattr"`
+	EnforceMmapFile         *ebpf.Program `ebpf:"enforce_mmap_file"`
+	EnforcePathChmod        *ebpf.Program `ebpf:"enforce_path_chmod"`
+	EnforcePathLink         *ebpf.Program `ebpf:"enforce_path_link"`
+	EnforcePathMknod        *ebpf.Program `ebpf:"enforce_path_mknod"`
+	EnforcePathRename       *ebpf.Program `ebpf:"enforce_path_rename"`
+	EnforcePathTruncate     *ebpf.Program `ebpf:"enforce_path_truncate"`
+	EnforcePathUnlink       *ebpf.Program `ebpf:"enforce_path_unlink"`
+	OnExec                  *ebpf.Program `ebpf:"on_exec"`
+	OnExit                  *ebpf.Program `ebpf:"on_exit"`
+	OnFork                  *ebpf.Program `ebpf:"on_fork"`
+	OnSetsid                *ebpf.Program `ebpf:"on_setsid"`
+	ProbeLsm                *ebpf.Program `ebpf:"probe_lsm"`
 }
 
 func (p *ProbePrograms) Close() error {
@@ -461,9 +506,14 @@ func (p *ProbePrograms) Close() error {
 		p.EmptyBprmCheck,
 		p.EmptyExec,
 		p.EmptyExit,
+		p.EmptyFileFree,
+		p.EmptyFileMprotect,
 		p.EmptyFileOpen,
 		p.EmptyFilePermission,
 		p.EmptyFork,
+		p.EmptyInodeRemovexattr,
+		p.EmptyInodeSetxattr,
+		p.EmptyMmapFile,
 		p.EmptyPathChmod,
 		p.EmptyPathLink,
 		p.EmptyPathMknod,
@@ -472,9 +522,15 @@ func (p *ProbePrograms) Close() error {
 		p.EmptyPathUnlink,
 		p.EmptyTaskAlloc,
 		p.EnforceExec,
+		p.EnforceFileFree,
+		p.EnforceFileMprotect,
 		p.EnforceFileOpen,
 		p.EnforceFilePermission,
 		p.EnforceFork,
+		p.EnforceInodeRemovexattr,
+		p.EnforceInodeSetAcl,
+		p.EnforceInodeSetxattr,
+		p.EnforceMmapFile,
 		p.EnforcePathChmod,
 		p.EnforcePathLink,
 		p.EnforcePathMknod,

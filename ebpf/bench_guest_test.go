@@ -211,6 +211,28 @@ func fileLoop(kind, count string) int {
 			_, _, errno := unix.RawSyscall6(unix.SYS_RENAMEAT, at, from, at, to, 0, 0)
 			return errno
 		}
+	case "mmap-shared":
+		// A shared writable mapping of a file opened once, before the loop.
+		fd, err := unix.Open(dir+"/data", unix.O_RDWR, 0)
+		if err != nil {
+			return 1
+		}
+		op = func(int) syscall.Errno {
+			addr, _, errno := unix.RawSyscall6(unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED, uintptr(fd), 0)
+			if errno == 0 {
+				_, errno = sys(unix.SYS_MUNMAP, addr, 4096, 0)
+			}
+			return errno
+		}
+	case "setxattr":
+		name, value := cstr("trusted.bench"), cstr("1")
+		op = func(int) syscall.Errno {
+			_, _, errno := unix.RawSyscall6(unix.SYS_SETXATTR, data, name, value, 1, 0, 0)
+			if errno == unix.EOPNOTSUPP {
+				errno = 0 // the hooks ran; the file system has no such xattrs
+			}
+			return errno
+		}
 	default:
 		return 2
 	}
@@ -231,7 +253,8 @@ const fileLoopScale = 200
 // selectors + 1 response, every operation evaluated against them with its path,
 // none firing) and sel64-log (the same, with one selector naming the loop's files:
 // every operation is reported, an event each): read-only opens of a path the policy
-// names and of one it does not, write opens, create+unlink, chmod and rename.
+// names and of one it does not, write opens, create+unlink, chmod, rename, shared
+// writable mappings of an open file, and setxattr.
 func BenchmarkVMFile(b *testing.B) {
 	needVM(b)
 	if err := os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("1"), 0); err != nil {
@@ -245,7 +268,7 @@ func BenchmarkVMFile(b *testing.B) {
 		os.MkdirAll(filepath.Dir(p), 0o755)
 		os.WriteFile(p, []byte("x"), 0o644)
 	}
-	for _, kind := range []string{"open-ro-match", "open-ro-other", "open-wr", "create-unlink", "chmod", "rename"} {
+	for _, kind := range []string{"open-ro-match", "open-ro-other", "open-wr", "create-unlink", "chmod", "rename", "mmap-shared", "setxattr"} {
 		b.Run(kind, func(b *testing.B) {
 			for _, cfg := range []string{"none", "empty", "default", "sel64", "sel64-log"} {
 				b.Run(cfg, func(b *testing.B) {
@@ -271,7 +294,7 @@ func BenchmarkVMFile(b *testing.B) {
 						b.ReportMetric(ns/float64(ops), "loop-ns/op")
 					}
 					for name, st := range runStats(progs) {
-						if n := st[1] - before[name][1]; n > 0 && (strings.Contains(name, "file") || strings.Contains(name, "path")) {
+						if n := st[1] - before[name][1]; n > 0 && (strings.Contains(name, "file") || strings.Contains(name, "path") || strings.Contains(name, "inode")) {
 							b.ReportMetric(float64(st[0]-before[name][0])/float64(n), "ns/run:"+name)
 						}
 					}

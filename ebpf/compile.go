@@ -24,6 +24,9 @@ const maxPath = 255
 //	file:    matched = ops[op] & (noPath | filePaths(target)) & ~ignored(volume)
 //	                 & (agnostic | fileContainers[cgroup])
 //
+// An executable mapping is judged as an exec by the selectors of blocking
+// responses only (execBlock).
+//
 // Responses fire when matched&match != 0 and matched&exclude == 0, as in
 // policy.Evaluate.
 type compiled struct {
@@ -47,9 +50,12 @@ type compiled struct {
 //
 // A dir/* entry is keyed "dir/"; an exact entry carries the children of its own
 // directory, since it can be the longest match for that directory's other files.
+//
+// below, on an entry keyed "dir/", is every selector with a pattern at or below
+// dir: a directory renamed into (or out of) place moves those paths with it.
 type pathEntry struct {
-	exact, desc, children uint64
-	len, dirlen           uint32
+	exact, desc, children, below uint64
+	len, dirlen                  uint32
 }
 
 func compile(p *policy.Policy) (*compiled, error) {
@@ -109,6 +115,11 @@ func compile(p *policy.Policy) (*compiled, error) {
 		return nil, err
 	}
 	kp.R = responses(c.resps)
+	for _, r := range c.resps {
+		if r.Actions.Has(policy.ActionBlock) {
+			kp.ExecBlock |= r.MatchMask & (kp.ExecOps | kp.MemfdOps)
+		}
+	}
 
 	kf := &c.file
 	for i := range c.fileSels {
@@ -142,6 +153,7 @@ func pathEntries(sels []policy.Selector, patterns func(*policy.Selector) []polic
 	exact := map[string]uint64{}
 	children := map[string]uint64{} // "dir/" → selectors
 	desc := map[string]uint64{}     // "dir/" → selectors
+	below := map[string]uint64{}    // "dir/" → selectors with a pattern at or below dir
 	for i := range sels {
 		bit := uint64(1) << i
 		for _, pp := range patterns(&sels[i]) {
@@ -155,6 +167,15 @@ func pathEntries(sels []policy.Selector, patterns func(*policy.Selector) []polic
 				children[pp.Path+"/"] |= bit
 			case policy.PathDescendants:
 				desc[pp.Path+"/"] |= bit
+			}
+			// Every directory from the root down to the pattern's own ("/",
+			// "/usr/", "/usr/bin/" for /usr/bin/*; also "/etc/passwd/" for the
+			// exact /etc/passwd, a directory moved to that name).
+			key := pp.Path + "/"
+			for i := 0; i < len(key) && i < maxPath; i++ {
+				if key[i] == '/' {
+					below[key[:i+1]] |= bit
+				}
 			}
 		}
 	}
@@ -172,9 +193,12 @@ func pathEntries(sels []policy.Selector, patterns func(*policy.Selector) []polic
 		dir := k[:strings.LastIndexByte(k, '/')+1]
 		out[k] = pathEntry{exact: bits, desc: descOf(k), children: children[dir], len: uint32(len(k)), dirlen: uint32(len(dir))}
 	}
-	for _, m := range []map[string]uint64{children, desc} {
+	// Directory entries (children and desc patterns, and the directories above
+	// every pattern) say the same of a file path as the shorter entry they hide
+	// would: their own desc and children masks.
+	for _, m := range []map[string]uint64{children, desc, below} {
 		for k := range m {
-			out[k] = pathEntry{desc: descOf(k), children: children[k], len: uint32(len(k)), dirlen: uint32(len(k))}
+			out[k] = pathEntry{desc: descOf(k), children: children[k], below: below[k], len: uint32(len(k)), dirlen: uint32(len(k))}
 		}
 	}
 	return out, nil

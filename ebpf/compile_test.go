@@ -84,12 +84,18 @@ func (c *compiled) decideFile(op *policy.Operation, containerMask uint64) (uint6
 	return m, fire(&kf.R, m)
 }
 
-// masks applies an entry to the path it was found for.
+// masks applies an entry to the path it was found for, as path_masks does: a path
+// ending in "/" is a directory tree, matched as its nameless child and by the
+// patterns at or below it.
 func (e pathEntry) masks(path string) uint64 {
 	n := uint32(len(path))
 	nameLen := uint32(len(path) - strings.LastIndexByte(path, '/') - 1)
 	m := e.desc
-	if e.len == n {
+	if strings.HasSuffix(path, "/") {
+		if e.len == n {
+			m |= e.below
+		}
+	} else if e.len == n {
 		m |= e.exact
 	}
 	if e.dirlen+nameLen == n {
@@ -147,13 +153,15 @@ func TestCompilePathEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sortedKeys(c.paths); !slices.Equal(got, []string{"/", "/usr/bin/", "/usr/bin/env"}) {
+	if got := sortedKeys(c.paths); !slices.Equal(got, []string{"/", "/usr/", "/usr/bin/", "/usr/bin/env", "/usr/bin/env/"}) {
 		t.Fatalf("keys %q", got)
 	}
 	want := map[string]pathEntry{
-		"/":            {desc: 0b0100, children: 0b1000, len: 1, dirlen: 1},
-		"/usr/bin/":    {desc: 0b0101, children: 0b0010, len: 9, dirlen: 9},
-		"/usr/bin/env": {exact: 0b0010, desc: 0b0101, children: 0b0010, len: 12, dirlen: 9},
+		"/":             {desc: 0b0100, children: 0b1000, below: 0b1111, len: 1, dirlen: 1},
+		"/usr/":         {desc: 0b0100, below: 0b0011, len: 5, dirlen: 5},
+		"/usr/bin/":     {desc: 0b0101, children: 0b0010, below: 0b0011, len: 9, dirlen: 9},
+		"/usr/bin/env":  {exact: 0b0010, desc: 0b0101, children: 0b0010, len: 12, dirlen: 9},
+		"/usr/bin/env/": {desc: 0b0101, below: 0b0010, len: 13, dirlen: 13},
 	}
 	for k, w := range want {
 		if c.paths[k] != w {
@@ -168,6 +176,9 @@ func TestCompilePathEntries(t *testing.T) {
 		"/usr":           0b1100, // a child of /
 		"/usr/binx":      0b0100,
 		"/etc/passwd":    0b0100,
+		"/usr/":          0b0111, // a tree with /usr/bin's patterns below it, under /**
+		"/usr/bin/":      0b0111,
+		"/opt/":          0b0100,
 	} {
 		op := policy.Operation{Op: policy.OpExec, ProcessExecutable: path}
 		if m, _ := c.decide(&op, 0); m != want {

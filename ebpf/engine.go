@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
@@ -138,9 +139,9 @@ func Open(opts Options) (*Engine, error) {
 	}
 	delete(spec.Programs, "probe_lsm")
 	var enforce []string
-	for name := range spec.Programs {
+	for name, ps := range spec.Programs {
 		if strings.HasPrefix(name, "enforce_") {
-			if e.lsm.Available {
+			if e.lsm.Available && !lsmHookMissing(ps.AttachTo) {
 				enforce = append(enforce, name)
 			} else {
 				delete(spec.Programs, name)
@@ -192,6 +193,18 @@ func Open(opts Options) (*Engine, error) {
 		return nil, err
 	}
 	return e, nil
+}
+
+// lsmHookMissing reports whether this kernel lacks an LSM hook some kernels have
+// (inode_set_acl came in 6.2; before it, ACLs are set as xattrs, which
+// inode_setxattr sees).
+func lsmHookMissing(hook string) bool {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false // the load reports what is wrong
+	}
+	var fn *btf.Func
+	return kernel.TypeByName("bpf_lsm_"+hook, &fn) != nil
 }
 
 // probeLSM loads and attaches a do-nothing LSM program to learn whether this kernel
@@ -380,7 +393,7 @@ func (e *Engine) writeSlot(slot uint32, c *compiled) error {
 			k := bpfobj.ProbePathKey{Prefixlen: uint32(8 * (1 + len(path)))}
 			k.Data[0] = uint8(slot)
 			copy(k.Data[1:], path)
-			v := bpfobj.ProbePathVal{Exact: pe.exact, Desc: pe.desc, Children: pe.children, Len: pe.len, Dirlen: pe.dirlen}
+			v := bpfobj.ProbePathVal{Exact: pe.exact, Desc: pe.desc, Children: pe.children, Below: pe.below, Len: pe.len, Dirlen: pe.dirlen}
 			if err := e.put(slot, mapName, k, v); err != nil {
 				return err
 			}

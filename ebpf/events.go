@@ -32,7 +32,15 @@ const (
 type HookPoint uint32
 
 var hookNames = []string{1: "lsm__file_open", 2: "lsm__path_mknod", 3: "lsm__path_unlink", 4: "lsm__path_chmod",
-	5: "lsm__path_truncate", 6: "lsm__path_rename", 7: "lsm__path_link", 8: "lsm__file_permission"}
+	5: "lsm__path_truncate", 6: "lsm__path_rename", 7: "lsm__path_link", 8: "lsm__file_permission",
+	9: "lsm__inode_setxattr", 10: "lsm__inode_removexattr", 11: "lsm__mmap_file", 12: "lsm__file_mprotect",
+	13: "lsm__inode_set_acl"}
+
+// Hook points of executable mappings, judged as execs (Event.Hook of a decision).
+const (
+	HookMmapFile     HookPoint = 11
+	HookFileMprotect HookPoint = 12
+)
 
 func (h HookPoint) String() string {
 	if int(h) < len(hookNames) && hookNames[h] != "" {
@@ -120,7 +128,7 @@ type Event struct {
 
 	// Decisions (process and file).
 	Op          policy.Op      // the operation: fork, exec, or a file operation
-	Hook        HookPoint      // file: the LSM hook that saw it
+	Hook        HookPoint      // file: the LSM hook that saw it; decision: HookMmapFile or HookFileMprotect for an executable mapping judged as an exec, else 0
 	OnVolume    bool           // file: the target is on a volume, not the container's root filesystem
 	OnFileMount bool           // file: the target is a single-file mount
 	Generation  uint32         // the policy generation that decided
@@ -296,6 +304,7 @@ func decodeEvent(raw []byte, n names) (Event, error) {
 		ev.Blocked = r.Blocked != 0
 		ev.Memfd = r.Memfd != 0
 		ev.Layer = Layer(r.ExeLayer)
+		ev.Hook = HookPoint(r.Hook)
 		ev.Interactive = r.Interactive != 0
 		ev.Path = cstring(r.Path[:])
 		ev.PathLen = r.PathLen

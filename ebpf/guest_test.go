@@ -533,6 +533,8 @@ func TestVMForkEnforcement(t *testing.T) {
 // when the kernel refuses with EPERM.
 func TestMain(m *testing.M) {
 	switch os.Getenv("CLOUD_DEFEND_HELPER") {
+	case "attack":
+		os.Exit(attackMain(os.Args[1:]))
 	case "memfd":
 		os.Exit(execFromMemfd())
 	case "fileloop":

@@ -554,8 +554,8 @@ func outcome(ev *ebpf.Event) string {
 }
 
 func hookPoint(ev *ebpf.Event) string {
-	if ev.Kind == ebpf.EventFile {
-		return ev.Hook.String()
+	if ev.Kind == ebpf.EventFile || ev.Hook != 0 {
+		return ev.Hook.String() // a file hook, or an executable mapping judged as an exec
 	}
 	if ev.UserSpace {
 		return "tracepoint__sched_process_exec"

@@ -47,7 +47,22 @@ func (p PathPattern) String() string {
 
 // Match reports whether the resolved absolute path matches. The directory itself is
 // not its own child or descendant: /usr/bin/** does not match /usr/bin.
+//
+// A path ending in "/" names a directory tree that an operation moves as a whole
+// (a directory renamed into or out of place): it matches as the path of a
+// nameless file inside the directory, and also every pattern at or below the
+// directory, whose paths the move brings into (or takes out of) being.
 func (p PathPattern) Match(path string) bool {
+	if len(path) > 1 && path[len(path)-1] == '/' {
+		if p.Kind == PathExact {
+			// The directory itself, or a file below it.
+			if p.Path == path[:len(path)-1] || strings.HasPrefix(p.Path, path) {
+				return true
+			}
+		} else if strings.HasPrefix(p.dir, path) {
+			return true
+		}
+	}
 	switch p.Kind {
 	case PathExact:
 		return path == p.Path

@@ -50,6 +50,11 @@ enum hook {
 	HOOK_PATH_RENAME = 6,
 	HOOK_PATH_LINK = 7,
 	HOOK_FILE_PERMISSION = 8,
+	HOOK_INODE_SETXATTR = 9,
+	HOOK_INODE_REMOVEXATTR = 10,
+	HOOK_MMAP_FILE = 11,
+	HOOK_FILE_MPROTECT = 12,
+	HOOK_INODE_SET_ACL = 13,
 };
 
 enum action {
@@ -92,6 +97,7 @@ struct policy {
 	__u64 batch;        /* selectors satisfied by a non-interactive session */
 	__u64 agnostic;     /* selectors without container conditions */
 	__u64 layers[8];    /* selectors satisfied by an executable in each enum layer (executableLayer) */
+	__u64 exec_block;   /* exec selectors a blocking response matches: what executable mappings are judged by */
 	struct responses r;
 };
 
@@ -119,6 +125,7 @@ struct path_val {
 	__u64 exact;    /* exact patterns equal to the key; valid when the path is as long */
 	__u64 desc;     // "dir/**" patterns whose directory prefixes the key
 	__u64 children; // "dir/*" patterns of the directory dirlen bytes long
+	__u64 below;    /* selectors with a pattern at or below the directory the key names ("dir/") */
 	__u32 len;
 	__u32 dirlen;
 };
@@ -212,7 +219,8 @@ struct decision_event {
 	__u32 op;       /* enum op */
 	__u32 path_len; /* full resolved length, may exceed what path holds */
 	__u8 exe_layer; /* enum layer */
-	__u8 pad[3];
+	__u8 hook;      /* 0 for fork and exec; HOOK_MMAP_FILE or HOOK_FILE_MPROTECT for an executable mapping */
+	__u8 pad[2];
 	char path[MAX_PATH + 1];
 };
 
@@ -314,7 +322,26 @@ struct comp {
 	__u8 chunk[CHUNK]; /* the dentry from d_parent on */
 };
 
+struct scratch;
+
+/* The walk's results are kept in the scratch map value rather than on the stack:
+ * up to 6.6 the verifier follows a bpf_loop callback's effects on its caller's
+ * stack as if it ran once, and on 6.1 it took a path's length after the walk for
+ * less than 255 and removed the clamp before the trie lookup as dead code, so a
+ * longer path matched nothing. Loads from a map value are unknown to it, so
+ * nothing is pruned. (The contexts themselves must be on the stack: 6.1's
+ * bpf_loop takes no other.) */
+struct walk_out {
+	__u32 n;     /* components seen */
+	__u32 total; /* length of the whole path */
+	__u32 leaf;  /* length of the last component */
+	__u32 state; /* 0 walking, 1 reached the root */
+	__u32 pos;   /* bytes of the path written by fill_step */
+	__u32 pad;
+};
+
 struct scratch {
+	struct walk_out walk;
 	char path[PATH_BUF]; /* bpf_d_path's output */
 	char fname[256];
 	struct comp comps[TOP]; /* the walk's components nearest the root, by depth modulo TOP */
@@ -413,25 +440,30 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	return 0;
 }
 
-/* Path resolution where bpf_d_path is not allowed (tracepoints, path hooks): walk
- * the dentries up to the task's root, crossing mounts. Matching needs only a path's
- * first 255 bytes (policy paths are at most that long), its whole length and the
- * length of its last component, so the walk records each component's name pointer
- * and length (one read per dentry: d_parent and d_name sit side by side), keeps the
- * TOP nearest the root, then copies names from the root down until 255 bytes are
- * filled. A path of any length resolves, up to MAX_STEPS components; one bpf_loop
- * step per component keeps the verifier's work constant. */
+/* Path resolution where bpf_d_path is not allowed (tracepoints, path hooks), and
+ * wherever the task's own root cannot be trusted: walk the dentries up to the root
+ * of the mount namespace's tree, crossing mounts. A task's root is what chroot(2)
+ * changes, and CAP_SYS_CHROOT is in Docker's default set, so paths are resolved
+ * against the tree the runtime built (pivot_root or runc's MS_MOVE put the
+ * container's root filesystem at its root), which only mounting, and so
+ * CAP_SYS_ADMIN, changes: chroot /usr then exec /bin/x is an exec of /usr/bin/x.
+ * Matching needs only a path's first 255 bytes (policy paths are at most that
+ * long), its whole length and the length of its last component, so the walk
+ * records each component's name pointer and length (one read per dentry: d_parent
+ * and d_name sit side by side), keeps the TOP nearest the root, then copies names
+ * from the root down until 255 bytes are filled. A path of any length resolves, up
+ * to MAX_STEPS components; one bpf_loop step per component keeps the verifier's
+ * work constant. */
 struct walk_ctx {
-	__u64 dentry; /* struct dentry *, carried as a scalar for probe reads */
-	__u64 mnt;    /* struct vfsmount * */
-	__u64 mnt_root;
-	__u64 root_dentry;
-	__u64 root_mnt;
+	__u64 dentry;   /* struct dentry *, carried as a scalar for probe reads */
+	__u64 mnt;      /* struct vfsmount * */
+	__u64 mnt_root; /* 0: no mount known (inode hooks): stop at the file system's root */
 	struct scratch *s;
-	__u32 n;     /* components seen */
-	__u32 total; /* length of the whole path */
-	__u32 leaf;  /* length of the last component */
-	__u32 state; /* 0 walking, 1 reached the root */
+};
+
+struct fill_ctx {
+	struct scratch *s;
+	__u32 n; /* components the walk saw; the root's is n - 1 */
 };
 
 /* Short names live in the dentry itself: d_iname up to 6.13, d_shortname since. */
@@ -452,12 +484,13 @@ static __always_inline __u32 inline_name_at(void)
 
 static long walk_step(__u32 i, struct walk_ctx *c)
 {
-	if (c->dentry == c->mnt_root) {
+	struct walk_out *o = &c->s->walk;
+	if (c->dentry == c->mnt_root && c->mnt) {
 		/* Top of a mount: continue from where it is mounted. */
 		struct mount *m = (struct mount *)((void *)c->mnt - bpf_core_field_offset(struct mount, mnt));
 		struct mount *parent = BPF_CORE_READ(m, mnt_parent);
 		if (parent == m) {
-			c->state = 1; /* the namespace's root mount */
+			o->state = 1; /* the namespace's root mount */
 			return 1;
 		}
 		c->dentry = (__u64)BPF_CORE_READ(m, mnt_mountpoint);
@@ -465,7 +498,7 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 		c->mnt_root = (__u64)BPF_CORE_READ(parent, mnt.mnt_root);
 		goto next;
 	}
-	struct comp *cp = &c->s->comps[c->n & (TOP - 1)];
+	struct comp *cp = &c->s->comps[o->n & (TOP - 1)];
 	__u32 from = bpf_core_field_offset(struct dentry, d_parent);
 	__u32 qstr = bpf_core_field_offset(struct dentry, d_name) - from;
 	__u32 at_len = qstr + bpf_core_field_offset(struct qstr, len);
@@ -484,32 +517,22 @@ static long walk_step(__u32 i, struct walk_ctx *c)
 		name = (__u64)BPF_CORE_READ(d, d_name.name);
 	}
 	if (parent == c->dentry) {
-		c->state = 1; /* the root of a file system that is not mounted here */
+		o->state = 1; /* the root of a file system that is not mounted here */
 		return 1;
 	}
 	cp->name = name;
 	cp->len = len;
 	__u32 at = inline_name_at() - from;
 	cp->at = name == base + at && at + len <= CHUNK ? at : CHUNK;
-	if (c->n == 0)
-		c->leaf = len;
-	c->n++;
-	c->total += len + 1;
+	if (o->n == 0)
+		o->leaf = len;
+	o->n++;
+	o->total += len + 1;
 	c->dentry = parent;
 next:
-	/* Checked here rather than at the next step's start: a step fewer per walk. */
-	if (c->dentry == c->root_dentry && c->mnt == c->root_mnt) {
-		c->state = 1;
-		return 1;
-	}
 	return 0;
 }
 
-struct fill_ctx {
-	struct scratch *s;
-	__u32 n;   /* components the walk saw; the root's is n - 1 */
-	__u32 pos; /* bytes of the path written */
-};
 
 /* fill_step writes the i-th component from the root after what is written. A name
  * the walk's read brought along is copied from there a word at a time: the bytes a
@@ -517,11 +540,12 @@ struct fill_ctx {
  * 255 bytes the key's prefix length covers. */
 static long fill_step(__u32 i, struct fill_ctx *c)
 {
-	if (i >= c->n || c->pos >= MAX_PATH)
+	struct walk_out *o = &c->s->walk;
+	__u32 pos = o->pos;
+	if (i >= c->n || pos >= MAX_PATH)
 		return 1;
 	struct comp *cp = &c->s->comps[(c->n - 1 - i) & (TOP - 1)];
 	char *dst = (char *)&c->s->key.data[1];
-	__u32 pos = c->pos;
 	dst[pos & MAX_PATH] = '/';
 	pos++;
 	__u32 room = MAX_PATH - pos;
@@ -533,44 +557,51 @@ static long fill_step(__u32 i, struct fill_ctx *c)
 			if (w < k)
 				*(__u64 *)&dst[(pos & MAX_PATH) + w] = *(__u64 *)&cp->chunk[(at & (CHUNK_MASK)) + w];
 	} else {
-		bpf_probe_read_kernel(&dst[pos & MAX_PATH], k & MAX_PATH, (void *)cp->name);
+		__u32 n = k;
+		barrier_var(n); /* keep the mask: the verifier needs it, the compiler thinks not */
+		bpf_probe_read_kernel(&dst[pos & MAX_PATH], n & MAX_PATH, (void *)cp->name);
 	}
-	c->pos = pos + k;
+	o->pos = pos + k;
 	return 0;
 }
 
-/* walk resolves (mnt, d) as seen from root into s->key.data[1..]: the first 255
- * bytes of the path; it returns the whole path's length and sets *leaf to its last
- * component's. With slash, a '/' follows the path. *complete is false when the path
- * has more than MAX_STEPS components and mounts to cross. */
-static __always_inline __u32 walk(struct scratch *s, struct vfsmount *mnt, struct dentry *d,
-				  const struct path *root, int *complete, int slash, __u32 *leaf)
+/* walk resolves (mnt, d) from the root of its mount tree into s->key.data[1..]:
+ * the first 255 bytes of the path; it returns the whole path's length and sets
+ * *leaf to its last component's. With slash, a '/' follows the path. *complete is
+ * false when the path has more than MAX_STEPS components and mounts to cross, or
+ * mnt is 0 (a dentry whose mount is not known: the path is then from its file
+ * system's root, and not the one the task sees). */
+static __always_inline __u32 walk(struct scratch *s, struct vfsmount *mnt, struct dentry *d, int *complete, int slash,
+				  __u32 *leaf)
 {
 	struct walk_ctx c = {
 		.dentry = (__u64)d,
 		.mnt = (__u64)mnt,
-		.mnt_root = (__u64)mnt->mnt_root,
-		.root_dentry = (__u64)root->dentry,
-		.root_mnt = (__u64)root->mnt,
+		.mnt_root = mnt ? (__u64)BPF_CORE_READ(mnt, mnt_root) : 0,
 		.s = s,
 	};
-	if (d == root->dentry && mnt == root->mnt)
-		c.state = 1;
-	else
-		bpf_loop(MAX_STEPS, walk_step, &c, 0);
-	*complete = c.state == 1;
-	*leaf = c.leaf;
+	struct walk_out *o = &s->walk;
+	o->n = 0;
+	o->total = 0;
+	o->leaf = 0;
+	o->state = 0;
+	o->pos = 0;
+	bpf_loop(MAX_STEPS, walk_step, &c, 0);
+	*complete = o->state == 1 && mnt;
+	*leaf = o->leaf;
 	char *dst = (char *)&s->key.data[1];
-	if (c.n == 0) {
+	__u32 n = o->n;
+	if (n == 0) {
 		dst[0] = '/'; /* the root itself */
 		return 1;
 	}
-	struct fill_ctx f = {.s = s, .n = c.n};
+	struct fill_ctx f = {.s = s, .n = n};
 	bpf_loop(TOP, fill_step, &f, 0);
-	__u32 total = c.total;
+	__u32 total = o->total;
 	if (slash) {
-		if (f.pos < MAX_PATH)
-			dst[f.pos & MAX_PATH] = '/';
+		__u32 pos = o->pos;
+		if (pos < MAX_PATH)
+			dst[pos & MAX_PATH] = '/';
 		total++;
 	}
 	return total;
@@ -586,16 +617,51 @@ static __always_inline void copy_path(struct scratch *s, char *dst, __u32 len)
 	dst[n & MAX_PATH] = 0;
 }
 
-/* resolve writes the first 255 bytes of the path of (mnt, d) as seen from root into
- * dst (MAX_PATH + 1 bytes) and returns whether that is not the whole path. */
-static __always_inline int resolve(struct scratch *s, struct vfsmount *mnt, struct dentry *d,
-				   const struct path *root, char *dst)
+/* resolve writes the first 255 bytes of the path of (mnt, d) into dst (MAX_PATH + 1
+ * bytes) and returns whether that is not the whole path. */
+static __always_inline int resolve(struct scratch *s, struct vfsmount *mnt, struct dentry *d, char *dst)
 {
 	int complete;
 	__u32 leaf;
-	__u32 len = walk(s, mnt, d, root, &complete, 0, &leaf);
+	__u32 len = walk(s, mnt, d, &complete, 0, &leaf);
 	copy_path(s, dst, len);
 	return !complete || len > MAX_PATH;
+}
+
+/* The struct mount around a vfsmount. */
+static __always_inline struct mount *real_mount(struct vfsmount *mnt)
+{
+	return (struct mount *)((void *)mnt - bpf_core_field_offset(struct mount, mnt));
+}
+
+#define MAX_STACK 16 /* mounts climbed to find the tree's root mount */
+
+/* tree_root_mount climbs from mnt to the top of its mount tree and returns the
+ * lowest mount on the way that is the tree's root as far as paths go: it and every
+ * mount above it are mounted on the root of the one above. For a container that is
+ * its root filesystem, whatever the task's root (chroot) is; 0 if the tree is deeper
+ * than MAX_STACK. A file whose mount is not it is on a volume. */
+static __always_inline struct vfsmount *tree_root_mount(struct vfsmount *mnt)
+{
+	struct mount *m = real_mount(mnt), *cand = m;
+	for (int i = 0; i < MAX_STACK; i++) {
+		struct mount *p = BPF_CORE_READ(m, mnt_parent);
+		if (p == m)
+			return (struct vfsmount *)((void *)cand + bpf_core_field_offset(struct mount, mnt));
+		if (BPF_CORE_READ(m, mnt_mountpoint) != BPF_CORE_READ(p, mnt.mnt_root))
+			cand = p;
+		m = p;
+	}
+	return 0;
+}
+
+/* The root of the task's file system view is the tree's root (not chrooted), so
+ * bpf_d_path, which resolves against the task's root, names paths as walk does. */
+static __always_inline int root_is_tree_root(struct task_struct *t)
+{
+	struct fs_struct *fs = t->fs;
+	struct vfsmount *mnt = fs->root.mnt;
+	return fs->root.dentry == mnt->mnt_root && tree_root_mount(mnt) == mnt;
 }
 
 /* Where an executable lives when its filesystem is an overlay (a container's
@@ -688,8 +754,8 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	if (s) {
 		struct fs_struct *fs = p->fs;
 		struct file *f = bprm->file;
-		e->exe_truncated = resolve(s, f->f_path.mnt, f->f_path.dentry, &fs->root, e->exe);
-		e->cwd_truncated = resolve(s, fs->pwd.mnt, fs->pwd.dentry, &fs->root, e->cwd);
+		e->exe_truncated = resolve(s, f->f_path.mnt, f->f_path.dentry, e->exe);
+		e->cwd_truncated = resolve(s, fs->pwd.mnt, fs->pwd.dentry, e->cwd);
 	} else {
 		e->exe[0] = 0;
 		e->cwd[0] = 0;
@@ -747,8 +813,10 @@ int on_setsid(struct trace_event_raw_sys_exit *ctx)
 
 /* path_masks returns the selectors whose path patterns (in the LPM trie lpm, under
  * tag: type and generation slot) match the path in s->key, len bytes long (may exceed
- * what the key holds), whose last component is name_len bytes. */
-static __always_inline __u64 path_masks(void *lpm, struct scratch *s, __u8 tag, __u32 len, __u32 name_len)
+ * what the key holds), whose last component is name_len bytes. With tree, the path
+ * is a directory's, "dir/", and the operation is on the files below it: the
+ * patterns at or below it match too. */
+static __always_inline __u64 path_masks(void *lpm, struct scratch *s, __u8 tag, __u32 len, __u32 name_len, int tree)
 {
 	__u32 n = len > MAX_PATH ? MAX_PATH : len;
 	s->key.data[0] = tag;
@@ -758,8 +826,13 @@ static __always_inline __u64 path_masks(void *lpm, struct scratch *s, __u8 tag, 
 	if (!v)
 		return 0;
 	__u64 m = v->desc;
-	if (v->len == len)
+	if (tree) {
+		if (v->len == len)
+			m |= v->below;
+		name_len = 0;
+	} else if (v->len == len) {
 		m |= v->exact;
+	}
 	if (v->dirlen + name_len == len)
 		m |= v->children;
 	return m;
@@ -831,8 +904,13 @@ enum op {
 /* decide evaluates the process policy for task t about to fork or exec f, reports
  * a decision when a response fires, and returns -EPERM when it blocks. For exec,
  * filename is the name it was executed by; processName is that name's basename
- * (the comm the program will get). For fork, processName is t's comm. */
-static __always_inline int decide(struct task_struct *t, __u32 op, struct file *f, const char *filename)
+ * (the comm the program will get). For fork, processName is t's comm. With hook
+ * HOOK_MMAP_FILE or HOOK_FILE_MPROTECT, f is being mapped executable: that loads
+ * its code as an exec would (ld.so /usr/bin/x runs x without exec'ing it), so it is
+ * judged as an exec of f named by its file name, by the selectors of blocking
+ * responses only, and reported only when refused: libraries are mapped by every
+ * program, and only a refusal is news. */
+static __always_inline int decide(struct task_struct *t, __u32 op, struct file *f, const char *filename, __u32 hook)
 {
 	__u32 zero = 0;
 	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
@@ -843,26 +921,36 @@ static __always_inline int decide(struct task_struct *t, __u32 op, struct file *
 	struct policy *pol = bpf_map_lookup_elem(&policies, &gen);
 	if (!pol || !pol->r.valid)
 		return 0;
+	int mapping = hook != 0;
+	if (mapping && !pol->exec_block)
+		return 0;
 	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
 	if (!s)
 		return 0;
 
 	int memfd = is_memfd(f);
 	__u64 m = op == OP_FORK ? pol->fork_ops : pol->exec_ops | (memfd ? pol->memfd_ops : 0);
+	if (mapping)
+		m &= pol->exec_block;
 	if (!m)
 		return 0;
 
-	/* Executable path, resolved against the task's root: as the container sees it.
-	 * f must be a trusted BTF pointer (loaded directly, not through CO-RE reads).
-	 * bpf_d_path is one call; a path too long for it is walked instead. */
-	long n = bpf_d_path((struct path *)&f->f_path, s->path, PATH_BUF);
+	/* Executable path, resolved from the root of the task's mount tree, as the
+	 * container's runtime set it up: a chroot does not change it. bpf_d_path, one
+	 * call, resolves against the task's root, so it serves only when that root is
+	 * the tree's (and in the hooks that allow it); otherwise, or when the path is
+	 * too long for it, the path is walked. f must be a trusted BTF pointer (loaded
+	 * directly, not through CO-RE reads). */
+	long n = 0;
+	if (!mapping && root_is_tree_root(t))
+		n = bpf_d_path((struct path *)&f->f_path, s->path, PATH_BUF);
 	__u32 len = 0, leaf = f->f_path.dentry->d_name.len;
 	int resolved = n > 0;
 	if (resolved) {
 		len = n - 1;
 		bpf_probe_read_kernel(&s->key.data[1], MAX_PATH, s->path);
 	} else {
-		len = walk(s, f->f_path.mnt, f->f_path.dentry, &t->fs->root, &resolved, 0, &leaf);
+		len = walk(s, f->f_path.mnt, f->f_path.dentry, &resolved, 0, &leaf);
 		if (!resolved)
 			count(STAT_PATH_ERRORS);
 	}
@@ -870,7 +958,7 @@ static __always_inline int decide(struct task_struct *t, __u32 op, struct file *
 	if (m & ~pol->no_exe) {
 		__u64 exe = pol->no_exe;
 		if (resolved)
-			exe |= path_masks(&paths, s, gen, len, leaf);
+			exe |= path_masks(&paths, s, gen, len, leaf, 0);
 		m &= exe;
 	}
 	if (!(m & ~pol->no_name))
@@ -913,6 +1001,8 @@ named:;
 
 	int block;
 	__u8 actions = respond(&pol->r, m, cfg, &block);
+	if (mapping && !(actions & ACTION_BLOCK))
+		return 0;
 
 	if (actions) {
 		struct decision_event *e = reserve(sizeof(*e));
@@ -929,6 +1019,7 @@ named:;
 			e->memfd = memfd;
 			e->interactive = interactive;
 			e->exe_layer = layered ? layer : exe_layer(f);
+			e->hook = hook;
 			e->path_len = len;
 			copy_path(s, e->path, len);
 			submit(e, actions & (ACTION_ALERT | ACTION_BLOCK));
@@ -945,7 +1036,7 @@ int BPF_PROG(enforce_exec, struct linux_binprm *bprm, int ret)
 	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
 	if (task_pidns(t) == host_pidns)
 		return 0; /* the node's own processes are out of scope */
-	return decide(t, OP_EXEC, bprm->file, BPF_CORE_READ(bprm, filename));
+	return decide(t, OP_EXEC, bprm->file, BPF_CORE_READ(bprm, filename), 0);
 }
 
 SEC("lsm/task_alloc")
@@ -964,7 +1055,7 @@ int BPF_PROG(enforce_fork, struct task_struct *task, unsigned long clone_flags, 
 	struct file *exe = mm->exe_file;
 	if (!exe)
 		return 0;
-	return decide(t, OP_FORK, exe, 0);
+	return decide(t, OP_FORK, exe, 0, 0);
 }
 
 #define S_IFMT 0170000
@@ -975,15 +1066,25 @@ int BPF_PROG(enforce_fork, struct task_struct *task, unsigned long clone_flags, 
 #define FMODE_WRITE 0x2
 #define FMODE_CREATED 0x100000
 
+#define MNT_INTERNAL 0x4000
+
 /* judge evaluates the file policy for task t doing op (or also, when not 0), seen
  * at hook, on the file at (mnt, d) — for a new name, the negative dentry under its
- * directory. With tree set, (mnt, d) is a directory and the operation is on the
- * files below it: its path is matched with a trailing slash, as the path of a
- * nameless child, so recursive patterns over it and direct-children patterns of it match.
- * Returns -EPERM when a response blocks. */
+ * directory; mnt is 0 when the hook gives no mount (inode hooks) and the file is
+ * not on the container's root file system. With tree set, (mnt, d) is a directory
+ * and the operation is on the files below it: its path is matched with a trailing
+ * slash, as the path of a nameless child, so recursive patterns over it and
+ * direct-children patterns of it match, and so does every pattern at or below it
+ * (a tree moved into place brings those paths with it). Returns -EPERM when a
+ * response blocks. */
 static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __u32 hook, struct vfsmount *mnt,
 				 struct dentry *d, int tree)
 {
+	/* Kernel-internal mounts hold memfds, SysV shared memory and the like: files
+	 * without a path in any container's tree, not file operations the policy
+	 * language names. Code run from a memfd is judged at exec (execMemFd). */
+	if (mnt && (BPF_CORE_READ(mnt, mnt_flags) & MNT_INTERNAL))
+		return 0;
 	__u32 zero = 0;
 	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
@@ -1000,11 +1101,16 @@ static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __
 	if (!s)
 		return 0;
 
-	/* Volumes: anything not on the container's root mount. A mount whose root is
-	 * not a directory is a single-file mount (configMap/secret files, subPath). */
-	struct fs_struct *fs = t->fs;
-	int on_volume = mnt != fs->root.mnt;
-	int on_file = on_volume && (mnt->mnt_root->d_inode->i_mode & S_IFMT) != S_IFDIR;
+	/* Volumes: anything not on the container's root file system, the mount at the
+	 * root of its mount tree (not the task's root, which chroot moves). A mount
+	 * whose root is not a directory is a single-file mount (configMap/secret
+	 * files, subPath). */
+	int on_volume = 1, on_file = 0;
+	if (mnt) {
+		on_volume = tree_root_mount(mnt) != mnt;
+		/* mnt may be a scalar (inode hooks find it by probe reads): read through CO-RE. */
+		on_file = on_volume && (BPF_CORE_READ(mnt, mnt_root, d_inode, i_mode) & S_IFMT) != S_IFDIR;
+	}
 	if (on_volume)
 		m &= ~pol->ignore_volume;
 	if (on_file)
@@ -1021,11 +1127,11 @@ static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __
 	int complete = 0, walked = 0;
 	__u32 len = 0, leaf = 0;
 	if (m & ~pol->no_path) {
-		len = walk(s, mnt, d, &fs->root, &complete, tree, &leaf);
+		len = walk(s, mnt, d, &complete, tree, &leaf);
 		walked = 1;
 		__u64 pm = pol->no_path;
 		if (complete)
-			pm |= path_masks(&file_paths, s, gen, len, tree ? 0 : leaf);
+			pm |= path_masks(&file_paths, s, gen, len, leaf, tree);
 		else
 			count(STAT_PATH_ERRORS);
 		m &= pm;
@@ -1037,7 +1143,7 @@ static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __
 	__u8 actions = respond(&pol->r, m, cfg, &block);
 	if (actions) {
 		if (!walked)
-			len = walk(s, mnt, d, &fs->root, &complete, tree, &leaf);
+			len = walk(s, mnt, d, &complete, tree, &leaf);
 		if (also && !(m & pol->ops[op & 7]))
 			op = also; /* report the operation that matched */
 		struct file_event *e = reserve(sizeof(*e));
@@ -1109,6 +1215,17 @@ static __always_inline int covered(__u32 op, __u64 *gen)
 	return pol->ops[op & 7] != 0;
 }
 
+/* file_judged says whether a write-open file needs judging at all: a regular file
+ * in a container, not on a kernel-internal mount. */
+static __always_inline struct task_struct *write_scope(struct file *file)
+{
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFREG)
+		return 0;
+	if (file->f_path.mnt->mnt_flags & MNT_INTERNAL)
+		return 0; /* memfds: see judge */
+	return in_scope();
+}
+
 SEC("lsm/file_open")
 int BPF_PROG(enforce_file_open, struct file *file, int ret)
 {
@@ -1117,18 +1234,10 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	/* Read-only opens, the common case, leave here. */
 	if (!(file->f_mode & FMODE_WRITE))
 		return 0;
-	__u32 mode = file->f_inode->i_mode;
-	if ((mode & S_IFMT) != S_IFREG)
-		return 0; /* file_permission ignores these too */
-	__u64 key = (__u64)file;
-	struct task_struct *t = in_scope();
-	if (!t) {
-		/* A node process's file can reach a container (fd passing): a verdict an
-		 * earlier file left at this address must not apply to it. */
-		bpf_map_delete_elem(&write_verdicts, &key);
+	struct task_struct *t = write_scope(file);
+	if (!t)
 		return 0;
-	}
-	__u32 op = exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
+	__u32 op = exec_or(file->f_inode->i_mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
 	__u64 verdict;
 	if (!covered(op, &verdict))
 		return 0; /* file_permission will not look either */
@@ -1136,16 +1245,38 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	/* A file this open created was judged at path_mknod. */
 	if (!(file->f_mode & FMODE_CREATED))
 		r = decide_file(t, op, HOOK_FILE_OPEN, file->f_path.mnt, file->f_path.dentry);
-	verdict |= r ? 1 : 0;
-	/* An LRU update allocates a node; an open file at a freed one's address (the
-	 * slab's usual choice) mostly finds its verdict already there. */
-	__u64 *had = bpf_map_lookup_elem(&write_verdicts, &key);
-	if (!had || *had != verdict)
+	/* Only what was allowed is remembered: a refused open leaves no file, and a
+	 * refusal is judged (and reported) every time. */
+	if (!r) {
+		__u64 key = (__u64)file;
 		bpf_map_update_elem(&write_verdicts, &key, &verdict, BPF_ANY);
+	}
 	return r;
 }
 
 #define MAY_WRITE 0x2
+
+/* judge_write judges a write through an open file (a write(2), a shared writable
+ * mapping) unless the live policy already allowed writes through it: at its open,
+ * or at its first write after the policy came into force (opened before it). */
+static __always_inline int judge_write(struct file *file, __u32 hook)
+{
+	struct task_struct *t = write_scope(file);
+	if (!t)
+		return 0;
+	__u32 op = exec_or(file->f_inode->i_mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
+	__u64 gen;
+	if (!covered(op, &gen))
+		return 0;
+	__u64 key = (__u64)file;
+	__u64 *v = bpf_map_lookup_elem(&write_verdicts, &key);
+	if (v && *v == gen)
+		return 0;
+	int r = decide_file(t, op, hook, file->f_path.mnt, file->f_path.dentry);
+	if (!r)
+		bpf_map_update_elem(&write_verdicts, &key, &gen, BPF_ANY);
+	return r;
+}
 
 /* Writes through a file that the live policy has not judged (opened before it, or
  * before the last swap): judged at the first write, then by the recorded verdict. */
@@ -1156,23 +1287,75 @@ int BPF_PROG(enforce_file_permission, struct file *file, int mask, int ret)
 		return ret;
 	if (!(mask & MAY_WRITE))
 		return 0;
-	__u32 mode = file->f_inode->i_mode;
-	if ((mode & S_IFMT) != S_IFREG)
+	return judge_write(file, HOOK_FILE_PERMISSION);
+}
+
+/* A verdict belongs to one open file: when it is freed, a new file at the same
+ * address (the slab's usual choice) must not inherit it. Only files opened for
+ * writing ever have one. */
+SEC("lsm/file_free_security")
+int BPF_PROG(enforce_file_free, struct file *file)
+{
+	if (!(file->f_mode & FMODE_WRITE))
+		return 0;
+	__u64 key = (__u64)file;
+	bpf_map_delete_elem(&write_verdicts, &key);
+	return 0;
+}
+
+#define PROT_WRITE 0x2
+#define PROT_EXEC 0x4
+#define MAP_SHARED 0x1 /* MAP_SHARED_VALIDATE (3) has it too */
+#define VM_EXEC 0x4
+#define VM_SHARED 0x8
+
+/* map_exec judges mapping file's code as an exec of it (see decide). The program
+ * an exec starts is mapped too: it was judged at bprm_check_security already. */
+static __always_inline int map_exec(struct file *file, __u32 hook)
+{
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFREG)
 		return 0;
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
-	__u32 op = exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
-	__u64 gen;
-	if (!covered(op, &gen))
+	struct mm_struct *mm = t->mm;
+	if (mm && mm->exe_file == file)
 		return 0;
-	__u64 key = (__u64)file;
-	__u64 *v = bpf_map_lookup_elem(&write_verdicts, &key);
-	if (v && (*v & ~1ULL) == gen)
-		return (*v & 1) ? -EPERM : 0;
-	int r = decide_file(t, op, HOOK_FILE_PERMISSION, file->f_path.mnt, file->f_path.dentry);
-	__u64 verdict = gen | (r ? 1 : 0);
-	bpf_map_update_elem(&write_verdicts, &key, &verdict, BPF_ANY);
+	return decide(t, OP_EXEC, file, (const char *)file->f_path.dentry->d_name.name, hook);
+}
+
+/* A shared writable mapping writes the file with no write(2): judged as its write.
+ * An executable mapping runs its code: judged as its exec. */
+SEC("lsm/mmap_file")
+int BPF_PROG(enforce_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags,
+	     int ret)
+{
+	if (ret)
+		return ret;
+	if (!file)
+		return 0; /* anonymous memory */
+	int r = 0;
+	if ((prot & PROT_WRITE) && (flags & MAP_SHARED))
+		r = judge_write(file, HOOK_MMAP_FILE);
+	if (!r && (prot & PROT_EXEC))
+		r = map_exec(file, HOOK_MMAP_FILE);
+	return r;
+}
+
+SEC("lsm/file_mprotect")
+int BPF_PROG(enforce_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot, int ret)
+{
+	if (ret)
+		return ret;
+	struct file *file = vma->vm_file;
+	if (!file)
+		return 0;
+	unsigned long flags = vma->vm_flags;
+	int r = 0;
+	if ((prot & PROT_WRITE) && (flags & VM_SHARED))
+		r = judge_write(file, HOOK_FILE_MPROTECT);
+	if (!r && (prot & PROT_EXEC) && !(flags & VM_EXEC))
+		r = map_exec(file, HOOK_FILE_MPROTECT);
 	return r;
 }
 
@@ -1293,6 +1476,12 @@ int BPF_PROG(enforce_path_rename, const struct path *old_dir, struct dentry *old
 	return r ? r : r2;
 }
 
+/* A hard link is a second name for the file: whatever is done through it is done
+ * to the file. So making it is judged as a change of the file at its own path
+ * (modifyExecutable or modifyFile), besides the creation at the new name: a
+ * protected file cannot be given an unprotected alias to write, truncate or chmod
+ * it through. (Links made before the policy are not judged: see
+ * docs/security-model.md.) */
 SEC("lsm/path_link")
 int BPF_PROG(enforce_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry, int ret)
 {
@@ -1304,7 +1493,243 @@ int BPF_PROG(enforce_path_link, struct dentry *old_dentry, const struct path *ne
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
-	return decide_file(t, exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_CREATE_FILE), HOOK_PATH_LINK, new_dir->mnt, new_dentry);
+	/* Links never cross mounts (EXDEV before this hook): the source is on new_dir's. */
+	struct vfsmount *mnt = new_dir->mnt;
+	int r = decide_file(t, exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE), HOOK_PATH_LINK, mnt, old_dentry);
+	if (r)
+		return r;
+	return decide_file(t, exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_CREATE_FILE), HOOK_PATH_LINK, mnt, new_dentry);
+}
+
+/* Extended attributes change a file without chmod(2): a POSIX ACL grants execute
+ * (system.posix_acl_access) and file capabilities (security.capability) change
+ * what an executable may do. An xattr change of a regular file is judged as:
+ *   an ACL that grants execute        -> createExecutable (no x bit yet) | modifyExecutable
+ *   security.capability (set, remove)  -> modifyExecutable
+ *   anything else                      -> modifyExecutable (executable) | modifyFile
+ * Inode hooks give no mount: mount_of finds it. */
+#define ACL_USER_OBJ 0x01
+#define ACL_USER 0x02
+#define ACL_GROUP_OBJ 0x04
+#define ACL_GROUP 0x08
+#define ACL_MASK 0x10
+#define ACL_OTHER 0x20
+#define ACL_EXECUTE 0x01
+#define MAX_ACL_ENTRIES 32
+
+struct acl_ctx {
+	__u64 entries; /* kernel memory */
+	__u32 n;
+	__u32 stride;  /* bytes per entry; tag and perm are its two leading u16s in both layouts */
+	__u32 present; /* tags seen */
+	__u32 x;       /* tags with execute */
+};
+
+static long acl_step(__u32 i, struct acl_ctx *c)
+{
+	if (i >= c->n)
+		return 1;
+	__u16 tp[2] = {};
+	bpf_probe_read_kernel(tp, sizeof(tp), (void *)(c->entries + (__u64)i * c->stride));
+	c->present |= tp[0];
+	if (tp[1] & ACL_EXECUTE)
+		c->x |= tp[0];
+	return 0;
+}
+
+/* acl_grants_exec reads n ACL entries and says whether they give anyone execute:
+ * the owner, others, or a group or named entry that the mask (when there is one)
+ * lets through. */
+static __always_inline int acl_grants_exec(__u64 entries, __u32 n, __u32 stride)
+{
+	struct acl_ctx c = {.entries = entries, .n = n > MAX_ACL_ENTRIES ? MAX_ACL_ENTRIES : n, .stride = stride};
+	bpf_loop(MAX_ACL_ENTRIES, acl_step, &c, 0);
+	if (c.x & (ACL_USER_OBJ | ACL_OTHER))
+		return 1;
+	if (c.present & ACL_MASK)
+		return (c.x & ACL_MASK) && (c.x & (ACL_USER | ACL_GROUP_OBJ | ACL_GROUP));
+	return (c.x & ACL_GROUP_OBJ) != 0;
+}
+
+/* Where a dentry of an inode hook is mounted. The container's root file system is
+ * the common case (same super block as the tree's root mount); anything else is a
+ * volume, found among the mounts below the root one (children, their children, up
+ * to MAX_QUEUE parents and MAX_MOUNTS mounts): one of that super block whose root
+ * the dentry lies below. */
+#define MAX_MOUNTS 256
+#define MAX_QUEUE 16
+#define MAX_CANDIDATES 4
+#define MAX_DEPTH 4096 /* dentries climbed to find which candidate holds the file */
+
+struct mounts_ctx {
+	__u64 queue[MAX_QUEUE]; /* children list heads still to scan (&mount->mnt_mounts) */
+	__u32 qhead, qtail;
+	__u64 pos; /* the list node being looked at, 0 to take the next head */
+	__u64 head;
+	__u64 sb;
+	__u64 roots[MAX_CANDIDATES];
+	__u64 mnts[MAX_CANDIDATES]; /* struct vfsmount * */
+	__u32 n;
+};
+
+static long mounts_step(__u32 i, struct mounts_ctx *c)
+{
+	if (!c->pos) {
+		if (c->qhead >= c->qtail || c->qhead >= MAX_QUEUE)
+			return 1;
+		c->head = c->queue[c->qhead & (MAX_QUEUE - 1)];
+		c->qhead++;
+		c->pos = c->head;
+	}
+	/* Locals, not c's fields, inside BPF_CORE_READ: it would relocate those too. */
+	struct list_head *pos = (struct list_head *)c->pos;
+	__u64 next = (__u64)BPF_CORE_READ(pos, next);
+	if (!next || next == c->head) {
+		c->pos = 0; /* this list is done */
+		return 0;
+	}
+	c->pos = next;
+	struct mount *m = (struct mount *)(next - bpf_core_field_offset(struct mount, mnt_child));
+	if (c->qtail < MAX_QUEUE) {
+		c->queue[c->qtail & (MAX_QUEUE - 1)] = (__u64)m + bpf_core_field_offset(struct mount, mnt_mounts);
+		c->qtail++;
+	}
+	if ((__u64)BPF_CORE_READ(m, mnt.mnt_sb) != c->sb || c->n >= MAX_CANDIDATES)
+		return 0;
+	__u32 k = c->n & (MAX_CANDIDATES - 1);
+	c->roots[k] = (__u64)BPF_CORE_READ(m, mnt.mnt_root);
+	c->mnts[k] = (__u64)m + bpf_core_field_offset(struct mount, mnt);
+	c->n++;
+	return 0;
+}
+
+struct climb_ctx {
+	struct mounts_ctx *mc;
+	__u64 dentry;
+	__u64 found; /* struct vfsmount * */
+};
+
+static long climb_step(__u32 i, struct climb_ctx *c)
+{
+	struct mounts_ctx *mc = c->mc;
+#pragma unroll
+	for (int k = 0; k < MAX_CANDIDATES; k++) {
+		if (k < mc->n && mc->roots[k] == c->dentry) {
+			c->found = mc->mnts[k];
+			return 1;
+		}
+	}
+	struct dentry *d = (struct dentry *)c->dentry;
+	__u64 parent = (__u64)BPF_CORE_READ(d, d_parent);
+	if (parent == c->dentry)
+		return 1;
+	c->dentry = parent;
+	return 0;
+}
+
+static __always_inline struct vfsmount *mount_of(struct task_struct *t, struct dentry *d)
+{
+	struct vfsmount *root = tree_root_mount(t->fs->root.mnt);
+	if (!root)
+		return 0;
+	struct super_block *sb = d->d_sb;
+	if (BPF_CORE_READ(root, mnt_sb) == sb)
+		return root;
+	struct mounts_ctx mc = {.sb = (__u64)sb, .qtail = 1};
+	mc.queue[0] = (__u64)real_mount(root) + bpf_core_field_offset(struct mount, mnt_mounts);
+	bpf_loop(MAX_MOUNTS, mounts_step, &mc, 0);
+	if (!mc.n)
+		return 0;
+	struct climb_ctx cc = {.mc = &mc, .dentry = (__u64)d};
+	bpf_loop(MAX_DEPTH, climb_step, &cc, 0);
+	return (struct vfsmount *)cc.found;
+}
+
+static __always_inline int judge_xattr(struct dentry *d, const char *name, int grants_exec, __u32 hook)
+{
+	struct inode *inode = d->d_inode;
+	if (!inode)
+		return 0;
+	__u32 mode = inode->i_mode;
+	if ((mode & S_IFMT) != S_IFREG)
+		return 0;
+	struct task_struct *t = in_scope();
+	if (!t)
+		return 0;
+	char n[20] = {};
+	bpf_probe_read_kernel_str(n, sizeof(n), name);
+	int caps = __builtin_memcmp(n, "security.capability", 20) == 0;
+	__u32 op;
+	if (grants_exec)
+		op = exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_CREATE_EXECUTABLE);
+	else if (caps)
+		op = FOP_MODIFY_EXECUTABLE;
+	else
+		op = exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
+	/* Cheap before costly: the mount search runs for a policy that covers op. */
+	__u64 gen;
+	if (!covered(op, &gen))
+		return 0;
+	return decide_file(t, op, hook, mount_of(t, d), d);
+}
+
+#define XATTR_ACL_ACCESS "system.posix_acl_access"
+
+/* The xattr form of an ACL: a version word, then 8-byte entries (tag, perm, id). */
+static __always_inline int xattr_acl_grants_exec(const char *name, const void *value, __u64 size)
+{
+	char n[24] = {};
+	bpf_probe_read_kernel_str(n, sizeof(n), name);
+	if (__builtin_memcmp(n, XATTR_ACL_ACCESS, sizeof(XATTR_ACL_ACCESS)) != 0 || !value || size < 4)
+		return 0;
+	return acl_grants_exec((__u64)value + 4, (size - 4) / 8, 8);
+}
+
+/* arg reads argument i of the hook as a scalar: 6.1's verifier refuses direct loads
+ * of const-qualified pointers (const char *, const void *) from the context. */
+static __always_inline __u64 arg(void *ctx, __u32 i)
+{
+	__u64 v = 0;
+	bpf_get_func_arg(ctx, i, &v);
+	return v;
+}
+
+/* Up to 6.1 ACLs are set as xattrs: the value is the kernel's copy of the xattr. */
+SEC("lsm/inode_setxattr")
+int BPF_PROG(enforce_inode_setxattr, void *idmap, struct dentry *dentry, void *name_, void *value_, __u64 size_,
+	     int flags, int ret)
+{
+	if (ret)
+		return ret;
+	const char *name = (const char *)arg(ctx, 2);
+	return judge_xattr(dentry, name, xattr_acl_grants_exec(name, (const void *)arg(ctx, 3), arg(ctx, 4)),
+			   HOOK_INODE_SETXATTR);
+}
+
+SEC("lsm/inode_removexattr")
+int BPF_PROG(enforce_inode_removexattr, void *idmap, struct dentry *dentry, void *name_, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_xattr(dentry, (const char *)arg(ctx, 2), 0, HOOK_INODE_REMOVEXATTR);
+}
+
+/* Since 6.2 ACLs have a hook of their own, with the parsed ACL (NULL removes it).
+ * The engine attaches this program where the kernel has the hook. */
+SEC("lsm/inode_set_acl")
+int BPF_PROG(enforce_inode_set_acl, void *idmap, struct dentry *dentry, void *name_, struct posix_acl *kacl_, int ret)
+{
+	if (ret)
+		return ret;
+	const char *acl_name = (const char *)arg(ctx, 2);
+	struct posix_acl *kacl = (struct posix_acl *)arg(ctx, 3);
+	int x = 0;
+	char n[24] = {};
+	bpf_probe_read_kernel_str(n, sizeof(n), acl_name);
+	if (kacl && __builtin_memcmp(n, XATTR_ACL_ACCESS, sizeof(XATTR_ACL_ACCESS)) == 0)
+		x = acl_grants_exec((__u64)kacl + bpf_core_field_offset(struct posix_acl, a_entries),
+				    BPF_CORE_READ(kacl, a_count), sizeof(struct posix_acl_entry));
+	return judge_xattr(dentry, acl_name, x, HOOK_INODE_SET_ACL);
 }
 
 /* probe_lsm is loaded alone at start to learn whether BPF LSM works here. */
@@ -1426,6 +1851,37 @@ int BPF_PROG(empty_path_link, struct dentry *old_dentry, const struct path *new_
 
 SEC("lsm/file_permission")
 int BPF_PROG(empty_file_permission, struct file *file, int mask, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/file_free_security")
+int BPF_PROG(empty_file_free, struct file *file)
+{
+	return 0;
+}
+
+SEC("lsm/mmap_file")
+int BPF_PROG(empty_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/file_mprotect")
+int BPF_PROG(empty_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/inode_setxattr")
+int BPF_PROG(empty_inode_setxattr, void *idmap, struct dentry *dentry, void *name, void *value, __u64 size, int flags,
+	     int ret)
+{
+	return ret;
+}
+
+SEC("lsm/inode_removexattr")
+int BPF_PROG(empty_inode_removexattr, void *idmap, struct dentry *dentry, void *name, int ret)
 {
 	return ret;
 }

@@ -535,6 +535,8 @@ func TestMain(m *testing.M) {
 	switch os.Getenv("CLOUD_DEFEND_HELPER") {
 	case "memfd":
 		os.Exit(execFromMemfd())
+	case "persistd":
+		os.Exit(persistDaemon())
 	case "fileloop":
 		os.Exit(fileLoop(os.Getenv("LOOP_KIND"), os.Getenv("LOOP_N")))
 	case "deepcreate":

@@ -116,6 +116,7 @@ type Engine struct {
 	pinPath, stateDir string
 	attached          map[string]link.Link // by program name
 	adoption          Adoption
+	lock              *os.File // the pin directory, locked while this engine is open
 	closed            bool
 }
 
@@ -512,6 +513,9 @@ func (e *Engine) Close() error {
 	e.links = nil
 	if e.coll != nil {
 		e.coll.Close()
+	}
+	if e.lock != nil {
+		e.lock.Close()
 	}
 	return nil
 }

@@ -751,9 +751,18 @@ func InspectPinned(pinPath, stateDir string) (PinnedState, error) {
 }
 
 // RemovePinned detaches and removes the pinned enforcement under pinPath and its
-// state in stateDir, and reports how many links and maps it removed. A daemon
-// still running keeps its own programs attached until it exits.
+// state in stateDir, and reports how many links and maps it removed. It refuses
+// while a daemon runs with pinPath (its own descriptors would keep its programs
+// attached until it exits).
 func RemovePinned(pinPath, stateDir string) (links, maps int, err error) {
+	if _, err := os.Stat(pinPath); os.IsNotExist(err) {
+		return 0, 0, nil
+	}
+	lock, err := lockPinPath(pinPath)
+	if err != nil {
+		return 0, 0, fmt.Errorf("%w: stop it first", err)
+	}
+	defer lock.Close()
 	var errs []error
 	linksDir, mapsDir := filepath.Join(pinPath, pinLinksDir), filepath.Join(pinPath, pinMapsDir)
 	files, _ := os.ReadDir(linksDir)
@@ -801,6 +810,9 @@ func (e *Engine) findPinned(spec *ebpf.CollectionSpec, opts Options) (old *pinne
 	if err := ensureBPFFS(opts.PinPath); err != nil {
 		return nil, false, err
 	}
+	if e.lock, err = lockPinPath(opts.PinPath); err != nil {
+		return nil, false, err
+	}
 	if old, err = loadPinned(opts.PinPath, opts.StateDir); err != nil {
 		return nil, false, err
 	}
@@ -815,4 +827,24 @@ func (e *Engine) findPinned(spec *ebpf.CollectionSpec, opts Options) (old *pinne
 	}
 	e.adoption.FreshMaps = !reuse
 	return old, reuse, nil
+}
+
+// lockPinPath takes the pin directory for this engine's lifetime: two daemons
+// adopting one pinned state would share its ring and race on its generations.
+func lockPinPath(dir string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("pin path: %w", err)
+	}
+	f, err := os.Open(dir)
+	if err != nil {
+		return nil, fmt.Errorf("pin path: %w", err)
+	}
+	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
+		f.Close()
+		if errors.Is(err, unix.EWOULDBLOCK) {
+			return nil, fmt.Errorf("pin path %s is in use by another running cloud-defend", dir)
+		}
+		return nil, fmt.Errorf("lock pin path %s: %w", dir, err)
+	}
+	return f, nil
 }

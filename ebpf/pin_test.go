@@ -7,6 +7,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"slices"
+	"strings"
 	"syscall"
 	"testing"
 	"time"
@@ -135,6 +136,15 @@ func TestPinnedAdoption(t *testing.T) {
 		t.Fatalf("adoption %+v, want generation 1 and %d old links", a, len(old))
 	}
 	waitMarker(t, ch, m)
+	if other, err := Open(opts); err == nil || !strings.Contains(err.Error(), "in use by another running cloud-defend") {
+		if other != nil {
+			other.Close()
+		}
+		t.Fatalf("a second engine on the same pin path: %v", err)
+	}
+	if _, _, err := RemovePinned(pin, state); err == nil {
+		t.Fatal("RemovePinned went ahead while an engine held the pin path")
+	}
 	for _, id := range old {
 		gone(t, fmt.Sprintf("old link %d", id), func() bool {
 			l, err := link.NewFromID(id)

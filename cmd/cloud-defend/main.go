@@ -56,8 +56,8 @@ commands:
   policy default                                 print the embedded default policy
   doctor [--pin-path DIR]                        check this node: kernel, BTF, capabilities,
                                                  BPF LSM, pinned enforcement; says what to change
-  unpin [--pin-path DIR] [--state-dir DIR]       detach and remove the pinned enforcement (stop
-                                                 the daemon first: a running one keeps its own)
+  unpin [--pin-path DIR] [--state-dir DIR]       detach and remove the pinned enforcement (refused
+                                                 while a daemon runs with it: stop it first)
   version                                        print the version
   --agent-managed [-E key=value]...              run under Elastic Agent (StartUpInfo on stdin)
 `

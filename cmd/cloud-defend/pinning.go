@@ -92,7 +92,7 @@ func runUnpin(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "nothing pinned at %s\n", *pinPath)
 		return exitOK
 	}
-	fmt.Fprintf(stdout, "removed the pinned enforcement at %s (generation %d): %d links detached, %d maps unpinned; a daemon still running keeps its own programs until it exits\n",
+	fmt.Fprintf(stdout, "removed the pinned enforcement at %s (generation %d): %d links detached, %d maps unpinned\n",
 		*pinPath, st.Generation, links, maps)
 	return exitOK
 }

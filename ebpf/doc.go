@@ -45,6 +45,12 @@
 // policy operation (createFile, modifyExecutable, ...) on the path the container
 // sees; docs/file-operations.md has the table, the path rules and the volume rules.
 //
+// # Persistent enforcement
+//
+// With Options.PinPath, links and maps are pinned on bpffs: Close leaves them
+// attached, so the last policy outlives the daemon, and the next Open adopts them
+// with no unprotected moment (pin.go has the rules). RemovePinned takes them away.
+//
 // # Without BPF LSM
 //
 // Where the kernel cannot run LSM programs (no bpf in the lsm= list, or no BPF

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"math"
 	"os"
-	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -39,6 +38,18 @@ type Options struct {
 	// FlushInterval is the longest a telemetry or log-only event waits before Read
 	// returns it; alerts and blocks are delivered at once. 0 means 200ms.
 	FlushInterval time.Duration
+	// PinPath is a directory on the BPF filesystem (e.g. /sys/fs/bpf/cloud-defend)
+	// where the programs' links and the maps are pinned, so the last policy stays
+	// enforced while no daemon runs; Open adopts what it finds there (see pin.go).
+	// "" pins nothing: Close then detaches everything.
+	PinPath string
+	// StateDir is a directory on disk for what bpffs cannot hold: the sources of
+	// the live and the previous policy, and the record of the pinned maps.
+	StateDir string
+	// ReplacePinnedMaps treats pinned maps as not fitting this build, as an
+	// upgrade that changed their layout does: new maps, the live policy
+	// recompiled into them. For tests of that path.
+	ReplacePinnedMaps bool
 }
 
 // LSMStatus says whether blocking is available, and if not, why.
@@ -99,6 +110,15 @@ type Engine struct {
 	retireAt   atomic.Int64
 	written    [2]writtenKeys // entries of each slot, to clear before reuse
 	containers map[uint64]*policy.Operation
+	// slotLive: the current slot holds a policy in the kernel, though live may be
+	// nil (adopted from pinned maps without its source).
+	slotLive bool
+
+	pinPath, stateDir string
+	attached          map[string]link.Link // by program name
+	adoption          Adoption
+	lock              *os.File // the pin directory, locked while this engine is open
+	closed            bool
 }
 
 // writtenKeys are the hash and trie entries of one slot, map by map.
@@ -122,7 +142,8 @@ func Open(opts Options) (*Engine, error) {
 		return nil, fmt.Errorf("set host pid namespace: %w", err)
 	}
 	e := &Engine{dryRun: opts.DryRun, hostNS: hostNS, flushInterval: cmp.Or(opts.FlushInterval, defaultFlushInterval),
-		history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}, names: names{}}
+		history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}, names: names{},
+		pinPath: opts.PinPath, stateDir: opts.StateDir, attached: map[string]link.Link{}}
 	e.retireAt.Store(math.MaxInt64)
 	if opts.DisableLSM {
 		e.lsm = LSMStatus{Reason: "BPF LSM disabled by configuration"}
@@ -138,21 +159,29 @@ func Open(opts Options) (*Engine, error) {
 		spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
 	}
 	delete(spec.Programs, "probe_lsm")
-	var enforce []string
 	for name, ps := range spec.Programs {
-		if strings.HasPrefix(name, "enforce_") {
-			if e.lsm.Available && !lsmHookMissing(ps.AttachTo) {
-				enforce = append(enforce, name)
-			} else {
-				delete(spec.Programs, name)
-			}
+		if strings.HasPrefix(name, "enforce_") && (!e.lsm.Available || lsmHookMissing(ps.AttachTo)) {
+			delete(spec.Programs, name)
 		}
 	}
-	sort.Strings(enforce)
+	old, reuse, err := e.findPinned(spec, opts)
+	if err != nil {
+		return nil, err
+	}
+	if old != nil {
+		defer old.close()
+	}
+	var collOpts ebpf.CollectionOptions
+	if reuse {
+		collOpts.MapReplacements = map[string]*ebpf.Map{}
+		for _, name := range pinnable(spec.Maps) {
+			collOpts.MapReplacements[name] = old.maps[name]
+		}
+	}
 	// CO-RE relocates against the kernel's BTF and every loaded module's: overlayfs's
 	// inode (the executable layer) is a module's type on many kernels. If overlayfs
 	// is loaded only later, its files report LayerUnknown until the next start.
-	e.coll, err = ebpf.NewCollection(spec)
+	e.coll, err = ebpf.NewCollectionWithOptions(spec, collOpts)
 	if err != nil {
 		var ve *ebpf.VerifierError
 		if errors.As(err, &ve) {
@@ -160,27 +189,29 @@ func Open(opts Options) (*Engine, error) {
 		}
 		return nil, fmt.Errorf("load BPF programs: %w", err)
 	}
+	if old != nil {
+		if reuse {
+			err = e.adoptReused()
+		} else {
+			err = e.adoptFresh(old, spec)
+		}
+		if err != nil {
+			e.Close()
+			return nil, err
+		}
+	}
 	if err := e.setConfig(); err != nil {
 		e.Close()
 		return nil, err
 	}
-	for _, name := range []string{"on_fork", "on_exec", "on_exit"} {
-		l, err := link.AttachTracing(link.TracingOptions{Program: e.coll.Programs[name]})
-		if err != nil {
-			e.Close()
-			return nil, fmt.Errorf("attach %s: %w", name, err)
-		}
-		e.links = append(e.links, l)
+	if err := e.attachAll(spec); err != nil {
+		e.Close()
+		return nil, err
 	}
-	e.sessions = e.attachSetsid()
-	if e.lsm.Available {
-		for _, name := range enforce {
-			l, err := link.AttachLSM(link.LSMOptions{Program: e.coll.Programs[name]})
-			if err != nil {
-				e.Close()
-				return nil, fmt.Errorf("attach %s: %w", name, err)
-			}
-			e.links = append(e.links, l)
+	if e.pinPath != "" {
+		if err := e.handOff(spec, old, !reuse); err != nil {
+			e.Close()
+			return nil, fmt.Errorf("pin to %s: %w", e.pinPath, err)
 		}
 	}
 	if e.reader, err = ringbuf.NewReader(e.coll.Maps["events"]); err != nil {
@@ -246,32 +277,6 @@ type FeatureStatus struct {
 	Reason    string
 }
 
-// attachSetsid attaches the setsid syscall tracepoint, mounting tracefs first when it
-// is missing (the tracepoint library looks for it once per process). Without it the
-// session id is still on every event; only a setsid that no fork or exec follows
-// goes unseen.
-func (e *Engine) attachSetsid() FeatureStatus {
-	const tracefsMagic = 0x74726163
-	mounted := false
-	for _, dir := range []string{"/sys/kernel/tracing", "/sys/kernel/debug/tracing"} {
-		var fs unix.Statfs_t
-		if unix.Statfs(dir, &fs) == nil && fs.Type == tracefsMagic {
-			mounted = true
-		}
-	}
-	if !mounted {
-		if err := unix.Mount("tracefs", "/sys/kernel/tracing", "tracefs", 0, ""); err != nil {
-			return FeatureStatus{Reason: fmt.Sprintf("setsid events are off: tracefs is not mounted and mounting it failed: %v", err)}
-		}
-	}
-	l, err := link.Tracepoint("syscalls", "sys_exit_setsid", e.coll.Programs["on_setsid"], nil)
-	if err != nil {
-		return FeatureStatus{Reason: fmt.Sprintf("setsid events are off: attach syscalls/sys_exit_setsid: %v", err)}
-	}
-	e.links = append(e.links, l)
-	return FeatureStatus{Available: true}
-}
-
 // Sessions says whether setsid events are reported.
 func (e *Engine) Sessions() FeatureStatus { return e.sessions }
 
@@ -303,7 +308,7 @@ func (e *Engine) Swap(p *policy.Policy) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	next := e.generation + 1
-	if e.live == nil {
+	if e.live == nil && !e.slotLive {
 		next = e.generation // the first policy goes into the empty current slot
 	}
 	slot := next & 1
@@ -313,12 +318,17 @@ func (e *Engine) Swap(p *policy.Policy) error {
 	if err := e.writeSlot(slot, c); err != nil {
 		return err
 	}
+	if err := e.savePolicy(next, p); err != nil {
+		return err
+	}
 	prev := e.generation
 	e.generation = next
 	if err := e.setConfig(); err != nil {
 		e.generation = prev
 		return err
 	}
+	e.slotLive = true
+	e.prunePolicies()
 	if e.live != nil {
 		e.retiring = append(e.retiring, superseded{prev, Now()})
 		if len(e.retiring) > maxRetiring {
@@ -496,9 +506,14 @@ func (e *Engine) Stats() (Stats, error) {
 	return s, nil
 }
 
-// Close detaches the programs and frees the maps; pending Read calls return
-// ErrClosed.
+// Close detaches the programs and frees the maps, except what is pinned
+// (Options.PinPath): that stays in force until RemovePinned. Pending Read calls
+// return ErrClosed.
 func (e *Engine) Close() error {
+	if e.closed {
+		return nil
+	}
+	e.closed = true
 	if e.waiter != nil {
 		e.waiter.close()
 	}
@@ -511,6 +526,9 @@ func (e *Engine) Close() error {
 	e.links = nil
 	if e.coll != nil {
 		e.coll.Close()
+	}
+	if e.lock != nil {
+		e.lock.Close()
 	}
 	return nil
 }

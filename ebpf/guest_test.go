@@ -537,6 +537,8 @@ func TestMain(m *testing.M) {
 		os.Exit(attackMain(os.Args[1:]))
 	case "memfd":
 		os.Exit(execFromMemfd())
+	case "persistd":
+		os.Exit(persistDaemon())
 	case "fileloop":
 		os.Exit(fileLoop(os.Getenv("LOOP_KIND"), os.Getenv("LOOP_N")))
 	case "deepcreate":

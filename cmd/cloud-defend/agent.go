@@ -90,12 +90,16 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 	// exiting: the agent would restart us in a loop and Fleet would show nothing.
 	var enforcer *engineEnforcer
 	var startupErr error
-	engine, err := ebpf.Open(ebpf.Options{})
+	pinPath, stateDir := pinDefaults()
+	engine, err := ebpf.Open(ebpf.Options{PinPath: pinPath, StateDir: stateDir})
 	if err != nil {
 		startupErr = fmt.Errorf("load bpf progs: %w (CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE are mandatory)", err)
 		log.Errorf("Startup error: %v", startupErr)
 	} else {
 		defer engine.Close()
+		for _, line := range describeAdoption(engine, pinPath, false) {
+			log.Info(line)
+		}
 		enforcer = &engineEnforcer{e: engine}
 		if lsm := engine.LSM(); !lsm.Available {
 			log.Warnf("blocking is unavailable, detection only: %s", lsm.Reason)

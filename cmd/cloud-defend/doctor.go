@@ -1,6 +1,7 @@
 package main
 
 import (
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -14,7 +15,7 @@ import (
 
 // check is one line of the doctor's report.
 type check struct {
-	status string // OK, WARN or FAIL
+	status string // OK, WARN, FAIL, or INFO (says how things are, needs nothing)
 	what   string
 	fix    string
 }
@@ -31,8 +32,13 @@ const (
 // where it cannot. Exit status: 0 when blocking works, 1 when only detection does
 // (or nothing), 2 on usage errors.
 func runDoctor(args []string, stdout, stderr io.Writer) int {
-	if len(args) > 0 {
-		fmt.Fprintf(stderr, "cloud-defend doctor: unexpected argument %q\n", args[0])
+	fs := flag.NewFlagSet("cloud-defend doctor", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	pinPath, stateDir := pinFlags(fs)
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		if fs.NArg() > 0 {
+			fmt.Fprintf(stderr, "cloud-defend doctor: unexpected argument %q\n", fs.Arg(0))
+		}
 		return exitUsage
 	}
 	var checks []check
@@ -105,6 +111,8 @@ func runDoctor(args []string, stdout, stderr io.Writer) int {
 		}
 		e.Close()
 	}
+
+	checks = append(checks, pinnedCheck(*pinPath, *stateDir))
 
 	for _, c := range checks {
 		fmt.Fprintf(stdout, "[%-4s] %s\n", c.status, c.what)

@@ -51,6 +51,9 @@ func daemonBinary(tb testing.TB) string {
 }
 
 func TestMain(m *testing.M) {
+	// The daemons tests start pin nothing unless a test asks (--pin-path): they
+	// must not adopt each other's programs, nor leave them on the node.
+	os.Setenv("CLOUD_DEFEND_PIN_PATH", "")
 	code := m.Run()
 	if built.dir != "" {
 		os.RemoveAll(built.dir)

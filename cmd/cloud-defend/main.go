@@ -5,6 +5,7 @@
 //	cloud-defend policy explain [--default | FILE]              print what a policy does
 //	cloud-defend policy default                                 print the default policy
 //	cloud-defend doctor                                         check this node
+//	cloud-defend unpin [--pin-path DIR] [--state-dir DIR]       remove the pinned enforcement
 //	cloud-defend --agent-managed [-E key=value]...              run under Elastic Agent
 //	cloud-defend version
 package main
@@ -43,14 +44,20 @@ const usage = `usage: cloud-defend <command> [arguments]
 
 commands:
   run [--policy FILE] [--dry-run] [--output stdout|file=PATH|elasticsearch --es-url URL ...]
-                                                 enforce a policy (default: the embedded one) and
+      [--pin-path DIR] [--state-dir DIR]         enforce a policy (default: the embedded one) and
                                                  write kernel events as NDJSON, or ship ECS
-                                                 documents to Elasticsearch; SIGHUP reloads
+                                                 documents to Elasticsearch; SIGHUP reloads.
+                                                 Programs and maps are pinned at --pin-path
+                                                 (default /sys/fs/bpf/cloud-defend; "" for none):
+                                                 the last policy stays enforced when the daemon
+                                                 stops or dies, and the next start adopts it
   policy validate [--format text|json] FILE...   validate policies (- reads stdin)
   policy explain [--default | FILE]              print the rules a policy enforces
   policy default                                 print the embedded default policy
-  doctor                                         check this node: kernel, BTF, capabilities,
-                                                 BPF LSM; says what to change
+  doctor [--pin-path DIR]                        check this node: kernel, BTF, capabilities,
+                                                 BPF LSM, pinned enforcement; says what to change
+  unpin [--pin-path DIR] [--state-dir DIR]       detach and remove the pinned enforcement (refused
+                                                 while a daemon runs with it: stop it first)
   version                                        print the version
   --agent-managed [-E key=value]...              run under Elastic Agent (StartUpInfo on stdin)
 `
@@ -67,6 +74,8 @@ func run(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return runDaemon(args[1:], stdout, stderr)
 	case "doctor":
 		return runDoctor(args[1:], stdout, stderr)
+	case "unpin":
+		return runUnpin(args[1:], stdout, stderr)
 	case "--agent-managed", "-agent-managed":
 		return runAgent(args, stdin, stderr)
 	case "version", "--version":

@@ -41,6 +41,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	dataPath := fs.String("data-path", "/var/lib/cloud-defend", "where the output spools events Elasticsearch has not taken yet")
 	heartbeat := fs.Duration("heartbeat-period", 30*time.Minute, "how often a heartbeat document is sent, with --output elasticsearch")
 	metrics := fs.Duration("metrics-period", 24*time.Hour, "how often a metrics document is sent, with --output elasticsearch")
+	pinPath, stateDir := pinFlags(fs)
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		if fs.NArg() > 0 {
 			fmt.Fprintf(stderr, "cloud-defend run: unexpected argument %q\n", fs.Arg(0))
@@ -95,12 +96,15 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		return exitUsage
 	}
 
-	engine, err := ebpf.Open(ebpf.Options{DryRun: *dryRun})
+	engine, err := ebpf.Open(ebpf.Options{DryRun: *dryRun, PinPath: *pinPath, StateDir: *stateDir})
 	if err != nil {
 		logf("startup error: %v", err)
 		return exitInvalid
 	}
 	defer engine.Close()
+	for _, line := range describeAdoption(engine, *pinPath, *dryRun) {
+		logf("%s", line)
+	}
 	if err := engine.Swap(p); err != nil {
 		logf("startup error: load policy into the kernel: %v", err)
 		return exitInvalid

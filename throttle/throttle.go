@@ -79,6 +79,21 @@ func New(cfg Config) *Limiter {
 	return &Limiter{cfg: cfg, buckets: map[Key]*bucket{}}
 }
 
+// SetConfig changes the setting (an input unit's new config). Rate <= 0
+// lets every alert through from now on; windows already open are still
+// summarized by Expire and Flush.
+func (l *Limiter) SetConfig(cfg Config) {
+	if cfg.Burst < 1 {
+		cfg.Burst = 1
+	}
+	if cfg.Window <= 0 {
+		cfg.Window = DefaultWindow
+	}
+	l.mu.Lock()
+	l.cfg = cfg
+	l.mu.Unlock()
+}
+
 // Allow takes a token for an alert with key k at now. When there is none the
 // alert is suppressed: counted, and doc (with its stream) kept as the
 // window's sample. When a token is there and a window was open, the window's
@@ -86,6 +101,9 @@ func New(cfg Config) *Limiter {
 func (l *Limiter) Allow(k Key, now time.Time, doc []byte, stream string) (ok bool, closed *Summary) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	if l.cfg.Rate <= 0 {
+		return true, nil
+	}
 	b := l.buckets[k]
 	if b == nil {
 		b = &bucket{tokens: float64(l.cfg.Burst), last: now}
@@ -164,4 +182,8 @@ func (l *Limiter) Stats() (suppressed, summaries uint64) {
 }
 
 // Config returns the limiter's setting.
-func (l *Limiter) Config() Config { return l.cfg }
+func (l *Limiter) Config() Config {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.cfg
+}

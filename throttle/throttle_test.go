@@ -119,3 +119,26 @@ func TestSummaryDocument(t *testing.T) {
 		t.Errorf("undeclared in metrics: %v %v", und, err)
 	}
 }
+
+// TestSetConfig: a new setting applies to the next alert; rate 0 lets all
+// through, and a window open before it is still summarized.
+func TestSetConfig(t *testing.T) {
+	l := New(Config{Rate: 1, Burst: 1})
+	now := time.Unix(100, 0)
+	k := Key{Container: "c"}
+	if ok, _ := l.Allow(k, now, []byte(`{}`), "s"); !ok {
+		t.Fatal("first alert held")
+	}
+	if ok, _ := l.Allow(k, now, []byte(`{}`), "s"); ok {
+		t.Fatal("second alert at once let through with burst 1")
+	}
+	l.SetConfig(Config{Rate: 0})
+	for range 5 {
+		if ok, _ := l.Allow(k, now, []byte(`{}`), "s"); !ok {
+			t.Fatal("held with rate 0")
+		}
+	}
+	if s := l.Flush(now); len(s) != 1 || s[0].Suppressed != 1 {
+		t.Errorf("flush: %+v", s)
+	}
+}

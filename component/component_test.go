@@ -15,6 +15,7 @@ import (
 	"github.com/elastic/elastic-agent-client/v7/pkg/proto"
 	"github.com/elastic/elastic-agent-libs/logp"
 	"go.uber.org/zap/zapcore"
+	"google.golang.org/protobuf/types/known/structpb"
 	"gopkg.in/yaml.v3"
 
 	"github.com/cloud-defend/cloud-defend/internal/agenttest"
@@ -355,3 +356,39 @@ func TestOutputRefused(t *testing.T) {
 }
 
 func yamlUnmarshal(data []byte, v any) error { return yaml.Unmarshal(data, v) }
+
+// TestAlertThrottleSetting: alert_throttle on the alerts stream sets the
+// throttle, is not taken for a policy key, and bad values are errors.
+func TestAlertThrottleSetting(t *testing.T) {
+	const pol = "process:\n  selectors:\n    - name: a\n      operation: [exec]\n  responses:\n    - match: [a]\n      actions: [alert]\n"
+	withThrottle := func(v any, nested bool) *proto.UnitExpectedConfig {
+		cfg := inputConfig(t, 1, pol, nested)
+		for _, s := range cfg.Streams {
+			if s.GetDataStream().GetDataset() == DatasetAlerts || s.GetSource().AsMap()["id"] == "cloud_defend/control-cloud_defend.alerts-1" {
+				m := s.GetSource().AsMap()
+				m["alert_throttle"] = v
+				src, err := structpb.NewStruct(m)
+				if err != nil {
+					t.Fatal(err)
+				}
+				s.Source = src
+			}
+		}
+		return cfg
+	}
+	in, err := ParseInput("u", inputConfig(t, 1, pol, false))
+	if err != nil || in.AlertRate != 5 || in.AlertBurst != 20 {
+		t.Errorf("defaults: %v %v %v", in.AlertRate, in.AlertBurst, err)
+	}
+	for _, nested := range []bool{false, true} {
+		in, err := ParseInput("u", withThrottle(map[string]any{"rate": 0.5, "burst": 100}, nested))
+		if err != nil || in.AlertRate != 0.5 || in.AlertBurst != 100 || len(in.Warnings) != 0 {
+			t.Errorf("nested %t: %v %v %v warnings %v", nested, in.AlertRate, in.AlertBurst, err, in.Warnings)
+		}
+	}
+	for _, bad := range []any{"fast", map[string]any{"rate": -1}, map[string]any{"burst": 0.5}, map[string]any{"burts": 3}} {
+		if _, err := ParseInput("u", withThrottle(bad, false)); err == nil || !strings.Contains(err.Error(), "alert_throttle") {
+			t.Errorf("%v: %v", bad, err)
+		}
+	}
+}

@@ -15,6 +15,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/cloud-defend/cloud-defend/policy"
+	"github.com/cloud-defend/cloud-defend/throttle"
 )
 
 // Output is the Elasticsearch output unit's settings, as the agent passes them
@@ -96,17 +97,22 @@ type Input struct {
 	Warnings        []policy.Diagnostic
 	HeartbeatPeriod time.Duration
 	MetricsPeriod   time.Duration
+	// AlertRate and AlertBurst are the alert throttle (alert_throttle.rate
+	// and .burst on the alerts stream; rate 0 turns it off).
+	AlertRate  float64
+	AlertBurst int
 }
 
 // streamKeys are a stream's own settings, not part of the policy at its root.
-var streamKeys = []string{"id", "data_stream", "type", "name", "enabled", "period", "condition", "processors", "index"}
+var streamKeys = []string{"id", "data_stream", "type", "name", "enabled", "period", "condition", "processors", "index", "alert_throttle"}
 
 // ParseInput reads an input unit's config: the policy from the alerts stream (at
 // the stream's root as Fleet places it, or under security-policy as
 // elastic-agent.yml does), and the metadata every event carries. A policy that
 // does not validate is an error holding its diagnostics (policy.Errors).
 func ParseInput(unitID string, cfg *proto.UnitExpectedConfig) (Input, error) {
-	in := Input{UnitID: unitID, Namespace: "default", HeartbeatPeriod: DefaultHeartbeatPeriod, MetricsPeriod: DefaultMetricsPeriod}
+	in := Input{UnitID: unitID, Namespace: "default", HeartbeatPeriod: DefaultHeartbeatPeriod, MetricsPeriod: DefaultMetricsPeriod,
+		AlertRate: throttle.DefaultRate, AlertBurst: throttle.DefaultBurst}
 	if cfg == nil {
 		return in, errors.New("the input unit has no configuration")
 	}
@@ -144,6 +150,9 @@ func ParseInput(unitID string, cfg *proto.UnitExpectedConfig) (Input, error) {
 	if alerts == nil {
 		return in, fmt.Errorf("input %s has no %s stream: the policy lives there (Fleet puts it at the stream's root, elastic-agent.yml under security-policy)", unitID, DatasetAlerts)
 	}
+	if err := alertThrottle(alerts["alert_throttle"], &in); err != nil {
+		return in, fmt.Errorf("stream %s: %w", DatasetAlerts, err)
+	}
 	doc := alerts
 	if sp, ok := alerts["security-policy"]; ok {
 		if _, ok := sp.(map[string]any); !ok {
@@ -174,6 +183,33 @@ func ParseInput(unitID string, cfg *proto.UnitExpectedConfig) (Input, error) {
 	}
 	in.Policy = p
 	return in, nil
+}
+
+// alertThrottle reads the alerts stream's alert_throttle: {rate, burst}.
+func alertThrottle(v any, in *Input) error {
+	if v == nil {
+		return nil
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return fmt.Errorf("alert_throttle must be a mapping with rate and burst, not %T", v)
+	}
+	for k, x := range m {
+		n, ok := x.(float64) // structpb numbers are float64
+		switch {
+		case !ok:
+			return fmt.Errorf("alert_throttle.%s must be a number, not %T", k, x)
+		case k == "rate" && n >= 0:
+			in.AlertRate = n
+		case k == "burst" && n >= 1 && n == float64(int(n)):
+			in.AlertBurst = int(n)
+		case k == "rate" || k == "burst":
+			return fmt.Errorf("alert_throttle.%s %v: rate is alerts a second (0 turns the throttle off), burst a whole number from 1", k, x)
+		default:
+			return fmt.Errorf("alert_throttle.%s: unknown key (rate, burst)", k)
+		}
+	}
+	return nil
 }
 
 func streamPeriod(src map[string]any) (time.Duration, error) {

@@ -19,6 +19,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/internal/version"
+	"github.com/cloud-defend/cloud-defend/throttle"
 )
 
 // agentSettings are what the agent passes besides StartUpInfo: -E key=value.
@@ -131,6 +132,7 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 			agentID = info.ID
 		}
 		pipe := newPipeline(engine, agentID, meta.get, sink.Publish, sink.Flush, log)
+		meta.setLimiter(pipe.throttle)
 		stop := make(chan struct{})
 		defer close(stop)
 		events.Add(1)
@@ -168,13 +170,31 @@ type metaBox struct {
 	m       ecs.Meta
 	ok      bool
 	hb, met time.Duration
+	// The alert throttle follows the input's alert_throttle.
+	limiter *throttle.Limiter
+	alerts  throttle.Config
 }
 
 func (b *metaBox) set(in component.Input) {
 	b.mu.Lock()
 	b.m, b.ok = ecs.Meta{Namespace: in.Namespace, PackagePolicyID: in.PackagePolicyID, Revision: in.Revision}, true
 	b.hb, b.met = in.HeartbeatPeriod, in.MetricsPeriod
+	b.alerts = throttle.Config{Rate: in.AlertRate, Burst: in.AlertBurst}
+	if b.limiter != nil {
+		b.limiter.SetConfig(b.alerts)
+	}
 	b.mu.Unlock()
+}
+
+// setLimiter gives the pipeline's throttle the input's setting, now and on
+// every change.
+func (b *metaBox) setLimiter(l *throttle.Limiter) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	b.limiter = l
+	if l != nil && b.ok {
+		l.SetConfig(b.alerts)
+	}
 }
 
 func (b *metaBox) periods() (heartbeat, metrics time.Duration) {

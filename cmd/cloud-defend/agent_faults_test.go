@@ -31,7 +31,9 @@ func TestAgentFaults(t *testing.T) {
 	h := startAgentManaged(t)
 	h.configureOutput()
 	policy := func(name string) string {
-		return "process:\n  selectors:\n    - name: " + name + "\n      operation: [exec]\n      processName: [true]\n  responses:\n    - match: [" + name + "]\n      actions: [alert]\n"
+		// Delivery is what is tested: every alert must arrive, so the alert
+		// throttle (a setting of the alerts stream, beside the policy) is off.
+		return "process:\n  selectors:\n    - name: " + name + "\n      operation: [exec]\n      processName: [true]\n  responses:\n    - match: [" + name + "]\n      actions: [alert]\nalert_throttle:\n  rate: 0\n"
 	}
 	h.agent.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, inputUnit(t, 1, policy("rev1")))
 	h.agent.Wait(t, inputID, proto.State_DEGRADED, "policy revision 1 in force", 30*time.Second)

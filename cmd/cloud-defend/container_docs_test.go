@@ -94,7 +94,7 @@ type podmanHarness struct {
 	daemon *exec.Cmd
 }
 
-func startPodman(t *testing.T, policy string) *podmanHarness {
+func startPodman(t *testing.T, policy string, daemonArgs ...string) *podmanHarness {
 	t.Helper()
 	needRoot(t, "runs containers and loads BPF programs")
 	if _, err := exec.LookPath("podman"); err != nil {
@@ -159,6 +159,7 @@ func startPodman(t *testing.T, policy string) *podmanHarness {
 	os.WriteFile(pol, []byte(policy), 0o644)
 	cmd := exec.Command(bin, "run", "--policy", pol, "--output", "elasticsearch", "--es-url", es.URL(),
 		"--data-path", filepath.Join(dir, "data"), "--namespace", "ctr")
+	cmd.Args = append(cmd.Args, daemonArgs...)
 	cmd.Env = append(os.Environ(), "DOCKER_SOCKET="+sock, "CRI_SOCKET="+filepath.Join(dir, "no-cri.sock"))
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {

@@ -4,6 +4,8 @@
 //	cloud-defend policy validate [--format text|json] FILE...   check policies
 //	cloud-defend policy explain [--default | FILE]              print what a policy does
 //	cloud-defend policy default                                 print the default policy
+//	cloud-defend policy test POLICY --events FILE...            what a policy would do to recorded activity
+//	cloud-defend policy learn --events FILE... [--block]        an allowlist policy from recorded activity
 //	cloud-defend doctor                                         check this node
 //	cloud-defend unpin [--pin-path DIR] [--state-dir DIR]       remove the pinned enforcement
 //	cloud-defend --agent-managed [-E key=value]...              run under Elastic Agent
@@ -54,6 +56,14 @@ commands:
   policy validate [--format text|json] FILE...   validate policies (- reads stdin)
   policy explain [--default | FILE]              print the rules a policy enforces
   policy default                                 print the embedded default policy
+  policy test POLICY --events FILE... [--show blocked] [--format text|json]
+                                                 replay recorded activity (ECS NDJSON, Elasticsearch
+                                                 exports, the engine's records) through a policy;
+                                                 exit 0: nothing would be blocked, 1: something
+                                                 would, 2: bad arguments or input
+  policy learn --events FILE... [--by image|pod-labels=KEY] [--block] [--max-values N] [--out FILE]
+                                                 write a policy that allows what each image (or pod
+                                                 label) was seen doing and alerts (or blocks) the rest
   doctor [--pin-path DIR]                        check this node: kernel, BTF, capabilities,
                                                  BPF LSM, pinned enforcement; says what to change
   unpin [--pin-path DIR] [--state-dir DIR]       detach and remove the pinned enforcement (refused

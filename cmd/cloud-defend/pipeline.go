@@ -25,6 +25,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/internal/version"
 	"github.com/cloud-defend/cloud-defend/output"
 	"github.com/cloud-defend/cloud-defend/policy"
+	"github.com/cloud-defend/cloud-defend/throttle"
 )
 
 // pipeline moves kernel events to documents: engine → enrich → ecs → publish.
@@ -43,6 +44,14 @@ type pipeline struct {
 	events           atomic.Uint64
 	cgroups          *container.Cgroups
 	containerCgroups sync.Map // container id → cgroup id given to the engine
+
+	// throttle bounds alert documents per container and selector set (nil:
+	// off). publishDoc applies it to the documents of cur, the event being
+	// encoded; it is a field so the event loop does not make a closure per event.
+	throttle   *throttle.Limiter
+	cur        *ebpf.Event
+	curCtx     *ecs.Context
+	publishDoc func(ecs.Doc)
 }
 
 // newPipeline builds the enrichment for this node. Without a visible cgroup2
@@ -60,7 +69,40 @@ func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, boo
 	enc := ecs.NewEncoder(ecs.Agent{ID: agentID, Version: version.Version}, ecs.LocalHost(procRoot(), "/etc"), nil, ecs.BootTime(), engine.SelectorNames)
 	enr := enrich.New(tab, cg)
 	enr.Runtimes = runtimeSources(log)
-	return &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, flush: flush, log: log, cgroups: cg}
+	p := &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, flush: flush, log: log, cgroups: cg,
+		throttle: throttle.New(throttle.Config{Rate: throttle.DefaultRate, Burst: throttle.DefaultBurst})}
+	p.publishDoc = p.publishThrottled
+	return p
+}
+
+// publishThrottled publishes a document of the event being encoded; alerts
+// go through the throttle, which may first hand back the summary of the
+// window it closes. Log documents are never throttled.
+func (p *pipeline) publishThrottled(d ecs.Doc) {
+	if p.throttle == nil || !strings.HasPrefix(d.Stream, "logs-cloud_defend.alerts-") {
+		p.publish(d)
+		return
+	}
+	k := throttle.Key{Selectors: p.cur.Matched, Generation: p.cur.Generation, Type: uint8(p.cur.Op.Type())}
+	if c := p.curCtx; c != nil && c.Container != nil {
+		k.Container = c.Container.ID
+	}
+	ok, closed := p.throttle.Allow(k, time.Now(), d.Body, d.Stream)
+	if closed != nil {
+		p.publishSummary(*closed)
+	}
+	if ok {
+		p.publish(d)
+	}
+}
+
+func (p *pipeline) publishSummary(s throttle.Summary) {
+	id, body, err := throttle.Document(s, p.throttle.Config(), time.Now())
+	if err != nil {
+		p.log.Errorf("%v", err)
+		return
+	}
+	p.publish(ecs.Doc{Stream: s.Stream, ID: id, Body: body})
 }
 
 // Where runtimes listen by default; CRI_SOCKET and DOCKER_SOCKET (paths, comma
@@ -125,9 +167,11 @@ func (p *pipeline) run() {
 		if !ok {
 			return // no policy in force yet: nothing was decided
 		}
-		if err := p.enc.EncodeAll(ev, ctx, m, p.publish); err != nil {
+		p.cur, p.curCtx = ev, ctx
+		if err := p.enc.EncodeAll(ev, ctx, m, p.publishDoc); err != nil {
 			p.log.Errorf("encode event: %v", err)
 		}
+		p.cur, p.curCtx = nil, nil
 	}
 	for {
 		ev, err := p.engine.Read()
@@ -136,6 +180,12 @@ func (p *pipeline) run() {
 				p.log.Errorf("read kernel events: %v", err)
 			}
 			p.enrich.Flush(emit)
+			if p.throttle != nil {
+				// Every suppressed alert is counted in some summary.
+				for _, s := range p.throttle.Flush(time.Now()) {
+					p.publishSummary(s)
+				}
+			}
 			p.flush()
 			return
 		}
@@ -189,6 +239,11 @@ func (p *pipeline) periodic(stop <-chan struct{}, periods func() (heartbeat, met
 				continue
 			}
 			hb, mt = periods()
+			if p.throttle != nil {
+				for _, s := range p.throttle.Expire(now) {
+					p.publishSummary(s)
+				}
+			}
 			if !now.Before(nextHB) {
 				p.publish(p.enc.Heartbeat(m, blockEnabled(), now))
 				nextHB = now.Add(hb)
@@ -198,7 +253,10 @@ func (p *pipeline) periodic(stop <-chan struct{}, periods func() (heartbeat, met
 				if extra != nil {
 					extra(&c)
 				}
-				p.publish(p.enc.Metrics(m, c, now))
+				d := p.enc.Metrics(m, c, now)
+				suppressed, _ := p.throttle.Stats()
+				d.Body = throttle.AddMetric(d.Body, suppressed)
+				p.publish(d)
 				nextMT = now.Add(mt)
 			}
 			p.flush()

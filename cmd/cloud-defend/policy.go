@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"strings"
 
 	"github.com/cloud-defend/cloud-defend/policy"
+	"github.com/cloud-defend/cloud-defend/rollout"
 )
 
 func runPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -21,6 +23,10 @@ func runPolicy(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 		return policyValidate(args[1:], stdin, stdout, stderr)
 	case "explain":
 		return policyExplain(args[1:], stdin, stdout, stderr)
+	case "test":
+		return policyTest(args[1:], stdin, stdout, stderr)
+	case "learn":
+		return policyLearn(args[1:], stdin, stdout, stderr)
 	case "default":
 		if len(args) > 1 {
 			fmt.Fprintln(stderr, "cloud-defend policy default: takes no arguments")
@@ -173,4 +179,162 @@ func explain(w io.Writer, p *policy.Policy) {
 			fmt.Fprintf(w, "  %s\n", r)
 		}
 	}
+}
+
+// readEvents reads recordings into one reader; "-" is stdin. Unusable lines
+// are printed as FILE:LINE: why.
+func readEvents(files []string, stdin io.Reader, stderr io.Writer) (*rollout.Reader, bool) {
+	var rd rollout.Reader
+	for _, name := range files {
+		var err error
+		if name == "-" {
+			err = rd.Read("<stdin>", stdin)
+		} else if f, oerr := os.Open(name); oerr != nil {
+			err = oerr
+		} else {
+			err = rd.Read(name, f)
+			f.Close()
+		}
+		if err != nil {
+			fmt.Fprintf(stderr, "cloud-defend: %v\n", err)
+			return nil, false
+		}
+	}
+	for _, p := range rd.Problems {
+		fmt.Fprintln(stderr, p)
+	}
+	return &rd, true
+}
+
+// splitPositional lets the command's first argument come before its flags
+// (policy test POLICY --events FILE), as the usage line writes it.
+func splitPositional(args []string) (first string, rest []string) {
+	if len(args) > 0 && !strings.HasPrefix(args[0], "-") {
+		return args[0], args[1:]
+	}
+	return "", args
+}
+
+const testUsage = "usage: cloud-defend policy test POLICY --events FILE... [--show blocked] [--format text|json] [--skip-invalid]"
+
+// policyTest replays recordings through a policy. Exit 0: nothing would be
+// blocked; 1: something would; 2: bad arguments, unreadable or invalid
+// policy, or unusable recording lines (unless --skip-invalid).
+func policyTest(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cloud-defend policy test", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var events listFlag
+	fs.Var(&events, "events", "a recording: ECS NDJSON, Elasticsearch hits or search response, or the engine's NDJSON (repeatable; - reads stdin)")
+	show := fs.String("show", "", "blocked: also print the documents that would be blocked")
+	format := fs.String("format", "text", "output format: text or json")
+	skip := fs.Bool("skip-invalid", false, "answer even when some recording lines cannot be used (they are still listed)")
+	name, rest := splitPositional(args)
+	if err := fs.Parse(rest); err != nil {
+		return exitUsage
+	}
+	pos := fs.Args()
+	if name == "" && len(pos) > 0 {
+		name, pos = pos[0], pos[1:]
+	}
+	files := append(append([]string(nil), events...), pos...)
+	if name == "" || len(files) == 0 || (*show != "" && *show != "blocked") || (*format != "text" && *format != "json") {
+		fmt.Fprintln(stderr, testUsage)
+		return exitUsage
+	}
+	p, warnings, err, _ := load(name, stdin)
+	for _, w := range warnings {
+		fmt.Fprintln(stderr, w)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "cloud-defend: %v\n", err)
+		return exitUsage
+	}
+	rd, ok := readEvents(files, stdin, stderr)
+	if !ok {
+		return exitUsage
+	}
+	rep := rollout.Replay(p, rd)
+	if *format == "json" {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(rep); err != nil {
+			fmt.Fprintln(stderr, err)
+			return exitUsage
+		}
+	} else {
+		rep.WriteText(stdout, *show == "blocked")
+	}
+	if len(rd.Problems) > 0 && !*skip {
+		fmt.Fprintf(stderr, "cloud-defend: %d recording lines could not be used (listed above); the answer may be incomplete (--skip-invalid answers anyway)\n", len(rd.Problems))
+		return exitUsage
+	}
+	if rep.WouldBlock() {
+		return exitInvalid
+	}
+	return exitOK
+}
+
+const learnUsage = "usage: cloud-defend policy learn --events FILE... [--by image|pod-labels=KEY] [--block] [--max-values N] [--out FILE]"
+
+// policyLearn writes an allowlist policy learned from recordings.
+func policyLearn(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("cloud-defend policy learn", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var events listFlag
+	fs.Var(&events, "events", "a recording, as for policy test (repeatable)")
+	by := fs.String("by", "image", "group workloads by container image, or by pod-labels=KEY (with the pod's namespace)")
+	block := fs.Bool("block", false, "block what is not allowed, not only alert on it")
+	maxValues := fs.Int("max-values", rollout.DefaultMaxValues, "widen a selector's paths past this many")
+	out := fs.String("out", "", "write the policy here instead of stdout")
+	skip := fs.Bool("skip-invalid", false, "learn even when some recording lines cannot be used (they are still listed)")
+	if err := fs.Parse(args); err != nil {
+		return exitUsage
+	}
+	files := append(events, fs.Args()...)
+	opts := rollout.LearnOptions{Block: *block, MaxValues: *maxValues, Source: strings.Join(files, ", ")}
+	if key, ok := strings.CutPrefix(*by, "pod-labels="); ok {
+		if key == "" || strings.Contains(key, ",") {
+			// A selector's kubernetesPodLabel values are alternatives (OR):
+			// one selector cannot require two labels.
+			fmt.Fprintln(stderr, "cloud-defend policy learn: --by pod-labels takes one label key: a selector's kubernetesPodLabel values are alternatives, so one selector cannot require two labels (the pod's namespace is always part of the group)")
+			return exitUsage
+		}
+		opts.PodLabel = key
+	} else if *by != "image" {
+		fmt.Fprintf(stderr, "cloud-defend policy learn: --by must be image or pod-labels=KEY, not %q\n", *by)
+		return exitUsage
+	}
+	if len(files) == 0 || *maxValues < 1 {
+		fmt.Fprintln(stderr, learnUsage)
+		return exitUsage
+	}
+	rd, ok := readEvents(files, stdin, stderr)
+	if !ok {
+		return exitUsage
+	}
+	if len(rd.Problems) > 0 && !*skip {
+		fmt.Fprintf(stderr, "cloud-defend: %d recording lines could not be used (listed above); --skip-invalid learns from the rest\n", len(rd.Problems))
+		return exitUsage
+	}
+	l, err := rollout.Learn(rd, opts)
+	if err != nil {
+		fmt.Fprintf(stderr, "cloud-defend: %v\n", err)
+		return exitInvalid
+	}
+	for _, w := range l.Widened {
+		fmt.Fprintf(stderr, "widened %s in %s: replaces %d recorded values (%s)\n", w.Pattern, w.Selector, len(w.Replaced), w.Why)
+	}
+	for _, w := range l.Warnings {
+		fmt.Fprintln(stderr, w)
+	}
+	if *out == "" {
+		stdout.Write(l.YAML)
+		return exitOK
+	}
+	if err := os.WriteFile(*out, l.YAML, 0o644); err != nil {
+		fmt.Fprintf(stderr, "cloud-defend: %v\n", err)
+		return exitUsage
+	}
+	fmt.Fprintf(stderr, "%s: %d groups learned from %d operations\n", *out, l.Groups, len(rd.Records))
+	return exitOK
 }

@@ -20,6 +20,7 @@ import (
 
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/policy"
+	"github.com/cloud-defend/cloud-defend/throttle"
 )
 
 // runDaemon is standalone mode: enforce a policy file (or the embedded default) and
@@ -42,7 +43,12 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 	heartbeat := fs.Duration("heartbeat-period", 30*time.Minute, "how often a heartbeat document is sent, with --output elasticsearch")
 	metrics := fs.Duration("metrics-period", 24*time.Hour, "how often a metrics document is sent, with --output elasticsearch")
 	pinPath, stateDir := pinFlags(fs)
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+	alertRate := fs.Float64("alert-rate", throttle.DefaultRate, "alerts per second per container and selector set past the burst, with --output elasticsearch; the rest are counted in summary alerts (0: no throttle)")
+	alertBurst := fs.Int("alert-burst", throttle.DefaultBurst, "alerts at once per container and selector set before --alert-rate applies")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *alertBurst < 1 || *alertRate < 0 {
+		if *alertBurst < 1 || *alertRate < 0 {
+			fmt.Fprintln(stderr, "cloud-defend run: --alert-burst must be at least 1 and --alert-rate not negative")
+		}
 		if fs.NArg() > 0 {
 			fmt.Fprintf(stderr, "cloud-defend run: unexpected argument %q\n", fs.Arg(0))
 		}
@@ -129,6 +135,12 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		}
 		meta := func() (ecs.Meta, bool) { return ecs.Meta{Namespace: es.namespace}, true }
 		pipe := newPipeline(engine, nodeID(), meta, sink.Publish, sink.Flush, stdLogger(logf))
+		pipe.throttle = throttle.New(throttle.Config{Rate: *alertRate, Burst: *alertBurst})
+		if pipe.throttle == nil {
+			logf("alert throttle off: every alert is shipped")
+		} else {
+			logf("alert throttle: %d at once, then %g a second, per container and selector set; the rest are counted in summary alerts", *alertBurst, *alertRate)
+		}
 		go func() {
 			defer close(done)
 			pipe.run()

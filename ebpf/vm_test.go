@@ -16,6 +16,6 @@ func TestInVM(t *testing.T) {
 	if testing.Short() {
 		t.Skip("boots a VM")
 	}
-	vmtest.Run(t, vmtest.Options{Package: "./ebpf", Tags: []string{"vmguest"}, Run: "^TestVM", Timeout: 15 * time.Minute, Binaries: []string{"/usr/sbin/runc"},
+	vmtest.Run(t, vmtest.Options{Package: "./ebpf", Tags: []string{"vmguest"}, Run: "^TestVM", Timeout: 20 * time.Minute, Binaries: []string{"/usr/sbin/runc"},
 		Modules: guestModules})
 }

@@ -290,11 +290,15 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 	clusterName := os.Getenv("CLUSTER_NAME")
 	var pods atomic.Pointer[kube.Pods]
 	// apply gives a container's pod metadata to the kernel engine, once.
-	apply := func(cgid uint64, id, image, name, tag string, pod *ecs.Pod, labels map[string]string, how string) {
+	apply := func(cgid uint64, id, image string, pod *ecs.Pod, labels map[string]string, how string) {
 		if _, done := p.containerCgroups.LoadOrStore(id, cgid); done {
 			return
 		}
-		op := policy.Operation{ContainerImageName: name, ContainerImageTag: tag, ContainerImageFullName: image,
+		// The policy's image conditions name the repository's last segment
+		// (containerImageName: nginx) and the repository (containerImageFullName),
+		// not the reference with its tag.
+		name, tag, repo := runtime.PolicyImage(image)
+		op := policy.Operation{ContainerImageName: name, ContainerImageTag: tag, ContainerImageFullName: repo,
 			KubernetesClusterID: pod.ClusterID, KubernetesClusterName: clusterName, KubernetesNamespace: pod.Namespace,
 			KubernetesPodName: pod.Name, KubernetesPodLabels: labels}
 		if err := p.engine.SetContainer(cgid, op); err != nil {
@@ -325,7 +329,7 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 		if c.ImageTag != "" {
 			full += ":" + c.ImageTag
 		}
-		apply(cgid, c.ID, full, c.ImageName, c.ImageTag, pod, labels, "first event")
+		apply(cgid, c.ID, full, pod, labels, "first event")
 	}
 	// The kubelet's report, for containers whose first event came before the
 	// pod reached the informer.
@@ -348,7 +352,7 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 			p.log.Warnf("kubernetes: no cgroup for container %s of pod %s/%s: its pod selectors do not apply", c.ID, c.Pod.Namespace, c.Pod.Name)
 			return
 		}
-		apply(cgid, c.ID, c.Image, c.ImageName, c.ImageTag, c.Pod, c.Labels, "kubelet status")
+		apply(cgid, c.ID, c.Image, c.Pod, c.Labels, "kubelet status")
 	}
 	onRemove := func(id string) {
 		if v, ok := p.containerCgroups.LoadAndDelete(id); ok {

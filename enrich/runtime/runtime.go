@@ -43,6 +43,16 @@ func SplitImage(ref string) (name, tag string) {
 	return ref, ""
 }
 
+// PolicyImage names an image reference's parts as the policy language's conditions
+// do: containerImageFullName is the repository without tag or digest
+// ("docker.io/library/nginx"), containerImageName its last path segment
+// ("nginx"), containerImageTag the tag.
+func PolicyImage(ref string) (name, tag, fullName string) {
+	fullName, tag = SplitImage(ref)
+	name = fullName[strings.LastIndexByte(fullName, '/')+1:]
+	return name, tag, fullName
+}
+
 // Cache answers lookups from the first source that knows the container, and
 // remembers the answer. Lookups are bounded by Timeout: they run on the event
 // path, once per container. A container no source knows is asked again after

@@ -87,3 +87,17 @@ func TestCache(t *testing.T) {
 		t.Error("a nil cache found something")
 	}
 }
+
+func TestPolicyImage(t *testing.T) {
+	for ref, want := range map[string][3]string{
+		"docker.io/library/nginx:1.25":          {"nginx", "1.25", "docker.io/library/nginx"},
+		"registry.local:5000/team/app@sha256:0": {"app", "", "registry.local:5000/team/app"},
+		"redis":                                 {"redis", "", "redis"},
+		"localhost/cloud-defend/busybox:1":      {"busybox", "1", "localhost/cloud-defend/busybox"},
+	} {
+		name, tag, full := PolicyImage(ref)
+		if [3]string{name, tag, full} != want {
+			t.Errorf("%s: %q %q %q, want %q", ref, name, tag, full, want)
+		}
+	}
+}

@@ -47,10 +47,14 @@ func TestKubernetes(t *testing.T) {
     - name: webPods
       operation: [exec]
       kubernetesPodLabel: [app:web]
+    - name: busyboxImage
+      operation: [exec]
+      containerImageName: [busybox]
+      containerImageTag: ["1"]
   responses:
     - match: [allExecs]
       actions: [log]
-    - match: [webPods]
+    - match: [webPods, busyboxImage]
       actions: [alert]
 `), 0o644)
 	cmd := exec.Command(bin, "run", "--policy", pol, "--output", "elasticsearch", "--es-url", es.URL(),
@@ -151,7 +155,7 @@ func TestKubernetes(t *testing.T) {
 		if !slices.Contains(labels, any("app:web")) || field(d, "orchestrator.cluster.id") == "" {
 			t.Errorf("%s: labels %v cluster id %v", name, labels, field(d, "orchestrator.cluster.id"))
 		}
-		if sel, _ := field(d, "cloud_defend.matched_selectors").([]any); !slices.Contains(sel, any("webPods")) {
+		if sel, _ := field(d, "cloud_defend.matched_selectors").([]any); !slices.Contains(sel, any("webPods")) || !slices.Contains(sel, any("busyboxImage")) {
 			t.Errorf("%s: matched %v", name, sel)
 		}
 	}

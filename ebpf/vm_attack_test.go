@@ -4,7 +4,6 @@ package ebpf
 
 import (
 	"bufio"
-	"encoding/json"
 	"fmt"
 	"io"
 	"os"
@@ -12,7 +11,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"syscall"
 	"testing"
 
 	"github.com/cloud-defend/cloud-defend/policy"
@@ -150,37 +148,14 @@ func attackBundle(t *testing.T, script string) string {
 		}
 	}
 	put(t, filepath.Join(bundle, "volume", "acl-plain"), []byte("#!/bin/sh\n"), 0o644)
-	rootfs := filepath.Join(bundle, "rootfs")
-	opts := "lowerdir=" + image + ",upperdir=" + filepath.Join(bundle, "upper") + ",workdir=" + filepath.Join(bundle, "work")
-	if err := syscall.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
-		t.Fatalf("mount the container's overlay: %v", err)
-	}
-	t.Cleanup(func() { syscall.Unmount(rootfs, syscall.MNT_DETACH) })
-
-	if out, err := exec.Command("/usr/sbin/runc", "spec", "-b", bundle).CombinedOutput(); err != nil {
-		t.Fatalf("runc spec: %v %s", err, out)
-	}
-	cfgPath := filepath.Join(bundle, "config.json")
-	var spec map[string]any
-	data, _ := os.ReadFile(cfgPath)
-	if err := json.Unmarshal(data, &spec); err != nil {
-		t.Fatal(err)
-	}
-	proc := spec["process"].(map[string]any)
-	proc["terminal"] = false
-	proc["args"] = []string{"/bin/busybox", "sh", "-c", script}
-	proc["env"] = []string{"PATH=/bin:/usr/bin", "CLOUD_DEFEND_HELPER=attack"}
-	proc["capabilities"] = map[string]any{"bounding": dockerCaps, "effective": dockerCaps, "permitted": dockerCaps}
-	delete(proc, "rlimits")
-	spec["root"] = map[string]any{"path": "rootfs", "readonly": false}
-	linux := spec["linux"].(map[string]any)
-	delete(linux, "seccomp")
-	spec["mounts"] = append(spec["mounts"].([]any),
-		map[string]any{"destination": "/data", "type": "bind", "source": filepath.Join(bundle, "volume"), "options": []string{"rbind", "rw"}})
-	data, _ = json.Marshal(spec)
-	if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	finishBundle(t, bundle, image, script, func(spec, proc map[string]any) {
+		proc["env"] = []string{"PATH=/bin:/usr/bin", "CLOUD_DEFEND_HELPER=attack"}
+		proc["capabilities"] = map[string]any{"bounding": dockerCaps, "effective": dockerCaps, "permitted": dockerCaps}
+		delete(proc, "rlimits")
+		delete(spec["linux"].(map[string]any), "seccomp")
+		spec["mounts"] = append(spec["mounts"].([]any),
+			map[string]any{"destination": "/data", "type": "bind", "source": filepath.Join(bundle, "volume"), "options": []string{"rbind", "rw"}})
+	})
 	return bundle
 }
 

@@ -49,13 +49,26 @@ func runcBundle(t *testing.T, script string) string {
 	writeFile(t, filepath.Join(bundle, "volume", "file"), 0o644)
 	writeFile(t, filepath.Join(bundle, "app.conf"), 0o644)
 	writeFile(t, filepath.Join(image, "config", "app.conf"), 0o644)
+	finishBundle(t, bundle, image, script, func(spec, proc map[string]any) {
+		spec["mounts"] = append(spec["mounts"].([]any),
+			map[string]any{"destination": "/data", "type": "bind", "source": filepath.Join(bundle, "volume"), "options": []string{"rbind", "rw"}},
+			map[string]any{"destination": "/config/app.conf", "type": "bind", "source": filepath.Join(bundle, "app.conf"), "options": []string{"bind", "rw"}},
+		)
+	})
+	return bundle
+}
+
+// finishBundle mounts the container's rootfs, the image under a writable layer in
+// bundle/upper, and writes the OCI config runc spec makes, running script with
+// busybox sh, with edit's changes.
+func finishBundle(t *testing.T, bundle, image, script string, edit func(spec, proc map[string]any)) {
+	t.Helper()
 	rootfs := filepath.Join(bundle, "rootfs")
 	opts := "lowerdir=" + image + ",upperdir=" + filepath.Join(bundle, "upper") + ",workdir=" + filepath.Join(bundle, "work")
 	if err := syscall.Mount("overlay", rootfs, "overlay", 0, opts); err != nil {
 		t.Fatalf("mount the container's overlay: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(rootfs, syscall.MNT_DETACH) })
-
 	if out, err := exec.Command("/usr/sbin/runc", "spec", "-b", bundle).CombinedOutput(); err != nil {
 		t.Fatalf("runc spec: %v %s", err, out)
 	}
@@ -70,17 +83,11 @@ func runcBundle(t *testing.T, script string) string {
 	proc["args"] = []string{"/bin/busybox", "sh", "-c", script}
 	proc["env"] = []string{"PATH=/bin:/usr/bin"}
 	spec["root"] = map[string]any{"path": "rootfs", "readonly": false}
-	mounts := spec["mounts"].([]any)
-	mounts = append(mounts,
-		map[string]any{"destination": "/data", "type": "bind", "source": filepath.Join(bundle, "volume"), "options": []string{"rbind", "rw"}},
-		map[string]any{"destination": "/config/app.conf", "type": "bind", "source": filepath.Join(bundle, "app.conf"), "options": []string{"bind", "rw"}},
-	)
-	spec["mounts"] = mounts
+	edit(spec, proc)
 	data, _ = json.Marshal(spec)
 	if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return bundle
 }
 
 // TestVMRuncContainer runs the file operations of the list in a real runc

@@ -153,7 +153,17 @@ func (e *Encoder) Encode(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error
 
 // first encodes the document Encode returns into the encoder's buffer.
 func (e *Encoder) first(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error) {
-	if ev.Kind != ebpf.EventDecision && ev.Kind != ebpf.EventFile {
+	switch ev.Kind {
+	case ebpf.EventDecision, ebpf.EventFile:
+	case ebpf.EventExit:
+		// The end of a process whose fork or exec was logged (enrich gives it
+		// the logging decision's selectors and ActionLog): a log document
+		// only, never an alert.
+		if !ev.Actions.Has(policy.ActionLog) {
+			return Doc{}, false, nil
+		}
+		return e.encode(ev, ctx, m, false)
+	default:
 		return Doc{}, false, nil
 	}
 	if ev.Actions&(policy.ActionLog|policy.ActionAlert|policy.ActionBlock) == 0 {
@@ -173,7 +183,7 @@ func (e *Encoder) EncodeAll(ev *ebpf.Event, ctx *Context, m Meta, emit func(Doc)
 		return err
 	}
 	emit(d)
-	if ev.Actions.Has(policy.ActionLog) && (ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock)) {
+	if ev.Kind != ebpf.EventExit && ev.Actions.Has(policy.ActionLog) && (ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock)) {
 		d, _, err = e.encode(ev, ctx, m, false)
 		if err != nil {
 			return err
@@ -304,6 +314,10 @@ func (e *Encoder) writeProcess(w *jw, ev *ebpf.Event, v *proctree.View) {
 			UID: pp.UID, EUID: pp.EUID, GID: pp.GID, EGID: pp.EGID,
 			TTYMajor: pp.TTYMajor, TTYMinor: pp.TTYMinor, Interactive: pp.TTYMajor != 0,
 			EntityID: proctree.EntityID(e.agent.ID, pp.PID, pp.Start)}
+	}
+	if ev.Kind == ebpf.EventExit && !p.Exited {
+		// The table did not have its end (or the process): the event says it.
+		p.Exited, p.End, p.ExitKnown, p.Exit = true, ev.Time, true, proctree.DecodeWaitStatus(ev.ExitCode)
 	}
 	if ev.Kind == ebpf.EventDecision && ev.Path != "" && p.Executable != ev.Path {
 		// The table has not seen this exec (blocked, or not yet applied): its
@@ -517,6 +531,9 @@ func writePod(w *jw, p *Pod) {
 }
 
 func actionOf(ev *ebpf.Event) (action, typ string) {
+	if ev.Kind == ebpf.EventExit {
+		return "end", "end"
+	}
 	if ev.Kind == ebpf.EventDecision {
 		action, typ = "exec", "start"
 		if ev.Op == policy.OpFork {
@@ -557,7 +574,13 @@ func hookPoint(ev *ebpf.Event) string {
 	if ev.Kind == ebpf.EventFile || ev.Hook != 0 {
 		return ev.Hook.String() // a file hook, or an executable mapping judged as an exec
 	}
+	if ev.Kind == ebpf.EventExit {
+		return "tracepoint__sched_process_exit"
+	}
 	if ev.UserSpace {
+		if ev.Op == policy.OpFork {
+			return "tracepoint__sched_process_fork"
+		}
 		return "tracepoint__sched_process_exec"
 	}
 	if ev.Op == policy.OpFork {

@@ -49,6 +49,8 @@ type Enricher struct {
 	OnContainer func(cgroupID uint64, c *ecs.Container)
 
 	pending       map[uint32]*ebpf.Event // exec decisions waiting for their exec, by pid
+	forks         map[uint32]*ebpf.Event // fork decisions waiting for their child, by forking thread
+	logged        map[uint32]logged      // processes whose fork or exec was logged, by pid: their end is too
 	held          []held                 // documents waiting for their container's metadata, in order
 	lastReconcile time.Duration
 
@@ -63,7 +65,8 @@ type Enricher struct {
 
 // New returns an enricher over a process table and cgroup resolver.
 func New(tab *proctree.Table, cg *container.Cgroups) *Enricher {
-	return &Enricher{Table: tab, Cgroups: cg, pending: map[uint32]*ebpf.Event{}, containers: map[uint64]*ecs.Container{}}
+	return &Enricher{Table: tab, Cgroups: cg, pending: map[uint32]*ebpf.Event{}, forks: map[uint32]*ebpf.Event{},
+		logged: map[uint32]logged{}, containers: map[uint64]*ecs.Container{}}
 }
 
 // SetPods sets where pod metadata comes from (Kubernetes); nil for none.
@@ -72,6 +75,19 @@ func (e *Enricher) SetPods(f func(podUID string) *ecs.Pod) {
 	e.pods = f
 	e.mu.Unlock()
 }
+
+// logged is what logged a process's fork or exec: its end document names the
+// same selectors.
+type logged struct {
+	start      time.Duration
+	op         policy.Op
+	generation uint32
+	matched    uint64
+}
+
+// maxLogged bounds the processes waiting for their end document; past it
+// (exit events lost) the oldest promises are dropped all at once.
+const maxLogged = 1 << 17
 
 // held is a decision waiting for its container's runtime to answer, with its
 // process as it was when it was made.
@@ -90,8 +106,26 @@ func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
 		delete(e.pending, pid)
 		e.emit(p, emit)
 	}
+	if p := e.forks[ev.Process.TID]; p != nil && ev.Kind != ebpf.EventFork {
+		// The fork failed after it was decided: no child to describe.
+		delete(e.forks, ev.Process.TID)
+		e.emit(p, emit)
+	}
 	switch ev.Kind {
-	case ebpf.EventFork, ebpf.EventExit, ebpf.EventSetsid:
+	case ebpf.EventFork:
+		e.Table.Apply(ev)
+		if p := e.forks[ev.ParentTID]; p != nil {
+			// The kernel decides a fork in the forking task, before the child
+			// exists; the document is about the child, as D4C's fork events
+			// are (Session View draws a process from its fork).
+			delete(e.forks, ev.ParentTID)
+			p.Process, p.Time = ev.Process, ev.Time
+			e.emit(p, emit)
+		}
+	case ebpf.EventExit:
+		e.Table.Apply(ev)
+		e.end(ev, emit)
+	case ebpf.EventSetsid:
 		e.Table.Apply(ev)
 	case ebpf.EventExec:
 		e.Table.Apply(ev)
@@ -107,6 +141,11 @@ func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
 			// the new image's args and the old one as previous.
 			c := *ev
 			e.pending[pid] = &c
+			return
+		}
+		if ev.Op == policy.OpFork && !ev.Blocked && !ev.UserSpace {
+			c := *ev
+			e.forks[ev.Process.TID] = &c
 			return
 		}
 		e.emit(ev, emit)
@@ -126,6 +165,10 @@ func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
 func (e *Enricher) Flush(emit Emit) {
 	for pid, p := range e.pending {
 		delete(e.pending, pid)
+		e.emit(p, emit)
+	}
+	for tid, p := range e.forks {
+		delete(e.forks, tid)
 		e.emit(p, emit)
 	}
 	e.release(0, true, emit)
@@ -164,9 +207,45 @@ func (e *Enricher) expire(now time.Duration, emit Emit) {
 			e.emit(p, emit)
 		}
 	}
+	for tid, p := range e.forks {
+		if now-p.Time > execWait {
+			delete(e.forks, tid)
+			e.emit(p, emit)
+		}
+	}
+}
+
+// end emits the end document of a process whose fork or exec was logged: an
+// exit event, with the logging decision's selectors, about the process as the
+// table has it now (ended, with its exit code, entity id and leaders).
+func (e *Enricher) end(ev *ebpf.Event, emit Emit) {
+	pid := ev.Process.PID
+	l, ok := e.logged[pid]
+	if !ok {
+		return
+	}
+	delete(e.logged, pid)
+	if proctree.TruncStart(l.start) != proctree.TruncStart(ev.Process.Start) {
+		return // a reused pid: the logged process ended unseen
+	}
+	end := *ev
+	end.Op, end.Generation, end.Matched, end.Actions = l.op, l.generation, l.matched, policy.ActionLog
+	e.emit(&end, emit)
 }
 
 func (e *Enricher) emit(ev *ebpf.Event, emit Emit) {
+	if ev.Kind == ebpf.EventDecision && ev.Actions.Has(policy.ActionLog) && !ev.Blocked {
+		if len(e.logged) >= maxLogged {
+			clear(e.logged)
+		}
+		// The process's start as the table knows it: a thread's own start
+		// differs, and its exit is reported with the process's.
+		start := ev.Process.Start
+		if v, ok := e.Table.LookupPID(ev.Process.PID); ok && ev.Process.TID != ev.Process.PID {
+			start = v.Process.Start
+		}
+		e.logged[ev.Process.PID] = logged{start: start, op: ev.Op, generation: ev.Generation, matched: ev.Matched}
+	}
 	c, pod := e.container(ev.Process.CgroupID)
 	if c != nil && len(e.held) < maxHeld {
 		e.mu.Lock()

@@ -265,6 +265,10 @@ func (e *Encoder) encode(ev *ebpf.Event, ctx *Context, m Meta, alert bool) (Doc,
 	w.end()
 	w.bool("blocked", ev.Blocked)
 	w.bool("detected_in_user_space", ev.UserSpace)
+	if v := ctx.Process; v != nil && v.Process.ArgsTruncated && v.Process.Args != nil {
+		// process.args holds argv's beginning only: say so, never silently.
+		w.bool("args_truncated", true)
+	}
 	if ev.Layer != ebpf.LayerNone {
 		w.str("executable_layer", ev.Layer.String())
 	}

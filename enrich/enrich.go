@@ -241,8 +241,10 @@ func (e *Enricher) emit(ev *ebpf.Event, emit Emit) {
 		// The process's start as the table knows it: a thread's own start
 		// differs, and its exit is reported with the process's.
 		start := ev.Process.Start
-		if v, ok := e.Table.LookupPID(ev.Process.PID); ok && ev.Process.TID != ev.Process.PID {
-			start = v.Process.Start
+		if ev.Process.TID != ev.Process.PID {
+			if v, ok := e.Table.LookupPID(ev.Process.PID); ok {
+				start = v.Process.Start
+			}
 		}
 		e.logged[ev.Process.PID] = logged{start: start, op: ev.Op, generation: ev.Generation, matched: ev.Matched}
 	}

@@ -84,8 +84,11 @@ type Engine struct {
 	dryRun   bool
 	hostNS   uint32
 	pending  []Event // user-space decisions waiting to be read (no BPF LSM)
-	rec      ringbuf.Record
-	names    names // the reader's interned command names
+	// workloads: what fork decisions need of workload processes, by pid
+	// (no BPF LSM; see detect.go). Reader only.
+	workloads map[uint32]workloadProc
+	rec       ringbuf.Record
+	names     names // the reader's interned command names
 	// flushInterval: see Options.FlushInterval.
 	flushInterval time.Duration
 

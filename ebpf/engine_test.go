@@ -451,6 +451,65 @@ func TestUserSpaceDetection(t *testing.T) {
 	}
 }
 
+// TestUserSpaceForkDetection: without BPF LSM, forks in a container are judged
+// in user space from the fork event as task_alloc would judge them in the
+// forking process (its executable, known from its exec): the decision names the
+// child. The fork that starts the container (unshare, a node process, forking
+// into a new pid namespace) is out of scope, as it is for the kernel.
+func TestUserSpaceForkDetection(t *testing.T) {
+	e, ch := openEngine(t, Options{DisableLSM: true})
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Swap(mustParse(t, fmt.Sprintf(`process:
+  selectors:
+    - name: shForks
+      operation: [fork]
+      processExecutable: [%s]
+  responses:
+    - match: [shForks]
+      actions: [log]
+`, sh))); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/busybox", "unshare", "-p", "-f", "--", "/bin/sh", "-c", "(exit 0); /bin/true; exit 0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	unshare := uint32(cmd.Process.Pid)
+	var init uint32
+	forks := map[uint32]Event{} // by child
+	var decisions []Event
+	waitFor(t, ch, "unshare's exit", func(ev *Event) bool {
+		switch {
+		case ev.Kind == EventExec && ev.Process.PPID == unshare:
+			init = ev.Process.PID
+		case ev.Kind == EventFork:
+			forks[ev.Process.PID] = *ev
+		case ev.Kind == EventDecision && ev.Op == policy.OpFork:
+			decisions = append(decisions, *ev)
+		}
+		return ev.Kind == EventExit && ev.Process.PID == unshare
+	})
+	var mine []Event
+	for _, d := range decisions {
+		if d.Process.PPID == init || d.Process.PPID == unshare {
+			mine = append(mine, d)
+		}
+	}
+	if init == 0 || len(mine) != 2 {
+		t.Fatalf("sh (pid %d) forked a subshell and true: %d fork decisions about its children, want 2: %+v", init, len(mine), mine)
+	}
+	for _, d := range mine {
+		f, ok := forks[d.Process.PID]
+		names, _ := e.SelectorNames(&d)
+		if d.Process.PPID != init || !d.UserSpace || d.Blocked || d.Path != sh || !ok || d.Time != f.Time || !slices.Equal(names, []string{"shForks"}) {
+			t.Errorf("decision %+v (fork event found %v) names %v", d, ok, names)
+		}
+	}
+}
+
 // TestSupersededPolicies: a burst of swaps forgets no policy whose decisions may
 // still be in the ring; once events stamped a second after a swap are read, the
 // policies it superseded go, and the live one stays.

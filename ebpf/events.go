@@ -164,8 +164,9 @@ func (e *Engine) Buffered() bool {
 // Read blocks until the next kernel event. Only one goroutine may read.
 //
 // Without BPF LSM the kernel makes no decisions, so Read evaluates the live policy
-// on each container exec itself and follows the exec event with a decision event
-// (UserSpace set, never blocked): detection keeps working where blocking cannot.
+// on each container exec and fork itself and follows the exec or fork event with a
+// decision event (UserSpace set, never blocked): detection keeps working where
+// blocking cannot.
 func (e *Engine) Read() (Event, error) {
 	if len(e.pending) > 0 {
 		ev := e.pending[0]
@@ -190,8 +191,8 @@ func (e *Engine) Read() (Event, error) {
 		if int64(ev.Time) > e.retireAt.Load() {
 			e.retire(ev.Time)
 		}
-		if err == nil && ev.Kind == EventExec && !e.lsm.Available {
-			if d, ok := e.detect(&ev); ok {
+		if err == nil && !e.lsm.Available {
+			if d, ok := e.observe(&ev); ok {
 				e.pending = append(e.pending, d)
 			}
 		}

@@ -31,7 +31,7 @@ func (f *engineEnforcer) Status() component.Status {
 	lsm := f.e.LSM()
 	if !lsm.Available {
 		return component.Status{Degraded: true, Message: fmt.Sprintf(
-			"blocking is unavailable: %s. Exec selectors are detected after the fact in user space; fork and file selectors are not evaluated. Enable BPF LSM (add bpf to the lsm= kernel boot parameter) to block",
+			"blocking is unavailable: %s. Exec and fork selectors are detected after the fact in user space; file selectors are not evaluated. Enable BPF LSM (add bpf to the lsm= kernel boot parameter) to block",
 			lsm.Reason)}
 	}
 	st, err := f.e.Stats()

@@ -343,6 +343,25 @@ func (t *Table) LookupPID(pid uint32) (View, bool) {
 	return p.view(), true
 }
 
+// Children returns the processes the table knows (live, or exited within
+// their grace) whose parent is the newest process with pid: for tests and
+// diagnostics, it walks the whole table.
+func (t *Table) Children(pid uint32) []View {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	parent := t.procs[pid]
+	if parent == nil {
+		return nil
+	}
+	var out []View
+	for _, p := range t.procs {
+		if p.parent == parent {
+			out = append(out, p.view())
+		}
+	}
+	return out
+}
+
 // Stats returns the table's counters.
 func (t *Table) Stats() Stats {
 	t.mu.RLock()

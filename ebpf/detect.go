@@ -56,6 +56,8 @@ func (e *Engine) observe(ev *Event) (Event, bool) {
 		return e.detectFork(ev, parent)
 	case EventExit:
 		delete(e.workloads, ev.Process.PID)
+	case EventSysfile:
+		e.detectFile(ev)
 	}
 	return Event{}, false
 }

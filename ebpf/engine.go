@@ -33,6 +33,10 @@ type Options struct {
 	DryRun bool
 	// DisableLSM loads telemetry only, as on a kernel without BPF LSM.
 	DisableLSM bool
+	// DisableFileSyscalls leaves file syscalls unwatched without BPF LSM
+	// (file selectors are then not evaluated): the baseline of
+	// BenchmarkFileSyscalls.
+	DisableFileSyscalls bool
 	// RingBufferSize is the event ring's size in bytes: a power of two and a
 	// multiple of the page size. 0 means 16 MiB.
 	RingBufferSize int
@@ -81,9 +85,12 @@ type Engine struct {
 	waiter   *ringWaiter
 	lsm      LSMStatus
 	sessions FeatureStatus
-	dryRun   bool
-	hostNS   uint32
-	pending  []Event // user-space decisions waiting to be read (no BPF LSM)
+	fileSys  FeatureStatus // file syscalls watched (no BPF LSM)
+	// fileTracepoints: the watch_* programs' tracepoints, by program name.
+	fileTracepoints map[string]string
+	dryRun          bool
+	hostNS          uint32
+	pending         []Event // user-space decisions waiting to be read (no BPF LSM)
 	// workloads: what fork decisions need of workload processes, by pid
 	// (no BPF LSM; see detect.go). Reader only.
 	workloads map[uint32]workloadProc
@@ -152,6 +159,17 @@ func Open(opts Options) (*Engine, error) {
 		}
 	}
 	sort.Strings(enforce)
+	// Without BPF LSM, file operations are watched at syscall exits instead.
+	e.fileTracepoints = map[string]string{}
+	for name, ps := range spec.Programs {
+		if strings.HasPrefix(name, "watch_") {
+			if e.lsm.Available || opts.DisableFileSyscalls {
+				delete(spec.Programs, name)
+			} else {
+				e.fileTracepoints[name] = ps.AttachTo
+			}
+		}
+	}
 	// CO-RE relocates against the kernel's BTF and every loaded module's: overlayfs's
 	// inode (the executable layer) is a module's type on many kernels. If overlayfs
 	// is loaded only later, its files report LayerUnknown until the next start.
@@ -176,6 +194,12 @@ func Open(opts Options) (*Engine, error) {
 		e.links = append(e.links, l)
 	}
 	e.sessions = e.attachSetsid()
+	switch {
+	case opts.DisableFileSyscalls:
+		e.fileSys = FeatureStatus{Reason: "file selectors are not evaluated: file syscalls are not watched (disabled by configuration)"}
+	case !e.lsm.Available:
+		e.fileSys = e.attachFileSyscalls()
+	}
 	if e.lsm.Available {
 		for _, name := range enforce {
 			l, err := link.AttachLSM(link.LSMOptions{Program: e.coll.Programs[name]})

@@ -376,7 +376,8 @@ func (e *Encoder) writeRecord(w *jw, p *proctree.Process, self bool) {
 	if p.Args != nil {
 		w.strs("args", p.Args)
 		if self {
-			w.uint("args_count", uint64(len(p.Args)))
+			// The true count, also when argv was cut (cloud_defend.args_truncated).
+			w.uint("args_count", uint64(max(len(p.Args), p.ArgsCount)))
 			w.key("command_line")
 			w.b = appendJoined(w.b, p.Args)
 		}
@@ -553,8 +554,14 @@ func actionOf(ev *ebpf.Event) (action, typ string) {
 			action, typ = "modification", "change"
 		}
 		switch ev.Hook.String() {
-		case "lsm__path_rename":
+		case "lsm__path_rename", "tracepoint__sys_exit_renameat2":
 			action = "rename"
+		case "tracepoint__sys_exit_openat":
+			// Without BPF LSM, one hook sees both: an open that created the
+			// file is a creation (path_mknod's), the others opens (file_open's).
+			if action == "modification" {
+				action = "open"
+			}
 		case "lsm__path_link":
 			action = "link"
 		case "lsm__file_open":

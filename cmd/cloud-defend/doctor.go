@@ -101,7 +101,7 @@ func runDoctor(args []string, stdout, stderr io.Writer) int {
 			blocking = true
 			add("OK", "BPF LSM programs load and attach: blocking works", "")
 		} else {
-			add("FAIL", "blocking is unavailable: "+l.Reason, "until fixed, cloud-defend runs detection only (exec and fork selectors checked after the fact; file selectors not evaluated)")
+			add("FAIL", "blocking is unavailable: "+l.Reason, "until fixed, cloud-defend runs detection only (exec, fork and file selectors checked after the fact: file operations from their syscalls)")
 		}
 		e.Close()
 	}

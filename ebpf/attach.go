@@ -43,6 +43,9 @@ func (e *Engine) attachAll(spec *ebpf.CollectionSpec) error {
 				e.sessions = st
 			}
 			if l == nil {
+				if strings.HasPrefix(name, "watch_") {
+					e.fileMissing = append(e.fileMissing, st.Reason)
+				}
 				continue
 			}
 		default:

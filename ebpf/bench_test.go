@@ -7,6 +7,7 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/ringbuf"
@@ -20,14 +21,14 @@ func BenchmarkDecodeExecEvent(b *testing.B) {
 	r.Hdr.Type = uint32(EventExec)
 	copy(r.Filename[:], []int8{'/', 'b', 'i', 'n', '/', 's', 'h'})
 	args := "/bin/sh\x00-c\x00echo hello\x00"
-	for i := range args {
-		r.Args[i] = int8(args[i])
-	}
-	r.ArgsLen = uint32(len(args))
+	r.ArgsLen, r.ArgsCap = uint32(len(args)), 1024
 	raw, err := binary.Append(nil, binary.NativeEndian, &r)
 	if err != nil {
 		b.Fatal(err)
 	}
+	// argv follows the fixed part, in the smallest record size (1 KiB of args).
+	raw = append(raw[:unsafe.Offsetof(r.Args)], make([]byte, 1024)...)
+	copy(raw[unsafe.Offsetof(r.Args):], args)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := decodeEvent(raw, names{}); err != nil {

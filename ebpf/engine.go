@@ -32,6 +32,10 @@ type Options struct {
 	DryRun bool
 	// DisableLSM loads telemetry only, as on a kernel without BPF LSM.
 	DisableLSM bool
+	// DisableFileSyscalls leaves file syscalls unwatched without BPF LSM
+	// (file selectors are then not evaluated): the baseline of
+	// BenchmarkFileSyscalls.
+	DisableFileSyscalls bool
 	// RingBufferSize is the event ring's size in bytes: a power of two and a
 	// multiple of the page size. 0 means 16 MiB.
 	RingBufferSize int
@@ -92,11 +96,17 @@ type Engine struct {
 	waiter   *ringWaiter
 	lsm      LSMStatus
 	sessions FeatureStatus
-	dryRun   bool
-	hostNS   uint32
-	pending  []Event // user-space decisions waiting to be read (no BPF LSM)
-	rec      ringbuf.Record
-	names    names // the reader's interned command names
+	fileSys  FeatureStatus // file syscalls watched (no BPF LSM)
+	// fileMissing: why watch_* programs did not attach, one reason each.
+	fileMissing []string
+	dryRun      bool
+	hostNS      uint32
+	pending     []Event // user-space decisions waiting to be read (no BPF LSM)
+	// workloads: what fork decisions need of workload processes, by pid
+	// (no BPF LSM; see detect.go). Reader only.
+	workloads map[uint32]workloadProc
+	rec       ringbuf.Record
+	names     names // the reader's interned command names
 	// flushInterval: see Options.FlushInterval.
 	flushInterval time.Duration
 
@@ -178,6 +188,12 @@ func Open(opts Options) (*Engine, error) {
 			collOpts.MapReplacements[name] = old.maps[name]
 		}
 	}
+	// Without BPF LSM, file operations are watched at syscall exits instead.
+	for name := range spec.Programs {
+		if strings.HasPrefix(name, "watch_") && (e.lsm.Available || opts.DisableFileSyscalls) {
+			delete(spec.Programs, name)
+		}
+	}
 	// CO-RE relocates against the kernel's BTF and every loaded module's: overlayfs's
 	// inode (the executable layer) is a module's type on many kernels. If overlayfs
 	// is loaded only later, its files report LayerUnknown until the next start.
@@ -207,6 +223,12 @@ func Open(opts Options) (*Engine, error) {
 	if err := e.attachAll(spec); err != nil {
 		e.Close()
 		return nil, err
+	}
+	switch {
+	case opts.DisableFileSyscalls:
+		e.fileSys = FeatureStatus{Reason: "file selectors are not evaluated: file syscalls are not watched (disabled by configuration)"}
+	case !e.lsm.Available:
+		e.fileSys = e.fileSyscallStatus()
 	}
 	if e.pinPath != "" {
 		if err := e.handOff(spec, old, !reuse); err != nil {

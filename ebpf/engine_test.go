@@ -451,6 +451,164 @@ func TestUserSpaceDetection(t *testing.T) {
 	}
 }
 
+// TestLongArgv: argv is copied up to 20 KiB (in records of 1, 4 or 20 KiB of
+// args, the smallest that holds it), so a long command line keeps its end; past
+// 20 KiB it is cut, and the event says so with the true argument count.
+func TestLongArgv(t *testing.T) {
+	e, ch := openEngine(t, Options{DisableLSM: true})
+	_ = e
+	token := strings.Repeat("x", 1500) // a pod's bearer token is about this long
+	for _, c := range []struct {
+		args      []string
+		truncated bool
+	}{
+		{[]string{"/bin/true", "-k", "-H", "Authorization: Bearer " + token, "https://10.0.0.1/api/v1/namespaces/x/secrets"}, false},
+		{append([]string{"/bin/true"}, slices.Repeat([]string{token}, 8)...), false}, // 12 KiB
+		{append([]string{"/bin/true"}, slices.Repeat([]string{token}, 20)...), true}, // 30 KiB
+	} {
+		cmd := exec.Command(c.args[0], c.args[1:]...)
+		if err := cmd.Run(); err != nil {
+			t.Fatal(err)
+		}
+		pid := uint32(cmd.Process.Pid)
+		ev := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == pid })
+		size := 0
+		for _, a := range c.args {
+			size += len(a) + 1
+		}
+		if ev.ArgsTruncated != c.truncated || ev.ArgsCount != len(c.args) {
+			t.Errorf("%d bytes of argv: truncated %v, count %d; want %v, %d", size, ev.ArgsTruncated, ev.ArgsCount, c.truncated, len(c.args))
+		}
+		if !c.truncated && !slices.Equal(ev.Args, c.args) {
+			t.Errorf("%d bytes of argv: got %d args, last %.40q", size, len(ev.Args), ev.Args[len(ev.Args)-1])
+		}
+		if c.truncated {
+			got := strings.Join(ev.Args, "\x00")
+			if len(got) != 20480 || !strings.HasPrefix(strings.Join(c.args, "\x00"), got) {
+				t.Errorf("%d bytes of argv, cut: %d bytes kept, want the first 20480", size, len(got))
+			}
+		}
+	}
+}
+
+// TestFileSyscallDetection: without BPF LSM, a workload's file operations are
+// seen at the exit of their syscalls and judged in user space as the LSM hooks
+// would name them: a new file is createFile, a new executable (cp keeps the x
+// bit) createExecutable, an append to an existing one modifyFile, chmod +x
+// createExecutable, rename a deletion and a creation, rm deleteFile. Read-only
+// opens and the node's own processes make nothing.
+func TestFileSyscallDetection(t *testing.T) {
+	e, ch := openEngine(t, Options{DisableLSM: true})
+	if !e.FileSyscalls().Available {
+		t.Fatalf("file syscalls: %+v", e.FileSyscalls())
+	}
+	dir := t.TempDir()
+	if err := e.Swap(mustParse(t, fmt.Sprintf(`file:
+  selectors:
+    - name: all
+      operation: [createFile, modifyFile, deleteFile, createExecutable, modifyExecutable]
+      targetFilePath: [%s/**]
+  responses:
+    - match: [all]
+      actions: [log]
+`, dir))); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(dir+"/old", []byte("x\n"), 0o644)
+	os.WriteFile(dir+"/host", []byte("x\n"), 0o644)
+	if err := exec.Command("sh", "-c", "echo >> "+dir+"/host; cat "+dir+"/old >/dev/null").Run(); err != nil {
+		t.Fatal(err)
+	}
+	script := fmt.Sprintf("cd %[1]s && echo a > new && cat old > /dev/null && echo b >> old && cp /bin/true tool && touch plain && chmod +x plain && mv new renamed && rm renamed", dir)
+	cmd := exec.Command("/bin/busybox", "unshare", "-p", "-f", "--", "/bin/sh", "-c", script)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	unshare := uint32(cmd.Process.Pid)
+	var got []string
+	waitFor(t, ch, "unshare's exit", func(ev *Event) bool {
+		if ev.Kind == EventFile && strings.HasPrefix(ev.Path, dir) {
+			if !ev.UserSpace || ev.Blocked {
+				t.Errorf("%+v: not a user-space detection", ev)
+			}
+			got = append(got, ev.Op.String()+" "+strings.TrimPrefix(ev.Path, dir+"/")+" "+ev.Hook.String())
+		}
+		return ev.Kind == EventExit && ev.Process.PID == unshare
+	})
+	want := []string{
+		"createFile new tracepoint__sys_exit_openat",
+		"modifyFile old tracepoint__sys_exit_openat",
+		"createExecutable tool tracepoint__sys_exit_openat",
+		"createFile plain tracepoint__sys_exit_openat",
+		"createExecutable plain tracepoint__sys_exit_fchmodat",
+		"deleteFile new tracepoint__sys_exit_renameat2",
+		"createFile renamed tracepoint__sys_exit_renameat2",
+		"deleteFile renamed tracepoint__sys_exit_unlinkat",
+	}
+	if !slices.Equal(got, want) {
+		t.Errorf("file operations\n got %q\nwant %q", got, want)
+	}
+}
+
+// TestUserSpaceForkDetection: without BPF LSM, forks in a container are judged
+// in user space from the fork event as task_alloc would judge them in the
+// forking process (its executable, known from its exec): the decision names the
+// child. The fork that starts the container (unshare, a node process, forking
+// into a new pid namespace) is out of scope, as it is for the kernel.
+func TestUserSpaceForkDetection(t *testing.T) {
+	e, ch := openEngine(t, Options{DisableLSM: true})
+	sh, err := filepath.EvalSymlinks("/bin/sh")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Swap(mustParse(t, fmt.Sprintf(`process:
+  selectors:
+    - name: shForks
+      operation: [fork]
+      processExecutable: [%s]
+  responses:
+    - match: [shForks]
+      actions: [log]
+`, sh))); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command("/bin/busybox", "unshare", "-p", "-f", "--", "/bin/sh", "-c", "(exit 0); /bin/true; exit 0")
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("%v %s", err, out)
+	}
+	unshare := uint32(cmd.Process.Pid)
+	var init uint32
+	forks := map[uint32]Event{} // by child
+	var decisions []Event
+	waitFor(t, ch, "unshare's exit", func(ev *Event) bool {
+		switch {
+		case ev.Kind == EventExec && ev.Process.PPID == unshare:
+			init = ev.Process.PID
+		case ev.Kind == EventFork:
+			forks[ev.Process.PID] = *ev
+		case ev.Kind == EventDecision && ev.Op == policy.OpFork:
+			decisions = append(decisions, *ev)
+		}
+		return ev.Kind == EventExit && ev.Process.PID == unshare
+	})
+	var mine []Event
+	for _, d := range decisions {
+		if d.Process.PPID == init || d.Process.PPID == unshare {
+			mine = append(mine, d)
+		}
+	}
+	if init == 0 || len(mine) != 2 {
+		t.Fatalf("sh (pid %d) forked a subshell and true: %d fork decisions about its children, want 2: %+v", init, len(mine), mine)
+	}
+	for _, d := range mine {
+		f, ok := forks[d.Process.PID]
+		names, _ := e.SelectorNames(&d)
+		if d.Process.PPID != init || !d.UserSpace || d.Blocked || d.Path != sh || !ok || d.Time != f.Time || !slices.Equal(names, []string{"shForks"}) {
+			t.Errorf("decision %+v (fork event found %v) names %v", d, ok, names)
+		}
+	}
+}
+
 // TestSupersededPolicies: a burst of swaps forgets no policy whose decisions may
 // still be in the ring; once events stamped a second after a swap are read, the
 // policies it superseded go, and the live one stays.

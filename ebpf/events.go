@@ -46,6 +46,9 @@ func (h HookPoint) String() string {
 	if int(h) < len(hookNames) && hookNames[h] != "" {
 		return hookNames[h]
 	}
+	if s, ok := sysHookNames[h]; ok {
+		return s
+	}
 	return fmt.Sprintf("hook(%d)", uint32(h))
 }
 
@@ -122,7 +125,8 @@ type Event struct {
 	Cwd           string   // exec: the working directory, as the process's root sees it
 	PathTruncated bool     // exec: Executable or Cwd is longer than 255 bytes and was cut
 	Args          []string // exec: argv
-	ArgsTruncated bool     // exec: argv was longer than the kernel copies
+	ArgsTruncated bool     // exec: argv was longer than the kernel copies (20 KiB)
+	ArgsCount     int      // exec: the true argument count, also when Args was cut
 
 	ExitCode uint32 // exit: the raw wait status
 
@@ -140,6 +144,7 @@ type Event struct {
 	Layer       Layer          // exec and decisions: where the executable lives on an overlay rootfs
 	Interactive bool           // the session has a controlling terminal
 	Path        string         // the resolved executable (process) or target (file), as the container sees it
+	Sys         *Syscall       // EventSysfile: the file syscall (no BPF LSM)
 	PathLen     uint32         // its full length (Path holds at most 255 bytes)
 }
 
@@ -164,8 +169,9 @@ func (e *Engine) Buffered() bool {
 // Read blocks until the next kernel event. Only one goroutine may read.
 //
 // Without BPF LSM the kernel makes no decisions, so Read evaluates the live policy
-// on each container exec itself and follows the exec event with a decision event
-// (UserSpace set, never blocked): detection keeps working where blocking cannot.
+// on each container exec and fork itself and follows the exec or fork event with a
+// decision event (UserSpace set, never blocked): detection keeps working where
+// blocking cannot.
 func (e *Engine) Read() (Event, error) {
 	if len(e.pending) > 0 {
 		ev := e.pending[0]
@@ -190,10 +196,19 @@ func (e *Engine) Read() (Event, error) {
 		if int64(ev.Time) > e.retireAt.Load() {
 			e.retire(ev.Time)
 		}
-		if err == nil && ev.Kind == EventExec && !e.lsm.Available {
-			if d, ok := e.detect(&ev); ok {
+		if err == nil && !e.lsm.Available {
+			if d, ok := e.observe(&ev); ok {
 				e.pending = append(e.pending, d)
 			}
+		}
+		if err == nil && ev.Kind == EventSysfile {
+			// Only its decisions (detectFile) go on.
+			if len(e.pending) > 0 {
+				ev = e.pending[0]
+				e.pending = e.pending[1:]
+				return ev, nil
+			}
+			continue
 		}
 		return ev, err
 	}
@@ -256,8 +271,15 @@ func decodeEvent(raw []byte, n names) (Event, error) {
 		ev.Executable = cstring(r.Exe[:])
 		ev.Cwd = cstring(r.Cwd[:])
 		ev.PathTruncated = r.ExeTruncated != 0 || r.CwdTruncated != 0
-		ev.Args = splitArgs(int8s(r.Args[:min(int(r.ArgsLen), len(r.Args))]))
+		// argv follows the fixed part, in a record of one of three sizes.
+		fixed := int(unsafe.Offsetof(r.Args)) // not Sizeof: args starts before the tail padding
+		n := min(int(r.ArgsLen), int(r.ArgsCap), len(raw)-fixed)
+		if n < 0 {
+			return ev, fmt.Errorf("short exec record: %d bytes", len(raw))
+		}
+		ev.Args = splitArgs(raw[fixed : fixed+n])
 		ev.ArgsTruncated = r.ArgsTruncated != 0
+		ev.ArgsCount = int(r.Argc)
 		ev.Layer = Layer(r.ExeLayer)
 	case EventFile:
 		r, err := view[bpfobj.ProbeFileEvent](raw)
@@ -308,6 +330,8 @@ func decodeEvent(raw []byte, n names) (Event, error) {
 		ev.Interactive = r.Interactive != 0
 		ev.Path = cstring(r.Path[:])
 		ev.PathLen = r.PathLen
+	case EventSysfile:
+		return decodeSysfile(raw, n)
 	default:
 		return ev, fmt.Errorf("unknown event kind %d", kind)
 	}

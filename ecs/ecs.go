@@ -153,7 +153,17 @@ func (e *Encoder) Encode(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error
 
 // first encodes the document Encode returns into the encoder's buffer.
 func (e *Encoder) first(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error) {
-	if ev.Kind != ebpf.EventDecision && ev.Kind != ebpf.EventFile {
+	switch ev.Kind {
+	case ebpf.EventDecision, ebpf.EventFile:
+	case ebpf.EventExit:
+		// The end of a process whose fork or exec was logged (enrich gives it
+		// the logging decision's selectors and ActionLog): a log document
+		// only, never an alert.
+		if !ev.Actions.Has(policy.ActionLog) {
+			return Doc{}, false, nil
+		}
+		return e.encode(ev, ctx, m, false)
+	default:
 		return Doc{}, false, nil
 	}
 	if ev.Actions&(policy.ActionLog|policy.ActionAlert|policy.ActionBlock) == 0 {
@@ -173,7 +183,7 @@ func (e *Encoder) EncodeAll(ev *ebpf.Event, ctx *Context, m Meta, emit func(Doc)
 		return err
 	}
 	emit(d)
-	if ev.Actions.Has(policy.ActionLog) && (ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock)) {
+	if ev.Kind != ebpf.EventExit && ev.Actions.Has(policy.ActionLog) && (ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock)) {
 		d, _, err = e.encode(ev, ctx, m, false)
 		if err != nil {
 			return err
@@ -255,6 +265,10 @@ func (e *Encoder) encode(ev *ebpf.Event, ctx *Context, m Meta, alert bool) (Doc,
 	w.end()
 	w.bool("blocked", ev.Blocked)
 	w.bool("detected_in_user_space", ev.UserSpace)
+	if v := ctx.Process; v != nil && v.Process.ArgsTruncated && v.Process.Args != nil {
+		// process.args holds argv's beginning only: say so, never silently.
+		w.bool("args_truncated", true)
+	}
 	if ev.Layer != ebpf.LayerNone {
 		w.str("executable_layer", ev.Layer.String())
 	}
@@ -304,6 +318,10 @@ func (e *Encoder) writeProcess(w *jw, ev *ebpf.Event, v *proctree.View) {
 			UID: pp.UID, EUID: pp.EUID, GID: pp.GID, EGID: pp.EGID,
 			TTYMajor: pp.TTYMajor, TTYMinor: pp.TTYMinor, Interactive: pp.TTYMajor != 0,
 			EntityID: proctree.EntityID(e.agent.ID, pp.PID, pp.Start)}
+	}
+	if ev.Kind == ebpf.EventExit && !p.Exited {
+		// The table did not have its end (or the process): the event says it.
+		p.Exited, p.End, p.ExitKnown, p.Exit = true, ev.Time, true, proctree.DecodeWaitStatus(ev.ExitCode)
 	}
 	if ev.Kind == ebpf.EventDecision && ev.Path != "" && p.Executable != ev.Path {
 		// The table has not seen this exec (blocked, or not yet applied): its
@@ -358,7 +376,8 @@ func (e *Encoder) writeRecord(w *jw, p *proctree.Process, self bool) {
 	if p.Args != nil {
 		w.strs("args", p.Args)
 		if self {
-			w.uint("args_count", uint64(len(p.Args)))
+			// The true count, also when argv was cut (cloud_defend.args_truncated).
+			w.uint("args_count", uint64(max(len(p.Args), p.ArgsCount)))
 			w.key("command_line")
 			w.b = appendJoined(w.b, p.Args)
 		}
@@ -517,6 +536,9 @@ func writePod(w *jw, p *Pod) {
 }
 
 func actionOf(ev *ebpf.Event) (action, typ string) {
+	if ev.Kind == ebpf.EventExit {
+		return "end", "end"
+	}
 	if ev.Kind == ebpf.EventDecision {
 		action, typ = "exec", "start"
 		if ev.Op == policy.OpFork {
@@ -532,8 +554,14 @@ func actionOf(ev *ebpf.Event) (action, typ string) {
 			action, typ = "modification", "change"
 		}
 		switch ev.Hook.String() {
-		case "lsm__path_rename":
+		case "lsm__path_rename", "tracepoint__sys_exit_renameat2":
 			action = "rename"
+		case "tracepoint__sys_exit_openat":
+			// Without BPF LSM, one hook sees both: an open that created the
+			// file is a creation (path_mknod's), the others opens (file_open's).
+			if action == "modification" {
+				action = "open"
+			}
 		case "lsm__path_link":
 			action = "link"
 		case "lsm__file_open":
@@ -557,7 +585,13 @@ func hookPoint(ev *ebpf.Event) string {
 	if ev.Kind == ebpf.EventFile || ev.Hook != 0 {
 		return ev.Hook.String() // a file hook, or an executable mapping judged as an exec
 	}
+	if ev.Kind == ebpf.EventExit {
+		return "tracepoint__sched_process_exit"
+	}
 	if ev.UserSpace {
+		if ev.Op == policy.OpFork {
+			return "tracepoint__sched_process_fork"
+		}
 		return "tracepoint__sched_process_exec"
 	}
 	if ev.Op == policy.OpFork {

@@ -310,3 +310,27 @@ func TestHeartbeatAndMetrics(t *testing.T) {
 		t.Errorf("metrics %s", mt.Body)
 	}
 }
+
+// TestTruncatedArgs: when the kernel cut argv, the document says so and
+// process.args_count is the true count, not the number of args kept.
+func TestTruncatedArgs(t *testing.T) {
+	e := testEncoder()
+	p := proctree.Process{PID: 42, Start: time.Second, EntityID: "e", Executable: "/usr/bin/curl", Name: "curl",
+		Args: []string{"curl", "-H", "Authorization: Bearer eyJ"}, ArgsTruncated: true, ArgsCount: 5}
+	ev := ebpf.Event{Kind: ebpf.EventDecision, Time: 2 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog,
+		Path: "/usr/bin/curl", Process: ebpf.Process{PID: 42, Start: time.Second}}
+	d, _, err := e.Encode(&ev, &Context{Process: &proctree.View{Process: p}}, Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, d)
+	if field(m, "process", "args_count") != float64(5) || field(m, "cloud_defend", "args_truncated") != true {
+		t.Errorf("args_count %v, args_truncated %v", field(m, "process", "args_count"), field(m, "cloud_defend", "args_truncated"))
+	}
+	p.ArgsTruncated, p.ArgsCount = false, 0
+	d, _, _ = e.Encode(&ev, &Context{Process: &proctree.View{Process: p}}, Meta{})
+	m = decode(t, d)
+	if field(m, "process", "args_count") != float64(3) || field(m, "cloud_defend", "args_truncated") != nil {
+		t.Errorf("whole argv: args_count %v, args_truncated %v", field(m, "process", "args_count"), field(m, "cloud_defend", "args_truncated"))
+	}
+}

@@ -20,6 +20,14 @@ import (
 // moment later on the same task; an exec that fails in between never reports.
 const execWait = 100 * time.Millisecond
 
+// metaWait is how long a container's documents wait for its runtime's first
+// answer (image, privilege) when the runtime is slow to give it; after that
+// they go without. maxHeld bounds how many wait.
+const (
+	metaWait = 5 * time.Second
+	maxHeld  = 4096
+)
+
 // reconcileEvery is how often the table is checked against /proc for
 // processes whose exit event was lost.
 const reconcileEvery = time.Minute
@@ -41,10 +49,14 @@ type Enricher struct {
 	OnContainer func(cgroupID uint64, c *ecs.Container)
 
 	pending       map[uint32]*ebpf.Event // exec decisions waiting for their exec, by pid
+	forks         map[uint32]*ebpf.Event // fork decisions waiting for their child, by forking thread
+	logged        map[uint32]logged      // processes whose fork or exec was logged, by pid: their end is too
+	held          []held                 // documents waiting for their container's metadata, in order
 	lastReconcile time.Duration
 
 	mu         sync.Mutex
 	containers map[uint64]*ecs.Container // by cgroup id; nil value: not a container
+	waiting    map[uint64]*ecs.Container // containers whose runtime has not answered yet
 	pods       func(podUID string) *ecs.Pod
 	ctx        ecs.Context // what emit passes, reused: valid during the call
 	view       proctree.View
@@ -53,7 +65,8 @@ type Enricher struct {
 
 // New returns an enricher over a process table and cgroup resolver.
 func New(tab *proctree.Table, cg *container.Cgroups) *Enricher {
-	return &Enricher{Table: tab, Cgroups: cg, pending: map[uint32]*ebpf.Event{}, containers: map[uint64]*ecs.Container{}}
+	return &Enricher{Table: tab, Cgroups: cg, pending: map[uint32]*ebpf.Event{}, forks: map[uint32]*ebpf.Event{},
+		logged: map[uint32]logged{}, containers: map[uint64]*ecs.Container{}}
 }
 
 // SetPods sets where pod metadata comes from (Kubernetes); nil for none.
@@ -63,17 +76,56 @@ func (e *Enricher) SetPods(f func(podUID string) *ecs.Pod) {
 	e.mu.Unlock()
 }
 
+// logged is what logged a process's fork or exec: its end document names the
+// same selectors.
+type logged struct {
+	start      time.Duration
+	op         policy.Op
+	generation uint32
+	matched    uint64
+}
+
+// maxLogged bounds the processes waiting for their end document; past it
+// (exit events lost) the oldest promises are dropped all at once.
+const maxLogged = 1 << 17
+
+// held is a decision waiting for its container's runtime to answer, with its
+// process as it was when it was made.
+type held struct {
+	ev   ebpf.Event
+	view *proctree.View // nil: the process was not in the table
+}
+
 // Handle takes one kernel event: telemetry updates the table, decisions are
 // emitted once their process is known as it was when they were made.
 func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
 	e.expire(ev.Time, emit)
+	e.release(ev.Time, false, emit)
 	pid := ev.Process.PID
 	if p := e.pending[pid]; p != nil && ev.Kind != ebpf.EventExec {
 		delete(e.pending, pid)
 		e.emit(p, emit)
 	}
+	if p := e.forks[ev.Process.TID]; p != nil && ev.Kind != ebpf.EventFork {
+		// The fork failed after it was decided: no child to describe.
+		delete(e.forks, ev.Process.TID)
+		e.emit(p, emit)
+	}
 	switch ev.Kind {
-	case ebpf.EventFork, ebpf.EventExit, ebpf.EventSetsid:
+	case ebpf.EventFork:
+		e.Table.Apply(ev)
+		if p := e.forks[ev.ParentTID]; p != nil {
+			// The kernel decides a fork in the forking task, before the child
+			// exists; the document is about the child, as D4C's fork events
+			// are (Session View draws a process from its fork).
+			delete(e.forks, ev.ParentTID)
+			p.Process, p.Time = ev.Process, ev.Time
+			e.emit(p, emit)
+		}
+	case ebpf.EventExit:
+		e.Table.Apply(ev)
+		e.end(ev, emit)
+	case ebpf.EventSetsid:
 		e.Table.Apply(ev)
 	case ebpf.EventExec:
 		e.Table.Apply(ev)
@@ -89,6 +141,11 @@ func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
 			// the new image's args and the old one as previous.
 			c := *ev
 			e.pending[pid] = &c
+			return
+		}
+		if ev.Op == policy.OpFork && !ev.Blocked && !ev.UserSpace {
+			c := *ev
+			e.forks[ev.Process.TID] = &c
 			return
 		}
 		e.emit(ev, emit)
@@ -110,6 +167,37 @@ func (e *Enricher) Flush(emit Emit) {
 		delete(e.pending, pid)
 		e.emit(p, emit)
 	}
+	for tid, p := range e.forks {
+		delete(e.forks, tid)
+		e.emit(p, emit)
+	}
+	e.release(0, true, emit)
+}
+
+// release emits, in the order they were made, the held decisions whose
+// container's runtime answered (or is gone), or that waited metaWait, or all
+// of them.
+func (e *Enricher) release(now time.Duration, all bool, emit Emit) {
+	if len(e.held) == 0 {
+		return
+	}
+	kept := e.held[:0]
+	for i := range e.held {
+		h := &e.held[i]
+		cgid := h.ev.Process.CgroupID
+		c, pod := e.container(cgid)
+		e.mu.Lock()
+		waiting := e.waiting[cgid] != nil
+		e.mu.Unlock()
+		if waiting && !all && now-h.ev.Time <= metaWait {
+			kept = append(kept, *h)
+			continue
+		}
+		e.ctx = ecs.Context{Process: h.view, Container: c, Pod: pod}
+		emit(&h.ev, &e.ctx)
+	}
+	clear(e.held[len(kept):])
+	e.held = kept
 }
 
 func (e *Enricher) expire(now time.Duration, emit Emit) {
@@ -119,19 +207,75 @@ func (e *Enricher) expire(now time.Duration, emit Emit) {
 			e.emit(p, emit)
 		}
 	}
+	for tid, p := range e.forks {
+		if now-p.Time > execWait {
+			delete(e.forks, tid)
+			e.emit(p, emit)
+		}
+	}
+}
+
+// end emits the end document of a process whose fork or exec was logged: an
+// exit event, with the logging decision's selectors, about the process as the
+// table has it now (ended, with its exit code, entity id and leaders).
+func (e *Enricher) end(ev *ebpf.Event, emit Emit) {
+	pid := ev.Process.PID
+	l, ok := e.logged[pid]
+	if !ok {
+		return
+	}
+	delete(e.logged, pid)
+	if proctree.TruncStart(l.start) != proctree.TruncStart(ev.Process.Start) {
+		return // a reused pid: the logged process ended unseen
+	}
+	end := *ev
+	end.Op, end.Generation, end.Matched, end.Actions = l.op, l.generation, l.matched, policy.ActionLog
+	e.emit(&end, emit)
 }
 
 func (e *Enricher) emit(ev *ebpf.Event, emit Emit) {
-	e.ctx = ecs.Context{}
+	if ev.Kind == ebpf.EventDecision && ev.Actions.Has(policy.ActionLog) && !ev.Blocked {
+		if len(e.logged) >= maxLogged {
+			clear(e.logged)
+		}
+		// The process's start as the table knows it: a thread's own start
+		// differs, and its exit is reported with the process's.
+		start := ev.Process.Start
+		if ev.Process.TID != ev.Process.PID {
+			if v, ok := e.Table.LookupPID(ev.Process.PID); ok {
+				start = v.Process.Start
+			}
+		}
+		e.logged[ev.Process.PID] = logged{start: start, op: ev.Op, generation: ev.Generation, matched: ev.Matched}
+	}
+	c, pod := e.container(ev.Process.CgroupID)
+	if c != nil && len(e.held) < maxHeld {
+		e.mu.Lock()
+		waiting := e.waiting[ev.Process.CgroupID] != nil
+		e.mu.Unlock()
+		if waiting {
+			// Its runtime has not told the image yet: the document waits for
+			// it (metaWait at most), with the process as it is now.
+			h := held{ev: *ev}
+			if v := new(proctree.View); e.Table.LookupInto(&ev.Process, v, new(proctree.Relatives)) {
+				h.view = v
+			}
+			e.held = append(e.held, h)
+			return
+		}
+	}
+	e.ctx = ecs.Context{Container: c, Pod: pod}
 	if e.Table.LookupInto(&ev.Process, &e.view, &e.rel) {
 		e.ctx.Process = &e.view
 	}
-	e.ctx.Container, e.ctx.Pod = e.container(ev.Process.CgroupID)
 	emit(ev, &e.ctx)
 }
 
 // container returns the container of a cgroup, cached by cgroup id (ids are
-// never reused).
+// never reused). A container whose runtime has not answered yet is returned
+// with its id only and asked about again (a map read: the runtime cache
+// retries in the background) at each of its events until the answer arrives;
+// OnContainer is called at first sight and again when the image arrives.
 func (e *Enricher) container(id uint64) (*ecs.Container, *ecs.Pod) {
 	if e.Cgroups == nil || id == 0 {
 		return nil, nil
@@ -139,30 +283,26 @@ func (e *Enricher) container(id uint64) (*ecs.Container, *ecs.Pod) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	c, cached := e.containers[id]
-	if !cached {
+	if w := e.waiting[id]; w != nil {
+		c = e.resolve(id, w)
+	} else if !cached {
 		info, ok := e.Cgroups.Info(id)
 		if !ok {
 			return nil, nil // maybe not walked yet: ask again next time
 		}
-		complete := true
 		if info.ID != "" {
 			c = &ecs.Container{ID: info.ID, Runtime: info.Runtime, PodUID: info.PodUID}
-			if m, ok := e.Runtimes.Lookup(info.ID); ok {
-				c.ImageName, c.ImageTag, c.Privileged = m.ImageName, m.ImageTag, m.Privileged
-			} else {
-				// The runtime may not have registered it yet; its cache
-				// spaces out the next questions.
-				complete = e.Runtimes == nil
-			}
 		}
-		if c != nil && e.OnContainer != nil {
-			e.OnContainer(id, c)
+		if len(e.containers) >= 1<<16 {
+			clear(e.containers)
+			clear(e.waiting)
 		}
-		if complete {
-			if len(e.containers) >= 1<<16 {
-				clear(e.containers)
+		e.containers[id] = c
+		if c != nil {
+			c = e.resolve(id, c)
+			if e.OnContainer != nil {
+				e.OnContainer(id, c)
 			}
-			e.containers[id] = c
 		}
 	}
 	if c == nil {
@@ -173,4 +313,47 @@ func (e *Enricher) container(id uint64) (*ecs.Container, *ecs.Pod) {
 		pod = e.pods(c.PodUID)
 	}
 	return c, pod
+}
+
+// resolve asks the runtimes about a container that has no answer yet and
+// returns what to use now. A new *ecs.Container replaces the old one when the
+// answer arrives (documents already encoded keep what they had). Callers hold
+// e.mu.
+func (e *Enricher) resolve(cgid uint64, c *ecs.Container) *ecs.Container {
+	if e.Runtimes == nil {
+		return c
+	}
+	alive := func() bool {
+		// The container is there while its cgroup is: the runtime removes it
+		// after the last process is gone.
+		p, ok := e.Cgroups.Path(cgid)
+		if !ok {
+			return false
+		}
+		got, err := e.Cgroups.ID(p)
+		return err == nil && got == cgid
+	}
+	m, st := e.Runtimes.Lookup(c.ID, alive)
+	switch st {
+	case runtime.Pending:
+		if e.waiting == nil {
+			e.waiting = map[uint64]*ecs.Container{}
+		}
+		e.waiting[cgid] = c
+		return c
+	case runtime.Found:
+		n := *c
+		n.ImageName, n.ImageTag, n.Privileged = m.ImageName, m.ImageTag, m.Privileged
+		e.containers[cgid] = &n
+		if _, was := e.waiting[cgid]; was {
+			delete(e.waiting, cgid)
+			if e.OnContainer != nil {
+				e.OnContainer(cgid, &n)
+			}
+		}
+		return &n
+	default: // gone, or no source: ids only, for good
+		delete(e.waiting, cgid)
+		return c
+	}
 }

@@ -15,7 +15,7 @@ import (
 // BenchmarkPipeline is the event path on one goroutine, from a decoded kernel
 // record to the _bulk request body: the process table takes fork, exec and
 // exit; the fork and exec decisions (a policy logging both) wait for their
-// context and become ECS documents; each goes into the spool (handed to the OS
+// context and become ECS documents, and the process's end a third; each goes into the spool (handed to the OS
 // every 50 documents, as the daemon does at the end of each ring drain), read
 // back in batches of 1000 and framed as _bulk creates. Only the HTTP request is
 // left out. Reported: kernel events/s and documents/s.
@@ -78,15 +78,18 @@ func BenchmarkPipeline(b *testing.B) {
 		child := shell
 		child.PID, child.TID, child.PPID, child.Start = uint32(1000+i%30000), uint32(1000+i%30000), 100, now
 		child.Comm = "sh"
-		fork := ev(ebpf.EventFork, child)
-		fd := ev(ebpf.EventDecision, child)
+		// In the kernel's order: task_alloc decides in the parent, then the
+		// fork event names the child.
+		fd := ev(ebpf.EventDecision, shell)
 		fd.Op, fd.Actions, fd.Path = policy.OpFork, policy.ActionLog, "/bin/sh"
+		fork := ev(ebpf.EventFork, child)
+		fork.ParentTID = shell.TID
 		dec := ev(ebpf.EventDecision, child)
 		dec.Op, dec.Actions, dec.Path = policy.OpExec, policy.ActionLog, args[0]
 		exec := ev(ebpf.EventExec, child)
 		exec.Executable, exec.Filename, exec.Args, exec.Cwd = args[0], args[0], args, "/srv"
 		exit := ev(ebpf.EventExit, child)
-		for _, e := range []*ebpf.Event{&fork, &fd, &dec, &exec, &exit} {
+		for _, e := range []*ebpf.Event{&fd, &fork, &dec, &exec, &exit} {
 			enr.Handle(e, emit)
 			events++
 		}

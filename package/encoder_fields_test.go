@@ -38,7 +38,8 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 		return proctree.Process{PID: pid, PPID: 1, Start: time.Second, EntityID: proctree.EntityID("agent-1", pid, time.Second),
 			Executable: exe, Name: exe[strings.LastIndexByte(exe, '/')+1:], Args: []string{exe, "-x"}, WorkingDirectory: "/",
 			Interactive: true, TTYMajor: 136, TTYMinor: 1, EntryMetaType: proctree.EntryContainer,
-			Previous: []proctree.Exec{{Executable: "/bin/sh", Args: []string{"sh"}}}, Exited: true, ExitKnown: true, End: 2 * time.Second}
+			Previous: []proctree.Exec{{Executable: "/bin/sh", Args: []string{"sh"}}}, Exited: true, ExitKnown: true, End: 2 * time.Second,
+			ArgsTruncated: true}
 	}
 	self, parent := rec(10, "/bin/cat"), rec(9, "/bin/sh")
 	view := &proctree.View{Process: self, Parent: &parent,
@@ -54,6 +55,7 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 		{Kind: ebpf.EventDecision, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert | policy.ActionBlock, Blocked: true,
 			Path: "/bin/cat", Layer: ebpf.LayerAdded, UserSpace: true, Process: proc},
 		{Kind: ebpf.EventDecision, Op: policy.OpFork, Actions: policy.ActionLog, Path: "/bin/cat", Process: proc},
+		{Kind: ebpf.EventExit, Op: policy.OpExec, Actions: policy.ActionLog, ExitCode: 9, Process: proc},
 		{Kind: ebpf.EventFile, Op: policy.OpCreateExecutable, Hook: 6, Actions: policy.ActionLog | policy.ActionAlert, Path: "/usr/bin/x.sh", Process: proc},
 	}
 	docs := 0
@@ -80,8 +82,8 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 	}
 	check(enc.Heartbeat(meta, true, time.Now()))
 	check(enc.Metrics(meta, ecs.Counters{Events: 1}, time.Now()))
-	if docs != 7 {
-		t.Errorf("%d documents checked, want 7 (exec alert+log, fork log, file alert+log, heartbeat, metrics)", docs)
+	if docs != 8 {
+		t.Errorf("%d documents checked, want 8 (exec alert+log, fork log, end log, file alert+log, heartbeat, metrics)", docs)
 	}
 	checkSamples(t, first)
 }

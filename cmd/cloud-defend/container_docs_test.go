@@ -2,12 +2,18 @@ package main
 
 import (
 	"bufio"
+	"context"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -21,8 +27,13 @@ import (
 // every exec, and checks the documents Elasticsearch receives: container id and
 // image (asked of podman's Docker-compatible API), user, args, parent chain and
 // entry leaders for the container's init and for a `podman exec`.
+//
+// podman's API is reached through a proxy that holds its first answers longer
+// than the daemon waits (as a loaded node did, where one run shipped a
+// container's documents without image or privilege): the daemon must keep
+// asking until it has them.
 func TestContainerDocuments(t *testing.T) {
-	h := startPodman(t, "process:\n  selectors:\n    - name: allExecs\n      operation: [exec]\n  responses:\n    - match: [allExecs]\n      actions: [log]\n")
+	h := startPodmanSlowAPI(t, 2, "process:\n  selectors:\n    - name: allExecs\n      operation: [exec]\n  responses:\n    - match: [allExecs]\n      actions: [log]\n")
 	es, podman, id := h.es, h.podman, h.id
 	if got := podman("exec", "cdt", "/bin/cat", "/etc/motd"); got != "hello" {
 		t.Fatalf("podman exec cat: %q", got)
@@ -96,6 +107,13 @@ type podmanHarness struct {
 
 func startPodman(t *testing.T, policy string, daemonArgs ...string) *podmanHarness {
 	t.Helper()
+	return startPodmanSlowAPI(t, 0, policy, daemonArgs...)
+}
+
+// startPodmanSlowAPI is startPodman with the first slow answers of podman's
+// API held for a second, four times the daemon's timeout.
+func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...string) *podmanHarness {
+	t.Helper()
 	needRoot(t, "runs containers and loads BPF programs")
 	if _, err := exec.LookPath("podman"); err != nil {
 		if os.Getenv("CI") == "true" {
@@ -160,6 +178,9 @@ func startPodman(t *testing.T, policy string, daemonArgs ...string) *podmanHarne
 	cmd := exec.Command(bin, "run", "--policy", pol, "--output", "elasticsearch", "--es-url", es.URL(),
 		"--data-path", filepath.Join(dir, "data"), "--namespace", "ctr")
 	cmd.Args = append(cmd.Args, daemonArgs...)
+	if slow > 0 {
+		sock = slowProxy(t, sock, slow, time.Second)
+	}
 	cmd.Env = append(os.Environ(), "DOCKER_SOCKET="+sock, "CRI_SOCKET="+filepath.Join(dir, "no-cri.sock"))
 	stderr, _ := cmd.StderrPipe()
 	if err := cmd.Start(); err != nil {
@@ -187,6 +208,51 @@ func startPodman(t *testing.T, policy string, daemonArgs ...string) *podmanHarne
 		"localhost/cdtest/busybox:1.0", "/bin/sh", "-c", "sleep 1; sleep 60; exit 0")...)
 	t.Cleanup(func() { exec.Command("podman", append(slices.Clone(store), "rm", "-f", "-t", "0", "cdt")...).Run() })
 	return &podmanHarness{es: es, podman: podman, id: id, daemon: cmd}
+}
+
+// slowProxy serves the HTTP API at unix socket upstream on a new socket,
+// holding each of the first n answers for delay before forwarding it. It fails
+// the test if the daemon never got past them.
+func slowProxy(t *testing.T, upstream string, n int, delay time.Duration) string {
+	t.Helper()
+	sock := filepath.Join(t.TempDir(), "slow.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		t.Fatal(err)
+	}
+	target, _ := url.Parse("http://podman")
+	rp := httputil.NewSingleHostReverseProxy(target)
+	rp.Transport = &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", upstream)
+	}}
+	var mu sync.Mutex
+	var requests int
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		requests++
+		held := requests <= n
+		mu.Unlock()
+		if held {
+			select {
+			case <-time.After(delay):
+			case <-r.Context().Done():
+				return
+			}
+		}
+		rp.ServeHTTP(w, r)
+	})}
+	go srv.Serve(l)
+	t.Cleanup(func() {
+		srv.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		if requests <= n {
+			t.Errorf("the daemon asked podman's API %d times; the first %d were held: it gave up", requests, n)
+		}
+		t.Logf("podman API: %d requests, the first %d held %v", requests, n, delay)
+	})
+	return sock
 }
 
 // unmountUnder ends the processes still working in dir (podman's cleanup

@@ -107,7 +107,7 @@ func runDoctor(args []string, stdout, stderr io.Writer) int {
 			blocking = true
 			add("OK", "BPF LSM programs load and attach: blocking works", "")
 		} else {
-			add("FAIL", "blocking is unavailable: "+l.Reason, "until fixed, cloud-defend runs detection only (exec selectors checked after the fact; file and fork selectors not evaluated)")
+			add("FAIL", "blocking is unavailable: "+l.Reason, "until fixed, cloud-defend runs detection only (exec, fork and file selectors checked after the fact: file operations from their syscalls)")
 		}
 		e.Close()
 	}

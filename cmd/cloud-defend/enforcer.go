@@ -31,8 +31,8 @@ func (f *engineEnforcer) Status() component.Status {
 	lsm := f.e.LSM()
 	if !lsm.Available {
 		return component.Status{Degraded: true, Message: fmt.Sprintf(
-			"blocking is unavailable: %s. Exec selectors are detected after the fact in user space; fork and file selectors are not evaluated. Enable BPF LSM (add bpf to the lsm= kernel boot parameter) to block",
-			lsm.Reason)}
+			"blocking is unavailable: %s. Exec and fork selectors are detected after the fact in user space; %s. Enable BPF LSM (add bpf to the lsm= kernel boot parameter) to block",
+			lsm.Reason, fileDetection(f.e.FileSyscalls()))}
 	}
 	st, err := f.e.Stats()
 	if err != nil {
@@ -74,4 +74,12 @@ func (f *engineEnforcer) BlockEnabled() bool {
 	}
 	p := f.e.PolicyOf(f.e.Generation())
 	return p != nil && (p.Blocks(policy.Process) || p.Blocks(policy.File))
+}
+
+// fileDetection says how file selectors are evaluated without BPF LSM.
+func fileDetection(f ebpf.FeatureStatus) string {
+	if !f.Available {
+		return f.Reason
+	}
+	return "file selectors are detected after the fact from workloads' file syscalls"
 }

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +19,7 @@ import (
 
 	"github.com/cloud-defend/cloud-defend/internal/k8snode"
 	"github.com/cloud-defend/cloud-defend/internal/k8snode/ociimage"
+	"github.com/cloud-defend/cloud-defend/internal/ruletest"
 	"github.com/cloud-defend/cloud-defend/output/estest"
 )
 
@@ -162,4 +165,149 @@ func TestKubernetes(t *testing.T) {
 	if field(cat, "process.interactive") != false || field(sh, "process.interactive") != true {
 		t.Errorf("interactive: cat %v, sh %v", field(cat, "process.interactive"), field(sh, "process.interactive"))
 	}
+	checkAuditJoin(ctx, t, n, es)
+}
+
+// checkAuditJoin: Elastic's four execution_d4c_k8s_mda_* rules join our
+// documents `by orchestrator.resource.name` with the Kubernetes audit log's
+// `by kubernetes.audit.user.extra.authentication.kubernetes.io/pod-name` (the
+// pod a service-account token was bound to), within a second. From an
+// interactive `kubectl exec` into a pod, kubectl (the node's, on a hostPath
+// volume: busybox wget's TLS and Go's share no cipher suite) calls the API
+// with the pod's own token; the default service account may not list
+// secrets: forbidden. The apiserver's real audit log, as the kubernetes
+// integration ships it, and our documents must make the rules fire: same pod
+// name, the exec interactive, in a container, before the request.
+func checkAuditJoin(ctx context.Context, t *testing.T, n *k8snode.Node, es *estest.Server) {
+	grace := int64(1)
+	ro := true
+	pod := &corev1.Pod{
+		ObjectMeta: metav1.ObjectMeta{Name: "api-client"},
+		Spec: corev1.PodSpec{NodeName: n.NodeName, TerminationGracePeriodSeconds: &grace, HostNetwork: true,
+			Volumes: []corev1.Volume{{Name: "k8s", VolumeSource: corev1.VolumeSource{HostPath: &corev1.HostPathVolumeSource{Path: n.BinDir}}}},
+			Containers: []corev1.Container{{Name: "main", Image: ociimage.BusyboxImage, ImagePullPolicy: corev1.PullNever,
+				VolumeMounts: []corev1.VolumeMount{{Name: "k8s", MountPath: "/opt/k8s", ReadOnly: ro}},
+				Command:      []string{"/bin/sh", "-c", "sleep 3600; exit 0"}}}},
+	}
+	if _, err := n.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := n.WaitPodRunning(ctx, "default", "api-client"); err != nil {
+		t.Fatal(err)
+	}
+	port := n.Server[strings.LastIndexByte(n.Server, ':')+1:]
+	sa := "/var/run/secrets/kubernetes.io/serviceaccount"
+	req := `/opt/k8s/kubectl --server https://127.0.0.1:` + port + ` --certificate-authority ` + sa + `/ca.crt --token "$(cat ` + sa + `/token)" get secrets; exit 0`
+	script := exec.Command("script", "-qec", n.BinDir+"/kubectl --kubeconfig "+n.Kubeconfig+" exec -it api-client -- /bin/sh -c '"+req+"'", "/dev/null")
+	out, err := script.CombinedOutput()
+	if err != nil {
+		t.Fatalf("kubectl exec -it: %v %s", err, out)
+	}
+	t.Logf("kubectl in pod api-client: %s", strings.TrimSpace(string(out)))
+	var client map[string]any
+	for deadline := time.Now().Add(30 * time.Second); client == nil && time.Now().Before(deadline); time.Sleep(200 * time.Millisecond) {
+		for _, d := range es.Docs("logs-cloud_defend.process-k8s") {
+			if field(d, "process.name") == "kubectl" && field(d, "event.action") == "exec" && field(d, "orchestrator.resource.name") != nil {
+				client = d
+			}
+		}
+	}
+	if client == nil {
+		t.Fatal("no exec document for kubectl in the pod")
+	}
+	audit := auditDocs(t, n.AuditLog)
+	var fromPod []map[string]any
+	for _, a := range audit {
+		if v, _ := field(a, "kubernetes.audit.user.extra").(map[string]any); v != nil {
+			if p, _ := v["authentication.kubernetes.io/pod-name"].([]any); len(p) == 1 && p[0] == "api-client" {
+				fromPod = append(fromPod, a)
+			}
+		}
+	}
+	if len(fromPod) == 0 {
+		users := map[string]bool{}
+		for _, a := range audit {
+			users[fmt.Sprint(field(a, "kubernetes.audit.user.username"), field(a, "kubernetes.audit.user.extra"))] = true
+		}
+		t.Fatalf("no audit event from pod api-client among %d; users: %v", len(audit), users)
+	}
+	// The join fields, each as the audit log has it: the pod name the token
+	// was bound to, and the namespace of its service account
+	// (system:serviceaccount:<namespace>:<name>), the pod's own.
+	user, _ := field(fromPod[0], "kubernetes.audit.user.username").(string)
+	saNamespace := strings.Split(user, ":")[min(2, len(strings.Split(user, ":"))-1)]
+	for path, want := range map[string]any{
+		"orchestrator.resource.name": "api-client", "orchestrator.namespace": saNamespace,
+		"process.interactive": true, "event.type": []any{"start"}, "event.action": "exec", "host.os.type": "linux",
+	} {
+		if got := field(client, path); fmt.Sprint(got) != fmt.Sprint(want) {
+			t.Errorf("kubectl: %s = %#v, want %#v", path, got, want)
+		}
+	}
+	if id, _ := field(client, "container.id").(string); id == "" {
+		t.Errorf("kubectl: no container.id")
+	}
+	docs := audit
+	for _, stream := range es.Streams() {
+		for _, d := range es.Docs(stream) {
+			d["_stream"] = stream
+			docs = append(docs, d)
+		}
+	}
+	dir := "../../../shared/contract/detection-rules/cross-platform/"
+	for _, rule := range []string{"execution_d4c_k8s_mda_direct_interactive_kubernetes_api_request_by_usual_utilities.toml",
+		"execution_d4c_k8s_mda_forbidden_direct_interactive_kubernetes_api_request.toml"} {
+		r, err := ruletest.Load(dir + rule)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var read []map[string]any
+		for _, d := range docs {
+			if r.Reads(field(d, "_stream").(string)) {
+				read = append(read, d)
+			}
+		}
+		m, ok := r.Query.Match(read)
+		if !ok {
+			t.Errorf("rule %q did not fire on kubectl's request with the pod's token", r.Name)
+			continue
+		}
+		t.Logf("rule fired: %s: %s then %v %v", r.Name, joinArgs(m[0]), field(m[1], "kubernetes.audit.verb"), field(m[1], "kubernetes.audit.requestURI"))
+	}
+}
+
+// auditDocs reads the apiserver's audit log as Elastic's kubernetes
+// integration indexes it (data stream kubernetes.audit_logs): the event under
+// kubernetes.audit, @timestamp from requestReceivedTimestamp, dots in
+// annotation keys made underscores (the rules read
+// kubernetes.audit.annotations.authorization_k8s_io/decision).
+func auditDocs(t *testing.T, path string) []map[string]any {
+	t.Helper()
+	b, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range strings.Split(strings.TrimSpace(string(b)), "\n") {
+		var ev map[string]any
+		if err := json.Unmarshal([]byte(line), &ev); err != nil {
+			t.Fatalf("audit log line %q: %v", line, err)
+		}
+		if ann, ok := ev["annotations"].(map[string]any); ok {
+			renamed := map[string]any{}
+			for k, v := range ann {
+				renamed[strings.ReplaceAll(k, ".", "_")] = v
+			}
+			ev["annotations"] = renamed
+		}
+		delete(ev, "kind")
+		delete(ev, "apiVersion")
+		out = append(out, map[string]any{
+			"@timestamp": ev["requestReceivedTimestamp"], "_stream": "logs-kubernetes.audit_logs-default",
+			"data_stream": map[string]any{"type": "logs", "dataset": "kubernetes.audit_logs", "namespace": "default"},
+			"event":       map[string]any{"dataset": "kubernetes.audit_logs"},
+			"kubernetes":  map[string]any{"audit": ev},
+		})
+	}
+	return out
 }

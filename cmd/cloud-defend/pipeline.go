@@ -43,7 +43,7 @@ type pipeline struct {
 
 	events           atomic.Uint64
 	cgroups          *container.Cgroups
-	containerCgroups sync.Map // container id → cgroup id given to the engine
+	containerCgroups sync.Map // container id → appliedContainer given to the engine
 
 	// throttle bounds alert documents per container and selector set (nil:
 	// off). publishDoc applies it to the documents of cur, the event being
@@ -52,6 +52,12 @@ type pipeline struct {
 	cur        *ebpf.Event
 	curCtx     *ecs.Context
 	publishDoc func(ecs.Doc)
+}
+
+// appliedContainer is what the kernel engine was told about a container.
+type appliedContainer struct {
+	cgid  uint64
+	image bool // with its image
 }
 
 // newPipeline builds the enrichment for this node. Without a visible cgroup2
@@ -150,6 +156,7 @@ func runtimeSources(log output.Logger) *runtime.Cache {
 func (p *pipeline) run() {
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
+	defer p.enrich.Runtimes.Close() // its retries
 	p.watchKubernetes(ctx, p.cgroups)
 	if os.Getenv("CLOUD_METADATA") != "off" {
 		go func() {
@@ -290,9 +297,16 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 	clusterName := os.Getenv("CLUSTER_NAME")
 	var pods atomic.Pointer[kube.Pods]
 	// apply gives a container's pod metadata to the kernel engine, once.
+	// It runs again when the image arrives after the first time (a runtime
+	// slow to answer): image-scoped selectors then apply too.
 	apply := func(cgid uint64, id, image string, pod *ecs.Pod, labels map[string]string, how string) {
-		if _, done := p.containerCgroups.LoadOrStore(id, cgid); done {
-			return
+		applied := appliedContainer{cgid: cgid, image: image != ""}
+		if v, done := p.containerCgroups.LoadOrStore(id, applied); done {
+			if v.(appliedContainer).image || !applied.image {
+				return
+			}
+			p.containerCgroups.Store(id, applied)
+			how += ", with the image the runtime gave late"
 		}
 		// The policy's image conditions name the repository's last segment
 		// (containerImageName: nginx) and the repository (containerImageFullName),
@@ -356,8 +370,9 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 	}
 	onRemove := func(id string) {
 		if v, ok := p.containerCgroups.LoadAndDelete(id); ok {
-			p.engine.RemoveContainer(v.(uint64))
+			p.engine.RemoveContainer(v.(appliedContainer).cgid)
 		}
+		p.enrich.Runtimes.Forget(id)
 	}
 	go func() {
 		w, err := kube.Watch(ctx, client, kube.Config{NodeName: node, ClusterName: clusterName, OnContainer: onContainer, OnRemove: onRemove, Resync: 10 * time.Minute})

@@ -143,3 +143,117 @@ func argsOf(docs []ruletest.Doc) string {
 	}
 	return strings.Join(out, " then ")
 }
+
+// TestFileRulesWithoutLSM: on this host BPF LSM cannot load, so file
+// operations are seen at their syscalls' exits and judged in user space. The
+// file scenarios of Elastic's D4C rules, performed as root in a real podman
+// container, must produce file documents (on the stream the rules' index
+// patterns read) that the rules' own queries match.
+func TestFileRulesWithoutLSM(t *testing.T) {
+	h := startPodman(t, `process:
+  selectors:
+    - name: allExecs
+      operation: [exec]
+  responses:
+    - match: [allExecs]
+      actions: [log]
+file:
+  selectors:
+    - name: watched
+      operation: [createFile, modifyFile, deleteFile, createExecutable, modifyExecutable]
+      targetFilePath: [/etc/**, /root/**, /usr/local/bin/**, /tmp/**]
+  responses:
+    - match: [watched]
+      actions: [log]
+`)
+	dir := "../../../shared/contract/detection-rules/integrations_cloud_defend/"
+	scenarios := []struct {
+		rule   string
+		script string
+		path   string // the file the matching document names
+	}{
+		// A binary dropped into a system location by a program run from /tmp.
+		{"execution_interactive_file_creation_in_system_binary_locations.toml",
+			"mkdir -p /tmp/dl && cp /bin/busybox /tmp/dl/busybox && mkdir -p /usr/local/bin && /tmp/dl/busybox cp /bin/busybox /usr/local/bin/kit", "/usr/local/bin/kit"},
+		{"defense_evasion_ld_preload_shared_object_modified_inside_a_container.toml", "echo /tmp/evil.so > /etc/ld.so.preload", "/etc/ld.so.preload"},
+		{"persistence_modification_of_persistence_relevant_files.toml",
+			"mkdir -p /etc/cron.d && echo '* * * * * root /tmp/dl/busybox' > /etc/cron.d/job", "/etc/cron.d/job"},
+		{"persistence_ssh_authorized_keys_modification_inside_a_container.toml",
+			"mkdir -p /root/.ssh && echo 'ssh-ed25519 AAAA attacker' >> /root/.ssh/authorized_keys", "/root/.ssh/authorized_keys"},
+		// Written twice: the second open is of an existing file (action open,
+		// type change), as an escape writes a cgroup's release_agent. This
+		// container's cgroup file system is read-only, so the file is one of
+		// its own with that name.
+		{"privilege_escalation_potential_container_escape_via_modified_release_agent_file.toml",
+			"echo > /tmp/release_agent && echo /tmp/payload > /tmp/release_agent", "/tmp/release_agent"},
+		// Download, execute, delete: the shell that writes the file carries
+		// "wget" in its args, as the rule's subprocess form expects.
+		{"defense_evasion_file_creation_execution_deletion_cradle.toml",
+			"sh -c 'cat /bin/busybox > /tmp/dropper; chmod +x /tmp/dropper; /tmp/dropper true; rm -f /tmp/dropper' wget", "/tmp/dropper"},
+	}
+	for _, s := range scenarios {
+		h.podman("exec", "--user", "0", "cdt", "/bin/sh", "-c", s.script)
+	}
+	h.podman("exec", "--user", "0", "cdt", "/bin/sh", "-c", "echo done > /tmp/last")
+	var read func(r *ruletest.Rule) []map[string]any
+	read = func(r *ruletest.Rule) []map[string]any {
+		var docs []map[string]any
+		for _, stream := range h.es.Streams() {
+			if r.Reads(stream) {
+				docs = append(docs, h.es.Docs(stream)...)
+			}
+		}
+		return docs
+	}
+	deadline := time.Now().Add(20 * time.Second)
+	for time.Now().Before(deadline) {
+		found := false
+		for _, d := range h.es.Docs("logs-cloud_defend.file-ctr") {
+			if field(d, "file.path") == "/tmp/last" {
+				found = true
+			}
+		}
+		if found {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	files := h.es.Docs("logs-cloud_defend.file-ctr")
+	if len(files) == 0 {
+		t.Fatalf("no file documents; streams %v", h.es.Streams())
+	}
+	for _, s := range scenarios {
+		r, err := ruletest.Load(filepath.Join(dir, s.rule))
+		if err != nil {
+			t.Errorf("%s: %v", s.rule, err)
+			continue
+		}
+		m, ok := r.Query.Match(read(r))
+		if !ok {
+			t.Errorf("rule %q did not fire on %q", r.Name, s.script)
+			continue
+		}
+		named := false
+		for _, d := range m {
+			if field(d, "file.path") == s.path {
+				named = true
+			}
+		}
+		if !named {
+			t.Errorf("rule %q fired, but not on %s", r.Name, s.path)
+			continue
+		}
+		t.Logf("rule fired: %s (%s)", r.Name, s.rule)
+	}
+	if t.Failed() {
+		for _, d := range files {
+			t.Logf("file doc: %v %v %v %v by %v %v", field(d, "event.action"), field(d, "event.type"), field(d, "file.path"), field(d, "cloud_defend.hook_point"), field(d, "process.name"), joinArgs(d))
+		}
+	}
+	for _, d := range files {
+		if field(d, "cloud_defend.detected_in_user_space") != true || field(d, "cloud_defend.blocked") != false || field(d, "container.id") != h.id {
+			t.Errorf("file document %v: user space %v blocked %v container %v", field(d, "file.path"), field(d, "cloud_defend.detected_in_user_space"), field(d, "cloud_defend.blocked"), field(d, "container.id"))
+			break
+		}
+	}
+}

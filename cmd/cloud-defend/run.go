@@ -237,7 +237,16 @@ func summarize(logf func(string, ...any), e *ebpf.Engine, p *policy.Policy, dryR
 	switch {
 	case !e.LSM().Available:
 		logf("blocking is OFF: %s", e.LSM().Reason)
-		logf("detection only: exec selectors are evaluated in user space after each container exec (reported, never blocked); fork and file selectors need BPF LSM and are not evaluated")
+		logf("detection only: exec and fork selectors are evaluated in user space after each container exec and fork (reported, never blocked)")
+		if f := e.FileSyscalls(); f.Available {
+			msg := "file selectors are evaluated in user space from workloads' file syscalls (openat, creat, unlink, rename, chmod) after they return: reported, never blocked"
+			if f.Reason != "" {
+				msg += "; " + f.Reason
+			}
+			logf("%s", msg)
+		} else {
+			logf("%s", f.Reason)
+		}
 	case dryRun:
 		logf("dry run: blocking responses are reported as blocked=false and never block")
 	case p.Blocks(policy.Process) || p.Blocks(policy.File):

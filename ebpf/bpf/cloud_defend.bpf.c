@@ -19,7 +19,9 @@ char LICENSE[] SEC("license") = "GPL";
 #define TASK_COMM_LEN 16
 #define MAX_PATH 255       /* policy paths are at most 255 bytes; LPM data max is 256 */
 #define PATH_BUF 4096
-#define ARGS_LEN 1024
+#define ARGS_LEN 1024 /* the argv an exec record has room for in its common (smallest) size */
+#define ARGS_MID 4096
+#define ARGS_MAX 20480 /* the most argv copied, as Elastic's probe: longer is cut, and says so */
 #define MAX_RESPONSES 64
 
 enum event_type {
@@ -205,7 +207,12 @@ struct exec_event {
 	char filename[MAX_PATH + 1];
 	char exe[MAX_PATH + 1]; /* resolved, as the task's root sees it */
 	char cwd[MAX_PATH + 1];
-	char args[ARGS_LEN];
+	__u32 argc;     /* the true argument count, even when args is cut */
+	__u32 args_cap; /* bytes of args this record has: ARGS_LEN, ARGS_MID or ARGS_MAX */
+	/* argv follows, args_len bytes: the record is reserved in one of three sizes
+	 * (ringbuf reservations are of constant size), the smallest that holds it, so
+	 * the common exec pays for 1 KiB, not 20. */
+	char args[];
 };
 
 struct decision_event {
@@ -737,7 +744,21 @@ static __always_inline __u8 exe_layer(struct file *f)
 SEC("tp_btf/sched_process_exec")
 int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
 {
-	struct exec_event *e = reserve(sizeof(*e));
+	unsigned long start = BPF_CORE_READ(p, mm, arg_start);
+	unsigned long end = BPF_CORE_READ(p, mm, arg_end);
+	unsigned long len = end - start;
+	struct exec_event *e;
+	__u32 cap;
+	if (len <= ARGS_LEN) {
+		e = reserve(sizeof(*e) + ARGS_LEN);
+		cap = ARGS_LEN;
+	} else if (len <= ARGS_MID) {
+		e = reserve(sizeof(*e) + ARGS_MID);
+		cap = ARGS_MID;
+	} else {
+		e = reserve(sizeof(*e) + ARGS_MAX);
+		cap = ARGS_MAX;
+	}
 	if (!e)
 		return 0;
 	e->hdr.type = EVENT_EXEC;
@@ -762,14 +783,28 @@ int BPF_PROG(on_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm 
 	}
 	e->exe_layer = exe_layer(bprm->file);
 
-	unsigned long start = BPF_CORE_READ(p, mm, arg_start);
-	unsigned long end = BPF_CORE_READ(p, mm, arg_end);
-	unsigned long len = end - start;
-	e->args_truncated = len > ARGS_LEN;
-	if (len > ARGS_LEN)
-		len = ARGS_LEN;
+	e->argc = BPF_CORE_READ(bprm, argc);
+	e->args_cap = cap;
+	e->args_truncated = len > cap;
 	e->args_len = 0;
-	if (len > 0 && bpf_probe_read_user(e->args, len & (ARGS_LEN - 1 + ARGS_LEN), (void *)start) == 0)
+	/* One copy per size: each bound is a constant the verifier checks against
+	 * its reservation. */
+	long err = -1;
+	if (cap == ARGS_LEN) {
+		if (len > ARGS_LEN)
+			len = ARGS_LEN;
+		if (len > 0)
+			err = bpf_probe_read_user(e->args, len & (2 * ARGS_LEN - 1), (void *)start);
+	} else if (cap == ARGS_MID) {
+		if (len > ARGS_MID)
+			len = ARGS_MID;
+		err = bpf_probe_read_user(e->args, len & (2 * ARGS_MID - 1), (void *)start);
+	} else {
+		if (len > ARGS_MAX)
+			len = ARGS_MAX;
+		err = bpf_probe_read_user(e->args, len & (32768 - 1), (void *)start);
+	}
+	if (err == 0)
 		e->args_len = len;
 	submit(e, 0);
 	return 0;
@@ -1786,13 +1821,14 @@ const volatile __u32 bench_burst = 64;
 
 static long emit_one(__u32 i, void *ctx)
 {
-	struct exec_event *e = reserve(sizeof(*e));
+	struct exec_event *e = reserve(sizeof(*e) + ARGS_LEN); /* the common exec record */
 	if (!e)
 		return 0;
 	e->hdr.type = EVENT_EXEC;
 	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	e->filename_len = 0;
 	e->args_len = 0;
+	e->args_cap = ARGS_LEN;
 	e->filename[0] = 0;
 	e->proc.pid = i;
 	bpf_ringbuf_submit(e, 0);
@@ -1885,3 +1921,6 @@ int BPF_PROG(empty_inode_removexattr, void *idmap, struct dentry *dentry, void *
 {
 	return ret;
 }
+
+/* Detection-only file telemetry for kernels without BPF LSM: new programs, kept apart. */
+#include "file_syscalls.bpf.h"

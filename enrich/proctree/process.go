@@ -33,6 +33,7 @@ type Process struct {
 	Name             string   // the executable's base name; the kernel's comm before any exec is known
 	Args             []string // argv; shared, do not modify
 	ArgsTruncated    bool
+	ArgsCount        int // the true argc (Args may hold fewer when cut); 0: unknown, len(Args)
 	WorkingDirectory string
 
 	UID, EUID, GID, EGID uint32

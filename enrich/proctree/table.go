@@ -232,7 +232,7 @@ func (t *Table) fork(ev *ebpf.Event) {
 	parent := t.procs[pp.PPID]
 	if parent != nil {
 		// Before its exec, a child runs its parent's image.
-		p.Executable, p.Name, p.Args, p.ArgsTruncated = parent.Executable, parent.Name, parent.Args, parent.ArgsTruncated
+		p.Executable, p.Name, p.Args, p.ArgsTruncated, p.ArgsCount = parent.Executable, parent.Name, parent.Args, parent.ArgsTruncated, parent.ArgsCount
 		p.WorkingDirectory = parent.WorkingDirectory
 		if p.Name == "" {
 			p.Name = pp.Comm
@@ -256,7 +256,7 @@ func (t *Table) exec(ev *ebpf.Event) {
 	if exe == "" {
 		p.Name = ev.Process.Comm
 	}
-	p.Args, p.ArgsTruncated = ev.Args, ev.ArgsTruncated
+	p.Args, p.ArgsTruncated, p.ArgsCount = ev.Args, ev.ArgsTruncated, ev.ArgsCount
 	p.WorkingDirectory = ev.Cwd
 	t.observe(p, &ev.Process)
 }
@@ -341,6 +341,25 @@ func (t *Table) LookupPID(pid uint32) (View, bool) {
 		return View{}, false
 	}
 	return p.view(), true
+}
+
+// Children returns the processes the table knows (live, or exited within
+// their grace) whose parent is the newest process with pid: for tests and
+// diagnostics, it walks the whole table.
+func (t *Table) Children(pid uint32) []View {
+	t.mu.RLock()
+	defer t.mu.RUnlock()
+	parent := t.procs[pid]
+	if parent == nil {
+		return nil
+	}
+	var out []View
+	for _, p := range t.procs {
+		if p.parent == parent {
+			out = append(out, p.view())
+		}
+	}
+	return out
 }
 
 // Stats returns the table's counters.

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"testing"
-	"time"
 )
 
 func TestSplitImage(t *testing.T) {
@@ -61,29 +60,17 @@ func TestCache(t *testing.T) {
 	down := &countingSource{fail: errors.New("connection refused")}
 	src := &countingSource{known: "abc"}
 	c := NewCache(down, src)
-	c.RetryAfter = 50 * time.Millisecond
+	defer c.Close()
 	for range 3 {
-		if m, ok := c.Lookup("abc"); !ok || m.ImageName != "img" || m.Runtime != "test" {
-			t.Fatalf("Lookup(abc) = %+v, %v", m, ok)
+		if m, st := c.Lookup("abc", nil); st != Found || m.ImageName != "img" || m.Runtime != "test" {
+			t.Fatalf("Lookup(abc) = %+v, %v", m, st)
 		}
 	}
 	if src.asked != 1 {
 		t.Errorf("asked %d times for a known container, want once", src.asked)
 	}
-	// Unknown: asked once per RetryAfter, not per event.
-	for range 5 {
-		c.Lookup("new")
-	}
-	if src.asked != 2 {
-		t.Errorf("asked %d times, want 2 (one miss, then cached)", src.asked)
-	}
-	time.Sleep(60 * time.Millisecond)
-	c.Lookup("new")
-	if src.asked != 3 {
-		t.Errorf("asked %d times, want a retry after RetryAfter", src.asked)
-	}
 	var nilCache *Cache
-	if _, ok := nilCache.Lookup("abc"); ok {
+	if _, st := nilCache.Lookup("abc", nil); st != Unknown {
 		t.Error("a nil cache found something")
 	}
 }

@@ -92,6 +92,11 @@ type Node struct {
 	BinDir string
 	// PodSubnet is the CNI network's subnet.
 	PodSubnet string
+	// AuditLog is the apiserver's audit log: one JSON audit.k8s.io/v1 Event
+	// a line, every request at level Metadata (who, from which pod, what), as
+	// a managed cluster's audit log that Elastic's kubernetes integration
+	// ships to logs-kubernetes.audit_logs-*.
+	AuditLog string
 
 	t    testing.TB
 	logf func(string, ...any)
@@ -250,6 +255,11 @@ func (n *Node) start(opts Options) error {
 	}
 
 	// kube-apiserver
+	auditPolicy := filepath.Join(n.Dir, "apiserver", "audit-policy.yaml")
+	n.AuditLog = filepath.Join(n.Dir, "logs", "audit.log")
+	if err := os.WriteFile(auditPolicy, []byte("apiVersion: audit.k8s.io/v1\nkind: Policy\nomitStages: [RequestReceived]\nrules:\n  - level: Metadata\n"), 0o644); err != nil {
+		return err
+	}
 	n.Server = fmt.Sprintf("https://127.0.0.1:%d", ports[2])
 	n.api, err = n.spawn("kube-apiserver", filepath.Join(n.BinDir, "kube-apiserver"),
 		"--etcd-servers", etcdURL,
@@ -272,6 +282,8 @@ func (n *Node) start(opts Options) error {
 		"--kubelet-certificate-authority", p.CACert,
 		"--kubelet-preferred-address-types", "InternalIP,Hostname",
 		"--profiling=false",
+		"--audit-policy-file", auditPolicy, "--audit-log-path", n.AuditLog, "--audit-log-format", "json",
+		"--audit-log-mode", "blocking",
 		"--v=1")
 	if err != nil {
 		return err

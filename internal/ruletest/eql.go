@@ -124,24 +124,36 @@ func sortByTime(docs []Doc) []Doc {
 // values returns a dotted field's values: an array's elements, or the one
 // value; none when missing.
 func values(d Doc, field string) []any {
-	var v any = d
-	for _, k := range strings.Split(field, ".") {
-		m, ok := v.(map[string]any)
-		if !ok {
-			return nil
-		}
-		v, ok = m[k]
-		if !ok {
-			return nil
-		}
+	v, ok := lookup(d, strings.Split(field, "."))
+	if !ok || v == nil {
+		return nil
 	}
 	if a, ok := v.([]any); ok {
 		return a
 	}
-	if v == nil {
-		return nil
-	}
 	return []any{v}
+}
+
+// lookup walks a field's dotted parts through nested objects. A key may hold
+// dots itself (Kubernetes audit documents keep user.extra's
+// "authentication.kubernetes.io/pod-name" as one key), which Elasticsearch
+// reads as the same path, so each level tries the shortest key first.
+func lookup(v any, parts []string) (any, bool) {
+	if len(parts) == 0 {
+		return v, true
+	}
+	m, ok := v.(map[string]any)
+	if !ok {
+		return nil, false
+	}
+	for i := 1; i <= len(parts); i++ {
+		if next, ok := m[strings.Join(parts[:i], ".")]; ok {
+			if r, ok := lookup(next, parts[i:]); ok {
+				return r, true
+			}
+		}
+	}
+	return nil, false
 }
 
 // node is a boolean expression.
@@ -339,7 +351,8 @@ func (p *parser) query() (*Query, error) {
 func (p *parser) fieldList() []string {
 	var fs []string
 	for {
-		fs = append(fs, p.next())
+		f, _ := fieldName(p.next())
+		fs = append(fs, f)
 		if !p.accept(",") {
 			return fs
 		}
@@ -417,9 +430,10 @@ func (p *parser) unary() (node, error) {
 }
 
 func (p *parser) comparison() (node, error) {
-	field := p.next()
-	if field == "" || !isField(field) {
-		return nil, fmt.Errorf("expected a field, found %q", field)
+	tok := p.next()
+	field, ok := fieldName(tok)
+	if !ok {
+		return nil, fmt.Errorf("expected a field, found %q", tok)
 	}
 	negate := p.accept("not")
 	op := strings.ToLower(p.next())
@@ -493,6 +507,16 @@ func (p *parser) value() (any, error) {
 	return nil, fmt.Errorf("expected a value, found %q", t)
 }
 
+// fieldName reads a field token: a plain name, or one in backticks (names
+// with other characters, such as
+// `kubernetes.audit.user.extra.authentication.kubernetes.io/pod-name`).
+func fieldName(t string) (string, bool) {
+	if len(t) >= 2 && t[0] == '`' && t[len(t)-1] == '`' {
+		return t[1 : len(t)-1], len(t) > 2
+	}
+	return t, t != "" && isField(t)
+}
+
 func isField(t string) bool {
 	for _, r := range t {
 		if !(unicode.IsLetter(r) || unicode.IsDigit(r) || r == '.' || r == '_' || r == '@') {
@@ -520,6 +544,14 @@ func lex(src string) []string {
 			for i < len(src) && src[i] != '\n' {
 				i++
 			}
+		case c == '`':
+			j := strings.IndexByte(src[i+1:], '`')
+			if j < 0 {
+				toks = append(toks, src[i:]) // unterminated: not a field
+				return toks
+			}
+			toks = append(toks, src[i:i+j+2])
+			i += j + 2
 		case c == '"':
 			j := i + 1
 			for j < len(src) && src[j] != '"' {

@@ -103,3 +103,39 @@ func TestParsesContractRules(t *testing.T) {
 		t.Errorf("only %d of %d rules parse", parsed, len(files))
 	}
 }
+
+// TestCrossSourceSequence: the execution_d4c_k8s_mda_* rules join our process
+// documents by orchestrator.resource.name with Kubernetes audit documents by
+// a backticked field whose last key holds dots and a slash, as the audit
+// integration stores user.extra.
+func TestCrossSourceSequence(t *testing.T) {
+	files, _ := filepath.Glob("../../../shared/contract/detection-rules/cross-platform/execution_d4c_k8s_mda_*.toml")
+	if len(files) != 4 {
+		t.Fatalf("%d execution_d4c_k8s_mda_* rules, want 4", len(files))
+	}
+	for _, f := range files {
+		if _, err := Load(f); err != nil {
+			t.Errorf("%v", err)
+		}
+	}
+	q, err := ParseEQL("sequence with maxspan=1s\n" +
+		`[process where event.action == "exec"] by orchestrator.resource.name
+		 [any where data_stream.dataset == "kubernetes.audit_logs"] by ` + "`kubernetes.audit.user.extra.authentication.kubernetes.io/pod-name`")
+	if err != nil {
+		t.Fatal(err)
+	}
+	exec := doc("2026-01-01T00:00:00Z", map[string]any{"event.category": []any{"process"}, "event.action": "exec", "orchestrator.resource.name": "web"})
+	audit := func(ts, pod string) Doc {
+		return Doc{"@timestamp": ts, "data_stream": map[string]any{"dataset": "kubernetes.audit_logs"},
+			"kubernetes": map[string]any{"audit": map[string]any{"user": map[string]any{"extra": map[string]any{
+				"authentication.kubernetes.io/pod-name": []any{pod}}}}}}
+	}
+	if _, ok := q.Match([]Doc{exec, audit("2026-01-01T00:00:00.5Z", "web")}); !ok {
+		t.Error("exec then the pod's API request not matched")
+	}
+	for _, a := range []Doc{audit("2026-01-01T00:00:00.5Z", "db"), audit("2026-01-01T00:00:02Z", "web")} {
+		if _, ok := q.Match([]Doc{exec, a}); ok {
+			t.Errorf("matched %v", a)
+		}
+	}
+}

@@ -65,7 +65,9 @@ type ProbeExecEvent struct {
 	Filename      [256]int8
 	Exe           [256]int8
 	Cwd           [256]int8
-	Args          [1024]int8
+	Argc          uint32
+	ArgsCap       uint32
+	Args          [0]int8
 }
 
 type ProbeExitEvent struct {
@@ -207,6 +209,22 @@ type ProbeSetsidEvent struct {
 	Proc ProbeProcInfo
 }
 
+type ProbeSysfileEvent struct {
+	_       structs.HostLayout
+	Hdr     ProbeEventHeader
+	Proc    ProbeProcInfo
+	Op      uint32
+	Flags   uint32
+	Mode    uint32
+	Created uint32
+	Dfd     int32
+	Dfd2    int32
+	Path    [256]int8
+	Path2   [256]int8
+	Base    [256]int8
+	Base2   [256]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -222,6 +240,8 @@ const (
 	ProbeMapPolicies                 = "policies"
 	ProbeMapScratchMap               = "scratch_map"
 	ProbeMapStats                    = "stats"
+	ProbeMapSysfileInflight          = "sysfile_inflight"
+	ProbeMapSysfileScratch           = "sysfile_scratch"
 	ProbeMapWriteVerdicts            = "write_verdicts"
 	ProbeProgBenchEmit               = "bench_emit"
 	ProbeProgEmptyBprmCheck          = "empty_bprm_check"
@@ -263,6 +283,23 @@ const (
 	ProbeProgOnFork                  = "on_fork"
 	ProbeProgOnSetsid                = "on_setsid"
 	ProbeProgProbeLsm                = "probe_lsm"
+	ProbeProgWatchChmod              = "watch_chmod"
+	ProbeProgWatchChmodExit          = "watch_chmod_exit"
+	ProbeProgWatchCreatExit          = "watch_creat_exit"
+	ProbeProgWatchFchmodat           = "watch_fchmodat"
+	ProbeProgWatchFchmodatExit       = "watch_fchmodat_exit"
+	ProbeProgWatchOpenat2Exit        = "watch_openat2_exit"
+	ProbeProgWatchOpenatExit         = "watch_openat_exit"
+	ProbeProgWatchRename             = "watch_rename"
+	ProbeProgWatchRenameExit         = "watch_rename_exit"
+	ProbeProgWatchRenameat           = "watch_renameat"
+	ProbeProgWatchRenameat2          = "watch_renameat2"
+	ProbeProgWatchRenameat2Exit      = "watch_renameat2_exit"
+	ProbeProgWatchRenameatExit       = "watch_renameat_exit"
+	ProbeProgWatchUnlink             = "watch_unlink"
+	ProbeProgWatchUnlinkExit         = "watch_unlink_exit"
+	ProbeProgWatchUnlinkat           = "watch_unlinkat"
+	ProbeProgWatchUnlinkatExit       = "watch_unlinkat_exit"
 	ProbeVarBenchBurst               = "bench_burst"
 	ProbeVarHostPidns                = "host_pidns"
 	ProbeVarUnusedDecisionEvent      = "unused_decision_event"
@@ -271,6 +308,7 @@ const (
 	ProbeVarUnusedFileEvent          = "unused_file_event"
 	ProbeVarUnusedForkEvent          = "unused_fork_event"
 	ProbeVarUnusedSetsidEvent        = "unused_setsid_event"
+	ProbeVarUnusedSysfileEvent       = "unused_sysfile_event"
 )
 
 // LoadProbe returns the embedded CollectionSpec for Probe.
@@ -355,24 +393,43 @@ type ProbeProgramSpecs struct {
 	OnFork                  *ebpf.ProgramSpec `ebpf:"on_fork"`
 	OnSetsid                *ebpf.ProgramSpec `ebpf:"on_setsid"`
 	ProbeLsm                *ebpf.ProgramSpec `ebpf:"probe_lsm"`
+	WatchChmod              *ebpf.ProgramSpec `ebpf:"watch_chmod"`
+	WatchChmodExit          *ebpf.ProgramSpec `ebpf:"watch_chmod_exit"`
+	WatchCreatExit          *ebpf.ProgramSpec `ebpf:"watch_creat_exit"`
+	WatchFchmodat           *ebpf.ProgramSpec `ebpf:"watch_fchmodat"`
+	WatchFchmodatExit       *ebpf.ProgramSpec `ebpf:"watch_fchmodat_exit"`
+	WatchOpenat2Exit        *ebpf.ProgramSpec `ebpf:"watch_openat2_exit"`
+	WatchOpenatExit         *ebpf.ProgramSpec `ebpf:"watch_openat_exit"`
+	WatchRename             *ebpf.ProgramSpec `ebpf:"watch_rename"`
+	WatchRenameExit         *ebpf.ProgramSpec `ebpf:"watch_rename_exit"`
+	WatchRenameat           *ebpf.ProgramSpec `ebpf:"watch_renameat"`
+	WatchRenameat2          *ebpf.ProgramSpec `ebpf:"watch_renameat2"`
+	WatchRenameat2Exit      *ebpf.ProgramSpec `ebpf:"watch_renameat2_exit"`
+	WatchRenameatExit       *ebpf.ProgramSpec `ebpf:"watch_renameat_exit"`
+	WatchUnlink             *ebpf.ProgramSpec `ebpf:"watch_unlink"`
+	WatchUnlinkExit         *ebpf.ProgramSpec `ebpf:"watch_unlink_exit"`
+	WatchUnlinkat           *ebpf.ProgramSpec `ebpf:"watch_unlinkat"`
+	WatchUnlinkatExit       *ebpf.ProgramSpec `ebpf:"watch_unlinkat_exit"`
 }
 
 // ProbeMapSpecs contains maps before they are loaded into the kernel.
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeMapSpecs struct {
-	ConfigMap      *ebpf.MapSpec `ebpf:"config_map"`
-	Containers     *ebpf.MapSpec `ebpf:"containers"`
-	Events         *ebpf.MapSpec `ebpf:"events"`
-	FileContainers *ebpf.MapSpec `ebpf:"file_containers"`
-	FilePaths      *ebpf.MapSpec `ebpf:"file_paths"`
-	FilePolicies   *ebpf.MapSpec `ebpf:"file_policies"`
-	Names          *ebpf.MapSpec `ebpf:"names"`
-	Paths          *ebpf.MapSpec `ebpf:"paths"`
-	Policies       *ebpf.MapSpec `ebpf:"policies"`
-	ScratchMap     *ebpf.MapSpec `ebpf:"scratch_map"`
-	Stats          *ebpf.MapSpec `ebpf:"stats"`
-	WriteVerdicts  *ebpf.MapSpec `ebpf:"write_verdicts"`
+	ConfigMap       *ebpf.MapSpec `ebpf:"config_map"`
+	Containers      *ebpf.MapSpec `ebpf:"containers"`
+	Events          *ebpf.MapSpec `ebpf:"events"`
+	FileContainers  *ebpf.MapSpec `ebpf:"file_containers"`
+	FilePaths       *ebpf.MapSpec `ebpf:"file_paths"`
+	FilePolicies    *ebpf.MapSpec `ebpf:"file_policies"`
+	Names           *ebpf.MapSpec `ebpf:"names"`
+	Paths           *ebpf.MapSpec `ebpf:"paths"`
+	Policies        *ebpf.MapSpec `ebpf:"policies"`
+	ScratchMap      *ebpf.MapSpec `ebpf:"scratch_map"`
+	Stats           *ebpf.MapSpec `ebpf:"stats"`
+	SysfileInflight *ebpf.MapSpec `ebpf:"sysfile_inflight"`
+	SysfileScratch  *ebpf.MapSpec `ebpf:"sysfile_scratch"`
+	WriteVerdicts   *ebpf.MapSpec `ebpf:"write_verdicts"`
 }
 
 // ProbeVariableSpecs contains global variables before they are loaded into the kernel.
@@ -387,6 +444,7 @@ type ProbeVariableSpecs struct {
 	UnusedFileEvent     *ebpf.VariableSpec `ebpf:"unused_file_event"`
 	UnusedForkEvent     *ebpf.VariableSpec `ebpf:"unused_fork_event"`
 	UnusedSetsidEvent   *ebpf.VariableSpec `ebpf:"unused_setsid_event"`
+	UnusedSysfileEvent  *ebpf.VariableSpec `ebpf:"unused_sysfile_event"`
 }
 
 // ProbeObjects contains all objects after they have been loaded into the kernel.
@@ -409,18 +467,20 @@ func (o *ProbeObjects) Close() error {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbeMaps struct {
-	ConfigMap      *ebpf.Map `ebpf:"config_map"`
-	Containers     *ebpf.Map `ebpf:"containers"`
-	Events         *ebpf.Map `ebpf:"events"`
-	FileContainers *ebpf.Map `ebpf:"file_containers"`
-	FilePaths      *ebpf.Map `ebpf:"file_paths"`
-	FilePolicies   *ebpf.Map `ebpf:"file_policies"`
-	Names          *ebpf.Map `ebpf:"names"`
-	Paths          *ebpf.Map `ebpf:"paths"`
-	Policies       *ebpf.Map `ebpf:"policies"`
-	ScratchMap     *ebpf.Map `ebpf:"scratch_map"`
-	Stats          *ebpf.Map `ebpf:"stats"`
-	WriteVerdicts  *ebpf.Map `ebpf:"write_verdicts"`
+	ConfigMap       *ebpf.Map `ebpf:"config_map"`
+	Containers      *ebpf.Map `ebpf:"containers"`
+	Events          *ebpf.Map `ebpf:"events"`
+	FileContainers  *ebpf.Map `ebpf:"file_containers"`
+	FilePaths       *ebpf.Map `ebpf:"file_paths"`
+	FilePolicies    *ebpf.Map `ebpf:"file_policies"`
+	Names           *ebpf.Map `ebpf:"names"`
+	Paths           *ebpf.Map `ebpf:"paths"`
+	Policies        *ebpf.Map `ebpf:"policies"`
+	ScratchMap      *ebpf.Map `ebpf:"scratch_map"`
+	Stats           *ebpf.Map `ebpf:"stats"`
+	SysfileInflight *ebpf.Map `ebpf:"sysfile_inflight"`
+	SysfileScratch  *ebpf.Map `ebpf:"sysfile_scratch"`
+	WriteVerdicts   *ebpf.Map `ebpf:"write_verdicts"`
 }
 
 func (m *ProbeMaps) Close() error {
@@ -436,6 +496,8 @@ func (m *ProbeMaps) Close() error {
 		m.Policies,
 		m.ScratchMap,
 		m.Stats,
+		m.SysfileInflight,
+		m.SysfileScratch,
 		m.WriteVerdicts,
 	)
 }
@@ -452,6 +514,7 @@ type ProbeVariables struct {
 	UnusedFileEvent     *ebpf.Variable `ebpf:"unused_file_event"`
 	UnusedForkEvent     *ebpf.Variable `ebpf:"unused_fork_event"`
 	UnusedSetsidEvent   *ebpf.Variable `ebpf:"unused_setsid_event"`
+	UnusedSysfileEvent  *ebpf.Variable `ebpf:"unused_sysfile_event"`
 }
 
 // ProbePrograms contains all programs after they have been loaded into the kernel.
@@ -498,6 +561,23 @@ type ProbePrograms struct {
 	OnFork                  *ebpf.Program `ebpf:"on_fork"`
 	OnSetsid                *ebpf.Program `ebpf:"on_setsid"`
 	ProbeLsm                *ebpf.Program `ebpf:"probe_lsm"`
+	WatchChmod              *ebpf.Program `ebpf:"watch_chmod"`
+	WatchChmodExit          *ebpf.Program `ebpf:"watch_chmod_exit"`
+	WatchCreatExit          *ebpf.Program `ebpf:"watch_creat_exit"`
+	WatchFchmodat           *ebpf.Program `ebpf:"watch_fchmodat"`
+	WatchFchmodatExit       *ebpf.Program `ebpf:"watch_fchmodat_exit"`
+	WatchOpenat2Exit        *ebpf.Program `ebpf:"watch_openat2_exit"`
+	WatchOpenatExit         *ebpf.Program `ebpf:"watch_openat_exit"`
+	WatchRename             *ebpf.Program `ebpf:"watch_rename"`
+	WatchRenameExit         *ebpf.Program `ebpf:"watch_rename_exit"`
+	WatchRenameat           *ebpf.Program `ebpf:"watch_renameat"`
+	WatchRenameat2          *ebpf.Program `ebpf:"watch_renameat2"`
+	WatchRenameat2Exit      *ebpf.Program `ebpf:"watch_renameat2_exit"`
+	WatchRenameatExit       *ebpf.Program `ebpf:"watch_renameat_exit"`
+	WatchUnlink             *ebpf.Program `ebpf:"watch_unlink"`
+	WatchUnlinkExit         *ebpf.Program `ebpf:"watch_unlink_exit"`
+	WatchUnlinkat           *ebpf.Program `ebpf:"watch_unlinkat"`
+	WatchUnlinkatExit       *ebpf.Program `ebpf:"watch_unlinkat_exit"`
 }
 
 func (p *ProbePrograms) Close() error {
@@ -542,6 +622,23 @@ func (p *ProbePrograms) Close() error {
 		p.OnFork,
 		p.OnSetsid,
 		p.ProbeLsm,
+		p.WatchChmod,
+		p.WatchChmodExit,
+		p.WatchCreatExit,
+		p.WatchFchmodat,
+		p.WatchFchmodatExit,
+		p.WatchOpenat2Exit,
+		p.WatchOpenatExit,
+		p.WatchRename,
+		p.WatchRenameExit,
+		p.WatchRenameat,
+		p.WatchRenameat2,
+		p.WatchRenameat2Exit,
+		p.WatchRenameatExit,
+		p.WatchUnlink,
+		p.WatchUnlinkExit,
+		p.WatchUnlinkat,
+		p.WatchUnlinkatExit,
 	)
 }
 

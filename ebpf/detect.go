@@ -1,0 +1,123 @@
+package ebpf
+
+import (
+	"os"
+	"strconv"
+	"strings"
+
+	"github.com/cloud-defend/cloud-defend/policy"
+)
+
+// Without BPF LSM the kernel decides nothing, so Read evaluates the policy in
+// user space on what the tracepoints report (detection only: reported, never
+// blocked). Execs are judged from their exec event (detect). Forks are judged
+// from the fork event, as the kernel's task_alloc hook would have judged them
+// in the forking process: its pid namespace (the node's own are out of
+// scope), executable, comm, terminal, container. The fork event names only
+// the child, so the engine remembers each workloadProc process's executable from
+// its exec (inherited at fork, forgotten at exit); a process that was running
+// before the engine started is read once from /proc.
+
+// workloadProc is what fork decisions need of a workload process.
+type workloadProc struct {
+	exe   string
+	layer Layer
+	pidns uint32
+}
+
+// maxWorkloads bounds the remembered processes; past it (exits lost) they
+// are forgotten all at once and read again from /proc as needed.
+const maxWorkloads = 1 << 16
+
+// observe keeps the workloadProc table in step with telemetry and returns the
+// user-space decision an exec or fork makes, if any. The reader (one
+// goroutine) calls it for every event when BPF LSM is unavailable.
+func (e *Engine) observe(ev *Event) (Event, bool) {
+	if e.workloads == nil {
+		e.workloads = map[uint32]workloadProc{}
+	}
+	switch ev.Kind {
+	case EventExec:
+		if ev.Process.PIDNamespace != e.hostNS {
+			e.remember(ev.Process.PID, workloadProc{exe: ev.Executable, layer: ev.Layer, pidns: ev.Process.PIDNamespace})
+		}
+		return e.detect(ev)
+	case EventFork:
+		if ev.Process.PIDNamespace == e.hostNS {
+			return Event{}, false // a child in the node's namespace has its parent there too
+		}
+		parent, ok := e.workloads[ev.Process.PPID]
+		if !ok {
+			parent = e.fromProc(ev.Process.PPID, ev.Process.PIDNamespace)
+		}
+		// The child runs its parent's image, in its own namespace (a new one
+		// with CLONE_NEWPID).
+		e.remember(ev.Process.PID, workloadProc{exe: parent.exe, layer: parent.layer, pidns: ev.Process.PIDNamespace})
+		return e.detectFork(ev, parent)
+	case EventExit:
+		delete(e.workloads, ev.Process.PID)
+	case EventSysfile:
+		e.detectFile(ev)
+	}
+	return Event{}, false
+}
+
+func (e *Engine) remember(pid uint32, w workloadProc) {
+	if len(e.workloads) >= maxWorkloads {
+		clear(e.workloads)
+	}
+	e.workloads[pid] = w
+}
+
+// fromProc reads a process the engine has not seen exec: its executable as
+// its own root shows it (the kernel resolves /proc/<pid>/exe against the
+// process's mount namespace for a process outside ours) and its pid
+// namespace. A process already gone reads as the namespace the caller
+// supplies, with no executable.
+func (e *Engine) fromProc(pid, pidns uint32) workloadProc {
+	w := workloadProc{pidns: pidns}
+	p := strconv.FormatUint(uint64(pid), 10)
+	if exe, err := os.Readlink("/proc/" + p + "/exe"); err == nil {
+		w.exe = exe
+	}
+	if ns, err := pidNamespace(p); err == nil {
+		w.pidns = ns
+	}
+	return w
+}
+
+// detectFork evaluates a fork that already happened against the live policy,
+// as the kernel's task_alloc hook would have in the forking process. The
+// decision is about the child (as the enricher makes the kernel's), with the
+// parent's image.
+func (e *Engine) detectFork(ev *Event, parent workloadProc) (Event, bool) {
+	if parent.pidns == e.hostNS {
+		return Event{}, false // forked by a node process into a new namespace (a container's start)
+	}
+	e.mu.Lock()
+	gen, p := e.generation, e.history[e.generation]
+	var meta policy.Operation
+	if m := e.containers[ev.Process.CgroupID]; m != nil {
+		meta = *m
+	}
+	e.mu.Unlock()
+	if p == nil {
+		return Event{}, false
+	}
+	op := meta
+	op.Op = policy.OpFork
+	op.ProcessExecutable = parent.exe
+	op.ProcessName = ev.Process.Comm // the child's comm is its parent's at fork
+	op.ExecutableIsMemfd = strings.HasPrefix(parent.exe, "/memfd:") && strings.HasSuffix(parent.exe, " (deleted)")
+	op.SessionLeaderInteractive = ev.Process.TTYMajor != 0
+	op.ExecutableLayer = parent.layer.String()
+	d := p.Evaluate(&op)
+	if d.Actions == 0 {
+		return Event{}, false
+	}
+	return Event{
+		Kind: EventDecision, Time: ev.Time, Process: ev.Process, Op: policy.OpFork, Generation: gen,
+		Matched: d.Matched, Actions: d.Actions, Memfd: op.ExecutableIsMemfd, Interactive: op.SessionLeaderInteractive,
+		Path: parent.exe, PathLen: uint32(len(parent.exe)), UserSpace: true, Layer: parent.layer,
+	}, true
+}

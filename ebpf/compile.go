@@ -38,6 +38,9 @@ type compiled struct {
 
 	file      bpfobj.ProbeFilePolicy
 	filePaths map[string]pathEntry
+	// fileTrees: "dir/" → the file selectors with a pattern at or below dir: a
+	// directory renamed into (or out of) place moves those paths with it.
+	fileTrees map[string]uint64
 	fileSels  []policy.Selector
 }
 
@@ -50,12 +53,9 @@ type compiled struct {
 //
 // A dir/* entry is keyed "dir/"; an exact entry carries the children of its own
 // directory, since it can be the longest match for that directory's other files.
-//
-// below, on an entry keyed "dir/", is every selector with a pattern at or below
-// dir: a directory renamed into (or out of) place moves those paths with it.
 type pathEntry struct {
-	exact, desc, children, below uint64
-	len, dirlen                  uint32
+	exact, desc, children uint64
+	len, dirlen           uint32
 }
 
 func compile(p *policy.Policy) (*compiled, error) {
@@ -111,7 +111,7 @@ func compile(p *policy.Policy) (*compiled, error) {
 		}
 	}
 	var err error
-	if c.paths, err = pathEntries(c.sels, func(s *policy.Selector) []policy.PathPattern { return s.ProcessExecutable }); err != nil {
+	if c.paths, _, err = pathEntries(c.sels, func(s *policy.Selector) []policy.PathPattern { return s.ProcessExecutable }); err != nil {
 		return nil, err
 	}
 	kp.R = responses(c.resps)
@@ -141,15 +141,17 @@ func compile(p *policy.Policy) (*compiled, error) {
 			kf.IgnoreFile |= bit
 		}
 	}
-	if c.filePaths, err = pathEntries(c.fileSels, func(s *policy.Selector) []policy.PathPattern { return s.TargetFilePath }); err != nil {
+	if c.filePaths, c.fileTrees, err = pathEntries(c.fileSels, func(s *policy.Selector) []policy.PathPattern { return s.TargetFilePath }); err != nil {
 		return nil, err
 	}
 	kf.R = responses(fileResps)
 	return c, nil
 }
 
-// pathEntries builds the LPM entries for the path patterns of each selector.
-func pathEntries(sels []policy.Selector, patterns func(*policy.Selector) []policy.PathPattern) (map[string]pathEntry, error) {
+// pathEntries builds the LPM entries for the path patterns of each selector, and
+// for every directory at or above a pattern ("dir/", up to 255 bytes) the
+// selectors with a pattern at or below it.
+func pathEntries(sels []policy.Selector, patterns func(*policy.Selector) []policy.PathPattern) (map[string]pathEntry, map[string]uint64, error) {
 	exact := map[string]uint64{}
 	children := map[string]uint64{} // "dir/" → selectors
 	desc := map[string]uint64{}     // "dir/" → selectors
@@ -158,7 +160,7 @@ func pathEntries(sels []policy.Selector, patterns func(*policy.Selector) []polic
 		bit := uint64(1) << i
 		for _, pp := range patterns(&sels[i]) {
 			if len(pp.String()) > maxPath {
-				return nil, fmt.Errorf("selector %q: path %q is longer than %d bytes", sels[i].Name, pp, maxPath)
+				return nil, nil, fmt.Errorf("selector %q: path %q is longer than %d bytes", sels[i].Name, pp, maxPath)
 			}
 			switch pp.Kind {
 			case policy.PathExact:
@@ -193,15 +195,12 @@ func pathEntries(sels []policy.Selector, patterns func(*policy.Selector) []polic
 		dir := k[:strings.LastIndexByte(k, '/')+1]
 		out[k] = pathEntry{exact: bits, desc: descOf(k), children: children[dir], len: uint32(len(k)), dirlen: uint32(len(dir))}
 	}
-	// Directory entries (children and desc patterns, and the directories above
-	// every pattern) say the same of a file path as the shorter entry they hide
-	// would: their own desc and children masks.
-	for _, m := range []map[string]uint64{children, desc, below} {
+	for _, m := range []map[string]uint64{children, desc} {
 		for k := range m {
-			out[k] = pathEntry{desc: descOf(k), children: children[k], below: below[k], len: uint32(len(k)), dirlen: uint32(len(k))}
+			out[k] = pathEntry{desc: descOf(k), children: children[k], len: uint32(len(k)), dirlen: uint32(len(k))}
 		}
 	}
-	return out, nil
+	return out, below, nil
 }
 
 func responses(rs []policy.Response) bpfobj.ProbeResponses {

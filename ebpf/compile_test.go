@@ -69,6 +69,9 @@ func (c *compiled) decideFile(op *policy.Operation, containerMask uint64) (uint6
 		if e, ok := lpm(c.filePaths, op.TargetPath); ok {
 			pm |= e.masks(op.TargetPath)
 		}
+		if strings.HasSuffix(op.TargetPath, "/") && len(op.TargetPath) <= maxPath {
+			pm |= c.fileTrees[op.TargetPath]
+		}
 		m &= pm
 	}
 	if op.OnVolumeMount || op.OnFileMount {
@@ -85,17 +88,13 @@ func (c *compiled) decideFile(op *policy.Operation, containerMask uint64) (uint6
 }
 
 // masks applies an entry to the path it was found for, as path_masks does: a path
-// ending in "/" is a directory tree, matched as its nameless child and by the
-// patterns at or below it.
+// ending in "/" is a directory tree, matched as its nameless child (and, from
+// fileTrees, by the patterns at or below it).
 func (e pathEntry) masks(path string) uint64 {
 	n := uint32(len(path))
 	nameLen := uint32(len(path) - strings.LastIndexByte(path, '/') - 1)
 	m := e.desc
-	if strings.HasSuffix(path, "/") {
-		if e.len == n {
-			m |= e.below
-		}
-	} else if e.len == n {
+	if !strings.HasSuffix(path, "/") && e.len == n {
 		m |= e.exact
 	}
 	if e.dirlen+nameLen == n {
@@ -153,15 +152,13 @@ func TestCompilePathEntries(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := sortedKeys(c.paths); !slices.Equal(got, []string{"/", "/usr/", "/usr/bin/", "/usr/bin/env", "/usr/bin/env/"}) {
+	if got := sortedKeys(c.paths); !slices.Equal(got, []string{"/", "/usr/bin/", "/usr/bin/env"}) {
 		t.Fatalf("keys %q", got)
 	}
 	want := map[string]pathEntry{
-		"/":             {desc: 0b0100, children: 0b1000, below: 0b1111, len: 1, dirlen: 1},
-		"/usr/":         {desc: 0b0100, below: 0b0011, len: 5, dirlen: 5},
-		"/usr/bin/":     {desc: 0b0101, children: 0b0010, below: 0b0011, len: 9, dirlen: 9},
-		"/usr/bin/env":  {exact: 0b0010, desc: 0b0101, children: 0b0010, len: 12, dirlen: 9},
-		"/usr/bin/env/": {desc: 0b0101, below: 0b0010, len: 13, dirlen: 13},
+		"/":            {desc: 0b0100, children: 0b1000, len: 1, dirlen: 1},
+		"/usr/bin/":    {desc: 0b0101, children: 0b0010, len: 9, dirlen: 9},
+		"/usr/bin/env": {exact: 0b0010, desc: 0b0101, children: 0b0010, len: 12, dirlen: 9},
 	}
 	for k, w := range want {
 		if c.paths[k] != w {
@@ -176,12 +173,53 @@ func TestCompilePathEntries(t *testing.T) {
 		"/usr":           0b1100, // a child of /
 		"/usr/binx":      0b0100,
 		"/etc/passwd":    0b0100,
-		"/usr/":          0b0111, // a tree with /usr/bin's patterns below it, under /**
-		"/usr/bin/":      0b0111,
-		"/opt/":          0b0100,
 	} {
 		op := policy.Operation{Op: policy.OpExec, ProcessExecutable: path}
 		if m, _ := c.decide(&op, 0); m != want {
+			t.Errorf("%s: matched %04b, want %04b", path, m, want)
+		}
+		if d := p.Evaluate(&op); d.Matched != want {
+			t.Errorf("%s: evaluator matched %04b, want %04b", path, d.Matched, want)
+		}
+	}
+}
+
+// TestCompileFileTrees: a directory renamed into or out of place ("dir/") is matched
+// by every file pattern at or below it, from fileTrees, as policy.Evaluate says.
+func TestCompileFileTrees(t *testing.T) {
+	p := mustParse(t, `file:
+  selectors:
+    - name: localBin
+      operation: [createExecutable]
+      targetFilePath: [/usr/local/bin/**]
+    - name: passwd
+      operation: [createExecutable]
+      targetFilePath: [/etc/passwd]
+    - name: confs
+      operation: [createExecutable]
+      targetFilePath: [/etc/conf.d/*]
+    - name: all
+      operation: [createExecutable]
+      targetFilePath: [/**]
+  responses:
+    - match: [localBin, passwd, confs, all]
+      actions: [alert]
+`)
+	c, err := compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for path, want := range map[string]uint64{
+		"/usr/local/":       0b1001, // localBin below it, /** over it
+		"/usr/":             0b1001,
+		"/etc/":             0b1110,
+		"/etc/conf.d/":      0b1100,
+		"/etc/passwd/":      0b1010, // a directory moved to the exact path's name
+		"/opt/":             0b1000,
+		"/usr/local/bin/x/": 0b1001,
+	} {
+		op := policy.Operation{Op: policy.OpCreateExecutable, TargetPath: path}
+		if m, _ := c.decideFile(&op, 0); m != want {
 			t.Errorf("%s: matched %04b, want %04b", path, m, want)
 		}
 		if d := p.Evaluate(&op); d.Matched != want {

@@ -425,10 +425,19 @@ func (e *Engine) writeSlot(slot uint32, c *compiled) error {
 			k := bpfobj.ProbePathKey{Prefixlen: uint32(8 * (1 + len(path)))}
 			k.Data[0] = uint8(slot)
 			copy(k.Data[1:], path)
-			v := bpfobj.ProbePathVal{Exact: pe.exact, Desc: pe.desc, Children: pe.children, Below: pe.below, Len: pe.len, Dirlen: pe.dirlen}
+			v := bpfobj.ProbePathVal{Exact: pe.exact, Desc: pe.desc, Children: pe.children, Len: pe.len, Dirlen: pe.dirlen}
 			if err := e.put(slot, mapName, k, v); err != nil {
 				return err
 			}
+		}
+	}
+	for dir, bits := range c.fileTrees {
+		k := bpfobj.ProbeTreeKey{Generation: slot}
+		for i := 0; i < len(dir) && i < len(k.Dir)-1; i++ {
+			k.Dir[i] = int8(dir[i])
+		}
+		if err := e.put(slot, "file_trees", k, bits); err != nil {
+			return err
 		}
 	}
 	for cg, meta := range e.containers {

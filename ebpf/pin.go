@@ -379,6 +379,14 @@ func (e *Engine) rebuildWritten() error {
 			return fmt.Errorf("list %s: %w", name, err)
 		}
 	}
+	var tk bpfobj.ProbeTreeKey
+	it = e.coll.Maps["file_trees"].Iterate()
+	for it.Next(&tk, &u) {
+		add(tk.Generation, "file_trees", tk)
+	}
+	if err := it.Err(); err != nil {
+		return fmt.Errorf("list file_trees: %w", err)
+	}
 	for _, name := range []string{"containers", "file_containers"} {
 		var ck bpfobj.ProbeContainerKey
 		it := e.coll.Maps[name].Iterate()

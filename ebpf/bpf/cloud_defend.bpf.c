@@ -127,7 +127,6 @@ struct path_val {
 	__u64 exact;    /* exact patterns equal to the key; valid when the path is as long */
 	__u64 desc;     // "dir/**" patterns whose directory prefixes the key
 	__u64 children; // "dir/*" patterns of the directory dirlen bytes long
-	__u64 below;    /* selectors with a pattern at or below the directory the key names ("dir/") */
 	__u32 len;
 	__u32 dirlen;
 };
@@ -265,6 +264,22 @@ struct {
 	__type(value, struct path_val);
 } file_paths SEC(".maps");
 
+/* A directory ("dir/", NUL-padded) and its generation slot: the key of the
+ * selectors with a file pattern at or below it, for directory renames only. Apart
+ * from the file trie, which every file operation looks up, so that it stays as
+ * small as the patterns themselves. */
+struct tree_key {
+	__u32 generation;
+	char dir[MAX_PATH + 1];
+};
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, 2 * 64 * 64);
+	__type(key, struct tree_key);
+	__type(value, __u64);
+} file_trees SEC(".maps");
+
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
 	__uint(max_entries, 2 * 16384);
@@ -349,6 +364,7 @@ struct walk_out {
 
 struct scratch {
 	struct walk_out walk;
+	struct tree_key tree; /* file_trees' key, built for directory renames */
 	char path[PATH_BUF]; /* bpf_d_path's output */
 	char fname[256];
 	struct comp comps[TOP]; /* the walk's components nearest the root, by depth modulo TOP */
@@ -850,24 +866,31 @@ int on_setsid(struct trace_event_raw_sys_exit *ctx)
  * tag: type and generation slot) match the path in s->key, len bytes long (may exceed
  * what the key holds), whose last component is name_len bytes. With tree, the path
  * is a directory's, "dir/", and the operation is on the files below it: the
- * patterns at or below it match too. */
+ * patterns at or below it match too (file_trees). */
 static __always_inline __u64 path_masks(void *lpm, struct scratch *s, __u8 tag, __u32 len, __u32 name_len, int tree)
 {
 	__u32 n = len > MAX_PATH ? MAX_PATH : len;
 	s->key.data[0] = tag;
 	/* Bytes past n may be stale; prefixlen keeps the lookup from reading them. */
 	s->key.prefixlen = 8 * (1 + n);
+	__u64 m = 0;
+	if (tree) {
+		name_len = 0;
+		if (len <= MAX_PATH) {
+			__builtin_memset(&s->tree, 0, sizeof(s->tree));
+			s->tree.generation = tag;
+			bpf_probe_read_kernel(s->tree.dir, n & MAX_PATH, &s->key.data[1]);
+			__u64 *below = bpf_map_lookup_elem(&file_trees, &s->tree);
+			if (below)
+				m = *below;
+		}
+	}
 	struct path_val *v = bpf_map_lookup_elem(lpm, &s->key);
 	if (!v)
-		return 0;
-	__u64 m = v->desc;
-	if (tree) {
-		if (v->len == len)
-			m |= v->below;
-		name_len = 0;
-	} else if (v->len == len) {
+		return m;
+	m |= v->desc;
+	if (!tree && v->len == len)
 		m |= v->exact;
-	}
 	if (v->dirlen + name_len == len)
 		m |= v->children;
 	return m;
@@ -1115,11 +1138,6 @@ int BPF_PROG(enforce_fork, struct task_struct *task, unsigned long clone_flags, 
 static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __u32 hook, struct vfsmount *mnt,
 				 struct dentry *d, int tree)
 {
-	/* Kernel-internal mounts hold memfds, SysV shared memory and the like: files
-	 * without a path in any container's tree, not file operations the policy
-	 * language names. Code run from a memfd is judged at exec (execMemFd). */
-	if (mnt && (BPF_CORE_READ(mnt, mnt_flags) & MNT_INTERNAL))
-		return 0;
 	__u32 zero = 0;
 	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
@@ -1141,9 +1159,19 @@ static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __
 	 * whose root is not a directory is a single-file mount (configMap/secret
 	 * files, subPath). */
 	int on_volume = 1, on_file = 0;
-	if (mnt) {
+	if (mnt && (__u64)mnt == (__u64)t->fs->root.mnt) {
+		/* The common case, for a few loads: the task's own root mount is its
+		 * container's root file system. (Chrooted into a volume, that volume is
+		 * then taken as the root file system: judged more strictly, never less.) */
+		on_volume = 0;
+	} else if (mnt) {
+		/* mnt may be a scalar (inode hooks find it by probe reads): read through CO-RE.
+		 * Kernel-internal mounts hold memfds, SysV shared memory and the like:
+		 * files without a path in any container's tree, not file operations the
+		 * policy language names. Code run from a memfd is judged at exec. */
+		if (BPF_CORE_READ(mnt, mnt_flags) & MNT_INTERNAL)
+			return 0;
 		on_volume = tree_root_mount(mnt) != mnt;
-		/* mnt may be a scalar (inode hooks find it by probe reads): read through CO-RE. */
 		on_file = on_volume && (BPF_CORE_READ(mnt, mnt_root, d_inode, i_mode) & S_IFMT) != S_IFDIR;
 	}
 	if (on_volume)

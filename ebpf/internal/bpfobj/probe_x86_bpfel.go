@@ -128,7 +128,6 @@ type ProbePathVal struct {
 	Exact    uint64
 	Desc     uint64
 	Children uint64
-	Below    uint64
 	Len      uint32
 	Dirlen   uint32
 }
@@ -189,8 +188,10 @@ type ProbeScratch struct {
 		Pos   uint32
 		Pad   uint32
 	}
+	Tree  ProbeTreeKey
 	Path  [4096]int8
 	Fname [256]int8
+	_     [4]byte
 	Comps [128]struct {
 		_     structs.HostLayout
 		Name  uint64
@@ -225,6 +226,12 @@ type ProbeSysfileEvent struct {
 	Base2   [256]int8
 }
 
+type ProbeTreeKey struct {
+	_          structs.HostLayout
+	Generation uint32
+	Dir        [256]int8
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -235,6 +242,7 @@ const (
 	ProbeMapFileContainers           = "file_containers"
 	ProbeMapFilePaths                = "file_paths"
 	ProbeMapFilePolicies             = "file_policies"
+	ProbeMapFileTrees                = "file_trees"
 	ProbeMapNames                    = "names"
 	ProbeMapPaths                    = "paths"
 	ProbeMapPolicies                 = "policies"
@@ -422,6 +430,7 @@ type ProbeMapSpecs struct {
 	FileContainers  *ebpf.MapSpec `ebpf:"file_containers"`
 	FilePaths       *ebpf.MapSpec `ebpf:"file_paths"`
 	FilePolicies    *ebpf.MapSpec `ebpf:"file_policies"`
+	FileTrees       *ebpf.MapSpec `ebpf:"file_trees"`
 	Names           *ebpf.MapSpec `ebpf:"names"`
 	Paths           *ebpf.MapSpec `ebpf:"paths"`
 	Policies        *ebpf.MapSpec `ebpf:"policies"`
@@ -473,6 +482,7 @@ type ProbeMaps struct {
 	FileContainers  *ebpf.Map `ebpf:"file_containers"`
 	FilePaths       *ebpf.Map `ebpf:"file_paths"`
 	FilePolicies    *ebpf.Map `ebpf:"file_policies"`
+	FileTrees       *ebpf.Map `ebpf:"file_trees"`
 	Names           *ebpf.Map `ebpf:"names"`
 	Paths           *ebpf.Map `ebpf:"paths"`
 	Policies        *ebpf.Map `ebpf:"policies"`
@@ -491,6 +501,7 @@ func (m *ProbeMaps) Close() error {
 		m.FileContainers,
 		m.FilePaths,
 		m.FilePolicies,
+		m.FileTrees,
 		m.Names,
 		m.Paths,
 		m.Policies,

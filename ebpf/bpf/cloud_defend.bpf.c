@@ -287,15 +287,24 @@ struct {
 	__type(value, __u64);
 } file_containers SEC(".maps");
 
-/* Verdicts for writes through open files, by struct file: (generation counter << 1)
- * | blocked. file_open records the verdict of every write open it judges and forgets
- * the others; file_permission reuses a verdict of the live generation, so only the
- * first write after a swap (or through a file opened before any policy) is judged. */
+/* Verdicts for writes through open files, by struct file: the generation counter
+ * (shifted left by one) under which writes through it were allowed, and its inode.
+ * file_open records the verdict of every write open it allows; file_permission and
+ * the mapping hooks reuse one of the live generation, so only the first write
+ * after a swap (or through a file opened before any policy) is judged. Refusals are
+ * never recorded: every refused write is judged, and reported. A file allocated
+ * later at a freed one's address (the slab's usual choice) finds its own inode
+ * there or nothing of its own: a different inode is judged afresh. */
+struct verdict {
+	__u64 gen;
+	__u64 inode;
+};
+
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
 	__uint(max_entries, 65536);
 	__type(key, __u64);
-	__type(value, __u64);
+	__type(value, struct verdict);
 } write_verdicts SEC(".maps");
 
 struct {
@@ -1278,7 +1287,7 @@ static __always_inline int covered(__u32 op, __u64 *gen)
 	return pol->ops[op & 7] != 0;
 }
 
-/* file_judged says whether a write-open file needs judging at all: a regular file
+/* write_scope says whether a write-open file needs judging at all: a regular file
  * in a container, not on a kernel-internal mount. */
 static __always_inline struct task_struct *write_scope(struct file *file)
 {
@@ -1297,24 +1306,32 @@ int BPF_PROG(enforce_file_open, struct file *file, int ret)
 	/* Read-only opens, the common case, leave here. */
 	if (!(file->f_mode & FMODE_WRITE))
 		return 0;
-	struct task_struct *t = write_scope(file);
-	if (!t)
+	if ((file->f_inode->i_mode & S_IFMT) != S_IFREG || (file->f_path.mnt->mnt_flags & MNT_INTERNAL))
+		return 0; /* file_permission ignores these too */
+	__u64 key = (__u64)file;
+	struct task_struct *t = in_scope();
+	if (!t) {
+		/* A node process's file can reach a container (fd passing): a verdict an
+		 * earlier file left at this address must not apply to it. */
+		bpf_map_delete_elem(&write_verdicts, &key);
 		return 0;
+	}
 	__u32 op = exec_or(file->f_inode->i_mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
-	__u64 verdict;
-	if (!covered(op, &verdict))
+	struct verdict v = {.inode = (__u64)file->f_inode};
+	if (!covered(op, &v.gen))
 		return 0; /* file_permission will not look either */
 	int r = 0;
 	/* A file this open created was judged at path_mknod. */
 	if (!(file->f_mode & FMODE_CREATED))
 		r = decide_file(t, op, HOOK_FILE_OPEN, file->f_path.mnt, file->f_path.dentry);
-	/* Only what was allowed is remembered: a refused open leaves no file, and a
-	 * refusal is judged (and reported) every time. */
-	if (!r) {
-		__u64 key = (__u64)file;
-		bpf_map_update_elem(&write_verdicts, &key, &verdict, BPF_ANY);
-	}
-	return r;
+	if (r)
+		return r; /* a refused open leaves no file, and no verdict */
+	/* An LRU update allocates a node; a file reopened at a freed one's address
+	 * mostly finds its verdict already there. */
+	struct verdict *had = bpf_map_lookup_elem(&write_verdicts, &key);
+	if (!had || had->gen != v.gen || had->inode != v.inode)
+		bpf_map_update_elem(&write_verdicts, &key, &v, BPF_ANY);
+	return 0;
 }
 
 #define MAY_WRITE 0x2
@@ -1328,16 +1345,16 @@ static __always_inline int judge_write(struct file *file, __u32 hook)
 	if (!t)
 		return 0;
 	__u32 op = exec_or(file->f_inode->i_mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE);
-	__u64 gen;
-	if (!covered(op, &gen))
+	struct verdict nv = {.inode = (__u64)file->f_inode};
+	if (!covered(op, &nv.gen))
 		return 0;
 	__u64 key = (__u64)file;
-	__u64 *v = bpf_map_lookup_elem(&write_verdicts, &key);
-	if (v && *v == gen)
+	struct verdict *v = bpf_map_lookup_elem(&write_verdicts, &key);
+	if (v && v->gen == nv.gen && v->inode == nv.inode)
 		return 0;
 	int r = decide_file(t, op, hook, file->f_path.mnt, file->f_path.dentry);
 	if (!r)
-		bpf_map_update_elem(&write_verdicts, &key, &gen, BPF_ANY);
+		bpf_map_update_elem(&write_verdicts, &key, &nv, BPF_ANY);
 	return r;
 }
 
@@ -1351,19 +1368,6 @@ int BPF_PROG(enforce_file_permission, struct file *file, int mask, int ret)
 	if (!(mask & MAY_WRITE))
 		return 0;
 	return judge_write(file, HOOK_FILE_PERMISSION);
-}
-
-/* A verdict belongs to one open file: when it is freed, a new file at the same
- * address (the slab's usual choice) must not inherit it. Only files opened for
- * writing ever have one. */
-SEC("lsm/file_free_security")
-int BPF_PROG(enforce_file_free, struct file *file)
-{
-	if (!(file->f_mode & FMODE_WRITE))
-		return 0;
-	__u64 key = (__u64)file;
-	bpf_map_delete_elem(&write_verdicts, &key);
-	return 0;
 }
 
 #define PROT_WRITE 0x2
@@ -1917,12 +1921,6 @@ SEC("lsm/file_permission")
 int BPF_PROG(empty_file_permission, struct file *file, int mask, int ret)
 {
 	return ret;
-}
-
-SEC("lsm/file_free_security")
-int BPF_PROG(empty_file_free, struct file *file)
-{
-	return 0;
 }
 
 SEC("lsm/mmap_file")

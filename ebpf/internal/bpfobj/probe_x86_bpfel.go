@@ -232,6 +232,12 @@ type ProbeTreeKey struct {
 	Dir        [256]int8
 }
 
+type ProbeVerdict struct {
+	_     structs.HostLayout
+	Gen   uint64
+	Inode uint64
+}
+
 // Names of all BPF objects in the ELF.
 //
 // Used for safe lookups in a Collection or CollectionSpec.
@@ -255,7 +261,6 @@ const (
 	ProbeProgEmptyBprmCheck          = "empty_bprm_check"
 	ProbeProgEmptyExec               = "empty_exec"
 	ProbeProgEmptyExit               = "empty_exit"
-	ProbeProgEmptyFileFree           = "empty_file_free"
 	ProbeProgEmptyFileMprotect       = "empty_file_mprotect"
 	ProbeProgEmptyFileOpen           = "empty_file_open"
 	ProbeProgEmptyFilePermission     = "empty_file_permission"
@@ -271,7 +276,6 @@ const (
 	ProbeProgEmptyPathUnlink         = "empty_path_unlink"
 	ProbeProgEmptyTaskAlloc          = "empty_task_alloc"
 	ProbeProgEnforceExec             = "enforce_exec"
-	ProbeProgEnforceFileFree         = "enforce_file_free"
 	ProbeProgEnforceFileMprotect     = "enforce_file_mprotect"
 	ProbeProgEnforceFileOpen         = "enforce_file_open"
 	ProbeProgEnforceFilePermission   = "enforce_file_permission"
@@ -365,7 +369,6 @@ type ProbeProgramSpecs struct {
 	EmptyBprmCheck          *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
 	EmptyExec               *ebpf.ProgramSpec `ebpf:"empty_exec"`
 	EmptyExit               *ebpf.ProgramSpec `ebpf:"empty_exit"`
-	EmptyFileFree           *ebpf.ProgramSpec `ebpf:"empty_file_free"`
 	EmptyFileMprotect       *ebpf.ProgramSpec `ebpf:"empty_file_mprotect"`
 	EmptyFileOpen           *ebpf.ProgramSpec `ebpf:"empty_file_open"`
 	EmptyFilePermission     *ebpf.ProgramSpec `ebpf:"empty_file_permission"`
@@ -381,7 +384,6 @@ type ProbeProgramSpecs struct {
 	EmptyPathUnlink         *ebpf.ProgramSpec `ebpf:"empty_path_unlink"`
 	EmptyTaskAlloc          *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
 	EnforceExec             *ebpf.ProgramSpec `ebpf:"enforce_exec"`
-	EnforceFileFree         *ebpf.ProgramSpec `ebpf:"enforce_file_free"`
 	EnforceFileMprotect     *ebpf.ProgramSpec `ebpf:"enforce_file_mprotect"`
 	EnforceFileOpen         *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
 	EnforceFilePermission   *ebpf.ProgramSpec `ebpf:"enforce_file_permission"`
@@ -536,7 +538,6 @@ type ProbePrograms struct {
 	EmptyBprmCheck          *ebpf.Program `ebpf:"empty_bprm_check"`
 	EmptyExec               *ebpf.Program `ebpf:"empty_exec"`
 	EmptyExit               *ebpf.Program `ebpf:"empty_exit"`
-	EmptyFileFree           *ebpf.Program `ebpf:"empty_file_free"`
 	EmptyFileMprotect       *ebpf.Program `ebpf:"empty_file_mprotect"`
 	EmptyFileOpen           *ebpf.Program `ebpf:"empty_file_open"`
 	EmptyFilePermission     *ebpf.Program `ebpf:"empty_file_permission"`
@@ -552,7 +553,6 @@ type ProbePrograms struct {
 	EmptyPathUnlink         *ebpf.Program `ebpf:"empty_path_unlink"`
 	EmptyTaskAlloc          *ebpf.Program `ebpf:"empty_task_alloc"`
 	EnforceExec             *ebpf.Program `ebpf:"enforce_exec"`
-	EnforceFileFree         *ebpf.Program `ebpf:"enforce_file_free"`
 	EnforceFileMprotect     *ebpf.Program `ebpf:"enforce_file_mprotect"`
 	EnforceFileOpen         *ebpf.Program `ebpf:"enforce_file_open"`
 	EnforceFilePermission   *ebpf.Program `ebpf:"enforce_file_permission"`
@@ -597,7 +597,6 @@ func (p *ProbePrograms) Close() error {
 		p.EmptyBprmCheck,
 		p.EmptyExec,
 		p.EmptyExit,
-		p.EmptyFileFree,
 		p.EmptyFileMprotect,
 		p.EmptyFileOpen,
 		p.EmptyFilePermission,
@@ -613,7 +612,6 @@ func (p *ProbePrograms) Close() error {
 		p.EmptyPathUnlink,
 		p.EmptyTaskAlloc,
 		p.EnforceExec,
-		p.EnforceFileFree,
 		p.EnforceFileMprotect,
 		p.EnforceFileOpen,
 		p.EnforceFilePermission,

@@ -1696,10 +1696,16 @@ static long climb_step(__u32 i, struct climb_ctx *c)
 
 static __always_inline struct vfsmount *mount_of(struct task_struct *t, struct dentry *d)
 {
-	struct vfsmount *root = tree_root_mount(t->fs->root.mnt);
+	struct super_block *sb = d->d_sb;
+	/* The common case, for a few loads: the task's own root mount. (Chrooted into
+	 * a volume, its files are then taken as the root file system's, as judge
+	 * does: more strictly, never less.) */
+	struct vfsmount *own = t->fs->root.mnt;
+	if (own->mnt_sb == sb)
+		return own;
+	struct vfsmount *root = tree_root_mount(own);
 	if (!root)
 		return 0;
-	struct super_block *sb = d->d_sb;
 	if (BPF_CORE_READ(root, mnt_sb) == sb)
 		return root;
 	struct mounts_ctx mc = {.sb = (__u64)sb, .qtail = 1};
@@ -1712,7 +1718,9 @@ static __always_inline struct vfsmount *mount_of(struct task_struct *t, struct d
 	return (struct vfsmount *)cc.found;
 }
 
-static __always_inline int judge_xattr(struct dentry *d, const char *name, int grants_exec, __u32 hook)
+#define XATTR_NAME 24 /* bytes of an xattr's name read: enough for the names that matter */
+
+static __always_inline int judge_xattr(struct dentry *d, const char *n, int grants_exec, __u32 hook)
 {
 	struct inode *inode = d->d_inode;
 	if (!inode)
@@ -1723,8 +1731,6 @@ static __always_inline int judge_xattr(struct dentry *d, const char *name, int g
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
-	char n[20] = {};
-	bpf_probe_read_kernel_str(n, sizeof(n), name);
 	int caps = __builtin_memcmp(n, "security.capability", 20) == 0;
 	__u32 op;
 	if (grants_exec)
@@ -1742,11 +1748,10 @@ static __always_inline int judge_xattr(struct dentry *d, const char *name, int g
 
 #define XATTR_ACL_ACCESS "system.posix_acl_access"
 
-/* The xattr form of an ACL: a version word, then 8-byte entries (tag, perm, id). */
-static __always_inline int xattr_acl_grants_exec(const char *name, const void *value, __u64 size)
+/* The xattr form of an ACL: a version word, then 8-byte entries (tag, perm, id). n is
+ * the name, read once. */
+static __always_inline int xattr_acl_grants_exec(const char *n, const void *value, __u64 size)
 {
-	char n[24] = {};
-	bpf_probe_read_kernel_str(n, sizeof(n), name);
 	if (__builtin_memcmp(n, XATTR_ACL_ACCESS, sizeof(XATTR_ACL_ACCESS)) != 0 || !value || size < 4)
 		return 0;
 	return acl_grants_exec((__u64)value + 4, (size - 4) / 8, 8);
@@ -1768,9 +1773,9 @@ int BPF_PROG(enforce_inode_setxattr, void *idmap, struct dentry *dentry, void *n
 {
 	if (ret)
 		return ret;
-	const char *name = (const char *)arg(ctx, 2);
-	return judge_xattr(dentry, name, xattr_acl_grants_exec(name, (const void *)arg(ctx, 3), arg(ctx, 4)),
-			   HOOK_INODE_SETXATTR);
+	char n[XATTR_NAME] = {};
+	bpf_probe_read_kernel_str(n, sizeof(n), (const char *)arg(ctx, 2));
+	return judge_xattr(dentry, n, xattr_acl_grants_exec(n, (const void *)arg(ctx, 3), arg(ctx, 4)), HOOK_INODE_SETXATTR);
 }
 
 SEC("lsm/inode_removexattr")
@@ -1778,7 +1783,9 @@ int BPF_PROG(enforce_inode_removexattr, void *idmap, struct dentry *dentry, void
 {
 	if (ret)
 		return ret;
-	return judge_xattr(dentry, (const char *)arg(ctx, 2), 0, HOOK_INODE_REMOVEXATTR);
+	char n[XATTR_NAME] = {};
+	bpf_probe_read_kernel_str(n, sizeof(n), (const char *)arg(ctx, 2));
+	return judge_xattr(dentry, n, 0, HOOK_INODE_REMOVEXATTR);
 }
 
 /* Since 6.2 ACLs have a hook of their own, with the parsed ACL (NULL removes it).
@@ -1791,12 +1798,12 @@ int BPF_PROG(enforce_inode_set_acl, void *idmap, struct dentry *dentry, void *na
 	const char *acl_name = (const char *)arg(ctx, 2);
 	struct posix_acl *kacl = (struct posix_acl *)arg(ctx, 3);
 	int x = 0;
-	char n[24] = {};
+	char n[XATTR_NAME] = {};
 	bpf_probe_read_kernel_str(n, sizeof(n), acl_name);
 	if (kacl && __builtin_memcmp(n, XATTR_ACL_ACCESS, sizeof(XATTR_ACL_ACCESS)) == 0)
 		x = acl_grants_exec((__u64)kacl + bpf_core_field_offset(struct posix_acl, a_entries),
 				    BPF_CORE_READ(kacl, a_count), sizeof(struct posix_acl_entry));
-	return judge_xattr(dentry, acl_name, x, HOOK_INODE_SET_ACL);
+	return judge_xattr(dentry, n, x, HOOK_INODE_SET_ACL);
 }
 
 /* probe_lsm is loaded alone at start to learn whether BPF LSM works here. */

@@ -3,7 +3,6 @@ package ebpf
 import (
 	"os"
 	"strconv"
-	"strings"
 
 	"github.com/cloud-defend/cloud-defend/policy"
 )
@@ -94,13 +93,7 @@ func (e *Engine) detectFork(ev *Event, parent workloadProc) (Event, bool) {
 	if parent.pidns == e.hostNS {
 		return Event{}, false // forked by a node process into a new namespace (a container's start)
 	}
-	e.mu.Lock()
-	gen, p := e.generation, e.history[e.generation]
-	var meta policy.Operation
-	if m := e.containers[ev.Process.CgroupID]; m != nil {
-		meta = *m
-	}
-	e.mu.Unlock()
+	gen, p, meta := e.liveFor(ev.Process.CgroupID)
 	if p == nil {
 		return Event{}, false
 	}
@@ -108,7 +101,7 @@ func (e *Engine) detectFork(ev *Event, parent workloadProc) (Event, bool) {
 	op.Op = policy.OpFork
 	op.ProcessExecutable = parent.exe
 	op.ProcessName = ev.Process.Comm // the child's comm is its parent's at fork
-	op.ExecutableIsMemfd = strings.HasPrefix(parent.exe, "/memfd:") && strings.HasSuffix(parent.exe, " (deleted)")
+	op.ExecutableIsMemfd = memfdPath(parent.exe)
 	op.SessionLeaderInteractive = ev.Process.TTYMajor != 0
 	op.ExecutableLayer = parent.layer.String()
 	d := p.Evaluate(&op)

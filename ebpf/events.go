@@ -214,19 +214,31 @@ func (e *Engine) Read() (Event, error) {
 	}
 }
 
+// liveFor reads, under one lock, the live policy's generation and policy and the
+// container and Kubernetes metadata of a cgroup: what user-space detection
+// evaluates an operation against.
+func (e *Engine) liveFor(cgroupID uint64) (uint32, *policy.Policy, policy.Operation) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	var meta policy.Operation
+	if m := e.containers[cgroupID]; m != nil {
+		meta = *m
+	}
+	return e.generation, e.history[e.generation], meta
+}
+
+// memfdPath reports whether a resolved executable path is a memfd's.
+func memfdPath(exe string) bool {
+	return strings.HasPrefix(exe, "/memfd:") && strings.HasSuffix(exe, " (deleted)")
+}
+
 // detect evaluates an exec that already happened against the live policy, as the
 // kernel would have before it: same scope, same operation fields.
 func (e *Engine) detect(ev *Event) (Event, bool) {
 	if ev.Process.PIDNamespace == e.hostNS {
 		return Event{}, false
 	}
-	e.mu.Lock()
-	gen, p := e.generation, e.history[e.generation]
-	var meta policy.Operation
-	if m := e.containers[ev.Process.CgroupID]; m != nil {
-		meta = *m
-	}
-	e.mu.Unlock()
+	gen, p, meta := e.liveFor(ev.Process.CgroupID)
 	if p == nil {
 		return Event{}, false
 	}
@@ -234,7 +246,7 @@ func (e *Engine) detect(ev *Event) (Event, bool) {
 	op.Op = policy.OpExec
 	op.ProcessExecutable = ev.Executable
 	op.ProcessName = ev.Process.Comm
-	op.ExecutableIsMemfd = strings.HasPrefix(ev.Executable, "/memfd:") && strings.HasSuffix(ev.Executable, " (deleted)")
+	op.ExecutableIsMemfd = memfdPath(ev.Executable)
 	op.SessionLeaderInteractive = ev.Process.TTYMajor != 0
 	op.ExecutableLayer = ev.Layer.String()
 	d := p.Evaluate(&op)

@@ -129,13 +129,7 @@ func (e *Engine) detectFile(ev *Event) {
 		}
 		ops = append(ops, judged{execOr(s.Mode, policy.OpCreateExecutable, policy.OpModifyFile), target, HookSysChmod})
 	}
-	e.mu.Lock()
-	gen, p := e.generation, e.history[e.generation]
-	var meta policy.Operation
-	if m := e.containers[ev.Process.CgroupID]; m != nil {
-		meta = *m
-	}
-	e.mu.Unlock()
+	gen, p, meta := e.liveFor(ev.Process.CgroupID)
 	if p == nil {
 		return
 	}

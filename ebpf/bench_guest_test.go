@@ -22,6 +22,7 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 	"golang.org/x/sys/unix"
 
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -344,7 +345,7 @@ func BenchmarkVMPolicyLatency(b *testing.B) {
 		for {
 			select {
 			case ev := <-ch:
-				if ev.Kind == EventDecision && ev.Generation == gen {
+				if ev.Kind == event.ProcessDecision && ev.Generation == gen {
 					break wait
 				}
 			case <-deadline:

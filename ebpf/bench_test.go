@@ -13,12 +13,13 @@ import (
 	"github.com/cilium/ebpf/ringbuf"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
 func BenchmarkDecodeExecEvent(b *testing.B) {
 	var r bpfobj.ProbeExecEvent
-	r.Hdr.Type = uint32(EventExec)
+	r.Hdr.Type = uint32(event.Exec)
 	copy(r.Filename[:], []int8{'/', 'b', 'i', 'n', '/', 's', 'h'})
 	args := "/bin/sh\x00-c\x00echo hello\x00"
 	r.ArgsLen, r.ArgsCap = uint32(len(args)), 1024
@@ -31,7 +32,7 @@ func BenchmarkDecodeExecEvent(b *testing.B) {
 	copy(raw[unsafe.Offsetof(r.Args):], args)
 	b.ReportAllocs()
 	for b.Loop() {
-		if _, err := decodeEvent(raw, names{}); err != nil {
+		if _, err := decodeEvent(raw, names{}, nil); err != nil {
 			b.Fatal(err)
 		}
 	}
@@ -49,7 +50,7 @@ func BenchmarkRingbufDrain(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	ch := make(chan Event, 4096)
+	ch := make(chan event.Event, 4096)
 	var consumed atomic.Int64
 	go func() {
 		for range ch {
@@ -63,7 +64,7 @@ func BenchmarkRingbufDrain(b *testing.B) {
 			if err != nil {
 				return
 			}
-			ev, err := decodeEvent(rec.RawSample, names{})
+			ev, err := decodeEvent(rec.RawSample, names{}, nil)
 			if err != nil {
 				b.Error(err)
 				return

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -240,11 +241,11 @@ func sortedKeys(m map[string]pathEntry) []string {
 }
 
 // layerOf is the kernel's layer number for a policy layer name (policy.Layers).
-func layerOf(name string) Layer {
-	for l, n := range layerNames {
-		if n == name && n != "" {
-			return Layer(l)
+func layerOf(name string) event.Layer {
+	for l := event.LayerImage; l <= event.LayerUnknown; l++ {
+		if l.String() == name {
+			return l
 		}
 	}
-	return LayerNone
+	return event.LayerNone
 }

@@ -12,6 +12,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/cloud-defend/cloud-defend/event"
 )
 
 // TestRuncContainerTelemetry runs a real runc container on the host and checks the
@@ -66,12 +68,12 @@ func TestRuncContainerTelemetry(t *testing.T) {
 	defer exec.Command(runc, "delete", "-f", id).Run()
 
 	// The sleep's exec event, found by its argv, and the fork events before it.
-	forks := map[uint32]Event{}
-	sleep := waitFor(t, ch, "container exec", func(ev *Event) bool {
-		if ev.Kind == EventFork {
+	forks := map[uint32]event.Event{}
+	sleep := waitFor(t, ch, "container exec", func(ev *event.Event) bool {
+		if ev.Kind == event.Fork {
 			forks[ev.Process.PID] = *ev
 		}
-		return ev.Kind == EventExec && slices.Equal(ev.Args, []string{"/bin/busybox", "sleep", marker})
+		return ev.Kind == event.Exec && slices.Equal(ev.Args, []string{"/bin/busybox", "sleep", marker})
 	})
 	if line, err := bufio.NewReader(stdout).ReadString('\n'); err != nil || strings.TrimSpace(line) == "" {
 		t.Fatalf("container did not report its child: %q %v", line, err)
@@ -111,9 +113,9 @@ func TestRuncContainerTelemetry(t *testing.T) {
 	}
 	stdin.Close()
 	// The killed sleep and the shell exit in either order.
-	exits := map[uint32]Event{}
-	waitFor(t, ch, "sleep and shell exits", func(ev *Event) bool {
-		if ev.Kind == EventExit && (ev.Process.PID == p.PID || ev.Process.PID == p.PPID) {
+	exits := map[uint32]event.Event{}
+	waitFor(t, ch, "sleep and shell exits", func(ev *event.Event) bool {
+		if ev.Kind == event.Exit && (ev.Process.PID == p.PID || ev.Process.PID == p.PPID) {
 			exits[ev.Process.PID] = *ev
 		}
 		return len(exits) == 2

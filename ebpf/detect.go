@@ -4,6 +4,7 @@ import (
 	"os"
 	"strconv"
 
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -20,7 +21,7 @@ import (
 // workloadProc is what fork decisions need of a workload process.
 type workloadProc struct {
 	exe   string
-	layer Layer
+	layer event.Layer
 	pidns uint32
 }
 
@@ -31,19 +32,19 @@ const maxWorkloads = 1 << 16
 // observe keeps the workloadProc table in step with telemetry and returns the
 // user-space decision an exec or fork makes, if any. The reader (one
 // goroutine) calls it for every event when BPF LSM is unavailable.
-func (e *Engine) observe(ev *Event) (Event, bool) {
+func (e *Engine) observe(ev *event.Event) (event.Event, bool) {
 	if e.workloads == nil {
 		e.workloads = map[uint32]workloadProc{}
 	}
 	switch ev.Kind {
-	case EventExec:
+	case event.Exec:
 		if ev.Process.PIDNamespace != e.hostNS {
 			e.remember(ev.Process.PID, workloadProc{exe: ev.Executable, layer: ev.Layer, pidns: ev.Process.PIDNamespace})
 		}
 		return e.detect(ev)
-	case EventFork:
+	case event.Fork:
 		if ev.Process.PIDNamespace == e.hostNS {
-			return Event{}, false // a child in the node's namespace has its parent there too
+			return event.Event{}, false // a child in the node's namespace has its parent there too
 		}
 		parent, ok := e.workloads[ev.Process.PPID]
 		if !ok {
@@ -53,12 +54,12 @@ func (e *Engine) observe(ev *Event) (Event, bool) {
 		// with CLONE_NEWPID).
 		e.remember(ev.Process.PID, workloadProc{exe: parent.exe, layer: parent.layer, pidns: ev.Process.PIDNamespace})
 		return e.detectFork(ev, parent)
-	case EventExit:
+	case event.Exit:
 		delete(e.workloads, ev.Process.PID)
-	case EventSysfile:
-		e.detectFile(ev)
+	case kindSysfile:
+		e.detectFile(ev, &e.sys)
 	}
-	return Event{}, false
+	return event.Event{}, false
 }
 
 func (e *Engine) remember(pid uint32, w workloadProc) {
@@ -89,13 +90,13 @@ func (e *Engine) fromProc(pid, pidns uint32) workloadProc {
 // as the kernel's task_alloc hook would have in the forking process. The
 // decision is about the child (as the enricher makes the kernel's), with the
 // parent's image.
-func (e *Engine) detectFork(ev *Event, parent workloadProc) (Event, bool) {
+func (e *Engine) detectFork(ev *event.Event, parent workloadProc) (event.Event, bool) {
 	if parent.pidns == e.hostNS {
-		return Event{}, false // forked by a node process into a new namespace (a container's start)
+		return event.Event{}, false // forked by a node process into a new namespace (a container's start)
 	}
 	gen, p, meta := e.liveFor(ev.Process.CgroupID)
 	if p == nil {
-		return Event{}, false
+		return event.Event{}, false
 	}
 	op := meta
 	op.Op = policy.OpFork
@@ -106,10 +107,10 @@ func (e *Engine) detectFork(ev *Event, parent workloadProc) (Event, bool) {
 	op.ExecutableLayer = parent.layer.String()
 	d := p.Evaluate(&op)
 	if d.Actions == 0 {
-		return Event{}, false
+		return event.Event{}, false
 	}
-	return Event{
-		Kind: EventDecision, Time: ev.Time, Process: ev.Process, Op: policy.OpFork, Generation: gen,
+	return event.Event{
+		Kind: event.ProcessDecision, Time: ev.Time, Process: ev.Process, Op: policy.OpFork, Generation: gen,
 		Matched: d.Matched, Actions: d.Actions, Memfd: op.ExecutableIsMemfd, Interactive: op.SessionLeaderInteractive,
 		Path: parent.exe, PathLen: uint32(len(parent.exe)), UserSpace: true, Layer: parent.layer,
 	}, true

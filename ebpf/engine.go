@@ -20,6 +20,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -72,16 +73,6 @@ const (
 	maxRetiring = 1024
 )
 
-// Now is the kernel's event clock: time since boot, counting suspend
-// (CLOCK_BOOTTIME), as Event.Time.
-func Now() time.Duration {
-	var ts unix.Timespec
-	if unix.ClockGettime(unix.CLOCK_BOOTTIME, &ts) != nil {
-		return 0
-	}
-	return time.Duration(ts.Nano())
-}
-
 // superseded is a generation that is no longer live, and since when.
 type superseded struct {
 	generation uint32
@@ -101,12 +92,13 @@ type Engine struct {
 	fileMissing []string
 	dryRun      bool
 	hostNS      uint32
-	pending     []Event // user-space decisions waiting to be read (no BPF LSM)
+	pending     []event.Event // user-space decisions waiting to be read (no BPF LSM)
 	// workloads: what fork decisions need of workload processes, by pid
 	// (no BPF LSM; see detect.go). Reader only.
 	workloads map[uint32]workloadProc
 	rec       ringbuf.Record
-	names     names // the reader's interned command names
+	names     names   // the reader's interned command names
+	sys       Syscall // the last file syscall record read (no BPF LSM)
 	// flushInterval: see Options.FlushInterval.
 	flushInterval time.Duration
 
@@ -352,7 +344,7 @@ func (e *Engine) Swap(p *policy.Policy) error {
 	e.slotLive = true
 	e.prunePolicies()
 	if e.live != nil {
-		e.retiring = append(e.retiring, superseded{prev, Now()})
+		e.retiring = append(e.retiring, superseded{prev, event.Now()})
 		if len(e.retiring) > maxRetiring {
 			delete(e.history, e.retiring[0].generation)
 			e.retiring = e.retiring[1:]

@@ -12,11 +12,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
 // openEngine opens the engine and drains its events into a channel.
-func openEngine(t testing.TB, opts Options) (*Engine, <-chan Event) {
+func openEngine(t testing.TB, opts Options) (*Engine, <-chan event.Event) {
 	t.Helper()
 	if opts.FlushInterval == 0 {
 		opts.FlushInterval = 2 * time.Millisecond // tests wait on batched events
@@ -25,7 +26,7 @@ func openEngine(t testing.TB, opts Options) (*Engine, <-chan Event) {
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}
-	ch := make(chan Event, 1<<16)
+	ch := make(chan event.Event, 1<<16)
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
@@ -53,7 +54,7 @@ func openEngine(t testing.TB, opts Options) (*Engine, <-chan Event) {
 }
 
 // waitFor returns the first event satisfying ok, or fails after a timeout.
-func waitFor(t *testing.T, ch <-chan Event, what string, ok func(*Event) bool) Event {
+func waitFor(t *testing.T, ch <-chan event.Event, what string, ok func(*event.Event) bool) event.Event {
 	t.Helper()
 	deadline := time.After(10 * time.Second)
 	for {
@@ -87,11 +88,11 @@ func TestProcessTelemetry(t *testing.T) {
 	pid := uint32(cmd.Process.Pid)
 	self := uint32(os.Getpid())
 
-	fork := waitFor(t, ch, "fork", func(ev *Event) bool { return ev.Kind == EventFork && ev.Process.PID == pid })
+	fork := waitFor(t, ch, "fork", func(ev *event.Event) bool { return ev.Kind == event.Fork && ev.Process.PID == pid })
 	if fork.Process.PPID != self {
 		t.Errorf("fork: ppid %d, want %d", fork.Process.PPID, self)
 	}
-	exe := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == pid })
+	exe := waitFor(t, ch, "exec", func(ev *event.Event) bool { return ev.Kind == event.Exec && ev.Process.PID == pid })
 	if exe.Filename != "/bin/sh" || !slices.Equal(exe.Args, []string{"/bin/sh", "-c", "exit 3", "arg two"}) || exe.Process.Comm != "sh" {
 		t.Errorf("exec: filename %q args %q comm %q", exe.Filename, exe.Args, exe.Process.Comm)
 	}
@@ -100,7 +101,7 @@ func TestProcessTelemetry(t *testing.T) {
 	if exe.Executable != wantExe || exe.Cwd != wantCwd || exe.PathTruncated {
 		t.Errorf("exec: executable %q cwd %q (truncated %v), want %q %q", exe.Executable, exe.Cwd, exe.PathTruncated, wantExe, wantCwd)
 	}
-	exit := waitFor(t, ch, "exit", func(ev *Event) bool { return ev.Kind == EventExit && ev.Process.PID == pid })
+	exit := waitFor(t, ch, "exit", func(ev *event.Event) bool { return ev.Kind == event.Exit && ev.Process.PID == pid })
 	if exit.ExitCode != 3<<8 {
 		t.Errorf("exit: code %#x, want %#x", exit.ExitCode, 3<<8)
 	}
@@ -196,7 +197,7 @@ func TestRingbufDropsAreCounted(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		ev, err := decodeEvent(rec.RawSample, names{})
+		ev, err := decodeEvent(rec.RawSample, names{}, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -226,7 +227,7 @@ func TestRingbufDropsAreCounted(t *testing.T) {
 		if err != nil {
 			t.Fatalf("after draining: %v", err)
 		}
-		if ev.Kind == EventExit && ev.Process.PID == uint32(cmd.Process.Pid) {
+		if ev.Kind == event.Exit && ev.Process.PID == uint32(cmd.Process.Pid) {
 			break
 		}
 	}
@@ -315,7 +316,7 @@ wait:
 // deeper and longer than PATH_MAX, which only relative chdirs reach.
 func TestPathResolution(t *testing.T) {
 	_, ch := openEngine(t, Options{DisableLSM: true})
-	cwdOf := func(t *testing.T, dir string, script string) Event {
+	cwdOf := func(t *testing.T, dir string, script string) event.Event {
 		t.Helper()
 		cmd := exec.Command("/bin/sh", "-c", script)
 		cmd.Dir = dir
@@ -323,8 +324,8 @@ func TestPathResolution(t *testing.T) {
 			t.Fatalf("%v: %s", err, out)
 		}
 		// The shell's own exec happens in dir; the one it makes happens where the script got to.
-		return waitFor(t, ch, "exec", func(ev *Event) bool {
-			return ev.Kind == EventExec && ev.Process.PPID == uint32(cmd.Process.Pid)
+		return waitFor(t, ch, "exec", func(ev *event.Event) bool {
+			return ev.Kind == event.Exec && ev.Process.PPID == uint32(cmd.Process.Pid)
 		})
 	}
 	base := t.TempDir()
@@ -393,11 +394,11 @@ func TestSetsidEvents(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := uint32(cmd.Process.Pid)
-	ev := waitFor(t, ch, "setsid", func(ev *Event) bool { return ev.Kind == EventSetsid && ev.Process.PID == pid })
+	ev := waitFor(t, ch, "setsid", func(ev *event.Event) bool { return ev.Kind == event.Setsid && ev.Process.PID == pid })
 	if ev.Process.SID != pid || ev.Process.PGID != pid || ev.Process.TTYMajor != 0 {
 		t.Errorf("after setsid: sid %d pgid %d tty %d, want %d %d 0", ev.Process.SID, ev.Process.PGID, ev.Process.TTYMajor, pid, pid)
 	}
-	exe := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == pid })
+	exe := waitFor(t, ch, "exec", func(ev *event.Event) bool { return ev.Kind == event.Exec && ev.Process.PID == pid })
 	if exe.Process.SID != pid {
 		t.Errorf("exec after setsid: sid %d", exe.Process.SID)
 	}
@@ -434,12 +435,12 @@ func TestUserSpaceDetection(t *testing.T) {
 	ctr := run("/bin/busybox", "unshare", "-p", "-m", "-f", "--", "/bin/true")
 	// Other tests on the node (other packages run in parallel) exec too: only
 	// this test's processes count.
-	var decisions []Event
-	waitFor(t, ch, "container exit", func(ev *Event) bool {
-		if ev.Kind == EventDecision && (ev.Process.PPID == ctr || ev.Process.PID == host) {
+	var decisions []event.Event
+	waitFor(t, ch, "container exit", func(ev *event.Event) bool {
+		if ev.Kind == event.ProcessDecision && (ev.Process.PPID == ctr || ev.Process.PID == host) {
 			decisions = append(decisions, *ev)
 		}
-		return ev.Kind == EventExit && ev.Process.PID == ctr
+		return ev.Kind == event.Exit && ev.Process.PID == ctr
 	})
 	if len(decisions) != 1 {
 		t.Fatalf("decisions %+v", decisions)
@@ -471,7 +472,7 @@ func TestLongArgv(t *testing.T) {
 			t.Fatal(err)
 		}
 		pid := uint32(cmd.Process.Pid)
-		ev := waitFor(t, ch, "exec", func(ev *Event) bool { return ev.Kind == EventExec && ev.Process.PID == pid })
+		ev := waitFor(t, ch, "exec", func(ev *event.Event) bool { return ev.Kind == event.Exec && ev.Process.PID == pid })
 		size := 0
 		for _, a := range c.args {
 			size += len(a) + 1
@@ -526,14 +527,14 @@ func TestFileSyscallDetection(t *testing.T) {
 	}
 	unshare := uint32(cmd.Process.Pid)
 	var got []string
-	waitFor(t, ch, "unshare's exit", func(ev *Event) bool {
-		if ev.Kind == EventFile && strings.HasPrefix(ev.Path, dir) {
+	waitFor(t, ch, "unshare's exit", func(ev *event.Event) bool {
+		if ev.Kind == event.FileDecision && strings.HasPrefix(ev.Path, dir) {
 			if !ev.UserSpace || ev.Blocked {
 				t.Errorf("%+v: not a user-space detection", ev)
 			}
 			got = append(got, ev.Op.String()+" "+strings.TrimPrefix(ev.Path, dir+"/")+" "+ev.Hook.String())
 		}
-		return ev.Kind == EventExit && ev.Process.PID == unshare
+		return ev.Kind == event.Exit && ev.Process.PID == unshare
 	})
 	want := []string{
 		"createFile new tracepoint__sys_exit_openat",
@@ -578,20 +579,20 @@ func TestUserSpaceForkDetection(t *testing.T) {
 	}
 	unshare := uint32(cmd.Process.Pid)
 	var init uint32
-	forks := map[uint32]Event{} // by child
-	var decisions []Event
-	waitFor(t, ch, "unshare's exit", func(ev *Event) bool {
+	forks := map[uint32]event.Event{} // by child
+	var decisions []event.Event
+	waitFor(t, ch, "unshare's exit", func(ev *event.Event) bool {
 		switch {
-		case ev.Kind == EventExec && ev.Process.PPID == unshare:
+		case ev.Kind == event.Exec && ev.Process.PPID == unshare:
 			init = ev.Process.PID
-		case ev.Kind == EventFork:
+		case ev.Kind == event.Fork:
 			forks[ev.Process.PID] = *ev
-		case ev.Kind == EventDecision && ev.Op == policy.OpFork:
+		case ev.Kind == event.ProcessDecision && ev.Op == policy.OpFork:
 			decisions = append(decisions, *ev)
 		}
-		return ev.Kind == EventExit && ev.Process.PID == unshare
+		return ev.Kind == event.Exit && ev.Process.PID == unshare
 	})
-	var mine []Event
+	var mine []event.Event
 	for _, d := range decisions {
 		if d.Process.PPID == init || d.Process.PPID == unshare {
 			mine = append(mine, d)
@@ -634,7 +635,7 @@ func TestSupersededPolicies(t *testing.T) {
 	if err := exec.Command("/bin/true").Run(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, ch, "exec after the grace period", func(ev *Event) bool { return ev.Kind == EventExec && ev.Time > Now()-time.Second/2 })
+	waitFor(t, ch, "exec after the grace period", func(ev *event.Event) bool { return ev.Kind == event.Exec && ev.Time > event.Now()-time.Second/2 })
 	if e.PolicyOf(first) != nil || e.PolicyOf(live-1) != nil {
 		t.Error("superseded policies still kept after the reader passed their grace period")
 	}

@@ -22,6 +22,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -203,18 +204,18 @@ func openPTY(t *testing.T) (pty, tty *os.File) {
 
 // decisionsOf drains events until parent's exit and returns the decisions of the
 // given kind (EventDecision by default) made for its children (the workload).
-func decisionsOf(t *testing.T, ch <-chan Event, parent int, kind ...EventKind) []Event {
+func decisionsOf(t *testing.T, ch <-chan event.Event, parent int, kind ...event.Kind) []event.Event {
 	t.Helper()
-	want := EventDecision
+	want := event.ProcessDecision
 	if len(kind) > 0 {
 		want = kind[0]
 	}
-	var out []Event
-	waitFor(t, ch, "exit", func(ev *Event) bool {
+	var out []event.Event
+	waitFor(t, ch, "exit", func(ev *event.Event) bool {
 		if ev.Kind == want && (ev.Process.PPID == uint32(parent) || ev.Process.PID == uint32(parent)) {
 			out = append(out, *ev)
 		}
-		return ev.Kind == EventExit && ev.Process.PID == uint32(parent)
+		return ev.Kind == event.Exit && ev.Process.PID == uint32(parent)
 	})
 	return out
 }
@@ -397,7 +398,7 @@ func TestVMDifferential(t *testing.T) {
 				op   policy.Op
 				want policy.Decision
 			}{{policy.OpExec, wantExec}, {policy.OpFork, wantFork}} {
-				var got []Event
+				var got []event.Event
 				for _, d := range ds {
 					if d.Op == c.op {
 						got = append(got, d)
@@ -672,7 +673,7 @@ func TestVMExecutableLayer(t *testing.T) {
 `, merged))); err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]Layer{"image": LayerImage, "changed": LayerModified, "added": LayerAdded} {
+	for path, want := range map[string]event.Layer{"image": event.LayerImage, "changed": event.LayerModified, "added": event.LayerAdded} {
 		_, parent, _ := execIn(t, workload{container: true}, filepath.Join(merged, "bin", path))
 		ds := decisionsOf(t, ch, parent)
 		if len(ds) != 1 || ds[0].Layer != want {
@@ -698,10 +699,10 @@ func TestVMBlockDrift(t *testing.T) {
 `)); err != nil {
 		t.Fatal(err)
 	}
-	for path, want := range map[string]Layer{"image": LayerImage, "changed": LayerModified, "added": LayerAdded} {
+	for path, want := range map[string]event.Layer{"image": event.LayerImage, "changed": event.LayerModified, "added": event.LayerAdded} {
 		blocked, parent, _ := execIn(t, workload{container: true}, filepath.Join(merged, "bin", path))
 		ds := decisionsOf(t, ch, parent)
-		if want == LayerImage {
+		if want == event.LayerImage {
 			if blocked || len(ds) != 0 {
 				t.Errorf("exec of an image binary: blocked %v, decisions %+v", blocked, ds)
 			}

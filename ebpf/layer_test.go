@@ -6,6 +6,8 @@ import (
 	"path/filepath"
 	"syscall"
 	"testing"
+
+	"github.com/cloud-defend/cloud-defend/event"
 )
 
 // overlayRoot mounts an overlay like a container's rootfs: an image (lower) layer
@@ -43,29 +45,29 @@ func overlayRoot(t *testing.T, exe []byte) string {
 
 // checkLayers execs each of overlayRoot's executables and checks the layer its
 // exec event reports; a plain file outside the overlay reports none.
-func checkLayers(t *testing.T, ch <-chan Event, merged string) {
+func checkLayers(t *testing.T, ch <-chan event.Event, merged string) {
 	t.Helper()
 	for _, c := range []struct {
 		path string
-		want Layer
+		want event.Layer
 	}{
-		{filepath.Join(merged, "bin", "image"), LayerImage},
-		{filepath.Join(merged, "bin", "changed"), LayerModified},
-		{filepath.Join(merged, "bin", "added"), LayerAdded},
-		{"/bin/busybox", LayerNone},
+		{filepath.Join(merged, "bin", "image"), event.LayerImage},
+		{filepath.Join(merged, "bin", "changed"), event.LayerModified},
+		{filepath.Join(merged, "bin", "added"), event.LayerAdded},
+		{"/bin/busybox", event.LayerNone},
 	} {
 		cmd := &exec.Cmd{Path: c.path, Args: []string{"true"}}
 		if err := cmd.Run(); err != nil {
 			t.Fatalf("run %s: %v", c.path, err)
 		}
 		pid := uint32(cmd.Process.Pid)
-		ev := waitFor(t, ch, "exec of "+c.path, func(ev *Event) bool {
-			return ev.Kind == EventExec && ev.Process.PID == pid
+		ev := waitFor(t, ch, "exec of "+c.path, func(ev *event.Event) bool {
+			return ev.Kind == event.Exec && ev.Process.PID == pid
 		})
 		if ev.Layer != c.want {
 			t.Errorf("exec %s: layer %q, want %q", c.path, ev.Layer, c.want)
 		}
-		if ev.Layer.Drift() != (c.want == LayerAdded || c.want == LayerModified) {
+		if ev.Layer.Drift() != (c.want == event.LayerAdded || c.want == event.LayerModified) {
 			t.Errorf("exec %s: Drift() = %v", c.path, ev.Layer.Drift())
 		}
 	}

@@ -22,6 +22,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -415,7 +416,7 @@ func (e *Engine) restoreHistory() {
 	e.adoption.Policy = live.Name()
 	if prev, err := e.loadPolicy(e.generation - 1); err == nil && e.generation > 0 {
 		e.history[e.generation-1] = prev
-		e.retiring = append(e.retiring, superseded{e.generation - 1, Now()})
+		e.retiring = append(e.retiring, superseded{e.generation - 1, event.Now()})
 		e.scheduleRetire()
 	}
 }

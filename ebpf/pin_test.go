@@ -16,6 +16,7 @@ import (
 	"github.com/cilium/ebpf/link"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/event"
 )
 
 // privateBPFFS mounts a BPF filesystem of the test's own (each bpffs mount is a
@@ -89,9 +90,9 @@ func marker(t *testing.T) string {
 	return m
 }
 
-func waitMarker(t *testing.T, ch <-chan Event, m string) Event {
+func waitMarker(t *testing.T, ch <-chan event.Event, m string) event.Event {
 	t.Helper()
-	return waitFor(t, ch, "exec "+m, func(ev *Event) bool { return ev.Kind == EventExec && slices.Contains(ev.Args, m) })
+	return waitFor(t, ch, "exec "+m, func(ev *event.Event) bool { return ev.Kind == event.Exec && slices.Contains(ev.Args, m) })
 }
 
 // TestPinnedAdoption runs the engine's whole pinned life on the host's kernel

@@ -8,6 +8,7 @@ import (
 	"syscall"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -17,22 +18,11 @@ import (
 // policy's operations as the LSM hooks would name it and evaluated against the
 // file selectors: reported (UserSpace), never blocked.
 
-// EventSysfile is a workload's file syscall, as the kernel reports it without
-// BPF LSM; Read turns it into EventFile decisions and does not return it.
-const EventSysfile EventKind = 7
+// kindSysfile is a workload's file syscall, as the kernel reports it without
+// BPF LSM; Read turns it into file decisions and does not return it.
+const kindSysfile event.Kind = 7
 
-// Hook points of file operations seen at a syscall's exit (no BPF LSM).
-const (
-	HookSysOpen   HookPoint = 20 // openat, openat2, creat with write intent
-	HookSysUnlink HookPoint = 21 // unlink, unlinkat
-	HookSysRename HookPoint = 22 // rename, renameat, renameat2
-	HookSysChmod  HookPoint = 23 // chmod, fchmodat
-)
-
-var sysHookNames = map[HookPoint]string{HookSysOpen: "tracepoint__sys_exit_openat", HookSysUnlink: "tracepoint__sys_exit_unlinkat",
-	HookSysRename: "tracepoint__sys_exit_renameat2", HookSysChmod: "tracepoint__sys_exit_fchmodat"}
-
-// Syscall is what a file syscall's record says (Event.Sys of an EventSysfile).
+// Syscall is what a file syscall's record says (what decodeEvent fills for a kindSysfile record).
 type Syscall struct {
 	Op          uint32 // 1 open, 2 unlink, 3 rename, 4 chmod (enum sys_op)
 	Flags       uint32
@@ -51,13 +41,16 @@ const (
 	atFDCWD   = -100
 )
 
-func decodeSysfile(raw []byte, n names) (Event, error) {
+func decodeSysfile(raw []byte, n names, sys *Syscall) (event.Event, error) {
 	r, err := view[bpfobj.ProbeSysfileEvent](raw)
 	if err != nil {
-		return Event{}, err
+		return event.Event{}, err
 	}
 	ev := header(r.Hdr, r.Proc, n)
-	ev.Sys = &Syscall{Op: r.Op, Flags: r.Flags, Mode: r.Mode, Created: r.Created != 0, Dfd: r.Dfd, Dfd2: r.Dfd2,
+	if sys == nil {
+		return ev, nil
+	}
+	*sys = Syscall{Op: r.Op, Flags: r.Flags, Mode: r.Mode, Created: r.Created != 0, Dfd: r.Dfd, Dfd2: r.Dfd2,
 		Path: cstring(r.Path[:]), Path2: cstring(r.Path2[:]), Base: cstring(r.Base[:]), Base2: cstring(r.Base2[:])}
 	return ev, nil
 }
@@ -88,18 +81,14 @@ func (e *Engine) FileSyscalls() FeatureStatus { return e.fileSys }
 
 // detectFile turns a workload's file syscall into the decisions its
 // operations make under the live policy, queued on e.pending.
-func (e *Engine) detectFile(ev *Event) {
-	s := ev.Sys
-	if s == nil {
-		return
-	}
+func (e *Engine) detectFile(ev *event.Event, s *Syscall) {
 	pid := strconv.FormatUint(uint64(ev.Process.PID), 10)
 	roots := []string{pid, strconv.FormatUint(uint64(ev.Process.PPID), 10)}
 	target := resolvePath(pid, s.Dfd, s.Base, s.Path)
 	type judged struct {
 		op   policy.Op
 		path string
-		hook HookPoint
+		hook event.HookPoint
 	}
 	var ops []judged
 	switch s.Op {
@@ -108,9 +97,9 @@ func (e *Engine) detectFile(ev *Event) {
 		if s.Created {
 			op = execOr(s.Mode, policy.OpCreateExecutable, policy.OpCreateFile)
 		}
-		ops = append(ops, judged{op, target, HookSysOpen})
+		ops = append(ops, judged{op, target, event.HookSysOpen})
 	case sysUnlink:
-		ops = append(ops, judged{policy.OpDeleteFile, target, HookSysUnlink})
+		ops = append(ops, judged{policy.OpDeleteFile, target, event.HookSysUnlink})
 	case sysRename:
 		// The file is at its new name now: whether it is executable is read
 		// there (while the task lives). Whether a file was replaced is not
@@ -120,14 +109,14 @@ func (e *Engine) detectFile(ev *Event) {
 		if found && !regular {
 			return // a directory (or a symlink, a device)
 		}
-		ops = append(ops, judged{policy.OpDeleteFile, target, HookSysRename},
-			judged{execOr(mode, policy.OpCreateExecutable, policy.OpCreateFile), dst, HookSysRename})
+		ops = append(ops, judged{policy.OpDeleteFile, target, event.HookSysRename},
+			judged{execOr(mode, policy.OpCreateExecutable, policy.OpCreateFile), dst, event.HookSysRename})
 	case sysChmod:
 		// The mode before is gone: gaining an x bit is judged by the new one.
 		if _, found, regular := statIn(roots, target); found && !regular {
 			return
 		}
-		ops = append(ops, judged{execOr(s.Mode, policy.OpCreateExecutable, policy.OpModifyFile), target, HookSysChmod})
+		ops = append(ops, judged{execOr(s.Mode, policy.OpCreateExecutable, policy.OpModifyFile), target, event.HookSysChmod})
 	}
 	gen, p, meta := e.liveFor(ev.Process.CgroupID)
 	if p == nil {
@@ -143,7 +132,7 @@ func (e *Engine) detectFile(ev *Event) {
 		if d.Actions == 0 {
 			continue
 		}
-		e.pending = append(e.pending, Event{Kind: EventFile, Time: ev.Time, Process: ev.Process, Op: j.op, Hook: j.hook,
+		e.pending = append(e.pending, event.Event{Kind: event.FileDecision, Time: ev.Time, Process: ev.Process, Op: j.op, Hook: j.hook,
 			Generation: gen, Matched: d.Matched, Actions: d.Actions, UserSpace: true, Path: j.path, PathLen: uint32(len(j.path))})
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -52,51 +53,51 @@ var dockerCaps = []string{"CAP_CHOWN", "CAP_DAC_OVERRIDE", "CAP_FSETID", "CAP_FO
 // attackCase is one attack and the one refusal document it must produce per EPERM.
 type attackCase struct {
 	name     string
-	kind     EventKind // EventFile or EventDecision
-	hook     string    // file: hook_point; decision: "" for exec, or the mapping's hook
-	path     string    // the document's path; a trailing * makes it a prefix
+	kind     event.Kind // EventFile or EventDecision
+	hook     string     // file: hook_point; decision: "" for exec, or the mapping's hook
+	path     string     // the document's path; a trailing * makes it a prefix
 	op       policy.Op
 	refusals int
 }
 
 var attackCases = []attackCase{
-	{"pre-write", EventFile, "lsm__file_permission", "/etc/pre-write", policy.OpModifyFile, 1},
-	{"pre-pwritev2", EventFile, "lsm__file_permission", "/etc/pre-pwritev2", policy.OpModifyFile, 1},
-	{"pre-ftruncate", EventFile, "lsm__path_truncate", "/etc/pre-ftruncate", policy.OpModifyFile, 1},
-	{"pre-fallocate", EventFile, "lsm__file_permission", "/etc/pre-fallocate", policy.OpModifyFile, 1},
-	{"pre-copy", EventFile, "lsm__file_permission", "/etc/pre-copy", policy.OpModifyFile, 1},
-	{"pre-mmap", EventFile, "lsm__mmap_file", "/etc/pre-mmap", policy.OpModifyFile, 1},
-	{"pre-mprotect", EventFile, "lsm__file_mprotect", "/etc/pre-mprotect", policy.OpModifyFile, 1},
-	{"pre-uring-write", EventFile, "lsm__file_permission", "/etc/pre-uring", policy.OpModifyFile, 1},
-	{"chroot-exec", EventDecision, "", "/opt/deny/b1", policy.OpExec, 1},
-	{"chroot-write", EventFile, "lsm__file_open", "/etc/chroot-w", policy.OpModifyFile, 1},
-	{"chroot-volume", EventFile, "lsm__file_open", "/etc/chroot-v", policy.OpModifyFile, 1},
-	{"link-etc", EventFile, "lsm__path_link", "/etc/link-src", policy.OpModifyFile, 1},
-	{"link-exe", EventFile, "lsm__path_link", "/usr/bin/tool", policy.OpModifyExecutable, 1},
-	{"acl-overlay", EventFile, "lsm__inode_setxattr", "/opt/acl-plain", policy.OpCreateExecutable, 1},
-	{"acl-volume", EventFile, "lsm__inode_setxattr", "/data/acl-plain", policy.OpCreateExecutable, 1},
-	{"caps", EventFile, "lsm__inode_setxattr", "/usr/bin/tool2", policy.OpModifyExecutable, 1},
-	{"mv-parent", EventFile, "lsm__path_rename", "/usr/local/", policy.OpCreateExecutable, 1},
-	{"memfd-reuse", EventFile, "lsm__file_open", "/etc/memfd-guard", policy.OpModifyFile, 30},
-	{"symlink", EventFile, "lsm__file_open", "/etc/sym-target", policy.OpModifyFile, 1},
-	{"proc-root", EventFile, "lsm__file_open", "/etc/proc-root", policy.OpModifyFile, 1},
-	{"proc-fd", EventFile, "lsm__file_open", "/etc/proc-fd", policy.OpModifyFile, 1},
-	{"dotdot", EventFile, "lsm__file_open", "/etc/dotdot", policy.OpModifyFile, 1},
-	{"execveat-opath", EventDecision, "", "/opt/deny/b2", policy.OpExec, 1},
-	{"memfd-exec", EventDecision, "", "/memfd:payload*", policy.OpExec, 1},
-	{"mmap-exec", EventDecision, "lsm__mmap_file", "/opt/deny/b3", policy.OpExec, 1},
-	{"mprotect-exec", EventDecision, "lsm__file_mprotect", "/opt/deny/b4", policy.OpExec, 1},
-	{"fchmod", EventFile, "lsm__path_chmod", "/opt/fchmod", policy.OpCreateExecutable, 1},
-	{"tmpfile", EventFile, "*", "/data/tmpf/*", 0, 1},
-	{"exchange", EventFile, "lsm__path_rename", "/usr/bin/xchg", policy.OpCreateExecutable, 1},
-	{"uring-open", EventFile, "lsm__file_open", "/etc/uring-open", policy.OpModifyFile, 1},
-	{"uring-unlink", EventFile, "lsm__path_unlink", "/etc/uring-unlink", policy.OpDeleteFile, 1},
+	{"pre-write", event.FileDecision, "lsm__file_permission", "/etc/pre-write", policy.OpModifyFile, 1},
+	{"pre-pwritev2", event.FileDecision, "lsm__file_permission", "/etc/pre-pwritev2", policy.OpModifyFile, 1},
+	{"pre-ftruncate", event.FileDecision, "lsm__path_truncate", "/etc/pre-ftruncate", policy.OpModifyFile, 1},
+	{"pre-fallocate", event.FileDecision, "lsm__file_permission", "/etc/pre-fallocate", policy.OpModifyFile, 1},
+	{"pre-copy", event.FileDecision, "lsm__file_permission", "/etc/pre-copy", policy.OpModifyFile, 1},
+	{"pre-mmap", event.FileDecision, "lsm__mmap_file", "/etc/pre-mmap", policy.OpModifyFile, 1},
+	{"pre-mprotect", event.FileDecision, "lsm__file_mprotect", "/etc/pre-mprotect", policy.OpModifyFile, 1},
+	{"pre-uring-write", event.FileDecision, "lsm__file_permission", "/etc/pre-uring", policy.OpModifyFile, 1},
+	{"chroot-exec", event.ProcessDecision, "", "/opt/deny/b1", policy.OpExec, 1},
+	{"chroot-write", event.FileDecision, "lsm__file_open", "/etc/chroot-w", policy.OpModifyFile, 1},
+	{"chroot-volume", event.FileDecision, "lsm__file_open", "/etc/chroot-v", policy.OpModifyFile, 1},
+	{"link-etc", event.FileDecision, "lsm__path_link", "/etc/link-src", policy.OpModifyFile, 1},
+	{"link-exe", event.FileDecision, "lsm__path_link", "/usr/bin/tool", policy.OpModifyExecutable, 1},
+	{"acl-overlay", event.FileDecision, "lsm__inode_setxattr", "/opt/acl-plain", policy.OpCreateExecutable, 1},
+	{"acl-volume", event.FileDecision, "lsm__inode_setxattr", "/data/acl-plain", policy.OpCreateExecutable, 1},
+	{"caps", event.FileDecision, "lsm__inode_setxattr", "/usr/bin/tool2", policy.OpModifyExecutable, 1},
+	{"mv-parent", event.FileDecision, "lsm__path_rename", "/usr/local/", policy.OpCreateExecutable, 1},
+	{"memfd-reuse", event.FileDecision, "lsm__file_open", "/etc/memfd-guard", policy.OpModifyFile, 30},
+	{"symlink", event.FileDecision, "lsm__file_open", "/etc/sym-target", policy.OpModifyFile, 1},
+	{"proc-root", event.FileDecision, "lsm__file_open", "/etc/proc-root", policy.OpModifyFile, 1},
+	{"proc-fd", event.FileDecision, "lsm__file_open", "/etc/proc-fd", policy.OpModifyFile, 1},
+	{"dotdot", event.FileDecision, "lsm__file_open", "/etc/dotdot", policy.OpModifyFile, 1},
+	{"execveat-opath", event.ProcessDecision, "", "/opt/deny/b2", policy.OpExec, 1},
+	{"memfd-exec", event.ProcessDecision, "", "/memfd:payload*", policy.OpExec, 1},
+	{"mmap-exec", event.ProcessDecision, "lsm__mmap_file", "/opt/deny/b3", policy.OpExec, 1},
+	{"mprotect-exec", event.ProcessDecision, "lsm__file_mprotect", "/opt/deny/b4", policy.OpExec, 1},
+	{"fchmod", event.FileDecision, "lsm__path_chmod", "/opt/fchmod", policy.OpCreateExecutable, 1},
+	{"tmpfile", event.FileDecision, "*", "/data/tmpf/*", 0, 1},
+	{"exchange", event.FileDecision, "lsm__path_rename", "/usr/bin/xchg", policy.OpCreateExecutable, 1},
+	{"uring-open", event.FileDecision, "lsm__file_open", "/etc/uring-open", policy.OpModifyFile, 1},
+	{"uring-unlink", event.FileDecision, "lsm__path_unlink", "/etc/uring-unlink", policy.OpDeleteFile, 1},
 	{"allowed", 0, "", "", 0, 0},
 }
 
-func (c *attackCase) matches(ev *Event) bool {
+func (c *attackCase) matches(ev *event.Event) bool {
 	hook := ev.Hook.String()
-	if ev.Kind == EventDecision && ev.Hook == 0 {
+	if ev.Kind == event.ProcessDecision && ev.Hook == 0 {
 		hook = ""
 	}
 	if ev.Kind != c.kind || (c.hook != "*" && hook != c.hook) {
@@ -233,12 +234,12 @@ func TestVMAttacks(t *testing.T) {
 		t.Fatal(err)
 	}
 	hostNS, _ := pidNamespace("self")
-	var blocked []Event
-	waitFor(t, ch, "sentinel exec", func(ev *Event) bool {
+	var blocked []event.Event
+	waitFor(t, ch, "sentinel exec", func(ev *event.Event) bool {
 		if ev.Process.PIDNamespace != hostNS && ev.Blocked {
 			blocked = append(blocked, *ev)
 		}
-		return ev.Kind == EventExec && ev.Executable == "/tmp/attack-sentinel"
+		return ev.Kind == event.Exec && ev.Executable == "/tmp/attack-sentinel"
 	})
 
 	docs := make([]int, len(attackCases))

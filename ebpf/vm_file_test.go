@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -169,7 +170,7 @@ func TestVMFileEnforcement(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			blocked, parent := shIn(t, c.w, c.script)
-			ds := decisionsOf(t, ch, parent, EventFile)
+			ds := decisionsOf(t, ch, parent, event.FileDecision)
 			if blocked != c.blocked {
 				t.Fatalf("blocked = %v, want %v; decisions %+v", blocked, c.blocked, ds)
 			}
@@ -179,7 +180,7 @@ func TestVMFileEnforcement(t *testing.T) {
 				}
 				return
 			}
-			var d *Event
+			var d *event.Event
 			for i := range ds {
 				if ds[i].Path == c.path {
 					d = &ds[i]
@@ -246,7 +247,7 @@ func TestVMDefaultPolicyDrift(t *testing.T) {
 		if blocked {
 			t.Fatalf("%s: the default policy blocked", c.script)
 		}
-		alerts := decisionsOf(t, ch, parent, EventFile)
+		alerts := decisionsOf(t, ch, parent, event.FileDecision)
 		if !c.alert {
 			if len(alerts) != 0 {
 				t.Errorf("%s: %+v", c.script, alerts)
@@ -308,7 +309,7 @@ func TestVMFileDifferential(t *testing.T) {
 			want := p.Evaluate(&op)
 			script := do(op.Op, op.TargetPath)
 			blocked, parent := shIn(t, workload{container: true, cgroup: cgroups[op.ContainerImageName]}, script)
-			ds := decisionsOf(t, ch, parent, EventFile)
+			ds := decisionsOf(t, ch, parent, event.FileDecision)
 			cases++
 			fail := func(what string) {
 				t.Fatalf("seed %d, case %d: %+v (%s)\n%s: kernel %+v\nevaluator: matched %b actions %v\npolicy:\n%s",
@@ -366,7 +367,7 @@ func TestVMWriteThroughOpenFile(t *testing.T) {
 	if data, _ := os.ReadFile("/etc/passwd"); string(data) != "x\n" {
 		t.Fatalf("/etc/passwd = %q", data)
 	}
-	ds := decisionsOf(t, ch, cmd.Process.Pid, EventFile)
+	ds := decisionsOf(t, ch, cmd.Process.Pid, event.FileDecision)
 	// Two refused writes, two decisions: a refusal is never taken from the verdict
 	// cache silently, so every EPERM the workload sees is reported.
 	if len(ds) != 2 {
@@ -398,7 +399,7 @@ func TestVMTruncate(t *testing.T) {
 	if !errors.As(err, &ee) || ee.ExitCode() != 77 {
 		t.Fatalf("truncate was not refused with EPERM: %v", err)
 	}
-	ds := decisionsOf(t, ch, cmd.Process.Pid, EventFile)
+	ds := decisionsOf(t, ch, cmd.Process.Pid, event.FileDecision)
 	if len(ds) != 1 || ds[0].Hook.String() != "lsm__path_truncate" || !ds[0].Blocked || ds[0].Path != "/etc/shadow" {
 		t.Fatalf("decisions %+v", ds)
 	}

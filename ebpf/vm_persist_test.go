@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -96,7 +97,7 @@ func persistDaemon() int {
 			if err != nil {
 				return
 			}
-			if ev.Kind != EventDecision && ev.Kind != EventFile {
+			if ev.Kind != event.ProcessDecision && ev.Kind != event.FileDecision {
 				continue
 			}
 			l := daemonLine{Gen: ev.Generation, Kind: ev.Kind.String(), Path: ev.Path, PPID: ev.Process.PPID, Blocked: ev.Blocked}

@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"testing"
 
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -138,16 +139,16 @@ func TestVMRuncContainer(t *testing.T) {
 
 	// The decisions, from the container's processes only.
 	hostNS, _ := pidNamespace("self")
-	got := map[string]Event{}
-	var tool *Event
-	waitFor(t, ch, "the container's drift exec", func(ev *Event) bool {
+	got := map[string]event.Event{}
+	var tool *event.Event
+	waitFor(t, ch, "the container's drift exec", func(ev *event.Event) bool {
 		if ev.Process.PIDNamespace == hostNS {
 			return false
 		}
-		if ev.Kind == EventFile {
+		if ev.Kind == event.FileDecision {
 			got[ev.Op.String()+" "+ev.Path] = *ev
 		}
-		if ev.Kind == EventExec && ev.Executable == "/opt/true" {
+		if ev.Kind == event.Exec && ev.Executable == "/opt/true" {
 			tool = ev
 			return true
 		}
@@ -181,7 +182,7 @@ func TestVMRuncContainer(t *testing.T) {
 			t.Errorf("a volume write was judged: %+v", d)
 		}
 	}
-	if tool.Layer != LayerAdded {
+	if tool.Layer != event.LayerAdded {
 		t.Errorf("exec of a binary copied into the container: layer %q, want added", tool.Layer)
 	}
 	// The image is untouched where the kernel refused.

@@ -15,8 +15,10 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -27,19 +29,6 @@ const Version = "8.11.0"
 type Agent struct {
 	ID      string // the Elastic Agent id (or a node-stable id standalone)
 	Version string
-}
-
-// Host is the node, as host.*.
-type Host struct {
-	Hostname, Name, ID, Architecture, BootID string
-	PIDNamespace                             uint32
-	IPs, MACs                                []string
-	OS                                       OS
-}
-
-// OS is host.os.*.
-type OS struct {
-	Family, Full, Kernel, Name, Platform, Version string
 }
 
 // Meta is what the input in force adds to every document.
@@ -56,49 +45,16 @@ type Doc struct {
 	Body   []byte
 }
 
-// Context is what enrichment knows about an event: its process and relatives
-// from the process table, and its container and pod. Any part may be unknown
-// (nil): the document then carries what the event itself says.
-type Context struct {
-	Process   *proctree.View
-	Container *Container
-	Pod       *Pod
-}
-
-// Container is container.*.
-type Container struct {
-	ID, Runtime         string
-	ImageName, ImageTag string
-	Privileged          *bool  // unknown when nil
-	PodUID              string // the Kubernetes pod it belongs to; not a field of its own
-}
-
-// Pod is orchestrator.* for a container in a Kubernetes pod.
-type Pod struct {
-	ClusterID, ClusterName string
-	Namespace, Name, IP    string
-	ParentType             string   // the pod's owner kind, e.g. ReplicaSet
-	Labels, Annotations    []string // "key:value"
-}
-
-// Cloud is cloud.*, from the instance metadata service.
-type Cloud struct {
-	Provider, Region, AvailabilityZone string
-	AccountID, AccountName             string
-	ProjectID, ProjectName             string
-	InstanceID, InstanceName           string
-}
-
 // Encoder encodes events. One goroutine (the event loop) may use it.
 type Encoder struct {
 	agent Agent
 	// boot converts the kernel's boot-relative times to wall clock.
 	boot time.Time
 	// names resolves a decision's selector names.
-	names func(*ebpf.Event) ([]string, error)
+	names func(*event.Event) ([]string, error)
 
 	common  atomic.Pointer[[]byte] // "agent", "ecs", "host" and "cloud", encoded once
-	host    Host
+	host    host.Host
 	seq     atomic.Uint64
 	prefix  string
 	buf     jw
@@ -109,7 +65,7 @@ type streamKey struct{ dataset, ns string }
 
 // NewEncoder returns an encoder; boot is when CLOCK_BOOTTIME was zero. The
 // host and cloud are encoded once here: they do not change while we run.
-func NewEncoder(agent Agent, host Host, cloud *Cloud, boot time.Time, names func(*ebpf.Event) ([]string, error)) *Encoder {
+func NewEncoder(agent Agent, host host.Host, cloud *enrich.Cloud, boot time.Time, names func(*event.Event) ([]string, error)) *Encoder {
 	var r [8]byte
 	rand.Read(r[:])
 	e := &Encoder{agent: agent, boot: boot, names: names, prefix: base64.RawURLEncoding.EncodeToString(r[:]),
@@ -120,7 +76,7 @@ func NewEncoder(agent Agent, host Host, cloud *Cloud, boot time.Time, names func
 
 // SetCloud sets cloud.* for the documents that follow (the metadata service
 // answers after startup). Safe to call while documents are encoded.
-func (e *Encoder) SetCloud(cloud *Cloud) {
+func (e *Encoder) SetCloud(cloud *enrich.Cloud) {
 	var w jw
 	w.b = append(w.b, '{')
 	w.obj("ecs")
@@ -143,7 +99,7 @@ func (e *Encoder) SetCloud(cloud *Cloud) {
 // responses) become one document on the stream their actions choose; telemetry
 // is not shipped on its own. ok is false when the event makes no document.
 // ctx may be nil.
-func (e *Encoder) Encode(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error) {
+func (e *Encoder) Encode(ev *event.Event, ctx *enrich.Context, m Meta) (Doc, bool, error) {
 	d, ok, err := e.first(ev, ctx, m)
 	if ok {
 		d.Body = slices.Clone(d.Body)
@@ -152,10 +108,10 @@ func (e *Encoder) Encode(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error
 }
 
 // first encodes the document Encode returns into the encoder's buffer.
-func (e *Encoder) first(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error) {
+func (e *Encoder) first(ev *event.Event, ctx *enrich.Context, m Meta) (Doc, bool, error) {
 	switch ev.Kind {
-	case ebpf.EventDecision, ebpf.EventFile:
-	case ebpf.EventExit:
+	case event.ProcessDecision, event.FileDecision:
+	case event.Exit:
 		// The end of a process whose fork or exec was logged (enrich gives it
 		// the logging decision's selectors and ActionLog): a log document
 		// only, never an alert.
@@ -177,13 +133,13 @@ func (e *Encoder) first(ev *ebpf.Event, ctx *Context, m Meta) (Doc, bool, error)
 // document too — rules that read the process and file streams must see the
 // event whether or not it also raised an alert. A document's Body is the
 // encoder's buffer, valid until emit returns: emit copies what it keeps.
-func (e *Encoder) EncodeAll(ev *ebpf.Event, ctx *Context, m Meta, emit func(Doc)) error {
+func (e *Encoder) EncodeAll(ev *event.Event, ctx *enrich.Context, m Meta, emit func(Doc)) error {
 	d, ok, err := e.first(ev, ctx, m)
 	if err != nil || !ok {
 		return err
 	}
 	emit(d)
-	if ev.Kind != ebpf.EventExit && ev.Actions.Has(policy.ActionLog) && (ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock)) {
+	if ev.Kind != event.Exit && ev.Actions.Has(policy.ActionLog) && (ev.Actions.Has(policy.ActionAlert) || ev.Actions.Has(policy.ActionBlock)) {
 		d, _, err = e.encode(ev, ctx, m, false)
 		if err != nil {
 			return err
@@ -193,16 +149,16 @@ func (e *Encoder) EncodeAll(ev *ebpf.Event, ctx *Context, m Meta, emit func(Doc)
 	return nil
 }
 
-func (e *Encoder) encode(ev *ebpf.Event, ctx *Context, m Meta, alert bool) (Doc, bool, error) {
+func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert bool) (Doc, bool, error) {
 	if ctx == nil {
-		ctx = &Context{}
+		ctx = &enrich.Context{}
 	}
 	ns := m.Namespace
 	if ns == "" {
 		ns = "default"
 	}
 	category, dataset := "process", "cloud_defend.process"
-	if ev.Kind == ebpf.EventFile {
+	if ev.Kind == event.FileDecision {
 		category, dataset = "file", "cloud_defend.file"
 	}
 	kind := "event"
@@ -249,7 +205,7 @@ func (e *Encoder) encode(ev *ebpf.Event, ctx *Context, m Meta, alert bool) (Doc,
 	if p := ctx.Pod; p != nil {
 		writePod(w, p)
 	}
-	if ev.Kind == ebpf.EventFile {
+	if ev.Kind == event.FileDecision {
 		w.obj("file")
 		w.str("path", ev.Path)
 		w.str("name", path.Base(ev.Path))
@@ -269,7 +225,7 @@ func (e *Encoder) encode(ev *ebpf.Event, ctx *Context, m Meta, alert bool) (Doc,
 		// process.args holds argv's beginning only: say so, never silently.
 		w.bool("args_truncated", true)
 	}
-	if ev.Layer != ebpf.LayerNone {
+	if ev.Layer != event.LayerNone {
 		w.str("executable_layer", ev.Layer.String())
 	}
 	w.close()
@@ -307,7 +263,7 @@ func (e *Encoder) appendEventID(b []byte) []byte {
 // writeProcess writes process.*: from the process table when it knows the
 // process, else what the event says. An exec decision is made before the exec
 // completes, so its executable is the event's, not the table's.
-func (e *Encoder) writeProcess(w *jw, ev *ebpf.Event, v *proctree.View) {
+func (e *Encoder) writeProcess(w *jw, ev *event.Event, v *proctree.View) {
 	w.obj("process")
 	var p proctree.Process
 	if v != nil {
@@ -319,11 +275,11 @@ func (e *Encoder) writeProcess(w *jw, ev *ebpf.Event, v *proctree.View) {
 			TTYMajor: pp.TTYMajor, TTYMinor: pp.TTYMinor, Interactive: pp.TTYMajor != 0,
 			EntityID: proctree.EntityID(e.agent.ID, pp.PID, pp.Start)}
 	}
-	if ev.Kind == ebpf.EventExit && !p.Exited {
+	if ev.Kind == event.Exit && !p.Exited {
 		// The table did not have its end (or the process): the event says it.
 		p.Exited, p.End, p.ExitKnown, p.Exit = true, ev.Time, true, proctree.DecodeWaitStatus(ev.ExitCode)
 	}
-	if ev.Kind == ebpf.EventDecision && ev.Path != "" && p.Executable != ev.Path {
+	if ev.Kind == event.ProcessDecision && ev.Path != "" && p.Executable != ev.Path {
 		// The table has not seen this exec (blocked, or not yet applied): its
 		// image and args are those before it.
 		p.Previous = nil
@@ -440,7 +396,7 @@ func appendJoined(b []byte, args []string) []byte {
 	return append(b, '"')
 }
 
-func writeHost(w *jw, h Host) {
+func writeHost(w *jw, h host.Host) {
 	w.obj("host")
 	w.str("hostname", h.Hostname)
 	w.str("name", h.Name)
@@ -464,7 +420,7 @@ func writeHost(w *jw, h Host) {
 	w.close()
 }
 
-func writeCloud(w *jw, c *Cloud) {
+func writeCloud(w *jw, c *enrich.Cloud) {
 	w.obj("cloud")
 	w.strIf("provider", c.Provider)
 	w.strIf("region", c.Region)
@@ -490,7 +446,7 @@ func writeCloud(w *jw, c *Cloud) {
 	w.close()
 }
 
-func writeContainer(w *jw, c *Container) {
+func writeContainer(w *jw, c *enrich.Container) {
 	w.obj("container")
 	w.str("id", c.ID)
 	w.strIf("runtime", c.Runtime)
@@ -508,7 +464,7 @@ func writeContainer(w *jw, c *Container) {
 	w.close()
 }
 
-func writePod(w *jw, p *Pod) {
+func writePod(w *jw, p *enrich.Pod) {
 	w.obj("orchestrator")
 	w.str("type", "kubernetes")
 	w.strIf("namespace", p.Namespace)
@@ -535,11 +491,11 @@ func writePod(w *jw, p *Pod) {
 	w.close()
 }
 
-func actionOf(ev *ebpf.Event) (action, typ string) {
-	if ev.Kind == ebpf.EventExit {
+func actionOf(ev *event.Event) (action, typ string) {
+	if ev.Kind == event.Exit {
 		return "end", "end"
 	}
-	if ev.Kind == ebpf.EventDecision {
+	if ev.Kind == event.ProcessDecision {
 		action, typ = "exec", "start"
 		if ev.Op == policy.OpFork {
 			action = "fork"
@@ -574,18 +530,18 @@ func actionOf(ev *ebpf.Event) (action, typ string) {
 	return action, typ
 }
 
-func outcome(ev *ebpf.Event) string {
+func outcome(ev *event.Event) string {
 	if ev.Blocked {
 		return "failure"
 	}
 	return "success"
 }
 
-func hookPoint(ev *ebpf.Event) string {
-	if ev.Kind == ebpf.EventFile || ev.Hook != 0 {
+func hookPoint(ev *event.Event) string {
+	if ev.Kind == event.FileDecision || ev.Hook != 0 {
 		return ev.Hook.String() // a file hook, or an executable mapping judged as an exec
 	}
-	if ev.Kind == ebpf.EventExit {
+	if ev.Kind == event.Exit {
 		return "tracepoint__sched_process_exit"
 	}
 	if ev.UserSpace {
@@ -600,7 +556,7 @@ func hookPoint(ev *ebpf.Event) string {
 	return "lsm__bprm_check_security"
 }
 
-func message(ev *ebpf.Event, names []string) string {
+func message(ev *event.Event, names []string) string {
 	verb := "alert"
 	if ev.Blocked {
 		verb = "blocked"

@@ -3,21 +3,22 @@ package ecs
 import (
 	"encoding/base64"
 	"encoding/json"
-	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
 func testEncoder() *Encoder {
 	boot := time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
-	return NewEncoder(Agent{ID: "agent-1", Version: "0.1.0"}, LocalHost("/proc", "/etc"), nil, boot,
-		func(*ebpf.Event) ([]string, error) { return []string{"binDrift"}, nil })
+	return NewEncoder(Agent{ID: "agent-1", Version: "0.1.0"}, host.Local("/proc", "/etc"), nil, boot,
+		func(*event.Event) ([]string, error) { return []string{"binDrift"}, nil })
 }
 
 func decode(t *testing.T, d Doc) map[string]any {
@@ -44,23 +45,23 @@ func field(m map[string]any, path ...string) any {
 
 func TestEncodeStreams(t *testing.T) {
 	e := testEncoder()
-	proc := ebpf.Process{PID: 42, PPID: 7, EUID: 0, EGID: 0, Start: 3 * time.Second, Comm: "cp"}
+	proc := event.Process{PID: 42, PPID: 7, EUID: 0, EGID: 0, Start: 3 * time.Second, Comm: "cp"}
 	cases := []struct {
-		ev                     ebpf.Event
+		ev                     event.Event
 		stream, kind, action   string
 		typ                    string
 		blocked, hasMessage    bool
 		hook                   string
 		category, filePath, nm string
 	}{
-		{ebpf.Event{Kind: ebpf.EventFile, Time: 5 * time.Second, Process: proc, Op: policy.OpCreateExecutable, Hook: 2,
+		{event.Event{Kind: event.FileDecision, Time: 5 * time.Second, Process: proc, Op: policy.OpCreateExecutable, Hook: 2,
 			Actions: policy.ActionAlert | policy.ActionBlock, Blocked: true, Path: "/usr/bin/x.sh"},
 			"logs-cloud_defend.alerts-prod", "alert", "creation", "denied", true, true, "lsm__path_mknod", "file", "/usr/bin/x.sh", "x.sh"},
-		{ebpf.Event{Kind: ebpf.EventFile, Time: 5 * time.Second, Process: proc, Op: policy.OpModifyFile, Hook: 1,
+		{event.Event{Kind: event.FileDecision, Time: 5 * time.Second, Process: proc, Op: policy.OpModifyFile, Hook: 1,
 			Actions: policy.ActionLog, Path: "/etc/hosts"},
 			"logs-cloud_defend.file-prod", "event", "open", "change", false, false, "lsm__file_open", "file", "/etc/hosts", "hosts"},
-		{ebpf.Event{Kind: ebpf.EventDecision, Time: 6 * time.Second, Process: proc, Op: policy.OpExec,
-			Actions: policy.ActionLog, Path: "/bin/sh", Layer: ebpf.LayerAdded},
+		{event.Event{Kind: event.ProcessDecision, Time: 6 * time.Second, Process: proc, Op: policy.OpExec,
+			Actions: policy.ActionLog, Path: "/bin/sh", Layer: event.LayerAdded},
 			"logs-cloud_defend.process-prod", "event", "exec", "start", false, false, "lsm__bprm_check_security", "process", "", ""},
 	}
 	for _, c := range cases {
@@ -105,7 +106,7 @@ func TestEncodeStreams(t *testing.T) {
 		}
 	}
 	// Telemetry on its own makes no document.
-	if _, ok, _ := e.Encode(&ebpf.Event{Kind: ebpf.EventExec, Process: proc}, nil, Meta{}); ok {
+	if _, ok, _ := e.Encode(&event.Event{Kind: event.Exec, Process: proc}, nil, Meta{}); ok {
 		t.Error("an exec telemetry event made a document")
 	}
 }
@@ -113,7 +114,7 @@ func TestEncodeStreams(t *testing.T) {
 // TestLogAndAlert: an event that one response logs and another alerts on is
 // on both streams, as two documents.
 func TestLogAndAlert(t *testing.T) {
-	ev := ebpf.Event{Kind: ebpf.EventDecision, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert, Path: "/bin/cat"}
+	ev := event.Event{Kind: event.ProcessDecision, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert, Path: "/bin/cat"}
 	var docs []Doc
 	if err := testEncoder().EncodeAll(&ev, nil, Meta{}, func(d Doc) { d.Body = slices.Clone(d.Body); docs = append(docs, d) }); err != nil {
 		t.Fatal(err)
@@ -133,7 +134,7 @@ func TestLogAndAlert(t *testing.T) {
 func TestEventIDsUnique(t *testing.T) {
 	a, b := testEncoder(), testEncoder()
 	seen := map[string]bool{}
-	ev := ebpf.Event{Kind: ebpf.EventFile, Op: policy.OpModifyFile, Actions: policy.ActionLog, Path: "/x"}
+	ev := event.Event{Kind: event.FileDecision, Op: policy.OpModifyFile, Actions: policy.ActionLog, Path: "/x"}
 	for _, e := range []*Encoder{a, b, a, b} {
 		d, _, _ := e.Encode(&ev, nil, Meta{})
 		if seen[d.ID] {
@@ -143,17 +144,9 @@ func TestEventIDsUnique(t *testing.T) {
 	}
 }
 
-func TestLocalHost(t *testing.T) {
-	h := LocalHost("/proc", "/etc")
-	name, _ := os.Hostname()
-	if h.Hostname != name || h.BootID == "" || h.OS.Kernel == "" || h.PIDNamespace == 0 || h.Architecture == "" {
-		t.Errorf("host %+v", h)
-	}
-}
-
 // sessionContext is a shell exec'd into a container (kubectl exec), running
 // a command: the shape of a typical container event.
-func sessionContext() (*ebpf.Event, *Context) {
+func sessionContext() (*event.Event, *enrich.Context) {
 	priv := false
 	entry := proctree.Process{PID: 70, PPID: 50, SID: 70, PGID: 70, Start: 2 * time.Second, EntityID: proctree.EntityID("agent-1", 70, 2*time.Second),
 		Executable: "/bin/sh", Name: "sh", Args: []string{"sh"}, Interactive: true, TTYMajor: 136, TTYMinor: 3, EntryMetaType: proctree.EntryContainer}
@@ -168,11 +161,11 @@ func sessionContext() (*ebpf.Event, *Context) {
 		SessionLeader: &proctree.Leader{Process: entry},
 		EntryLeader:   &proctree.Leader{Process: entry}}
 	_ = shim
-	ev := &ebpf.Event{Kind: ebpf.EventDecision, Time: 6 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/bin/cat",
-		Process: ebpf.Process{PID: 71, TID: 71, PPID: 70, Start: 3 * time.Second, Comm: "sh", TTYMajor: 136, TTYMinor: 3}}
-	ctx := &Context{Process: v,
-		Container: &Container{ID: "3f1c2a9b", Runtime: "containerd", ImageName: "nginx", ImageTag: "1.27", Privileged: &priv},
-		Pod: &Pod{ClusterID: "c-uid", ClusterName: "prod", Namespace: "web", Name: "nginx-7d9", IP: "10.0.0.7", ParentType: "ReplicaSet",
+	ev := &event.Event{Kind: event.ProcessDecision, Time: 6 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/bin/cat",
+		Process: event.Process{PID: 71, TID: 71, PPID: 70, Start: 3 * time.Second, Comm: "sh", TTYMajor: 136, TTYMinor: 3}}
+	ctx := &enrich.Context{Process: v,
+		Container: &enrich.Container{ID: "3f1c2a9b", Runtime: "containerd", ImageName: "nginx", ImageTag: "1.27", Privileged: &priv},
+		Pod: &enrich.Pod{ClusterID: "c-uid", ClusterName: "prod", Namespace: "web", Name: "nginx-7d9", IP: "10.0.0.7", ParentType: "ReplicaSet",
 			Labels: []string{"app:nginx"}, Annotations: []string{"team:web"}}}
 	return ev, ctx
 }
@@ -277,12 +270,12 @@ func BenchmarkEncode(b *testing.B) {
 
 func TestSetCloud(t *testing.T) {
 	e := testEncoder()
-	ev := ebpf.Event{Kind: ebpf.EventFile, Op: policy.OpModifyFile, Actions: policy.ActionLog, Path: "/x"}
+	ev := event.Event{Kind: event.FileDecision, Op: policy.OpModifyFile, Actions: policy.ActionLog, Path: "/x"}
 	d, _, _ := e.Encode(&ev, nil, Meta{})
 	if _, has := decode(t, d)["cloud"]; has {
 		t.Error("cloud.* before the metadata service answered")
 	}
-	e.SetCloud(&Cloud{Provider: "aws", Region: "eu-west-1", AccountID: "123", InstanceID: "i-1"})
+	e.SetCloud(&enrich.Cloud{Provider: "aws", Region: "eu-west-1", AccountID: "123", InstanceID: "i-1"})
 	d, _, _ = e.Encode(&ev, nil, Meta{})
 	m := decode(t, d)
 	if field(m, "cloud", "provider") != "aws" || field(m, "cloud", "account", "id") != "123" || field(m, "cloud", "instance", "id") != "i-1" || field(m, "host", "os", "type") != "linux" {
@@ -317,9 +310,9 @@ func TestTruncatedArgs(t *testing.T) {
 	e := testEncoder()
 	p := proctree.Process{PID: 42, Start: time.Second, EntityID: "e", Executable: "/usr/bin/curl", Name: "curl",
 		Args: []string{"curl", "-H", "Authorization: Bearer eyJ"}, ArgsTruncated: true, ArgsCount: 5}
-	ev := ebpf.Event{Kind: ebpf.EventDecision, Time: 2 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog,
-		Path: "/usr/bin/curl", Process: ebpf.Process{PID: 42, Start: time.Second}}
-	d, _, err := e.Encode(&ev, &Context{Process: &proctree.View{Process: p}}, Meta{})
+	ev := event.Event{Kind: event.ProcessDecision, Time: 2 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog,
+		Path: "/usr/bin/curl", Process: event.Process{PID: 42, Start: time.Second}}
+	d, _, err := e.Encode(&ev, &enrich.Context{Process: &proctree.View{Process: p}}, Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -328,7 +321,7 @@ func TestTruncatedArgs(t *testing.T) {
 		t.Errorf("args_count %v, args_truncated %v", field(m, "process", "args_count"), field(m, "cloud_defend", "args_truncated"))
 	}
 	p.ArgsTruncated, p.ArgsCount = false, 0
-	d, _, _ = e.Encode(&ev, &Context{Process: &proctree.View{Process: p}}, Meta{})
+	d, _, _ = e.Encode(&ev, &enrich.Context{Process: &proctree.View{Process: p}}, Meta{})
 	m = decode(t, d)
 	if field(m, "process", "args_count") != float64(3) || field(m, "cloud_defend", "args_truncated") != nil {
 		t.Errorf("whole argv: args_count %v, args_truncated %v", field(m, "process", "args_count"), field(m, "cloud_defend", "args_truncated"))

@@ -1,4 +1,4 @@
-package enrich
+package enrich_test
 
 import (
 	"encoding/json"
@@ -6,27 +6,29 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
 // docsOf runs events through an enricher and the real encoder and returns the
 // documents as JSON maps, with their streams.
-func docsOf(t *testing.T, evs []ebpf.Event) []map[string]any {
+func docsOf(t *testing.T, evs []event.Event) []map[string]any {
 	t.Helper()
 	tab := proctree.New(proctree.Config{AgentID: "a", HostPIDNamespace: 1, ProcRoot: t.TempDir()})
-	e := New(tab, nil)
-	enc := ecs.NewEncoder(ecs.Agent{ID: "a", Version: "t"}, ecs.Host{}, nil, time.Unix(0, 0),
-		func(ev *ebpf.Event) ([]string, error) {
+	e := enrich.New(tab, nil)
+	enc := ecs.NewEncoder(ecs.Agent{ID: "a", Version: "t"}, host.Host{}, nil, time.Unix(0, 0),
+		func(ev *event.Event) ([]string, error) {
 			if ev.Matched == 0 {
 				return nil, nil
 			}
 			return []string{"allProcesses"}, nil
 		})
 	var out []map[string]any
-	emit := func(ev *ebpf.Event, ctx *ecs.Context) {
+	emit := func(ev *event.Event, ctx *enrich.Context) {
 		err := enc.EncodeAll(ev, ctx, ecs.Meta{Namespace: "t"}, func(d ecs.Doc) {
 			var m map[string]any
 			if err := json.Unmarshal(d.Body, &m); err != nil {
@@ -65,19 +67,19 @@ func get(m map[string]any, path string) any {
 // that was never logged gets none.
 func TestForkAndEndDocuments(t *testing.T) {
 	ms := func(n int) time.Duration { return 10*time.Second + time.Duration(n)*time.Millisecond }
-	sh := ebpf.Process{PID: 100, TID: 100, PPID: 1, PGID: 100, SID: 100, Start: time.Second, UID: 5, EUID: 5}
-	child := ebpf.Process{PID: 101, TID: 101, PPID: 100, PGID: 100, SID: 100, Start: ms(1), UID: 5, EUID: 5}
-	other := ebpf.Process{PID: 102, TID: 102, PPID: 100, PGID: 100, SID: 100, Start: ms(5), UID: 5, EUID: 5}
-	evs := []ebpf.Event{
-		{Kind: ebpf.EventExec, Time: ms(0), Process: sh, Executable: "/bin/sh", Args: []string{"sh", "-c", "x"}},
-		{Kind: ebpf.EventDecision, Time: ms(1), Process: sh, Op: policy.OpFork, Actions: policy.ActionLog, Matched: 1, Path: "/bin/sh"},
-		{Kind: ebpf.EventFork, Time: ms(1), Process: child, ParentTID: 100},
-		{Kind: ebpf.EventDecision, Time: ms(2), Process: child, Op: policy.OpExec, Actions: policy.ActionLog, Matched: 1, Path: "/bin/curl"},
-		{Kind: ebpf.EventExec, Time: ms(2), Process: child, Executable: "/bin/curl", Args: []string{"curl", "-k", "https://x"}},
-		{Kind: ebpf.EventFork, Time: ms(5), Process: other, ParentTID: 100}, // not logged
-		{Kind: ebpf.EventExit, Time: ms(6), Process: other, ExitCode: 0},
-		{Kind: ebpf.EventExit, Time: ms(7), Process: child, ExitCode: 9}, // killed by SIGKILL
-		{Kind: ebpf.EventExit, Time: ms(8), Process: sh, ExitCode: 3 << 8},
+	sh := event.Process{PID: 100, TID: 100, PPID: 1, PGID: 100, SID: 100, Start: time.Second, UID: 5, EUID: 5}
+	child := event.Process{PID: 101, TID: 101, PPID: 100, PGID: 100, SID: 100, Start: ms(1), UID: 5, EUID: 5}
+	other := event.Process{PID: 102, TID: 102, PPID: 100, PGID: 100, SID: 100, Start: ms(5), UID: 5, EUID: 5}
+	evs := []event.Event{
+		{Kind: event.Exec, Time: ms(0), Process: sh, Executable: "/bin/sh", Args: []string{"sh", "-c", "x"}},
+		{Kind: event.ProcessDecision, Time: ms(1), Process: sh, Op: policy.OpFork, Actions: policy.ActionLog, Matched: 1, Path: "/bin/sh"},
+		{Kind: event.Fork, Time: ms(1), Process: child, ParentTID: 100},
+		{Kind: event.ProcessDecision, Time: ms(2), Process: child, Op: policy.OpExec, Actions: policy.ActionLog, Matched: 1, Path: "/bin/curl"},
+		{Kind: event.Exec, Time: ms(2), Process: child, Executable: "/bin/curl", Args: []string{"curl", "-k", "https://x"}},
+		{Kind: event.Fork, Time: ms(5), Process: other, ParentTID: 100}, // not logged
+		{Kind: event.Exit, Time: ms(6), Process: other, ExitCode: 0},
+		{Kind: event.Exit, Time: ms(7), Process: child, ExitCode: 9}, // killed by SIGKILL
+		{Kind: event.Exit, Time: ms(8), Process: sh, ExitCode: 3 << 8},
 	}
 	docs := docsOf(t, evs)
 	var got []string
@@ -117,8 +119,8 @@ func TestForkAndEndDocuments(t *testing.T) {
 
 	// The shell's own fork was not logged, nor its exec: no end for it. Once
 	// its exec is, its end reports exit status 3.
-	evs = append(evs[:1], ebpf.Event{Kind: ebpf.EventDecision, Time: ms(0), Process: sh, Op: policy.OpExec, Actions: policy.ActionLog, Matched: 1, Path: "/bin/sh", UserSpace: true},
-		ebpf.Event{Kind: ebpf.EventExit, Time: ms(8), Process: sh, ExitCode: 3 << 8})
+	evs = append(evs[:1], event.Event{Kind: event.ProcessDecision, Time: ms(0), Process: sh, Op: policy.OpExec, Actions: policy.ActionLog, Matched: 1, Path: "/bin/sh", UserSpace: true},
+		event.Event{Kind: event.Exit, Time: ms(8), Process: sh, ExitCode: 3 << 8})
 	docs = docsOf(t, evs)
 	if len(docs) != 2 || get(docs[1], "event.action") != "end" || get(docs[1], "process.exit_code") != float64(3) {
 		t.Fatalf("exec then exit 3: %v", docs)

@@ -7,11 +7,10 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
-	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/enrich/container"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
 	"github.com/cloud-defend/cloud-defend/enrich/runtime"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -34,7 +33,7 @@ const reconcileEvery = time.Minute
 
 // Emit receives a decision with its context. The context is only valid during
 // the call.
-type Emit func(*ebpf.Event, *ecs.Context)
+type Emit func(*event.Event, *Context)
 
 // Enricher turns the kernel's event stream into decisions with context. One
 // goroutine (the event loop) calls Handle.
@@ -46,31 +45,31 @@ type Enricher struct {
 	// OnContainer is called when a container is first seen in the events,
 	// with its cgroup: the earliest moment its metadata can reach the kernel
 	// engine. It must not call back into the Enricher.
-	OnContainer func(cgroupID uint64, c *ecs.Container)
+	OnContainer func(cgroupID uint64, c *Container)
 
-	pending       map[uint32]*ebpf.Event // exec decisions waiting for their exec, by pid
-	forks         map[uint32]*ebpf.Event // fork decisions waiting for their child, by forking thread
-	logged        map[uint32]logged      // processes whose fork or exec was logged, by pid: their end is too
-	held          []held                 // documents waiting for their container's metadata, in order
+	pending       map[uint32]*event.Event // exec decisions waiting for their exec, by pid
+	forks         map[uint32]*event.Event // fork decisions waiting for their child, by forking thread
+	logged        map[uint32]logged       // processes whose fork or exec was logged, by pid: their end is too
+	held          []held                  // documents waiting for their container's metadata, in order
 	lastReconcile time.Duration
 
 	mu         sync.Mutex
-	containers map[uint64]*ecs.Container // by cgroup id; nil value: not a container
-	waiting    map[uint64]*ecs.Container // containers whose runtime has not answered yet
-	pods       func(podUID string) *ecs.Pod
-	ctx        ecs.Context // what emit passes, reused: valid during the call
+	containers map[uint64]*Container // by cgroup id; nil value: not a container
+	waiting    map[uint64]*Container // containers whose runtime has not answered yet
+	pods       func(podUID string) *Pod
+	ctx        Context // what emit passes, reused: valid during the call
 	view       proctree.View
 	rel        proctree.Relatives
 }
 
 // New returns an enricher over a process table and cgroup resolver.
 func New(tab *proctree.Table, cg *container.Cgroups) *Enricher {
-	return &Enricher{Table: tab, Cgroups: cg, pending: map[uint32]*ebpf.Event{}, forks: map[uint32]*ebpf.Event{},
-		logged: map[uint32]logged{}, containers: map[uint64]*ecs.Container{}}
+	return &Enricher{Table: tab, Cgroups: cg, pending: map[uint32]*event.Event{}, forks: map[uint32]*event.Event{},
+		logged: map[uint32]logged{}, containers: map[uint64]*Container{}}
 }
 
 // SetPods sets where pod metadata comes from (Kubernetes); nil for none.
-func (e *Enricher) SetPods(f func(podUID string) *ecs.Pod) {
+func (e *Enricher) SetPods(f func(podUID string) *Pod) {
 	e.mu.Lock()
 	e.pods = f
 	e.mu.Unlock()
@@ -92,27 +91,27 @@ const maxLogged = 1 << 17
 // held is a decision waiting for its container's runtime to answer, with its
 // process as it was when it was made.
 type held struct {
-	ev   ebpf.Event
+	ev   event.Event
 	view *proctree.View // nil: the process was not in the table
 }
 
 // Handle takes one kernel event: telemetry updates the table, decisions are
 // emitted once their process is known as it was when they were made.
-func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
+func (e *Enricher) Handle(ev *event.Event, emit Emit) {
 	e.expire(ev.Time, emit)
 	e.release(ev.Time, false, emit)
 	pid := ev.Process.PID
-	if p := e.pending[pid]; p != nil && ev.Kind != ebpf.EventExec {
+	if p := e.pending[pid]; p != nil && ev.Kind != event.Exec {
 		delete(e.pending, pid)
 		e.emit(p, emit)
 	}
-	if p := e.forks[ev.Process.TID]; p != nil && ev.Kind != ebpf.EventFork {
+	if p := e.forks[ev.Process.TID]; p != nil && ev.Kind != event.Fork {
 		// The fork failed after it was decided: no child to describe.
 		delete(e.forks, ev.Process.TID)
 		e.emit(p, emit)
 	}
 	switch ev.Kind {
-	case ebpf.EventFork:
+	case event.Fork:
 		e.Table.Apply(ev)
 		if p := e.forks[ev.ParentTID]; p != nil {
 			// The kernel decides a fork in the forking task, before the child
@@ -122,12 +121,12 @@ func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
 			p.Process, p.Time = ev.Process, ev.Time
 			e.emit(p, emit)
 		}
-	case ebpf.EventExit:
+	case event.Exit:
 		e.Table.Apply(ev)
 		e.end(ev, emit)
-	case ebpf.EventSetsid:
+	case event.Setsid:
 		e.Table.Apply(ev)
-	case ebpf.EventExec:
+	case event.Exec:
 		e.Table.Apply(ev)
 		// A container's first exec is its first sight (OnContainer).
 		e.container(ev.Process.CgroupID)
@@ -135,7 +134,7 @@ func (e *Enricher) Handle(ev *ebpf.Event, emit Emit) {
 			delete(e.pending, pid)
 			e.emit(p, emit)
 		}
-	case ebpf.EventDecision:
+	case event.ProcessDecision:
 		if ev.Op == policy.OpExec && !ev.Blocked && !ev.UserSpace {
 			// Wait for the exec to land in the table: the document should carry
 			// the new image's args and the old one as previous.
@@ -193,7 +192,7 @@ func (e *Enricher) release(now time.Duration, all bool, emit Emit) {
 			kept = append(kept, *h)
 			continue
 		}
-		e.ctx = ecs.Context{Process: h.view, Container: c, Pod: pod}
+		e.ctx = Context{Process: h.view, Container: c, Pod: pod}
 		emit(&h.ev, &e.ctx)
 	}
 	clear(e.held[len(kept):])
@@ -218,7 +217,7 @@ func (e *Enricher) expire(now time.Duration, emit Emit) {
 // end emits the end document of a process whose fork or exec was logged: an
 // exit event, with the logging decision's selectors, about the process as the
 // table has it now (ended, with its exit code, entity id and leaders).
-func (e *Enricher) end(ev *ebpf.Event, emit Emit) {
+func (e *Enricher) end(ev *event.Event, emit Emit) {
 	pid := ev.Process.PID
 	l, ok := e.logged[pid]
 	if !ok {
@@ -233,8 +232,8 @@ func (e *Enricher) end(ev *ebpf.Event, emit Emit) {
 	e.emit(&end, emit)
 }
 
-func (e *Enricher) emit(ev *ebpf.Event, emit Emit) {
-	if ev.Kind == ebpf.EventDecision && ev.Actions.Has(policy.ActionLog) && !ev.Blocked {
+func (e *Enricher) emit(ev *event.Event, emit Emit) {
+	if ev.Kind == event.ProcessDecision && ev.Actions.Has(policy.ActionLog) && !ev.Blocked {
 		if len(e.logged) >= maxLogged {
 			clear(e.logged)
 		}
@@ -264,7 +263,7 @@ func (e *Enricher) emit(ev *ebpf.Event, emit Emit) {
 			return
 		}
 	}
-	e.ctx = ecs.Context{Container: c, Pod: pod}
+	e.ctx = Context{Container: c, Pod: pod}
 	if e.Table.LookupInto(&ev.Process, &e.view, &e.rel) {
 		e.ctx.Process = &e.view
 	}
@@ -276,7 +275,7 @@ func (e *Enricher) emit(ev *ebpf.Event, emit Emit) {
 // with its id only and asked about again (a map read: the runtime cache
 // retries in the background) at each of its events until the answer arrives;
 // OnContainer is called at first sight and again when the image arrives.
-func (e *Enricher) container(id uint64) (*ecs.Container, *ecs.Pod) {
+func (e *Enricher) container(id uint64) (*Container, *Pod) {
 	if e.Cgroups == nil || id == 0 {
 		return nil, nil
 	}
@@ -291,7 +290,7 @@ func (e *Enricher) container(id uint64) (*ecs.Container, *ecs.Pod) {
 			return nil, nil // maybe not walked yet: ask again next time
 		}
 		if info.ID != "" {
-			c = &ecs.Container{ID: info.ID, Runtime: info.Runtime, PodUID: info.PodUID}
+			c = &Container{ID: info.ID, Runtime: info.Runtime, PodUID: info.PodUID}
 		}
 		if len(e.containers) >= 1<<16 {
 			clear(e.containers)
@@ -308,7 +307,7 @@ func (e *Enricher) container(id uint64) (*ecs.Container, *ecs.Pod) {
 	if c == nil {
 		return nil, nil
 	}
-	var pod *ecs.Pod
+	var pod *Pod
 	if c.PodUID != "" && e.pods != nil {
 		pod = e.pods(c.PodUID)
 	}
@@ -319,7 +318,7 @@ func (e *Enricher) container(id uint64) (*ecs.Container, *ecs.Pod) {
 // returns what to use now. A new *ecs.Container replaces the old one when the
 // answer arrives (documents already encoded keep what they had). Callers hold
 // e.mu.
-func (e *Enricher) resolve(cgid uint64, c *ecs.Container) *ecs.Container {
+func (e *Enricher) resolve(cgid uint64, c *Container) *Container {
 	if e.Runtimes == nil {
 		return c
 	}
@@ -337,7 +336,7 @@ func (e *Enricher) resolve(cgid uint64, c *ecs.Container) *ecs.Container {
 	switch st {
 	case runtime.Pending:
 		if e.waiting == nil {
-			e.waiting = map[uint64]*ecs.Container{}
+			e.waiting = map[uint64]*Container{}
 		}
 		e.waiting[cgid] = c
 		return c

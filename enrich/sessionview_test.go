@@ -1,4 +1,4 @@
-package enrich
+package enrich_test
 
 import (
 	"encoding/json"
@@ -13,7 +13,10 @@ import (
 
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -35,11 +38,11 @@ func TestSessionViewReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	tab := proctree.New(proctree.Config{AgentID: "agent-1"})
-	e := New(tab, nil)
-	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "t"}, ecs.Host{}, nil, ecs.BootTime(), eng.SelectorNames)
+	e := enrich.New(tab, nil)
+	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "t"}, host.Host{}, nil, host.BootTime(), eng.SelectorNames)
 	var mu sync.Mutex
 	var docs []map[string]any
-	emit := func(ev *ebpf.Event, ctx *ecs.Context) {
+	emit := func(ev *event.Event, ctx *enrich.Context) {
 		err := enc.EncodeAll(ev, ctx, ecs.Meta{}, func(d ecs.Doc) {
 			var m map[string]any
 			if err := json.Unmarshal(d.Body, &m); err != nil {

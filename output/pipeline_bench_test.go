@@ -5,10 +5,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -28,8 +29,8 @@ func BenchmarkPipeline(b *testing.B) {
 	tab := proctree.New(proctree.Config{AgentID: "agent-1", HostPIDNamespace: 1, ProcRoot: b.TempDir(), Grace: time.Millisecond})
 	enr := enrich.New(tab, nil)
 	names := []string{"allProcesses"}
-	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "bench"}, ecs.LocalHost("/proc", "/etc"), nil, time.Now(),
-		func(*ebpf.Event) ([]string, error) { return names, nil })
+	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "bench"}, host.Local("/proc", "/etc"), nil, time.Now(),
+		func(*event.Event) ([]string, error) { return names, nil })
 	meta := ecs.Meta{Namespace: "default", PackagePolicyID: "pp", Revision: 1}
 	var body bulkBody
 	// Read as net/http does: into its write buffer (256 KiB, see newClient).
@@ -58,19 +59,19 @@ func BenchmarkPipeline(b *testing.B) {
 			}
 		}
 	}
-	emit := func(ev *ebpf.Event, ctx *ecs.Context) {
+	emit := func(ev *event.Event, ctx *enrich.Context) {
 		if err := enc.EncodeAll(ev, ctx, meta, publish); err != nil {
 			b.Fatal(err)
 		}
 	}
 	args := []string{"/usr/bin/python3", "-m", "http.server", "--bind", "0.0.0.0", "8080"}
-	shell := ebpf.Process{PID: 100, TID: 100, PPID: 1, PGID: 100, SID: 100, PIDNamespace: 2, Start: time.Second, Comm: "sh"}
+	shell := event.Process{PID: 100, TID: 100, PPID: 1, PGID: 100, SID: 100, PIDNamespace: 2, Start: time.Second, Comm: "sh"}
 	var now time.Duration = 2 * time.Second
-	ev := func(kind ebpf.EventKind, p ebpf.Process) ebpf.Event {
+	ev := func(kind event.Kind, p event.Process) event.Event {
 		now += time.Microsecond
-		return ebpf.Event{Kind: kind, Time: now, Process: p}
+		return event.Event{Kind: kind, Time: now, Process: p}
 	}
-	first := ev(ebpf.EventFork, shell)
+	first := ev(event.Fork, shell)
 	enr.Handle(&first, emit)
 	b.ResetTimer()
 	start := time.Now()
@@ -80,16 +81,16 @@ func BenchmarkPipeline(b *testing.B) {
 		child.Comm = "sh"
 		// In the kernel's order: task_alloc decides in the parent, then the
 		// fork event names the child.
-		fd := ev(ebpf.EventDecision, shell)
+		fd := ev(event.ProcessDecision, shell)
 		fd.Op, fd.Actions, fd.Path = policy.OpFork, policy.ActionLog, "/bin/sh"
-		fork := ev(ebpf.EventFork, child)
+		fork := ev(event.Fork, child)
 		fork.ParentTID = shell.TID
-		dec := ev(ebpf.EventDecision, child)
+		dec := ev(event.ProcessDecision, child)
 		dec.Op, dec.Actions, dec.Path = policy.OpExec, policy.ActionLog, args[0]
-		exec := ev(ebpf.EventExec, child)
+		exec := ev(event.Exec, child)
 		exec.Executable, exec.Filename, exec.Args, exec.Cwd = args[0], args[0], args, "/srv"
-		exit := ev(ebpf.EventExit, child)
-		for _, e := range []*ebpf.Event{&fd, &fork, &dec, &exec, &exit} {
+		exit := ev(event.Exit, child)
+		for _, e := range []*event.Event{&fd, &fork, &dec, &exec, &exit} {
 			enr.Handle(e, emit)
 			events++
 		}

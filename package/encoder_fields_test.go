@@ -11,10 +11,12 @@ import (
 	"testing"
 	"time"
 
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/event"
 	pkg "github.com/cloud-defend/cloud-defend/package"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
@@ -27,13 +29,13 @@ import (
 // unsearchable.
 func TestEncoderFieldsDeclared(t *testing.T) {
 	priv := true
-	host := ecs.Host{Hostname: "node-1", Name: "node-1", ID: "0f1e2d3c4b5a69788796a5b4c3d2e1f0", Architecture: "x86_64",
+	host := host.Host{Hostname: "node-1", Name: "node-1", ID: "0f1e2d3c4b5a69788796a5b4c3d2e1f0", Architecture: "x86_64",
 		BootID: "6f1c9a52-3b7e-4c1d-9a8e-2b5f7c0d1e23", PIDNamespace: 4026531836, IPs: []string{"10.0.1.17"}, MACs: []string{"02-42-AC-11-00-02"},
-		OS: ecs.OS{Family: "debian", Full: "Debian GNU/Linux 12 (bookworm)", Kernel: "6.1.0-26-cloud-amd64", Name: "Debian GNU/Linux", Platform: "debian", Version: "12"}}
+		OS: host.OS{Family: "debian", Full: "Debian GNU/Linux 12 (bookworm)", Kernel: "6.1.0-26-cloud-amd64", Name: "Debian GNU/Linux", Platform: "debian", Version: "12"}}
 	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "0.1.0"}, host,
-		&ecs.Cloud{Provider: "aws", Region: "eu-west-1", AvailabilityZone: "eu-west-1a", AccountID: "1", AccountName: "acct",
+		&enrich.Cloud{Provider: "aws", Region: "eu-west-1", AvailabilityZone: "eu-west-1a", AccountID: "1", AccountName: "acct",
 			ProjectID: "p", ProjectName: "pn", InstanceID: "i-1", InstanceName: "node-1"},
-		time.Now(), func(*ebpf.Event) ([]string, error) { return []string{"sel"}, nil })
+		time.Now(), func(*event.Event) ([]string, error) { return []string{"sel"}, nil })
 	rec := func(pid uint32, exe string) proctree.Process {
 		return proctree.Process{PID: pid, PPID: 1, Start: time.Second, EntityID: proctree.EntityID("agent-1", pid, time.Second),
 			Executable: exe, Name: exe[strings.LastIndexByte(exe, '/')+1:], Args: []string{exe, "-x"}, WorkingDirectory: "/",
@@ -45,18 +47,18 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 	view := &proctree.View{Process: self, Parent: &parent,
 		GroupLeader: &proctree.Leader{Process: self, SameAsProcess: true}, SessionLeader: &proctree.Leader{Process: parent},
 		EntryLeader: &proctree.Leader{Process: parent}}
-	ctx := &ecs.Context{Process: view,
-		Container: &ecs.Container{ID: "c1", Runtime: "containerd", ImageName: "nginx", ImageTag: "1", Privileged: &priv},
-		Pod: &ecs.Pod{ClusterID: "cid", ClusterName: "cn", Namespace: "ns", Name: "pod", IP: "10.0.0.1", ParentType: "ReplicaSet",
+	ctx := &enrich.Context{Process: view,
+		Container: &enrich.Container{ID: "c1", Runtime: "containerd", ImageName: "nginx", ImageTag: "1", Privileged: &priv},
+		Pod: &enrich.Pod{ClusterID: "cid", ClusterName: "cn", Namespace: "ns", Name: "pod", IP: "10.0.0.1", ParentType: "ReplicaSet",
 			Labels: []string{"app:x"}, Annotations: []string{"a:b"}}}
 	meta := ecs.Meta{Namespace: "default", PackagePolicyID: "pp", Revision: 3}
-	proc := ebpf.Process{PID: 10, TID: 10, PPID: 9, Start: time.Second, Comm: "cat", TTYMajor: 136}
-	events := []ebpf.Event{
-		{Kind: ebpf.EventDecision, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert | policy.ActionBlock, Blocked: true,
-			Path: "/bin/cat", Layer: ebpf.LayerAdded, UserSpace: true, Process: proc},
-		{Kind: ebpf.EventDecision, Op: policy.OpFork, Actions: policy.ActionLog, Path: "/bin/cat", Process: proc},
-		{Kind: ebpf.EventExit, Op: policy.OpExec, Actions: policy.ActionLog, ExitCode: 9, Process: proc},
-		{Kind: ebpf.EventFile, Op: policy.OpCreateExecutable, Hook: 6, Actions: policy.ActionLog | policy.ActionAlert, Path: "/usr/bin/x.sh", Process: proc},
+	proc := event.Process{PID: 10, TID: 10, PPID: 9, Start: time.Second, Comm: "cat", TTYMajor: 136}
+	events := []event.Event{
+		{Kind: event.ProcessDecision, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert | policy.ActionBlock, Blocked: true,
+			Path: "/bin/cat", Layer: event.LayerAdded, UserSpace: true, Process: proc},
+		{Kind: event.ProcessDecision, Op: policy.OpFork, Actions: policy.ActionLog, Path: "/bin/cat", Process: proc},
+		{Kind: event.Exit, Op: policy.OpExec, Actions: policy.ActionLog, ExitCode: 9, Process: proc},
+		{Kind: event.FileDecision, Op: policy.OpCreateExecutable, Hook: 6, Actions: policy.ActionLog | policy.ActionAlert, Path: "/usr/bin/x.sh", Process: proc},
 	}
 	docs := 0
 	first := map[string][]byte{} // data stream → its first document

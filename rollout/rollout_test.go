@@ -9,9 +9,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -21,8 +23,8 @@ type act struct {
 	exe, target string // the acting executable; a file op's target
 	image, tag  string
 	interactive bool
-	hook        ebpf.HookPoint
-	pod         *ecs.Pod
+	hook        event.HookPoint
+	pod         *enrich.Pod
 }
 
 // recorder encodes operations with the real ECS encoder, deciding them with a
@@ -44,14 +46,14 @@ func newRecorder(t *testing.T, recording string) *recorder {
 		t.Fatal(err)
 	}
 	r := &recorder{t: t, p: p, pid: 100}
-	names := func(ev *ebpf.Event) ([]string, error) {
+	names := func(ev *event.Event) ([]string, error) {
 		typ := policy.Process
-		if ev.Kind == ebpf.EventFile {
+		if ev.Kind == event.FileDecision {
 			typ = policy.File
 		}
 		return r.p.MatchedSelectors(policy.Decision{Type: typ, Matched: ev.Matched}), nil
 	}
-	r.enc = ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "test"}, ecs.Host{Hostname: "node-1", Name: "node-1"}, nil,
+	r.enc = ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "test"}, host.Host{Hostname: "node-1", Name: "node-1"}, nil,
 		time.Date(2026, 1, 2, 3, 0, 0, 0, time.UTC), names)
 	return r
 }
@@ -73,24 +75,24 @@ func (r *recorder) record(a act) policy.Decision {
 		}
 	}
 	d := r.p.Evaluate(&op)
-	proc := ebpf.Process{PID: r.pid, PPID: 1, Start: time.Duration(r.pid) * time.Millisecond, Comm: op.ProcessName}
+	proc := event.Process{PID: r.pid, PPID: 1, Start: time.Duration(r.pid) * time.Millisecond, Comm: op.ProcessName}
 	if a.interactive {
 		proc.TTYMajor = 136
 	}
-	ev := ebpf.Event{Kind: ebpf.EventDecision, Time: time.Duration(r.pid) * time.Second, Process: proc, Op: a.op,
+	ev := event.Event{Kind: event.ProcessDecision, Time: time.Duration(r.pid) * time.Second, Process: proc, Op: a.op,
 		Matched: d.Matched, Actions: d.Actions, Blocked: d.Actions.Has(policy.ActionBlock), Interactive: a.interactive}
 	pv := proctree.Process{PID: r.pid, PPID: 1, Start: proc.Start, Executable: a.exe, Name: basename(a.exe),
 		Interactive: a.interactive, TTYMajor: proc.TTYMajor, EntityID: fmt.Sprintf("ent-%d", r.pid)}
 	leader := &proctree.Leader{Process: pv, SameAsProcess: true}
 	view := &proctree.View{Process: pv, SessionLeader: leader, EntryLeader: leader, GroupLeader: leader}
 	if a.op.Type() == policy.File {
-		ev.Kind, ev.Path, ev.Hook = ebpf.EventFile, a.target, a.hook
+		ev.Kind, ev.Path, ev.Hook = event.FileDecision, a.target, a.hook
 	} else {
 		ev.Path = a.exe
 	}
-	ctx := &ecs.Context{Process: view}
+	ctx := &enrich.Context{Process: view}
 	if a.image != "" {
-		ctx.Container = &ecs.Container{ID: fmt.Sprintf("c%063d", len(a.image)), ImageName: a.image, ImageTag: a.tag}
+		ctx.Container = &enrich.Container{ID: fmt.Sprintf("c%063d", len(a.image)), ImageName: a.image, ImageTag: a.tag}
 	}
 	ctx.Pod = a.pod
 	if err := r.enc.EncodeAll(&ev, ctx, ecs.Meta{Namespace: "default"}, func(doc ecs.Doc) {
@@ -209,7 +211,7 @@ file:
 `
 	r := newRecorder(t, pol)
 	workload(r)
-	pod := &ecs.Pod{Namespace: "prod", Name: "web-1", Labels: []string{"app:web-frontend", "tier:1"}}
+	pod := &enrich.Pod{Namespace: "prod", Name: "web-1", Labels: []string{"app:web-frontend", "tier:1"}}
 	r.record(act{op: policy.OpExec, exe: "/bin/sh", image: "docker.io/acme/web", tag: "2", pod: pod})
 	r.record(act{op: policy.OpDeleteFile, exe: "/bin/rm", target: "/srv/x", image: "docker.io/acme/web", pod: pod, hook: 3})
 
@@ -469,8 +471,8 @@ func TestLearnWidens(t *testing.T) {
 
 func TestLearnByPodLabel(t *testing.T) {
 	r := newRecorder(t, logAll)
-	web := &ecs.Pod{Namespace: "prod", Name: "web-1", Labels: []string{"app:web", "pod-template-hash:abc"}}
-	db := &ecs.Pod{Namespace: "prod", Name: "db-0", Labels: []string{"app:db"}}
+	web := &enrich.Pod{Namespace: "prod", Name: "web-1", Labels: []string{"app:web", "pod-template-hash:abc"}}
+	db := &enrich.Pod{Namespace: "prod", Name: "db-0", Labels: []string{"app:db"}}
 	r.record(act{op: policy.OpExec, exe: "/bin/web", image: "docker.io/acme/web", pod: web})
 	r.record(act{op: policy.OpExec, exe: "/bin/db", image: "docker.io/acme/db", pod: db})
 	rd := read(t, "rec", r.buf.Bytes())

@@ -6,8 +6,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
+	"github.com/cloud-defend/cloud-defend/event"
 	pkg "github.com/cloud-defend/cloud-defend/package"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
@@ -73,11 +75,11 @@ func TestAccounting(t *testing.T) {
 // encoder wrote it, with the count and window; every field is declared in the
 // alerts data stream; and the metric splices into the metrics document.
 func TestSummaryDocument(t *testing.T) {
-	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "test"}, ecs.Host{Hostname: "n", Name: "n"}, nil, time.Unix(0, 0),
-		func(*ebpf.Event) ([]string, error) { return []string{"deniedExec"}, nil })
-	ev := ebpf.Event{Kind: ebpf.EventDecision, Time: time.Second, Process: ebpf.Process{PID: 9, Comm: "nc"}, Op: policy.OpExec,
+	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "test"}, host.Host{Hostname: "n", Name: "n"}, nil, time.Unix(0, 0),
+		func(*event.Event) ([]string, error) { return []string{"deniedExec"}, nil })
+	ev := event.Event{Kind: event.ProcessDecision, Time: time.Second, Process: event.Process{PID: 9, Comm: "nc"}, Op: policy.OpExec,
 		Actions: policy.ActionAlert | policy.ActionBlock, Blocked: true, Path: "/usr/bin/nc"}
-	doc, _, err := enc.Encode(&ev, &ecs.Context{Container: &ecs.Container{ID: "0123456789abcdef0123", ImageName: "docker.io/x/y"}}, ecs.Meta{})
+	doc, _, err := enc.Encode(&ev, &enrich.Context{Container: &enrich.Container{ID: "0123456789abcdef0123", ImageName: "docker.io/x/y"}}, ecs.Meta{})
 	if err != nil {
 		t.Fatal(err)
 	}

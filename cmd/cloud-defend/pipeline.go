@@ -19,9 +19,11 @@ import (
 	"github.com/cloud-defend/cloud-defend/enrich"
 	"github.com/cloud-defend/cloud-defend/enrich/cloud"
 	"github.com/cloud-defend/cloud-defend/enrich/container"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
 	"github.com/cloud-defend/cloud-defend/enrich/kube"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
 	"github.com/cloud-defend/cloud-defend/enrich/runtime"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/internal/version"
 	"github.com/cloud-defend/cloud-defend/output"
 	"github.com/cloud-defend/cloud-defend/policy"
@@ -49,8 +51,8 @@ type pipeline struct {
 	// off). publishDoc applies it to the documents of cur, the event being
 	// encoded; it is a field so the event loop does not make a closure per event.
 	throttle   *throttle.Limiter
-	cur        *ebpf.Event
-	curCtx     *ecs.Context
+	cur        *event.Event
+	curCtx     *enrich.Context
 	publishDoc func(ecs.Doc)
 }
 
@@ -72,7 +74,7 @@ func newPipeline(engine *ebpf.Engine, agentID string, meta func() (ecs.Meta, boo
 		cgroupID = cg.ID
 	}
 	tab := proctree.New(proctree.Config{AgentID: agentID, ProcRoot: procRoot(), CgroupID: cgroupID})
-	enc := ecs.NewEncoder(ecs.Agent{ID: agentID, Version: version.Version}, ecs.LocalHost(procRoot(), "/etc"), nil, ecs.BootTime(), engine.SelectorNames)
+	enc := ecs.NewEncoder(ecs.Agent{ID: agentID, Version: version.Version}, host.Local(procRoot(), "/etc"), nil, host.BootTime(), engine.SelectorNames)
 	enr := enrich.New(tab, cg)
 	enr.Runtimes = runtimeSources(log)
 	p := &pipeline{engine: engine, enrich: enr, enc: enc, meta: meta, publish: publish, flush: flush, log: log, cgroups: cg,
@@ -169,7 +171,7 @@ func (p *pipeline) run() {
 	if err := p.enrich.Table.Scan(); err != nil {
 		p.log.Errorf("scan running processes: %v", err)
 	}
-	emit := func(ev *ebpf.Event, ctx *ecs.Context) {
+	emit := func(ev *event.Event, ctx *enrich.Context) {
 		m, ok := p.meta()
 		if !ok {
 			return // no policy in force yet: nothing was decided
@@ -299,7 +301,7 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 	// apply gives a container's pod metadata to the kernel engine, once.
 	// It runs again when the image arrives after the first time (a runtime
 	// slow to answer): image-scoped selectors then apply too.
-	apply := func(cgid uint64, id, image string, pod *ecs.Pod, labels map[string]string, how string) {
+	apply := func(cgid uint64, id, image string, pod *enrich.Pod, labels map[string]string, how string) {
 		applied := appliedContainer{cgid: cgid, image: image != ""}
 		if v, done := p.containerCgroups.LoadOrStore(id, applied); done {
 			if v.(appliedContainer).image || !applied.image {
@@ -323,13 +325,13 @@ func (p *pipeline) watchKubernetes(ctx context.Context, cg *container.Cgroups) {
 		// Measured from the container's first process, as the kernel started it.
 		since := "?"
 		if first, ok := p.enrich.Table.FirstStart(cgid); ok {
-			since = (ebpf.Now() - first).Round(time.Microsecond).String()
+			since = (event.Now() - first).Round(time.Microsecond).String()
 		}
 		p.log.Infof("kubernetes: selectors apply to container %s of pod %s/%s %s after it started (%s)", id[:min(12, len(id))], pod.Namespace, pod.Name, since, how)
 	}
 	// First sight: the container's first event carries its pod UID (cgroup
 	// path); the informer knew the pod since it was scheduled.
-	p.enrich.OnContainer = func(cgid uint64, c *ecs.Container) {
+	p.enrich.OnContainer = func(cgid uint64, c *enrich.Container) {
 		pp := pods.Load()
 		if pp == nil || c.PodUID == "" {
 			return

@@ -8,8 +8,6 @@ import (
 	"errors"
 	"flag"
 	"fmt"
-	"github.com/cloud-defend/cloud-defend/component"
-	"github.com/cloud-defend/cloud-defend/ecs"
 	"io"
 	"os"
 	"os/signal"
@@ -17,6 +15,10 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/cloud-defend/cloud-defend/component"
+	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/event"
 
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/policy"
@@ -261,7 +263,7 @@ func summarize(logf func(string, ...any), e *ebpf.Engine, p *policy.Policy, dryR
 
 // eventJSON is the NDJSON form of a kernel event. These are the engine's own
 // records; ECS documents for Elasticsearch come from the output package.
-func eventJSON(e *ebpf.Engine, ev *ebpf.Event) map[string]any {
+func eventJSON(e *ebpf.Engine, ev *event.Event) map[string]any {
 	p := ev.Process
 	doc := map[string]any{
 		"kind":    ev.Kind.String(),
@@ -275,29 +277,29 @@ func eventJSON(e *ebpf.Engine, ev *ebpf.Event) map[string]any {
 		},
 	}
 	switch ev.Kind {
-	case ebpf.EventExec:
+	case event.Exec:
 		doc["filename"], doc["executable"], doc["cwd"], doc["args"] = ev.Filename, ev.Executable, ev.Cwd, ev.Args
 		doc["args_truncated"], doc["path_truncated"] = ev.ArgsTruncated, ev.PathTruncated
-		if ev.Layer != ebpf.LayerNone {
+		if ev.Layer != event.LayerNone {
 			doc["executable_layer"], doc["drift"] = ev.Layer.String(), ev.Layer.Drift()
 		}
-	case ebpf.EventExit:
+	case event.Exit:
 		doc["exit_code"] = ev.ExitCode
-	case ebpf.EventFile:
+	case event.FileDecision:
 		names, err := e.SelectorNames(ev)
 		if err != nil {
 			names = []string{"unknown: " + err.Error()}
 		}
 		doc["operation"], doc["hook_point"], doc["generation"], doc["matched_selectors"] = ev.Op.String(), ev.Hook.String(), ev.Generation, names
 		doc["actions"], doc["blocked"], doc["path"], doc["on_volume"], doc["on_file_mount"] = strings.Split(ev.Actions.String(), ", "), ev.Blocked, ev.Path, ev.OnVolume, ev.OnFileMount
-	case ebpf.EventDecision:
+	case event.ProcessDecision:
 		names, err := e.SelectorNames(ev)
 		if err != nil {
 			names = []string{"unknown: " + err.Error()}
 		}
 		doc["operation"], doc["generation"], doc["matched_selectors"] = ev.Op.String(), ev.Generation, names
 		doc["actions"], doc["blocked"], doc["memfd"], doc["interactive"], doc["path"] = strings.Split(ev.Actions.String(), ", "), ev.Blocked, ev.Memfd, ev.Interactive, ev.Path
-		if ev.Layer != ebpf.LayerNone {
+		if ev.Layer != event.LayerNone {
 			doc["executable_layer"], doc["drift"] = ev.Layer.String(), ev.Layer.Drift()
 		}
 	}

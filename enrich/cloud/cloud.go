@@ -14,7 +14,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
 )
 
 // Endpoints are the metadata services' base URLs; tests point them at
@@ -28,14 +28,14 @@ var Default = Endpoints{AWS: "http://169.254.169.254", GCP: "http://metadata.goo
 
 // Detect asks every provider's service within timeout and returns the first
 // answer; nil when none answered (not on a known cloud).
-func Detect(ctx context.Context, ep Endpoints, timeout time.Duration) *ecs.Cloud {
+func Detect(ctx context.Context, ep Endpoints, timeout time.Duration) *enrich.Cloud {
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
 	client := &http.Client{Transport: &http.Transport{Proxy: nil}} // metadata never goes through a proxy
-	type result struct{ c *ecs.Cloud }
+	type result struct{ c *enrich.Cloud }
 	ch := make(chan result, 3)
 	providers := []struct {
-		ask  func(context.Context, *http.Client, string) (*ecs.Cloud, error)
+		ask  func(context.Context, *http.Client, string) (*enrich.Cloud, error)
 		base string
 	}{{aws, ep.AWS}, {gcp, ep.GCP}, {azure, ep.Azure}}
 	for _, p := range providers {
@@ -86,7 +86,7 @@ func get(ctx context.Context, client *http.Client, method, url string, header ma
 
 // aws reads the instance identity document with an IMDSv2 session token
 // (IMDSv1 is off on hardened instances).
-func aws(ctx context.Context, client *http.Client, base string) (*ecs.Cloud, error) {
+func aws(ctx context.Context, client *http.Client, base string) (*enrich.Cloud, error) {
 	var token string
 	if err := get(ctx, client, http.MethodPut, base+"/latest/api/token", map[string]string{"X-aws-ec2-metadata-token-ttl-seconds": "60"}, &token); err != nil {
 		return nil, err
@@ -103,11 +103,11 @@ func aws(ctx context.Context, client *http.Client, base string) (*ecs.Cloud, err
 	if doc.InstanceID == "" {
 		return nil, fmt.Errorf("aws: empty identity document")
 	}
-	return &ecs.Cloud{Provider: "aws", Region: doc.Region, AvailabilityZone: doc.AvailabilityZone, AccountID: doc.AccountID, InstanceID: doc.InstanceID}, nil
+	return &enrich.Cloud{Provider: "aws", Region: doc.Region, AvailabilityZone: doc.AvailabilityZone, AccountID: doc.AccountID, InstanceID: doc.InstanceID}, nil
 }
 
 // gcp reads the instance and project, all at once (recursive=true).
-func gcp(ctx context.Context, client *http.Client, base string) (*ecs.Cloud, error) {
+func gcp(ctx context.Context, client *http.Client, base string) (*enrich.Cloud, error) {
 	var doc struct {
 		Instance struct {
 			ID   json.Number `json:"id"`
@@ -129,12 +129,12 @@ func gcp(ctx context.Context, client *http.Client, base string) (*ecs.Cloud, err
 	if i := strings.LastIndexByte(zone, '-'); i > 0 {
 		region = zone[:i]
 	}
-	return &ecs.Cloud{Provider: "gcp", Region: region, AvailabilityZone: zone, ProjectID: doc.Project.ProjectID,
+	return &enrich.Cloud{Provider: "gcp", Region: region, AvailabilityZone: zone, ProjectID: doc.Project.ProjectID,
 		InstanceID: doc.Instance.ID.String(), InstanceName: doc.Instance.Name}, nil
 }
 
 // azure reads the compute section of the instance metadata.
-func azure(ctx context.Context, client *http.Client, base string) (*ecs.Cloud, error) {
+func azure(ctx context.Context, client *http.Client, base string) (*enrich.Cloud, error) {
 	var doc struct {
 		Compute struct {
 			VMID              string `json:"vmId"`
@@ -151,7 +151,7 @@ func azure(ctx context.Context, client *http.Client, base string) (*ecs.Cloud, e
 	if doc.Compute.VMID == "" {
 		return nil, fmt.Errorf("azure: no vm id")
 	}
-	c := &ecs.Cloud{Provider: "azure", Region: doc.Compute.Location, AccountID: doc.Compute.SubscriptionID,
+	c := &enrich.Cloud{Provider: "azure", Region: doc.Compute.Location, AccountID: doc.Compute.SubscriptionID,
 		InstanceID: doc.Compute.VMID, InstanceName: doc.Compute.Name, ProjectName: doc.Compute.ResourceGroupName}
 	if doc.Compute.Zone != "" {
 		c.AvailabilityZone = doc.Compute.Location + "-" + doc.Compute.Zone

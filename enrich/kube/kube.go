@@ -21,7 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
-	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
 	"github.com/cloud-defend/cloud-defend/enrich/runtime"
 )
 
@@ -33,7 +33,7 @@ type Container struct {
 	ImageName  string
 	ImageTag   string
 	Privileged bool
-	Pod        *ecs.Pod
+	Pod        *enrich.Pod
 	PodUID     string
 	Labels     map[string]string
 	// Running is when the kubelet reported it running (its start time).
@@ -57,7 +57,7 @@ type Pods struct {
 	clusterID string
 
 	mu     sync.RWMutex
-	pods   map[string]*ecs.Pod
+	pods   map[string]*enrich.Pod
 	labels map[string]map[string]string // by pod UID
 	seen   map[string]bool              // container ids already passed to OnContainer
 }
@@ -68,7 +68,7 @@ func Watch(ctx context.Context, client kubernetes.Interface, cfg Config) (*Pods,
 	if cfg.NodeName == "" {
 		return nil, fmt.Errorf("kubernetes: no node name (set NODE_NAME from the downward API)")
 	}
-	p := &Pods{cfg: cfg, pods: map[string]*ecs.Pod{}, labels: map[string]map[string]string{}, seen: map[string]bool{}}
+	p := &Pods{cfg: cfg, pods: map[string]*enrich.Pod{}, labels: map[string]map[string]string{}, seen: map[string]bool{}}
 	if ns, err := client.CoreV1().Namespaces().Get(ctx, "kube-system", metav1.GetOptions{}); err == nil {
 		p.clusterID = string(ns.UID)
 	}
@@ -95,7 +95,7 @@ func Watch(ctx context.Context, client kubernetes.Interface, cfg Config) (*Pods,
 func (p *Pods) ClusterID() string { return p.clusterID }
 
 // Pod returns a pod's metadata by UID, nil when unknown.
-func (p *Pods) Pod(uid string) *ecs.Pod {
+func (p *Pods) Pod(uid string) *enrich.Pod {
 	p.mu.RLock()
 	defer p.mu.RUnlock()
 	return p.pods[uid]
@@ -166,8 +166,8 @@ func (p *Pods) remove(o any) {
 }
 
 // podMeta is orchestrator.* for a pod: labels and annotations as "key:value".
-func (p *Pods) podMeta(pod *corev1.Pod) *ecs.Pod {
-	m := &ecs.Pod{ClusterID: p.clusterID, ClusterName: p.cfg.ClusterName, Namespace: pod.Namespace, Name: pod.Name, IP: pod.Status.PodIP}
+func (p *Pods) podMeta(pod *corev1.Pod) *enrich.Pod {
+	m := &enrich.Pod{ClusterID: p.clusterID, ClusterName: p.cfg.ClusterName, Namespace: pod.Namespace, Name: pod.Name, IP: pod.Status.PodIP}
 	if ref := metav1.GetControllerOf(pod); ref != nil {
 		m.ParentType = ref.Kind
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/event"
 )
 
 // TestKernelEvents feeds the table from the real kernel (the engine's
@@ -22,7 +23,7 @@ func TestKernelEvents(t *testing.T) {
 		t.Fatalf("open engine (needs root and BPF tracepoints): %v", err)
 	}
 	tab := New(Config{AgentID: "agent-1"})
-	seen := make(chan ebpf.Event, 4096)
+	seen := make(chan event.Event, 4096)
 	done := make(chan struct{})
 	// The scan runs on the writer goroutine after events flow, as in the agent.
 	scanned := make(chan error, 1)
@@ -60,12 +61,12 @@ func TestKernelEvents(t *testing.T) {
 		t.Fatal("sh exited 0, want 3")
 	}
 	shPID := uint32(cmd.Process.Pid)
-	var sleepEv ebpf.Event
+	var sleepEv event.Event
 	deadline := time.After(10 * time.Second)
 	for sleepEv.Kind == 0 || !exited(tab, shPID) {
 		select {
 		case ev := <-seen:
-			if ev.Kind == ebpf.EventExec && ev.Process.PPID == shPID && ev.Executable != "" {
+			if ev.Kind == event.Exec && ev.Process.PPID == shPID && ev.Executable != "" {
 				sleepEv = ev
 			}
 		case <-deadline:

@@ -9,8 +9,8 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/enrich/container"
+	"github.com/cloud-defend/cloud-defend/event"
 )
 
 // nsInode is the inode of a namespace file (/proc/<pid>/ns/pid), 0 when it
@@ -106,7 +106,7 @@ func (t *Table) insertFound(p *proc) {
 // adopt reads a process from /proc. With pp, the process must be the one the
 // event is about (same start), else the pid was reused and nil is returned; nil
 // also when it is gone. The record is not in the table yet.
-func (t *Table) adopt(pid uint32, pp *ebpf.Process) *proc {
+func (t *Table) adopt(pid uint32, pp *event.Process) *proc {
 	dir := t.cfg.ProcRoot + "/" + strconv.FormatUint(uint64(pid), 10)
 	stat, err := os.ReadFile(dir + "/stat")
 	if err != nil {
@@ -166,7 +166,7 @@ func (t *Table) adopt(pid uint32, pp *ebpf.Process) *proc {
 // startMatches says whether a process started at start (to the tick) is the
 // one an event's task belongs to: the same start for its main thread, no later
 // than the task's for another thread.
-func startMatches(start time.Duration, pp *ebpf.Process) bool {
+func startMatches(start time.Duration, pp *event.Process) bool {
 	if pp.TID == pp.PID || pp.TID == 0 {
 		return sameStart(start, pp.Start)
 	}

@@ -5,7 +5,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/event"
 )
 
 // Defaults of Config.
@@ -86,19 +86,19 @@ func New(cfg Config) *Table {
 		cfg.MaxPrevious = DefaultMaxPrevious
 	}
 	if cfg.Clock == nil {
-		cfg.Clock = ebpf.Now
+		cfg.Clock = event.Now
 	}
 	return &Table{cfg: cfg, procs: map[uint32]*proc{}}
 }
 
 // Apply updates the table with a kernel event. Writer only. It keeps ev.Args.
-func (t *Table) Apply(ev *ebpf.Event) {
+func (t *Table) Apply(ev *event.Event) {
 	pp := &ev.Process
 	// Unknown processes are read from /proc before taking the lock, so readers
 	// never wait on the filesystem. The writer is the only one to change the map,
 	// so it may read it unlocked.
 	var self, parent *proc
-	if ev.Kind != ebpf.EventFork && t.find(pp) == nil {
+	if ev.Kind != event.Fork && t.find(pp) == nil {
 		self = t.adopt(pp.PID, pp)
 	}
 	if t.procs[pp.PPID] == nil && pp.PPID != 0 {
@@ -115,13 +115,13 @@ func (t *Table) Apply(ev *ebpf.Event) {
 		t.insertFound(self)
 	}
 	switch ev.Kind {
-	case ebpf.EventFork:
+	case event.Fork:
 		t.fork(ev)
-	case ebpf.EventExec:
+	case event.Exec:
 		t.exec(ev)
-	case ebpf.EventExit:
+	case event.Exit:
 		t.exit(ev)
-	case ebpf.EventSetsid:
+	case event.Setsid:
 		t.setsid(ev)
 	default:
 		if p := t.known(pp); !p.Exited {
@@ -133,7 +133,7 @@ func (t *Table) Apply(ev *ebpf.Event) {
 
 // find returns the record of the process an event is about, nil when unknown.
 // A thread's start time is its own, not its process's: it only has to be later.
-func (t *Table) find(pp *ebpf.Process) *proc {
+func (t *Table) find(pp *event.Process) *proc {
 	p := t.procs[pp.PID]
 	if p == nil {
 		return nil
@@ -150,7 +150,7 @@ func (t *Table) find(pp *ebpf.Process) *proc {
 
 // known returns the record of an event's process, making one from the event
 // when the table does not know it.
-func (t *Table) known(pp *ebpf.Process) *proc {
+func (t *Table) known(pp *event.Process) *proc {
 	if p := t.find(pp); p != nil {
 		return p
 	}
@@ -160,7 +160,7 @@ func (t *Table) known(pp *ebpf.Process) *proc {
 	return p
 }
 
-func (t *Table) newProc(pp *ebpf.Process) *proc {
+func (t *Table) newProc(pp *event.Process) *proc {
 	p := &proc{Process: Process{
 		PID: pp.PID, PPID: pp.PPID, PGID: pp.PGID, SID: pp.SID, Start: pp.Start,
 		Name: pp.Comm, UID: pp.UID, EUID: pp.EUID, GID: pp.GID, EGID: pp.EGID,
@@ -219,7 +219,7 @@ func (t *Table) leader(p, parent *proc, id uint32) *proc {
 	return t.procs[id]
 }
 
-func (t *Table) fork(ev *ebpf.Event) {
+func (t *Table) fork(ev *event.Event) {
 	t.stats.Forks++
 	pp := &ev.Process
 	if p := t.procs[pp.PID]; p != nil && sameStart(p.Start, pp.Start) {
@@ -241,7 +241,7 @@ func (t *Table) fork(ev *ebpf.Event) {
 	t.insert(p, parent)
 }
 
-func (t *Table) exec(ev *ebpf.Event) {
+func (t *Table) exec(ev *event.Event) {
 	t.stats.Execs++
 	p := t.known(&ev.Process)
 	if p.Exited {
@@ -261,7 +261,7 @@ func (t *Table) exec(ev *ebpf.Event) {
 	t.observe(p, &ev.Process)
 }
 
-func (t *Table) exit(ev *ebpf.Event) {
+func (t *Table) exit(ev *event.Event) {
 	t.stats.Exits++
 	p := t.known(&ev.Process)
 	if p.Exited {
@@ -273,7 +273,7 @@ func (t *Table) exit(ev *ebpf.Event) {
 	p.Exit = DecodeWaitStatus(ev.ExitCode)
 }
 
-func (t *Table) setsid(ev *ebpf.Event) {
+func (t *Table) setsid(ev *event.Event) {
 	t.stats.Setsids++
 	p := t.known(&ev.Process)
 	if p.Exited {
@@ -286,7 +286,7 @@ func (t *Table) setsid(ev *ebpf.Event) {
 // observe takes what every event says about a live process: its real parent
 // (which changes when it is orphaned), group, session, terminal, and, from its
 // main thread, credentials and cgroup.
-func (t *Table) observe(p *proc, pp *ebpf.Process) {
+func (t *Table) observe(p *proc, pp *event.Process) {
 	p.setTTY(pp.TTYMajor, pp.TTYMinor)
 	if pp.TID == pp.PID || pp.TID == 0 {
 		p.UID, p.EUID, p.GID, p.EGID = pp.UID, pp.EUID, pp.GID, pp.EGID
@@ -309,7 +309,7 @@ func (t *Table) observe(p *proc, pp *ebpf.Process) {
 }
 
 // Lookup returns the process an event is about, with its relatives.
-func (t *Table) Lookup(pp *ebpf.Process) (View, bool) {
+func (t *Table) Lookup(pp *event.Process) (View, bool) {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	p := t.find(pp)
@@ -321,7 +321,7 @@ func (t *Table) Lookup(pp *ebpf.Process) (View, bool) {
 
 // LookupInto is Lookup without allocating: it fills v, whose relatives point
 // into rel, for a caller that reuses both.
-func (t *Table) LookupInto(pp *ebpf.Process, v *View, rel *Relatives) bool {
+func (t *Table) LookupInto(pp *event.Process, v *View, rel *Relatives) bool {
 	t.mu.RLock()
 	defer t.mu.RUnlock()
 	p := t.find(pp)

@@ -10,7 +10,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/event"
 )
 
 const (
@@ -36,33 +36,33 @@ func newWorld(t *testing.T, cfg Config) *world {
 	return w
 }
 
-func (w *world) ev(kind ebpf.EventKind, p ebpf.Process) *ebpf.Event {
+func (w *world) ev(kind event.Kind, p event.Process) *event.Event {
 	w.now += time.Millisecond
 	if p.TID == 0 {
 		p.TID = p.PID
 	}
-	ev := &ebpf.Event{Kind: kind, Time: w.now, Process: p}
+	ev := &event.Event{Kind: kind, Time: w.now, Process: p}
 	w.tab.Apply(ev)
 	return ev
 }
 
-func (w *world) fork(p ebpf.Process) ebpf.Process {
+func (w *world) fork(p event.Process) event.Process {
 	p.Start = w.now + time.Millisecond
-	w.ev(ebpf.EventFork, p)
+	w.ev(event.Fork, p)
 	return p
 }
 
-func (w *world) exec(p ebpf.Process, exe string, args ...string) {
+func (w *world) exec(p event.Process, exe string, args ...string) {
 	w.now += time.Millisecond
-	w.tab.Apply(&ebpf.Event{Kind: ebpf.EventExec, Time: w.now, Process: p, Executable: exe, Filename: exe, Args: args, Cwd: "/work"})
+	w.tab.Apply(&event.Event{Kind: event.Exec, Time: w.now, Process: p, Executable: exe, Filename: exe, Args: args, Cwd: "/work"})
 }
 
-func (w *world) exit(p ebpf.Process, status uint32) {
+func (w *world) exit(p event.Process, status uint32) {
 	w.now += time.Millisecond
-	w.tab.Apply(&ebpf.Event{Kind: ebpf.EventExit, Time: w.now, Process: p, ExitCode: status})
+	w.tab.Apply(&event.Event{Kind: event.Exit, Time: w.now, Process: p, ExitCode: status})
 }
 
-func (w *world) view(p ebpf.Process) View {
+func (w *world) view(p event.Process) View {
 	w.t.Helper()
 	v, ok := w.tab.Lookup(&p)
 	if !ok {
@@ -85,16 +85,16 @@ func TestEntityID(t *testing.T) {
 
 func TestHostProcessChain(t *testing.T) {
 	w := newWorld(t, Config{})
-	init := w.fork(ebpf.Process{PID: 1, PGID: 1, SID: 1, PIDNamespace: hostNS, Comm: "systemd"})
+	init := w.fork(event.Process{PID: 1, PGID: 1, SID: 1, PIDNamespace: hostNS, Comm: "systemd"})
 	w.exec(init, "/usr/lib/systemd/systemd", "/sbin/init")
-	sshd := w.fork(ebpf.Process{PID: 100, PPID: 1, PGID: 100, SID: 100, PIDNamespace: hostNS, Comm: "sshd"})
+	sshd := w.fork(event.Process{PID: 100, PPID: 1, PGID: 100, SID: 100, PIDNamespace: hostNS, Comm: "sshd"})
 	w.exec(sshd, "/usr/sbin/sshd", "sshd", "-D")
 	// A login: sshd forks, the child starts a session and runs a shell.
-	sess := w.fork(ebpf.Process{PID: 200, PPID: 100, PGID: 100, SID: 100, PIDNamespace: hostNS, Comm: "sshd"})
+	sess := w.fork(event.Process{PID: 200, PPID: 100, PGID: 100, SID: 100, PIDNamespace: hostNS, Comm: "sshd"})
 	sess.PGID, sess.SID, sess.TTYMajor, sess.TTYMinor = 200, 200, 136, 0
-	w.ev(ebpf.EventSetsid, sess)
+	w.ev(event.Setsid, sess)
 	w.exec(sess, "/bin/bash", "-bash")
-	cmd := w.fork(ebpf.Process{PID: 201, PPID: 200, PGID: 201, SID: 200, TTYMajor: 136, PIDNamespace: hostNS, UID: 1000, EUID: 1000, Comm: "bash"})
+	cmd := w.fork(event.Process{PID: 201, PPID: 200, PGID: 201, SID: 200, TTYMajor: 136, PIDNamespace: hostNS, UID: 1000, EUID: 1000, Comm: "bash"})
 	w.exec(cmd, "/usr/bin/ls", "ls", "-l")
 
 	v := w.view(cmd)
@@ -133,12 +133,12 @@ func TestHostProcessChain(t *testing.T) {
 
 func TestContainerEntryLeaders(t *testing.T) {
 	w := newWorld(t, Config{})
-	shim := w.fork(ebpf.Process{PID: 50, PPID: 1, PGID: 50, SID: 50, PIDNamespace: hostNS, Comm: "containerd-shim"})
+	shim := w.fork(event.Process{PID: 50, PPID: 1, PGID: 50, SID: 50, PIDNamespace: hostNS, Comm: "containerd-shim"})
 	w.exec(shim, "/usr/bin/containerd-shim-runc-v2", "containerd-shim-runc-v2")
 	// The container's init: forked by runc into a new pid namespace.
-	ctrInit := w.fork(ebpf.Process{PID: 60, PPID: 50, PGID: 60, SID: 60, PIDNamespace: ctrNS, Comm: "runc:[2:INIT]"})
+	ctrInit := w.fork(event.Process{PID: 60, PPID: 50, PGID: 60, SID: 60, PIDNamespace: ctrNS, Comm: "runc:[2:INIT]"})
 	w.exec(ctrInit, "/usr/sbin/nginx", "nginx", "-g", "daemon off;")
-	worker := w.fork(ebpf.Process{PID: 61, PPID: 60, PGID: 60, SID: 60, PIDNamespace: ctrNS, Comm: "nginx"})
+	worker := w.fork(event.Process{PID: 61, PPID: 60, PGID: 60, SID: 60, PIDNamespace: ctrNS, Comm: "nginx"})
 
 	v := w.view(worker)
 	if v.EntryLeader == nil || v.EntryLeader.PID != 60 || v.EntryLeader.EntryMetaType != EntryContainer || v.EntryLeader.SameAsProcess {
@@ -150,9 +150,9 @@ func TestContainerEntryLeaders(t *testing.T) {
 
 	// kubectl exec: runc (host) forks into the container's namespace; that
 	// process is the entry leader of everything the user runs.
-	execd := w.fork(ebpf.Process{PID: 70, PPID: 50, PGID: 70, SID: 70, TTYMajor: 136, TTYMinor: 3, PIDNamespace: ctrNS, Comm: "runc:[2:INIT]"})
+	execd := w.fork(event.Process{PID: 70, PPID: 50, PGID: 70, SID: 70, TTYMajor: 136, TTYMinor: 3, PIDNamespace: ctrNS, Comm: "runc:[2:INIT]"})
 	w.exec(execd, "/bin/sh", "sh")
-	cat := w.fork(ebpf.Process{PID: 71, PPID: 70, PGID: 71, SID: 70, TTYMajor: 136, TTYMinor: 3, PIDNamespace: ctrNS, Comm: "sh"})
+	cat := w.fork(event.Process{PID: 71, PPID: 70, PGID: 71, SID: 70, TTYMajor: 136, TTYMinor: 3, PIDNamespace: ctrNS, Comm: "sh"})
 	w.exec(cat, "/bin/cat", "cat", "/var/run/secrets/kubernetes.io/serviceaccount/token")
 	v = w.view(cat)
 	if v.EntryLeader == nil || v.EntryLeader.PID != 70 || v.EntryLeader.EntryMetaType != EntryContainer || !v.EntryLeader.Interactive {
@@ -170,8 +170,8 @@ func TestContainerEntryLeaders(t *testing.T) {
 // new process, and the old one is ended (its exit was missed).
 func TestReparentAndPIDReuse(t *testing.T) {
 	w := newWorld(t, Config{})
-	a := w.fork(ebpf.Process{PID: 10, PPID: 1, PGID: 10, SID: 10, PIDNamespace: hostNS})
-	b := w.fork(ebpf.Process{PID: 11, PPID: 10, PGID: 10, SID: 10, PIDNamespace: hostNS})
+	a := w.fork(event.Process{PID: 10, PPID: 1, PGID: 10, SID: 10, PIDNamespace: hostNS})
+	b := w.fork(event.Process{PID: 11, PPID: 10, PGID: 10, SID: 10, PIDNamespace: hostNS})
 	w.exit(a, 0)
 	b.PPID = 1
 	w.exec(b, "/bin/true", "true")
@@ -180,7 +180,7 @@ func TestReparentAndPIDReuse(t *testing.T) {
 	}
 	// pid 11 again, a second later: b's exit was never seen.
 	w.now += time.Second
-	c := w.fork(ebpf.Process{PID: 11, PPID: 1, PGID: 11, SID: 11, PIDNamespace: hostNS})
+	c := w.fork(event.Process{PID: 11, PPID: 1, PGID: 11, SID: 11, PIDNamespace: hostNS})
 	vc := w.view(c)
 	if vc.Process.EntityID == EntityID("agent-1", 11, b.Start) {
 		t.Error("a reused pid kept the old entity id")
@@ -198,14 +198,14 @@ func TestReparentAndPIDReuse(t *testing.T) {
 // every process that ever ran.
 func TestBoundedByLiveProcesses(t *testing.T) {
 	w := newWorld(t, Config{Grace: 5 * time.Millisecond})
-	sh := w.fork(ebpf.Process{PID: 2, PPID: 1, PGID: 2, SID: 2, PIDNamespace: hostNS})
+	sh := w.fork(event.Process{PID: 2, PPID: 1, PGID: 2, SID: 2, PIDNamespace: hostNS})
 	n := 1_000_000
 	if testing.Short() {
 		n = 100_000
 	}
 	maxTracked := 0
 	for i := range n {
-		c := w.fork(ebpf.Process{PID: uint32(1000 + i%30000), PPID: 2, PGID: 2, SID: 2, PIDNamespace: hostNS})
+		c := w.fork(event.Process{PID: uint32(1000 + i%30000), PPID: 2, PGID: 2, SID: 2, PIDNamespace: hostNS})
 		w.exec(c, "/bin/true", "true")
 		w.exit(c, 0)
 		if i%1000 == 0 {
@@ -225,12 +225,12 @@ func TestBoundedByLiveProcesses(t *testing.T) {
 // long as it lives; then both go.
 func TestDeadParentKeptWhileChildLives(t *testing.T) {
 	w := newWorld(t, Config{Grace: time.Millisecond})
-	p := w.fork(ebpf.Process{PID: 10, PPID: 1, PGID: 10, SID: 10, PIDNamespace: hostNS})
+	p := w.fork(event.Process{PID: 10, PPID: 1, PGID: 10, SID: 10, PIDNamespace: hostNS})
 	w.exec(p, "/bin/parent", "parent")
-	c := w.fork(ebpf.Process{PID: 11, PPID: 10, PGID: 10, SID: 10, PIDNamespace: hostNS})
+	c := w.fork(event.Process{PID: 11, PPID: 10, PGID: 10, SID: 10, PIDNamespace: hostNS})
 	w.exit(p, 0)
 	for range 10 {
-		w.ev(ebpf.EventFork, ebpf.Process{PID: 500, PPID: 1, PIDNamespace: hostNS, Start: w.now}) // time passes
+		w.ev(event.Fork, event.Process{PID: 500, PPID: 1, PIDNamespace: hostNS, Start: w.now}) // time passes
 	}
 	v := w.view(c)
 	if v.Parent == nil || v.Parent.Executable != "/bin/parent" || !v.Parent.Exited {
@@ -238,7 +238,7 @@ func TestDeadParentKeptWhileChildLives(t *testing.T) {
 	}
 	w.exit(c, 0)
 	for range 10 {
-		w.ev(ebpf.EventFork, ebpf.Process{PID: 501, PPID: 1, PIDNamespace: hostNS, Start: w.now})
+		w.ev(event.Fork, event.Process{PID: 501, PPID: 1, PIDNamespace: hostNS, Start: w.now})
 	}
 	if _, ok := w.tab.LookupPID(10); ok {
 		t.Error("the exited parent outlived its last child")
@@ -330,7 +330,7 @@ func BenchmarkTable(b *testing.B) {
 			w := &world{tab: New(Config{AgentID: "agent-1", HostPIDNamespace: hostNS, ProcRoot: b.TempDir()})}
 			w.tab.cfg.Clock = func() time.Duration { return w.now }
 			for i := range 10_000 {
-				p := w.fork(ebpf.Process{PID: uint32(100 + i), PPID: 1, PGID: uint32(100 + i), SID: 1, PIDNamespace: hostNS, Comm: "worker"})
+				p := w.fork(event.Process{PID: uint32(100 + i), PPID: 1, PGID: uint32(100 + i), SID: 1, PIDNamespace: hostNS, Comm: "worker"})
 				// Distinct strings, as each exec event decodes its own.
 				exe := "/usr/local/bin/some-service-binary-" + strconv.Itoa(i)
 				w.exec(p, exe, exe, "--config", "/etc/service/config-"+strconv.Itoa(i)+".yaml", "--verbose")
@@ -345,11 +345,11 @@ func BenchmarkTable(b *testing.B) {
 	b.Run("cycle", func(b *testing.B) {
 		w := &world{tab: New(Config{AgentID: "agent-1", HostPIDNamespace: hostNS, ProcRoot: b.TempDir(), Grace: time.Millisecond})}
 		w.tab.cfg.Clock = func() time.Duration { return w.now }
-		w.fork(ebpf.Process{PID: 2, PPID: 1, PGID: 2, SID: 2, PIDNamespace: hostNS})
+		w.fork(event.Process{PID: 2, PPID: 1, PGID: 2, SID: 2, PIDNamespace: hostNS})
 		args := []string{"true"}
 		b.ReportAllocs()
 		for i := 0; b.Loop(); i++ {
-			c := w.fork(ebpf.Process{PID: uint32(1000 + i%30000), PPID: 2, PGID: 2, SID: 2, PIDNamespace: hostNS})
+			c := w.fork(event.Process{PID: uint32(1000 + i%30000), PPID: 2, PGID: 2, SID: 2, PIDNamespace: hostNS})
 			w.exec(c, "/bin/true", args...)
 			w.exit(c, 0)
 		}

@@ -1,4 +1,6 @@
-package ecs
+// Package host describes the node cloud-defend runs on (host.*) and converts
+// the kernel's boot-relative clock to wall-clock time.
+package host
 
 import (
 	"bufio"
@@ -12,6 +14,19 @@ import (
 	"golang.org/x/sys/unix"
 )
 
+// Host is the node, as host.*.
+type Host struct {
+	Hostname, Name, ID, Architecture, BootID string
+	PIDNamespace                             uint32
+	IPs, MACs                                []string
+	OS                                       OS
+}
+
+// OS is host.os.*.
+type OS struct {
+	Family, Full, Kernel, Name, Platform, Version string
+}
+
 // BootTime is the wall-clock time at which CLOCK_BOOTTIME was zero: kernel event
 // times (boot-relative, counting suspend) plus this are wall-clock times.
 func BootTime() time.Time {
@@ -22,9 +37,9 @@ func BootTime() time.Time {
 	return time.Now().Add(-time.Duration(ts.Nano()))
 }
 
-// LocalHost describes this node. procRoot is where the host's /proc is mounted
+// Local describes this node. procRoot is where the host's /proc is mounted
 // (HOSTFS_PROC_PATH in a container, /proc otherwise); etcRoot the host's /etc.
-func LocalHost(procRoot, etcRoot string) Host {
+func Local(procRoot, etcRoot string) Host {
 	h := Host{Architecture: arch(), OS: OS{Family: "linux", Platform: "linux"}}
 	h.Hostname, _ = os.Hostname()
 	h.Name = h.Hostname

@@ -499,6 +499,26 @@ func (e *Engine) PolicyOf(generation uint32) *policy.Policy {
 	return e.history[generation]
 }
 
+// Live is the live policy and its generation, read together under one lock: a
+// swap in between cannot pair one generation with another's policy. p is nil
+// before the first Swap.
+func (e *Engine) Live() (generation uint32, p *policy.Policy) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.generation, e.history[e.generation]
+}
+
+// BlockingInForce reports whether blocking responses block right now: the
+// kernel can block, this is no dry run, and the live policy has responses that
+// block.
+func (e *Engine) BlockingInForce() bool {
+	if !e.Enforcing() {
+		return false
+	}
+	_, p := e.Live()
+	return p != nil && (p.Blocks(policy.Process) || p.Blocks(policy.File))
+}
+
 // Generation is the live policy's generation counter.
 func (e *Engine) Generation() uint32 {
 	e.mu.Lock()

@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"context"
@@ -17,11 +17,13 @@ import (
 // earlyLimit bounds the documents held before the output unit's first config.
 const earlyLimit = 10000
 
-// agentSink is the Elasticsearch output as the component's Sink: each output
-// config replaces the shipper (the spool carries over, so nothing queued is lost).
-type agentSink struct {
+// Elasticsearch is the Elasticsearch output: a Sink, and the component's Sink
+// for the agent's output unit. Each output config replaces the shipper (the
+// spool carries over, so nothing queued is lost); documents published before
+// the first config wait, up to earlyLimit.
+type Elasticsearch struct {
 	dataPath string
-	log      output.Logger
+	log      Logger
 
 	mu      sync.Mutex
 	shipper *output.Shipper
@@ -30,14 +32,15 @@ type agentSink struct {
 	err     error     // the last Publish error
 }
 
-func newAgentSink(dataPath string, log output.Logger) (*agentSink, error) {
+// NewElasticsearch returns the sink; it spools under dataPath.
+func NewElasticsearch(dataPath string, log Logger) (*Elasticsearch, error) {
 	if err := os.MkdirAll(dataPath, 0o700); err != nil {
 		return nil, fmt.Errorf("data path %s: %w", dataPath, err)
 	}
-	return &agentSink{dataPath: dataPath, log: log}, nil
+	return &Elasticsearch{dataPath: dataPath, log: log}, nil
 }
 
-func (s *agentSink) Configure(o component.Output) error {
+func (s *Elasticsearch) Configure(o component.Output) error {
 	cfg := output.Config{Hosts: o.Hosts, APIKey: o.APIKey, Username: o.Username, Password: o.Password,
 		DataDir: filepath.Join(s.dataPath, "cloud-defend"), Insecure: o.SSL.VerificationMode == "none"}
 	for _, path := range o.SSL.CertificateAuthorities {
@@ -69,7 +72,7 @@ func (s *agentSink) Configure(o component.Output) error {
 }
 
 // Publish hands a document to the shipper, or holds it until the output exists.
-func (s *agentSink) Publish(d ecs.Doc) {
+func (s *Elasticsearch) Publish(d ecs.Doc) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shipper == nil {
@@ -88,7 +91,7 @@ func (s *agentSink) Publish(d ecs.Doc) {
 }
 
 // Flush hands the published documents to the OS (see output.Shipper.Flush).
-func (s *agentSink) Flush() {
+func (s *Elasticsearch) Flush() {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shipper == nil {
@@ -99,7 +102,7 @@ func (s *agentSink) Flush() {
 	}
 }
 
-func (s *agentSink) Status() component.Status {
+func (s *Elasticsearch) Status() component.Status {
 	s.mu.Lock()
 	sh, lost, err := s.shipper, s.lost, s.err
 	s.mu.Unlock()
@@ -118,7 +121,7 @@ func (s *agentSink) Status() component.Status {
 	return component.Status{}
 }
 
-func (s *agentSink) Diagnostics() any {
+func (s *Elasticsearch) Diagnostics() any {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.shipper == nil {
@@ -128,7 +131,7 @@ func (s *agentSink) Diagnostics() any {
 }
 
 // Close flushes within ctx; the rest stays spooled.
-func (s *agentSink) Close(ctx context.Context) error {
+func (s *Elasticsearch) Close(ctx context.Context) error {
 	s.mu.Lock()
 	sh := s.shipper
 	s.mu.Unlock()
@@ -138,8 +141,8 @@ func (s *agentSink) Close(ctx context.Context) error {
 	return sh.Close(ctx)
 }
 
-// counters adds the output's numbers to the metrics document.
-func (s *agentSink) counters(c *ecs.Counters) {
+// Counters adds the output's numbers to the metrics document.
+func (s *Elasticsearch) Counters(c *ecs.Counters) {
 	s.mu.Lock()
 	sh, lost := s.shipper, s.lost
 	s.mu.Unlock()

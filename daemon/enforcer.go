@@ -1,4 +1,4 @@
-package main
+package daemon
 
 import (
 	"fmt"
@@ -14,7 +14,9 @@ import (
 // events, so a burst is seen in Fleet rather than flickering past.
 const dropWindow = time.Minute
 
-// engineEnforcer is the kernel engine as the component's Enforcer.
+// engineEnforcer is the kernel engine as the component's Enforcer: the input
+// unit's policy goes to Apply, and its health tells blocking's absence and
+// dropped events.
 type engineEnforcer struct {
 	e *ebpf.Engine
 
@@ -64,16 +66,6 @@ func (f *engineEnforcer) Diagnostics() any {
 		doc["stats"] = st
 	}
 	return doc
-}
-
-// BlockEnabled says whether blocking responses are in force now: the kernel
-// can block, this is no dry run, and the live policy has responses that block.
-func (f *engineEnforcer) BlockEnabled() bool {
-	if !f.e.Enforcing() {
-		return false
-	}
-	p := f.e.PolicyOf(f.e.Generation())
-	return p != nil && (p.Blocks(policy.Process) || p.Blocks(policy.File))
 }
 
 // fileDetection says how file selectors are evaluated without BPF LSM.

@@ -15,10 +15,23 @@ import (
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/output"
+	"github.com/cloud-defend/cloud-defend/output/console"
 	"github.com/cloud-defend/cloud-defend/output/estest"
 	"github.com/cloud-defend/cloud-defend/output/ndjson"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
+
+// sink is what a daemon asks of every output: the Elasticsearch shipper,
+// the file writer and the console have the same methods (Stats aside, whose
+// counters are each output's own).
+type sink interface {
+	Publish(stream, id string, body []byte) error
+	Flush() error
+	Health() (degraded bool, message string)
+	Close(ctx context.Context) error
+}
+
+var _ = []sink{(*output.Shipper)(nil), (*ndjson.Writer)(nil), (*console.Console)(nil)}
 
 type nopLog struct{}
 

@@ -51,7 +51,7 @@ const (
 var ErrClosed = docq.ErrClosed
 
 // Logger is what the writer logs through; output.Logger and logp.Logger
-// satisfy it.
+// satisfy it. nil logs nothing.
 type Logger interface {
 	Infof(format string, args ...any)
 	Warnf(format string, args ...any)
@@ -98,8 +98,13 @@ type Writer struct {
 	mu        sync.Mutex
 	rotations int64
 	closeErr  error
-	closed    chan struct{}
 }
+
+type nopLogger struct{}
+
+func (nopLogger) Infof(string, ...any)  {}
+func (nopLogger) Warnf(string, ...any)  {}
+func (nopLogger) Errorf(string, ...any) {}
 
 // New writes to w (stdout, a pipe): each drained batch in one Write. name is
 // what messages call it ("stdout" when empty).
@@ -108,7 +113,10 @@ func New(w io.Writer, name string, cfg Config, log Logger) *Writer {
 		name = "stdout"
 	}
 	cfg = defaults(cfg)
-	x := &Writer{name: name, log: log, closed: make(chan struct{})}
+	if log == nil {
+		log = nopLogger{}
+	}
+	x := &Writer{name: name, log: log}
 	x.sink = &streamSink{w: w}
 	x.q = docq.New(cfg.QueueBytes, cfg.FlushInterval, x.sink.write)
 	return x
@@ -124,7 +132,10 @@ func Open(cfg Config, log Logger) (*Writer, error) {
 	if cfg.NumberOfFiles < 2 || cfg.NumberOfFiles > MaxNumberOfFiles {
 		return nil, fmt.Errorf("ndjson: number_of_files %d: must be between 2 and %d", cfg.NumberOfFiles, MaxNumberOfFiles)
 	}
-	x := &Writer{name: cfg.Path, log: log, closed: make(chan struct{})}
+	if log == nil {
+		log = nopLogger{}
+	}
+	x := &Writer{name: cfg.Path, log: log}
 	fsk := &fileSink{path: cfg.Path, limit: int64(cfg.RotateEveryKB) * 1024, files: cfg.NumberOfFiles, perm: cfg.Permissions, w: x}
 	if err := fsk.open(); err != nil {
 		return nil, fmt.Errorf("ndjson: %w", err)

@@ -3,6 +3,8 @@ package main
 import (
 	"bufio"
 	"context"
+	"encoding/json"
+	"fmt"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -32,9 +34,20 @@ import (
 // than the daemon waits (as a loaded node did, where one run shipped a
 // container's documents without image or privilege): the daemon must keep
 // asking until it has them.
+//
+// The same documents, byte for byte, go to a file with --output file=PATH
+// (the subtest "file"): a node without Elasticsearch gets the same product.
 func TestContainerDocuments(t *testing.T) {
-	h := startPodmanSlowAPI(t, 2, "process:\n  selectors:\n    - name: allExecs\n      operation: [exec]\n  responses:\n    - match: [allExecs]\n      actions: [log]\n")
-	es, podman, id := h.es, h.podman, h.id
+	const pol = "process:\n  selectors:\n    - name: allExecs\n      operation: [exec]\n  responses:\n    - match: [allExecs]\n      actions: [log]\n"
+	t.Run("elasticsearch", func(t *testing.T) { containerDocuments(t, startPodmanSlowAPI(t, 2, pol)) })
+	t.Run("file", func(t *testing.T) {
+		out := filepath.Join(t.TempDir(), "events.ndjson")
+		containerDocuments(t, startPodmanSlowAPI(t, 2, pol, "--output", "file="+out))
+	})
+}
+
+func containerDocuments(t *testing.T, h *podmanHarness) {
+	podman, id := h.podman, h.id
 	if got := podman("exec", "cdt", "/bin/cat", "/etc/motd"); got != "hello" {
 		t.Fatalf("podman exec cat: %q", got)
 	}
@@ -43,14 +56,14 @@ func TestContainerDocuments(t *testing.T) {
 		t.Helper()
 		deadline := time.Now().Add(20 * time.Second)
 		for time.Now().Before(deadline) {
-			for _, d := range es.Docs("logs-cloud_defend.process-ctr") {
+			for _, d := range h.docs("logs-cloud_defend.process-ctr") {
 				if ok(d) {
 					return d
 				}
 			}
 			time.Sleep(200 * time.Millisecond)
 		}
-		t.Fatalf("no document for %s; %d process documents", what, len(es.Docs("logs-cloud_defend.process-ctr")))
+		t.Fatalf("no document for %s; %d process documents", what, len(h.docs("logs-cloud_defend.process-ctr")))
 		return nil
 	}
 	args := func(d map[string]any) string {
@@ -95,11 +108,13 @@ func TestContainerDocuments(t *testing.T) {
 	}
 }
 
-// podmanHarness is the real binary logging into the test Elasticsearch while
-// a podman container ("cdt", user 1234, from an image built here from
-// busybox) runs `sh -c "sleep 1; sleep 60; exit 0"`.
+// podmanHarness is the real binary logging into the test Elasticsearch (or,
+// given --output, there) while a podman container ("cdt", user 1234, from an
+// image built here from busybox) runs `sh -c "sleep 1; sleep 60; exit 0"`.
 type podmanHarness struct {
-	es     *estest.Server
+	es *estest.Server
+	// docs are the documents of a data stream the output holds so far.
+	docs   func(stream string) []map[string]any
 	podman func(args ...string) string
 	id     string // the container's id
 	daemon *exec.Cmd
@@ -121,7 +136,13 @@ func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...str
 		}
 		t.Skip("needs podman")
 	}
-	dir := t.TempDir()
+	// podman refuses a runroot path longer than 50 bytes: t.TempDir's names
+	// the test, and subtests make it longer.
+	dir, err := os.MkdirTemp("", "cdt")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { os.RemoveAll(dir) })
 	t.Cleanup(func() { unmountUnder(dir) }) // podman's storage mounts, after the containers are gone
 	bin := daemonBinary(t)
 	// podman with its own storage, so the test leaves nothing behind.
@@ -175,8 +196,15 @@ func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...str
 	t.Cleanup(es.Close)
 	pol := filepath.Join(dir, "policy.yaml")
 	os.WriteFile(pol, []byte(policy), 0o644)
-	cmd := exec.Command(bin, "run", "--policy", pol, "--output", "elasticsearch", "--es-url", es.URL(),
-		"--data-path", filepath.Join(dir, "data"), "--namespace", "ctr")
+	cmd := exec.Command(bin, "run", "--policy", pol, "--data-path", filepath.Join(dir, "data"), "--namespace", "ctr")
+	docs := func(stream string) []map[string]any { return es.Docs(stream) }
+	if i := slices.Index(daemonArgs, "--output"); i >= 0 && i+1 < len(daemonArgs) {
+		if path, ok := strings.CutPrefix(daemonArgs[i+1], "file="); ok {
+			docs = func(stream string) []map[string]any { return fileDocs(t, path, stream) }
+		}
+	} else {
+		cmd.Args = append(cmd.Args, "--output", "elasticsearch", "--es-url", es.URL())
+	}
 	cmd.Args = append(cmd.Args, daemonArgs...)
 	if slow > 0 {
 		sock = slowProxy(t, sock, slow, time.Second)
@@ -207,7 +235,33 @@ func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...str
 	id := podman(append(append([]string{"run", "-d", "--name", "cdt", "--user", "1234:1234"}, ulimits...),
 		"localhost/cdtest/busybox:1.0", "/bin/sh", "-c", "sleep 1; sleep 60; exit 0")...)
 	t.Cleanup(func() { exec.Command("podman", append(slices.Clone(store), "rm", "-f", "-t", "0", "cdt")...).Run() })
-	return &podmanHarness{es: es, podman: podman, id: id, daemon: cmd}
+	return &podmanHarness{es: es, docs: docs, podman: podman, id: id, daemon: cmd}
+}
+
+// fileDocs reads the documents of a data stream from an NDJSON output file:
+// each line one document, routed by its data_stream fields as Filebeat,
+// Vector or Fluent Bit would.
+func fileDocs(t *testing.T, path, stream string) []map[string]any {
+	t.Helper()
+	data, err := os.ReadFile(path)
+	if err != nil && !os.IsNotExist(err) {
+		t.Fatal(err)
+	}
+	var out []map[string]any
+	for _, line := range strings.Split(string(data), "\n") {
+		if line == "" {
+			continue
+		}
+		var d map[string]any
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatalf("%s: a line that is not one JSON document: %v: %q", path, err, line)
+		}
+		ds, _ := d["data_stream"].(map[string]any)
+		if fmt.Sprintf("%v-%v-%v", ds["type"], ds["dataset"], ds["namespace"]) == stream {
+			out = append(out, d)
+		}
+	}
+	return out
 }
 
 // slowProxy serves the HTTP API at unix socket upstream on a new socket,

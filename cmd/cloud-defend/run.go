@@ -3,8 +3,6 @@ package main
 import (
 	"context"
 
-	"bufio"
-	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
@@ -12,13 +10,13 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
 	"github.com/cloud-defend/cloud-defend/component"
+	"github.com/cloud-defend/cloud-defend/daemon"
 	"github.com/cloud-defend/cloud-defend/ecs"
-	"github.com/cloud-defend/cloud-defend/event"
+	"github.com/cloud-defend/cloud-defend/output/console"
 
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/policy"
@@ -149,8 +147,8 @@ func openSink(out string, es esFlags, file fileFlags, showNode bool, dataPath st
 		}
 		return daemon.NewConsoleSink(stdout, console.Options{Color: color, ShowNode: showNode}, log), exitOK
 	case isFile && path != "":
-		if file.rotateKB < 1 || file.keep < 1 {
-			fmt.Fprintln(stderr, "cloud-defend run: --file-rotate-every-kb and --file-number-of-files must be at least 1")
+		if file.rotateKB < 1 {
+			fmt.Fprintln(stderr, "cloud-defend run: --file-rotate-every-kb must be at least 1")
 			return nil, exitUsage
 		}
 		s, err := daemon.NewFileSink(path, file.rotateKB, file.keep, log)
@@ -169,7 +167,7 @@ type fileFlags struct{ rotateKB, keep int }
 
 // esFlags are the Elasticsearch output's flags.
 type esFlags struct {
-	urls, cas                             listFlag
+	urls, cas                  listFlag
 	apiKey, username, password string
 }
 
@@ -185,4 +183,3 @@ type stdLogger func(string, ...any)
 func (l stdLogger) Infof(f string, a ...any)  { l(f, a...) }
 func (l stdLogger) Warnf(f string, a ...any)  { l("warning: "+f, a...) }
 func (l stdLogger) Errorf(f string, a ...any) { l("error: "+f, a...) }
-

@@ -73,26 +73,34 @@ func TestRunDaemon(t *testing.T) {
 	if out, err := ctr.CombinedOutput(); err != nil {
 		t.Fatalf("container: %v %s", err, out)
 	}
-	var decision map[string]any
+	// It arrives as the ECS documents Elasticsearch would get, one a line.
+	var alert map[string]any
 	deadline := time.Now().Add(10 * time.Second)
-	for decision == nil && time.Now().Before(deadline) {
+	for alert == nil && time.Now().Before(deadline) {
 		time.Sleep(200 * time.Millisecond)
 		data, _ := os.ReadFile(events)
 		for _, line := range bytes.Split(data, []byte("\n")) {
-			var doc map[string]any
-			if json.Unmarshal(line, &doc) != nil || doc["kind"] != "decision" {
+			var doc struct {
+				Event   struct{ Kind, Action string }
+				Process struct {
+					Executable string
+					Parent     struct{ PID float64 }
+				}
+			}
+			if json.Unmarshal(line, &doc) != nil || doc.Event.Kind != "alert" || doc.Process.Parent.PID != float64(ctr.Process.Pid) {
 				continue
 			}
-			if proc, _ := doc["process"].(map[string]any); proc["ppid"] == float64(ctr.Process.Pid) {
-				decision = doc
-			}
+			json.Unmarshal(line, &alert)
 		}
 	}
-	if decision == nil {
-		t.Fatal("no decision for the container's exec in the output")
+	if alert == nil {
+		t.Fatal("no alert for the container's exec in the output")
 	}
-	if sel, _ := json.Marshal(decision["matched_selectors"]); string(sel) != `["trueRuns"]` || decision["path"] != target {
-		t.Errorf("decision %v", decision)
+	cd, _ := alert["cloud_defend"].(map[string]any)
+	proc, _ := alert["process"].(map[string]any)
+	ds, _ := alert["data_stream"].(map[string]any)
+	if sel, _ := json.Marshal(cd["matched_selectors"]); string(sel) != `["trueRuns"]` || proc["executable"] != target || ds["dataset"] != "cloud_defend.alerts" {
+		t.Errorf("alert %v", alert)
 	}
 
 	write("process:\n  selectors:\n    - name: bad\n      operation: [exec]\n      processExecutable: [relative/path]\n  responses:\n    - match: [bad]\n      actions: [alert]\n")

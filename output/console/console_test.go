@@ -13,9 +13,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
 	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -38,16 +40,16 @@ func stream(t testing.TB) [][]byte {
 	selectors := map[string][]string{"/bin/cat": {"logExecs"}, "/tmp/evil": {"binDrift", "noTmpExec"}, "/etc/shadow": {"shadowRead"},
 		"/usr/sbin/sshd": {"nodeExecs"}, "": {"logExecs"}, "/usr/bin/curl": {"logExecs"}}
 	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "0.1.0"},
-		ecs.Host{Hostname: "node-1", Name: "node-1", Architecture: "x86_64", OS: ecs.OS{Family: "debian", Kernel: "6.8.0"}}, nil, boot,
-		func(ev *ebpf.Event) ([]string, error) { return selectors[ev.Path], nil })
+		host.Host{Hostname: "node-1", Name: "node-1", Architecture: "x86_64", OS: host.OS{Family: "debian", Kernel: "6.8.0"}}, nil, boot,
+		func(ev *event.Event) ([]string, error) { return selectors[ev.Path], nil })
 	meta := ecs.Meta{Namespace: "default", PackagePolicyID: "pp-1", Revision: 3}
 	var docs [][]byte
 	emit := func(d ecs.Doc) { docs = append(docs, slices.Clone(d.Body)) }
 
 	priv := false
-	pod := &ecs.Pod{ClusterName: "prod", Namespace: "web", Name: "nginx-7d9f8", ParentType: "ReplicaSet", Labels: []string{"app:nginx"}}
-	inPod := &ecs.Container{ID: "3f1c2a9b0d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8", Runtime: "containerd", ImageName: "nginx", ImageTag: "1.27", Privileged: &priv, PodUID: "uid-1"}
-	bare := &ecs.Container{ID: "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d", Runtime: "docker", ImageName: "alpine"}
+	pod := &enrich.Pod{ClusterName: "prod", Namespace: "web", Name: "nginx-7d9f8", ParentType: "ReplicaSet", Labels: []string{"app:nginx"}}
+	inPod := &enrich.Container{ID: "3f1c2a9b0d4e5f60718293a4b5c6d7e8f90a1b2c3d4e5f60718293a4b5c6d7e8", Runtime: "containerd", ImageName: "nginx", ImageTag: "1.27", Privileged: &priv, PodUID: "uid-1"}
+	bare := &enrich.Container{ID: "9e8d7c6b5a4f3e2d1c0b9a8f7e6d5c4b3a2f1e0d9c8b7a6f5e4d3c2b1a0f9e8d", Runtime: "docker", ImageName: "alpine"}
 	sh := proctree.Process{PID: 70, PPID: 50, Start: 2 * time.Second, EntityID: proctree.EntityID("agent-1", 70, 2*time.Second),
 		Executable: "/bin/sh", Name: "sh", Args: []string{"sh"}, Interactive: true, TTYMajor: 136}
 	view := func(p proctree.Process) *proctree.View {
@@ -55,8 +57,8 @@ func stream(t testing.TB) [][]byte {
 		entry.EntryMetaType = proctree.EntryContainer
 		return &proctree.View{Process: p, Parent: &parent, EntryLeader: &proctree.Leader{Process: entry}}
 	}
-	proc := func(pid uint32, start time.Duration, comm string) ebpf.Process {
-		return ebpf.Process{PID: pid, TID: pid, PPID: 70, Start: start, Comm: comm}
+	proc := func(pid uint32, start time.Duration, comm string) event.Process {
+		return event.Process{PID: pid, TID: pid, PPID: 70, Start: start, Comm: comm}
 	}
 	cat := proctree.Process{PID: 71, PPID: 70, Start: 3 * time.Second, EntityID: proctree.EntityID("agent-1", 71, 3*time.Second),
 		Executable: "/bin/cat", Name: "cat", Args: []string{"cat", "/var/run/secrets/kubernetes.io/serviceaccount/token"}}
@@ -73,25 +75,25 @@ func stream(t testing.TB) [][]byte {
 	curlEnd := curl
 	curlEnd.Exited, curlEnd.End, curlEnd.ExitKnown, curlEnd.Exit = true, 10*time.Second, true, proctree.Exit{Code: 6}
 
-	type event struct {
-		ev  ebpf.Event
-		ctx *ecs.Context
+	type recorded struct {
+		ev  event.Event
+		ctx *enrich.Context
 	}
-	events := []event{
-		{ebpf.Event{Kind: ebpf.EventDecision, Time: 3*time.Second + 123456789, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/bin/cat", Process: proc(71, 3*time.Second, "sh")},
-			&ecs.Context{Process: view(cat), Container: inPod, Pod: pod}},
-		{ebpf.Event{Kind: ebpf.EventDecision, Time: 4*time.Second + 5e8, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert | policy.ActionBlock, Blocked: true,
-			Path: "/tmp/evil", Process: proc(72, 4*time.Second, "sh")}, &ecs.Context{Process: view(evil), Container: inPod, Pod: pod}},
-		{ebpf.Event{Kind: ebpf.EventFile, Time: 5*time.Second + 250e6, Op: policy.OpModifyFile, Hook: 1, Actions: policy.ActionLog | policy.ActionAlert,
-			Path: "/etc/shadow", Process: proc(73, 5*time.Second, "python3")}, &ecs.Context{Process: view(reader), Container: inPod, Pod: pod}},
-		{ebpf.Event{Kind: ebpf.EventDecision, Time: 6 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/usr/sbin/sshd",
-			Process: ebpf.Process{PID: 900, PPID: 1, Start: time.Second, Comm: "sshd"}}, &ecs.Context{Process: &proctree.View{Process: sshd}}},
-		{ebpf.Event{Kind: ebpf.EventDecision, Time: 7 * time.Second, Op: policy.OpFork, Actions: policy.ActionLog, Process: proc(74, 7*time.Second, "sh")},
-			&ecs.Context{Process: view(child), Container: inPod, Pod: pod}},
-		{ebpf.Event{Kind: ebpf.EventDecision, Time: 8 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/usr/bin/curl", Process: proc(75, 8*time.Second, "sh")},
-			&ecs.Context{Process: view(curl), Container: bare}},
-		{ebpf.Event{Kind: ebpf.EventExit, Time: 10 * time.Second, Actions: policy.ActionLog, Path: "/usr/bin/curl", ExitCode: 6 << 8, Process: proc(75, 8*time.Second, "curl")},
-			&ecs.Context{Process: view(curlEnd), Container: bare}},
+	events := []recorded{
+		{event.Event{Kind: event.ProcessDecision, Time: 3*time.Second + 123456789, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/bin/cat", Process: proc(71, 3*time.Second, "sh")},
+			&enrich.Context{Process: view(cat), Container: inPod, Pod: pod}},
+		{event.Event{Kind: event.ProcessDecision, Time: 4*time.Second + 5e8, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert | policy.ActionBlock, Blocked: true,
+			Path: "/tmp/evil", Process: proc(72, 4*time.Second, "sh")}, &enrich.Context{Process: view(evil), Container: inPod, Pod: pod}},
+		{event.Event{Kind: event.FileDecision, Time: 5*time.Second + 250e6, Op: policy.OpModifyFile, Hook: 1, Actions: policy.ActionLog | policy.ActionAlert,
+			Path: "/etc/shadow", Process: proc(73, 5*time.Second, "python3")}, &enrich.Context{Process: view(reader), Container: inPod, Pod: pod}},
+		{event.Event{Kind: event.ProcessDecision, Time: 6 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/usr/sbin/sshd",
+			Process: event.Process{PID: 900, PPID: 1, Start: time.Second, Comm: "sshd"}}, &enrich.Context{Process: &proctree.View{Process: sshd}}},
+		{event.Event{Kind: event.ProcessDecision, Time: 7 * time.Second, Op: policy.OpFork, Actions: policy.ActionLog, Process: proc(74, 7*time.Second, "sh")},
+			&enrich.Context{Process: view(child), Container: inPod, Pod: pod}},
+		{event.Event{Kind: event.ProcessDecision, Time: 8 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/usr/bin/curl", Process: proc(75, 8*time.Second, "sh")},
+			&enrich.Context{Process: view(curl), Container: bare}},
+		{event.Event{Kind: event.Exit, Time: 10 * time.Second, Actions: policy.ActionLog, Path: "/usr/bin/curl", ExitCode: 6 << 8, Process: proc(75, 8*time.Second, "curl")},
+			&enrich.Context{Process: view(curlEnd), Container: bare}},
 	}
 	for i := range events {
 		if err := enc.EncodeAll(&events[i].ev, events[i].ctx, meta, emit); err != nil {
@@ -194,20 +196,20 @@ func TestFreshStream(t *testing.T) {
 // whichever comes first, also across batches.
 func TestDedupe(t *testing.T) {
 	docs := readStream(t)
-	var alert, event []byte
+	var alert, evDoc []byte
 	for i, d := range docs {
 		if bytes.Contains(d, []byte(`"kind":"alert"`)) && bytes.Contains(d, []byte(`/etc/shadow`)) {
-			alert, event = d, docs[i+1]
+			alert, evDoc = d, docs[i+1]
 		}
 	}
-	if event == nil || !bytes.Contains(event, []byte(`"kind":"event"`)) {
+	if evDoc == nil || !bytes.Contains(evDoc, []byte(`"kind":"event"`)) {
 		t.Fatal("no file alert followed by its event in the recording")
 	}
 	for name, order := range map[string][][][]byte{
-		"alert first":         {{alert, event}},
-		"event first":         {{event, alert}},
-		"alert, later batch":  {{alert}, {event}},
-		"two separate events": {{event}, {event}},
+		"alert first":         {{alert, evDoc}},
+		"event first":         {{evDoc, alert}},
+		"alert, later batch":  {{alert}, {evDoc}},
+		"two separate events": {{evDoc}, {evDoc}},
 	} {
 		r := NewRenderer(Options{Location: time.UTC})
 		var out []byte

@@ -12,8 +12,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
+	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/output"
 	"github.com/cloud-defend/cloud-defend/output/console"
 	"github.com/cloud-defend/cloud-defend/output/estest"
@@ -92,14 +94,14 @@ func TestSameBytesAsBulk(t *testing.T) {
 		t.Fatal(err)
 	}
 
-	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "test"}, ecs.Host{Hostname: "node-1", Name: "node-1", Architecture: "x86_64"}, nil,
-		time.Now().Add(-time.Hour), func(*ebpf.Event) ([]string, error) { return []string{"sel \"quoted\" é"}, nil })
+	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "test"}, host.Host{Hostname: "node-1", Name: "node-1", Architecture: "x86_64"}, nil,
+		time.Now().Add(-time.Hour), func(*event.Event) ([]string, error) { return []string{"sel \"quoted\" é"}, nil })
 	meta := ecs.Meta{Namespace: "default", PackagePolicyID: "pp", Revision: 1}
-	proc := ebpf.Process{PID: 42, PPID: 7, Start: time.Second, Comm: "sh"}
-	events := []ebpf.Event{
-		{Kind: ebpf.EventDecision, Time: 2 * time.Second, Process: proc, Op: policy.OpExec, Path: "/tmp/evil\tname",
+	proc := event.Process{PID: 42, PPID: 7, Start: time.Second, Comm: "sh"}
+	events := []event.Event{
+		{Kind: event.ProcessDecision, Time: 2 * time.Second, Process: proc, Op: policy.OpExec, Path: "/tmp/evil\tname",
 			Actions: policy.ActionLog | policy.ActionAlert | policy.ActionBlock, Blocked: true},
-		{Kind: ebpf.EventFile, Time: 3 * time.Second, Process: proc, Op: policy.OpModifyFile, Hook: 1, Path: "/etc/hosts", Actions: policy.ActionLog},
+		{Kind: event.FileDecision, Time: 3 * time.Second, Process: proc, Op: policy.OpModifyFile, Hook: 1, Path: "/etc/hosts", Actions: policy.ActionLog},
 	}
 	var ids []string
 	publish := func(d ecs.Doc) {
@@ -112,7 +114,7 @@ func TestSameBytesAsBulk(t *testing.T) {
 		}
 	}
 	for i := range events {
-		if err := enc.EncodeAll(&events[i], &ecs.Context{}, meta, publish); err != nil {
+		if err := enc.EncodeAll(&events[i], &enrich.Context{}, meta, publish); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -19,6 +19,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/internal/version"
+	"github.com/cloud-defend/cloud-defend/requirements"
 	"github.com/cloud-defend/cloud-defend/throttle"
 )
 
@@ -94,7 +95,8 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 	pinPath, stateDir := pinDefaults()
 	engine, err := ebpf.Open(ebpf.Options{PinPath: pinPath, StateDir: stateDir})
 	if err != nil {
-		startupErr = fmt.Errorf("load bpf progs: %w (CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE are mandatory)", err)
+		// Says which node requirement is missing (capabilities, BTF, kernel).
+		startupErr = requirements.Probe(requirements.Options{}).Explain(err)
 		log.Errorf("Startup error: %v", startupErr)
 	} else {
 		defer engine.Close()

@@ -318,11 +318,11 @@ func TestKernelRefusesPolicy(t *testing.T) {
 }
 
 func TestStartupError(t *testing.T) {
-	h := start(t, errors.New("load bpf progs: operation not permitted (BPF, PERFMON, and SYS_RESOURCE are mandatory)"))
+	h := start(t, errors.New("load the BPF programs: operation not permitted: capability CAP_PERFMON is missing"))
 	h.agent.SetUnit(outputID, proto.UnitType_OUTPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, outputConfig(t))
 	h.agent.SetUnit(inputID, proto.UnitType_INPUT, proto.State_HEALTHY, proto.UnitLogLevel_INFO, inputConfig(t, 1, validPolicy, false))
-	h.agent.Wait(t, inputID, proto.State_FAILED, "Startup error: load bpf progs", timeout)
-	h.agent.Wait(t, outputID, proto.State_FAILED, "Startup error: load bpf progs", timeout)
+	h.agent.Wait(t, inputID, proto.State_FAILED, "Startup error: load the BPF programs", timeout)
+	h.agent.Wait(t, outputID, proto.State_FAILED, "Startup error: load the BPF programs", timeout)
 }
 
 func TestSecondInputRefused(t *testing.T) {

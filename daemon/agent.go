@@ -3,13 +3,13 @@ package daemon
 import (
 	"context"
 	"errors"
-	"fmt"
 
 	"github.com/elastic/elastic-agent-client/v7/pkg/client"
 	"github.com/elastic/elastic-agent-libs/logp"
 
 	"github.com/cloud-defend/cloud-defend/component"
 	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/requirements"
 	"github.com/cloud-defend/cloud-defend/throttle"
 )
 
@@ -37,7 +37,7 @@ func (a *Agent) Control(ctx context.Context, d *Daemon, openErr error) error {
 			HeartbeatPeriod: in.HeartbeatPeriod, Metrics: in.MetricsPeriod, Throttle: throttle.Config{Rate: in.AlertRate, Burst: in.AlertBurst}})
 	}}
 	if openErr != nil {
-		err := fmt.Errorf("load bpf progs: %w (CAP_BPF, CAP_PERFMON and CAP_SYS_RESOURCE are mandatory)", openErr)
+		err := requirements.Probe(requirements.Options{}).Explain(openErr)
 		a.Log.Errorf("Startup error: %v", err)
 		startupErr = errors.Join(err, startupErr)
 	} else {

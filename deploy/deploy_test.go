@@ -19,6 +19,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/component"
 	"github.com/cloud-defend/cloud-defend/internal/agenttest"
 	"github.com/cloud-defend/cloud-defend/policy"
+	"github.com/cloud-defend/cloud-defend/requirements"
 )
 
 // objects decodes every manifest strictly (unknown fields are errors, as
@@ -121,10 +122,17 @@ func checkDaemonSet(t *testing.T, file string, ds *appsv1.DaemonSet, accounts []
 	if sc == nil || sc.RunAsUser == nil || *sc.RunAsUser != 0 || sc.Capabilities == nil {
 		t.Fatalf("%s: security context %+v: must run as root with capabilities", file, sc)
 	}
-	for _, want := range []corev1.Capability{"BPF", "PERFMON", "SYS_RESOURCE"} {
-		if !slices.Contains(sc.Capabilities.Add, want) {
-			t.Errorf("%s: capability %s missing", file, want)
-		}
+	// Exactly the one list: a manifest that forgets one, or adds one the code
+	// does not use, fails.
+	var want []corev1.Capability
+	for _, c := range requirements.Capabilities() {
+		want = append(want, corev1.Capability(c.Name))
+	}
+	if !slices.Equal(sc.Capabilities.Add, want) {
+		t.Errorf("%s: capabilities.add %v, want requirements.Capabilities: %v", file, sc.Capabilities.Add, want)
+	}
+	if len(sc.Capabilities.Drop) != 0 {
+		t.Errorf("%s: capabilities.drop %v", file, sc.Capabilities.Drop)
 	}
 	env := map[string]corev1.EnvVar{}
 	for _, e := range c.Env {

@@ -22,6 +22,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
 	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
+	"github.com/cloud-defend/cloud-defend/requirements"
 )
 
 // Options configure Open.
@@ -263,10 +264,10 @@ func probeLSM(spec *ebpf.CollectionSpec) LSMStatus {
 		// cilium/ebpf suggests MEMLOCK for any EPERM; with memcg accounting the cause
 		// is the kernel refusing BPF trampolines (as on this project's build hosts) or
 		// missing capabilities.
-		return LSMStatus{Reason: "the kernel refused to load a BPF LSM program (EPERM): BPF trampolines are not permitted on this kernel, or CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN are missing; BPF LSM also needs CONFIG_BPF_LSM and bpf in the lsm= boot parameter"}
+		return LSMStatus{Reason: "the kernel refused to load a BPF LSM program (EPERM): BPF trampolines are not permitted on this kernel, or " + requirements.LoadCapabilities() + " are missing; BPF LSM also needs CONFIG_BPF_LSM and bpf in the lsm= boot parameter"}
 	}
 	if err != nil {
-		return LSMStatus{Reason: fmt.Sprintf("the kernel refused a BPF LSM program (%v); it needs CONFIG_BPF_LSM, bpf in lsm=, BPF trampolines, and CAP_BPF, CAP_PERFMON and CAP_SYS_ADMIN", err)}
+		return LSMStatus{Reason: fmt.Sprintf("the kernel refused a BPF LSM program (%v); it needs CONFIG_BPF_LSM, bpf in lsm=, BPF trampolines, and %s", err, requirements.LoadCapabilities())}
 	}
 	defer prog.Close()
 	l, err := link.AttachLSM(link.LSMOptions{Program: prog})

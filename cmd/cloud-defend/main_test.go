@@ -218,14 +218,3 @@ func TestDoctor(t *testing.T) {
 		t.Errorf("exit %d; want 1 with the reason blocking is off", code)
 	}
 }
-
-func TestKernelAtLeast(t *testing.T) {
-	for _, c := range []struct {
-		release string
-		want    bool
-	}{{"5.10.16", true}, {"5.10.15-1-amd64", false}, {"6.1.0-56-cloud-amd64", true}, {"5.4.0", false}, {"6.18.2+deb13", true}, {"5.11", true}} {
-		if got := kernelAtLeast(c.release, 5, 10, 16); got != c.want {
-			t.Errorf("%s: %v", c.release, got)
-		}
-	}
-}

@@ -45,10 +45,11 @@ func main() {
 const usage = `usage: cloud-defend <command> [arguments]
 
 commands:
-  run [--policy FILE] [--dry-run] [--output stdout|file=PATH|elasticsearch --es-url URL ...]
+  run [--policy FILE] [--dry-run] [--output console|stdout|file=PATH|elasticsearch --es-url URL ...]
       [--pin-path DIR] [--state-dir DIR]         enforce a policy (default: the embedded one) and
-                                                 write kernel events as NDJSON, or ship ECS
-                                                 documents to Elasticsearch; SIGHUP reloads.
+                                                 write its ECS documents: a line each on a terminal
+                                                 (console), NDJSON on stdout or to a rotated file,
+                                                 or to Elasticsearch; SIGHUP reloads.
                                                  Programs and maps are pinned at --pin-path
                                                  (default /sys/fs/bpf/cloud-defend; "" for none):
                                                  the last policy stays enforced when the daemon

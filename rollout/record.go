@@ -2,11 +2,9 @@
 // recorded activity through the policy evaluator (Replay), learn an allowlist
 // policy from it (Learn), and read the recordings both work from (Reader).
 //
-// Recordings are NDJSON or Elasticsearch exports in any of three forms,
-// detected per line: our ECS documents (what the Elasticsearch output
-// ships), Elasticsearch hits (objects with _source, or a whole search
-// response), and the engine's own records (`cloud-defend run --output
-// file=...`). Every line that cannot be used is reported with FILE:LINE and
+// Recordings are NDJSON or Elasticsearch exports, detected per line: our ECS
+// documents (what every output of `cloud-defend run` writes) and
+// Elasticsearch hits (objects with _source, or a whole search response). Every line that cannot be used is reported with FILE:LINE and
 // why; records that are not operations (exits, metrics) are counted.
 package rollout
 
@@ -38,8 +36,6 @@ type Record struct {
 	// modifyExecutable. Empty when Op.Op is certain.
 	Candidates  []policy.Op
 	ContainerID string
-	// Format is "ecs" or "engine".
-	Format string
 	// VolumeUnknown: the recording does not say whether the target is on a
 	// volume (ECS documents do not carry it); Op assumes it is not.
 	VolumeUnknown bool
@@ -180,12 +176,10 @@ func (rd *Reader) add(file string, line int, b []byte) {
 	var rec Record
 	var key, why string
 	switch {
-	case m["kind"] != nil && m["time_ns"] != nil:
-		rec, key, why = fromEngine(m)
 	case m["@timestamp"] != nil:
 		rec, key, why = fromECS(m)
 	default:
-		rd.problem(file, line, "neither an ECS document (@timestamp) nor an engine record (kind, time_ns)")
+		rd.problem(file, line, "not an ECS document (no @timestamp)")
 		return
 	}
 	if why != "" {
@@ -294,7 +288,7 @@ func fromECS(m map[string]any) (Record, string, string) {
 		}
 		return Record{}, "", "ECS document without event.category"
 	}
-	rec := Record{Format: "ecs", ContainerID: str(m, "container.id")}
+	rec := Record{ContainerID: str(m, "container.id")}
 	op := &rec.Op
 	op.ProcessExecutable = str(m, "process.executable")
 	op.ProcessName = comm(str(m, "process.name"))
@@ -414,68 +408,4 @@ func fileOps(action, typ, hook string) []policy.Op {
 		return modifyOps
 	}
 	return nil
-}
-
-// initPIDNamespace is the inode of the initial pid namespace
-// (PROC_PID_INIT_INO), the node's own unless it is itself a container.
-const initPIDNamespace = "4026531836"
-
-// fromEngine reconstructs an operation from one of the engine's own records
-// (cmd/cloud-defend eventJSON). They carry the operation exactly, and the
-// volume flags, but no container metadata: only the cgroup id.
-func fromEngine(m map[string]any) (Record, string, string) {
-	kind := str(m, "kind")
-	rec := Record{Format: "engine", ContainerID: "cgroup:" + str(m, "process.cgroup_id")}
-	op := &rec.Op
-	op.ProcessName = comm(str(m, "process.comm"))
-	op.SessionLeaderInteractive = str(m, "process.tty.major") != "" && str(m, "process.tty.major") != "0"
-	op.ExecutableLayer = str(m, "executable_layer")
-	proc := str(m, "process.pid") + "|" + str(m, "process.start_ns")
-	if (kind == "exec" || kind == "fork") && str(m, "process.pid_ns") == initPIDNamespace {
-		// Telemetry covers the node's own processes too; policies do not
-		// (the kernel skips the host's pid namespace).
-		return Record{}, "", "ignored: engine " + kind + " outside containers"
-	}
-	var key string
-	switch kind {
-	case "exec":
-		op.Op = policy.OpExec
-		op.ProcessExecutable = str(m, "executable")
-		op.ExecutableIsMemfd = isMemfd(op.ProcessExecutable)
-		key = "engine|exec|" + proc + "|" + op.ProcessExecutable
-	case "fork":
-		op.Op = policy.OpFork
-		key = "engine|fork|" + proc + "|" + str(m, "time_ns")
-	case "decision", "file":
-		o, ok := policy.ParseOp(str(m, "operation"))
-		if !ok {
-			return Record{}, "", fmt.Sprintf("engine %s record with unknown operation %q", kind, str(m, "operation"))
-		}
-		op.Op = o
-		p := str(m, "path")
-		if kind == "file" {
-			op.TargetPath = p
-			op.OnVolumeMount, _ = boolean(m, "on_volume")
-			op.OnFileMount, _ = boolean(m, "on_file_mount")
-			key = "engine|file|" + proc + "|" + str(m, "time_ns") + "|" + p
-			break
-		}
-		if v, ok := boolean(m, "interactive"); ok {
-			op.SessionLeaderInteractive = v
-		}
-		op.ExecutableIsMemfd, _ = boolean(m, "memfd")
-		if o == policy.OpExec {
-			op.ProcessExecutable = p
-			// The kernel's processName at exec is the basename of the name
-			// executed; the record's comm may still be the caller's.
-			op.ProcessName = comm(path.Base(p))
-			// The same exec as the engine's exec record, which comes with it.
-			key = "engine|exec|" + proc + "|" + p
-		} else {
-			key = "engine|fork|" + proc + "|" + str(m, "time_ns")
-		}
-	default:
-		return Record{}, "", "ignored: engine " + kind
-	}
-	return rec, key, ""
 }

@@ -59,7 +59,7 @@ commands:
   policy default                                 print the embedded default policy
   policy test POLICY --events FILE... [--show blocked] [--format text|json]
                                                  replay recorded activity (ECS NDJSON, Elasticsearch
-                                                 exports, the engine's records) through a policy;
+                                                 exports) through a policy;
                                                  exit 0: nothing would be blocked, 1: something
                                                  would, 2: bad arguments or input
   policy learn --events FILE... [--by image|pod-labels=KEY] [--block] [--max-values N] [--out FILE]

@@ -42,6 +42,7 @@ import (
 
 	"github.com/cloud-defend/cloud-defend/component"
 	"github.com/cloud-defend/cloud-defend/internal/agenttest"
+	"github.com/cloud-defend/cloud-defend/internal/ruletest"
 	pkg "github.com/cloud-defend/cloud-defend/package"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
@@ -1131,7 +1132,7 @@ func TestFieldsContract(t *testing.T) {
 // TestRuleFields: every field a prebuilt detection rule for Defend for
 // Containers reads is declared in each of our data streams the rule reads.
 func TestRuleFields(t *testing.T) {
-	dir := "../../shared/contract/detection-rules/integrations_cloud_defend"
+	dir := ruletest.ContractDir(t, "integrations_cloud_defend")
 	rules, _ := fs.Glob(os.DirFS(dir), "*.toml")
 	if len(rules) == 0 {
 		t.Skipf("no detection rules in %s", dir)

@@ -588,7 +588,7 @@ func checkImages(t *testing.T, where string, imgs []image, titleRequired bool) {
 			dec := xml.NewDecoder(bytes.NewReader(b))
 			for {
 				_, err := dec.Token()
-				if err == io.EOF {
+				if errors.Is(err, io.EOF) {
 					break
 				}
 				if err != nil {
@@ -1454,8 +1454,12 @@ func TestStreamTemplatesFleet(t *testing.T) {
 		t.Errorf("periods %v %v", in.HeartbeatPeriod, in.MetricsPeriod)
 	}
 	var got, want any
-	yaml.Unmarshal(in.PolicyYAML, &got)
-	yaml.Unmarshal(policy.DefaultYAML, &want)
+	if err := yaml.Unmarshal(in.PolicyYAML, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(policy.DefaultYAML, &want); err != nil {
+		t.Fatal(err)
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("the component read the policy as\n%s", in.PolicyYAML)
 	}

@@ -289,7 +289,7 @@ func (p *parser) parse(data []byte) *Policy {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			p.errorf(nil, where{}, "", "policy is empty: it needs a process or file section")
 		} else {
 			p.syntaxError(data, err)
@@ -297,7 +297,7 @@ func (p *parser) parse(data []byte) *Policy {
 		return nil
 	}
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err != io.EOF {
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
 			p.syntaxError(data, err)
 		} else {

@@ -133,7 +133,8 @@ func (c *Component) Run(ctx context.Context) error {
 			case <-stopped:
 				return
 			case <-c.client.UnitChanges():
-			case <-c.client.Errors():
+			case err := <-c.client.Errors():
+				_ = err // drained so the client can stop; nothing is left to report it to
 			}
 		}
 	}()

@@ -136,7 +136,6 @@ type harness struct {
 	cmp   *Component
 	done  chan error
 	input chan Input
-	logs  *bytes.Buffer
 }
 
 func start(t *testing.T, startupErr error) *harness {
@@ -160,7 +159,9 @@ func start(t *testing.T, startupErr error) *harness {
 	go func() { h.done <- h.cmp.Run(ctx) }()
 	t.Cleanup(func() {
 		cancel()
-		<-h.done
+		if err := <-h.done; err != nil && !errors.Is(err, context.Canceled) {
+			t.Errorf("Run: %v", err)
+		}
 	})
 	return h
 }

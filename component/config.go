@@ -153,7 +153,7 @@ func ParseInput(unitID string, cfg *proto.UnitExpectedConfig) (Input, error) {
 	if err := alertThrottle(alerts["alert_throttle"], &in); err != nil {
 		return in, fmt.Errorf("stream %s: %w", DatasetAlerts, err)
 	}
-	doc := alerts
+	var doc map[string]any
 	if sp, ok := alerts["security-policy"]; ok {
 		if _, ok := sp.(map[string]any); !ok {
 			return in, fmt.Errorf("stream %s: security-policy must be a mapping, not %T", DatasetAlerts, sp)

@@ -3,6 +3,7 @@ package output
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -196,8 +197,13 @@ func TestCrashReplay(t *testing.T) {
 	// A torn record at the tail, as a write cut short by the kill leaves.
 	segs, _ := filepath.Glob(filepath.Join(dir, "spool", "seg-*.log"))
 	sort.Strings(segs)
-	f, _ := os.OpenFile(segs[len(segs)-1], os.O_APPEND|os.O_WRONLY, 0)
-	f.Write([]byte{200, 0, 0, 0, 1, 2, 3, 4, 'l', 'o'})
+	f, err := os.OpenFile(segs[len(segs)-1], os.O_APPEND|os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.Write([]byte{200, 0, 0, 0, 1, 2, 3, 4, 'l', 'o'}); err != nil {
+		t.Fatal(err)
+	}
 	f.Close()
 
 	es.SetFault(estest.None)
@@ -246,9 +252,13 @@ func TestPermanentErrors(t *testing.T) {
 	s, log := newShipper(t, es, t.TempDir(), nil)
 	defer closeSoon(s)
 	for i := range 5 {
-		s.Publish("logs-cloud_defend.process-default", fmt.Sprint("bad", i), []byte(`{"no":"timestamp"}`))
+		if err := s.Publish("logs-cloud_defend.process-default", fmt.Sprint("bad", i), []byte(`{"no":"timestamp"}`)); err != nil {
+			t.Fatal(err)
+		}
 	}
-	s.Publish("not-a-data-stream", "x", []byte(`{"@timestamp":"2026-11-22T10:00:00Z"}`))
+	if err := s.Publish("not-a-data-stream", "x", []byte(`{"@timestamp":"2026-11-22T10:00:00Z"}`)); err != nil {
+		t.Fatal(err)
+	}
 	publish(t, s, 0, 10)
 	waitFor(t, "delivery", 5*time.Second, func() bool { return s.Stats().Pending == 0 })
 	st := s.Stats()
@@ -280,7 +290,9 @@ func BenchmarkShip(b *testing.B) {
 	b.ReportAllocs()
 	b.ResetTimer()
 	for i := range b.N {
-		s.Publish("logs-cloud_defend.process-default", fmt.Sprint(i), body)
+		if err := s.Publish("logs-cloud_defend.process-default", fmt.Sprint(i), body); err != nil {
+			b.Fatal(err)
+		}
 	}
 	for s.Stats().Pending > 0 {
 		time.Sleep(time.Millisecond)
@@ -320,7 +332,7 @@ func TestBulkBody(t *testing.T) {
 		for {
 			n, err := b.Read(buf)
 			got = append(got, buf[:n]...)
-			if err == io.EOF {
+			if errors.Is(err, io.EOF) {
 				break
 			}
 			if err != nil {
@@ -368,8 +380,13 @@ func TestCursor(t *testing.T) {
 		t.Errorf("reopened at %d records from %q", len(batch), batch[0].ID)
 	}
 	sp.close()
-	f, _ := os.OpenFile(filepath.Join(dir, "cursor"), os.O_WRONLY, 0)
-	f.WriteAt([]byte{0xff}, 3)
+	f, err := os.OpenFile(filepath.Join(dir, "cursor"), os.O_WRONLY, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteAt([]byte{0xff}, 3); err != nil {
+		t.Fatal(err)
+	}
 	f.Close()
 	sp, err = openSpool(dir, 1<<30)
 	if err != nil {
@@ -413,8 +430,8 @@ func TestBulkSummary(t *testing.T) {
 		var full struct {
 			Items []json.RawMessage `json:"items"`
 		}
-		if json.Unmarshal([]byte(c.in), &full); len(full.Items) != items {
-			t.Errorf("%s: counted %d items, encoding/json finds %d", c.in, items, len(full.Items))
+		if err := json.Unmarshal([]byte(c.in), &full); err != nil || len(full.Items) != items {
+			t.Errorf("%s: counted %d items, encoding/json finds %d (%v)", c.in, items, len(full.Items), err)
 		}
 	}
 }

@@ -266,7 +266,9 @@ func (s *spool) append(stream, id string, body []byte) error {
 	crc := crc32.Update(crc32.Update(0, crcTable, h[recordHdr:]), crcTable, body)
 	binary.LittleEndian.PutUint32(h[4:], crc)
 	s.head = h
-	s.bw.Write(h)
+	if _, err := s.bw.Write(h); err != nil {
+		return fmt.Errorf("spool: %w", err)
+	}
 	if _, err := s.bw.Write(body); err != nil {
 		return fmt.Errorf("spool: %w", err)
 	}
@@ -322,7 +324,9 @@ func (s *spool) countFrom(n uint64, off int64) int64 {
 		return 0
 	}
 	defer f.Close()
-	f.Seek(off, io.SeekStart)
+	if _, err := f.Seek(off, io.SeekStart); err != nil {
+		return 0
+	}
 	r := bufio.NewReader(f)
 	var c int64
 	for {
@@ -436,14 +440,6 @@ func (s *spool) closeReader() {
 	}
 }
 
-// rewind makes the next read start again at the commit point (a batch failed).
-func (s *spool) rewind() {
-	s.closeReader()
-	s.mu.Lock()
-	s.rpos, s.inflight = s.commit, s.commit
-	s.mu.Unlock()
-}
-
 // ack commits through the end of rec (everything before it was answered), and
 // removes segments wholly behind the commit point.
 func (s *spool) ack(last record, n int64) error {
@@ -517,10 +513,17 @@ func (s *spool) close() error {
 	s.closeReader()
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.bw.Flush()
-	s.w.Sync()
+	// The first failure is the one to report; the rest still run, so the
+	// files are closed whatever happened.
+	err := s.bw.Flush()
+	if e := s.w.Sync(); err == nil {
+		err = e
+	}
 	if s.cur != nil {
 		s.cur.Close()
 	}
-	return s.w.Close()
+	if e := s.w.Close(); err == nil {
+		err = e
+	}
+	return err
 }

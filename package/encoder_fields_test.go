@@ -100,7 +100,9 @@ func checkSamples(t *testing.T, docs map[string][]byte) {
 		file := filepath.Join("cloud_defend", "data_stream", strings.TrimPrefix(ds, "cloud_defend."), "sample_event.json")
 		if *updateSamples {
 			var out bytes.Buffer
-			json.Indent(&out, body, "", "  ")
+			if err := json.Indent(&out, body, "", "  "); err != nil {
+				t.Fatal(err)
+			}
 			out.WriteByte('\n')
 			if err := os.WriteFile(file, out.Bytes(), 0o644); err != nil {
 				t.Fatal(err)

@@ -42,6 +42,7 @@ import (
 
 	"github.com/cloud-defend/cloud-defend/component"
 	"github.com/cloud-defend/cloud-defend/internal/agenttest"
+	"github.com/cloud-defend/cloud-defend/internal/ruletest"
 	pkg "github.com/cloud-defend/cloud-defend/package"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
@@ -587,7 +588,7 @@ func checkImages(t *testing.T, where string, imgs []image, titleRequired bool) {
 			dec := xml.NewDecoder(bytes.NewReader(b))
 			for {
 				_, err := dec.Token()
-				if err == io.EOF {
+				if errors.Is(err, io.EOF) {
 					break
 				}
 				if err != nil {
@@ -1131,7 +1132,7 @@ func TestFieldsContract(t *testing.T) {
 // TestRuleFields: every field a prebuilt detection rule for Defend for
 // Containers reads is declared in each of our data streams the rule reads.
 func TestRuleFields(t *testing.T) {
-	dir := "../../shared/contract/detection-rules/integrations_cloud_defend"
+	dir := ruletest.ContractDir(t, "integrations_cloud_defend")
 	rules, _ := fs.Glob(os.DirFS(dir), "*.toml")
 	if len(rules) == 0 {
 		t.Skipf("no detection rules in %s", dir)
@@ -1453,8 +1454,12 @@ func TestStreamTemplatesFleet(t *testing.T) {
 		t.Errorf("periods %v %v", in.HeartbeatPeriod, in.MetricsPeriod)
 	}
 	var got, want any
-	yaml.Unmarshal(in.PolicyYAML, &got)
-	yaml.Unmarshal(policy.DefaultYAML, &want)
+	if err := yaml.Unmarshal(in.PolicyYAML, &got); err != nil {
+		t.Fatal(err)
+	}
+	if err := yaml.Unmarshal(policy.DefaultYAML, &want); err != nil {
+		t.Fatal(err)
+	}
 	if !reflect.DeepEqual(got, want) {
 		t.Errorf("the component read the policy as\n%s", in.PolicyYAML)
 	}

@@ -543,7 +543,7 @@ func (p *parser) refs(t Type, v *yaml.Node, w where, field string, index map[str
 			continue
 		}
 		if otherNames[ref.s] {
-			p.errorf(ref.n, w, field, "%q is a %s selector; a %s response can name only %s selectors", ref.s, Type(1-t), t, t)
+			p.errorf(ref.n, w, field, "%q is a %s selector; a %s response can name only %s selectors", ref.s, 1-t, t, t)
 			continue
 		}
 		names := make([]string, 0, len(sels))

@@ -44,7 +44,11 @@ type Diagnostic struct {
 	Severity Severity `json:"severity"`
 	File     string   `json:"file"`
 	Line     int      `json:"line"`
-	// Column is 0 when the YAML parser did not report one.
+	// Line and Column count from 1, columns in characters (a tab is one), as
+	// yaml.v3 counts them. Every diagnostic Parse returns has both: YAML syntax
+	// errors, for which yaml.v3 reports a line only, are located in the
+	// source by locateYAMLError; diagnostics about the document as a whole
+	// are at 1:1.
 	Column int `json:"column"`
 	// Path names the place in the document's structure, as a user finds it in
 	// whatever they edited: file.selectors[name=a].targetFilePath[0],

@@ -1,6 +1,7 @@
 package policy
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -35,6 +36,13 @@ func FuzzParse(f *testing.F) {
 		}
 		if (p1 == nil) == (e1 == nil) {
 			t.Fatalf("policy %v with error %v", p1, e1)
+		}
+		var es Errors
+		errors.As(e1, &es)
+		for _, d := range append(w1, es...) {
+			if d.Line < 1 || d.Column < 1 {
+				t.Fatalf("diagnostic without a line and column: %+v", d)
+			}
 		}
 		if p1 == nil {
 			return

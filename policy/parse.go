@@ -100,10 +100,10 @@ func (p *parser) add(sev Severity, n *yaml.Node, w where, field, format string, 
 		Severity: sev, File: p.file, Type: w.typ, Selector: w.selector, Response: w.response,
 		Field: field, Message: fmt.Sprintf(format, args...), Origin: p.origin,
 	}
-	if n != nil {
+	if n != nil && n.Line > 0 {
 		d.Line, d.Column = n.Line, n.Column
 	} else {
-		d.Line = 1
+		d.Line, d.Column = 1, 1 // the document as a whole
 	}
 	if kp, ok := p.keyPaths[n]; ok && !w.lacks {
 		d.Path = kp // a key: its entry, whatever name field gives it
@@ -223,22 +223,18 @@ func (p *parser) warnf(n *yaml.Node, w where, field, format string, args ...any)
 	p.add(SeverityWarning, n, w, field, format, args...)
 }
 
-var yamlLineErr = regexp.MustCompile(`^yaml: line (\d+): (.*)$`)
-
-// syntaxError turns a go-yaml error into diagnostics; go-yaml reports lines only.
-func (p *parser) syntaxError(err error) {
+// syntaxError turns a yaml.v3 error into diagnostics, each located by
+// locateYAMLError (yaml.v3 itself reports a line only, not always the right
+// one).
+func (p *parser) syntaxError(data []byte, err error) {
 	var te *yaml.TypeError
 	msgs := []string{err.Error()}
 	if errors.As(err, &te) {
 		msgs = te.Errors
 	}
 	for _, m := range msgs {
-		d := Diagnostic{Severity: SeverityError, File: p.file, Line: 1, Message: "invalid YAML: " + strings.TrimPrefix(m, "yaml: "), Origin: p.origin}
-		if sm := yamlLineErr.FindStringSubmatch(m); sm != nil {
-			d.Line, _ = strconv.Atoi(sm[1])
-			d.Message = "invalid YAML: " + sm[2]
-		}
-		p.diags = append(p.diags, d)
+		line, col, msg := locateYAMLError(data, m)
+		p.diags = append(p.diags, Diagnostic{Severity: SeverityError, File: p.file, Line: line, Column: col, Message: msg, Origin: p.origin})
 	}
 }
 
@@ -293,17 +289,17 @@ func (p *parser) parse(data []byte) *Policy {
 	dec := yaml.NewDecoder(bytes.NewReader(data))
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
-		if err == io.EOF {
+		if errors.Is(err, io.EOF) {
 			p.errorf(nil, where{}, "", "policy is empty: it needs a process or file section")
 		} else {
-			p.syntaxError(err)
+			p.syntaxError(data, err)
 		}
 		return nil
 	}
 	var extra yaml.Node
-	if err := dec.Decode(&extra); err != io.EOF {
+	if err := dec.Decode(&extra); !errors.Is(err, io.EOF) {
 		if err != nil {
-			p.syntaxError(err)
+			p.syntaxError(data, err)
 		} else {
 			at := &extra
 			if len(extra.Content) > 0 {

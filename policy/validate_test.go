@@ -61,12 +61,20 @@ func runDiagCases(t *testing.T, cases []diagCase) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			errs, warns := diagnose(t, c.src)
+			for _, d := range append(append([]string{}, errs...), warns...) {
+				if !positionPrefix.MatchString(d) {
+					t.Errorf("%q does not start FILE:LINE:COL: ", d)
+				}
+			}
 			match(t, "error", errs, c.errs)
 			match(t, "warning", warns, c.warns)
 			configDiagnostics(t, c.src, len(errs)+len(warns))
 		})
 	}
 }
+
+// positionPrefix is how every diagnostic of a file starts.
+var positionPrefix = regexp.MustCompile(`^p\.yaml:[1-9]\d*:[1-9]\d*: `)
 
 // positionRe finds what configDiagnostics forbids: a line:column, or a line cited.
 var positionRe = regexp.MustCompile(`:\d+:|\bline \d|column \d`)
@@ -120,13 +128,13 @@ func match(t *testing.T, kind string, got, want []string) {
 
 func TestDocumentShape(t *testing.T) {
 	runDiagCases(t, []diagCase{
-		{name: "empty", src: "", errs: []string{"p.yaml:1: policy is empty"}},
+		{name: "empty", src: "", errs: []string{"p.yaml:1:1: policy is empty"}},
 		{name: "comment only", src: "# nothing\n", errs: []string{"policy is empty"}},
 		{name: "null", src: "~\n", errs: []string{"policy is empty"}},
 		{name: "scalar", src: "hello\n", errs: []string{"p.yaml:1:1: a policy is a mapping"}},
 		{name: "list", src: "- a\n", errs: []string{"a policy is a mapping"}},
-		{name: "syntax", src: "file:\n  selectors: [a\n", errs: []string{"invalid YAML: did not find expected ',' or ']'"}},
-		{name: "tab indent", src: "file:\n\tselectors: []\n", errs: []string{"p.yaml:2: invalid YAML"}},
+		{name: "syntax", src: "file:\n  selectors: [a\n", errs: []string{"p.yaml:2:14: invalid YAML: did not find expected ',' or ']'"}},
+		{name: "tab indent", src: "file:\n\tselectors: []\n", errs: []string{"p.yaml:2:1: invalid YAML: found a tab character"}},
 		{name: "two documents", src: fileSel("    - name: s\n      operation: [createFile]\n") + "---\nfile: {}\n",
 			errs: []string{"p.yaml:9:1: a policy is one YAML document"}},
 		{name: "version only", src: "version: \"1\"\n", errs: []string{"p.yaml:1:1: a policy needs a process or file section"}},

@@ -362,7 +362,9 @@ file:
 		t.Fatal(err)
 	}
 	var back map[string]any
-	json.Unmarshal(js, &back)
+	if err := json.Unmarshal(js, &back); err != nil {
+		t.Fatal(err)
+	}
 	if back["totals"].(map[string]any)["block"] != float64(4) || len(back["blocked"].([]any)) != 4 {
 		t.Errorf("json: %s", js)
 	}

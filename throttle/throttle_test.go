@@ -94,7 +94,9 @@ func TestSummaryDocument(t *testing.T) {
 		t.Errorf("undeclared in alerts: %v %v", und, err)
 	}
 	var m map[string]any
-	json.Unmarshal(body, &m)
+	if err := json.Unmarshal(body, &m); err != nil {
+		t.Fatal(err)
+	}
 	ev2 := m["event"].(map[string]any)
 	th := m["cloud_defend"].(map[string]any)["throttle"].(map[string]any)
 	if id != doc.ID+"-throttle" || ev2["id"] != id || ev2["kind"] != "alert" || ev2["action"] != "alerts_suppressed" ||

@@ -31,6 +31,7 @@ import (
 // session as entry leader; the delay from a container's start to its pod
 // selectors applying is reported.
 func TestKubernetes(t *testing.T) {
+	ruletest.ContractDir(t, "cross-platform") // checkAuditJoin reads it: without it, skip before the node starts
 	n, err := k8snode.Start(t, k8snode.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -254,7 +255,7 @@ func checkAuditJoin(ctx context.Context, t *testing.T, n *k8snode.Node, es *este
 			docs = append(docs, d)
 		}
 	}
-	dir := "../../../shared/contract/detection-rules/cross-platform/"
+	dir := ruletest.ContractDir(t, "cross-platform") + "/"
 	for _, rule := range []string{"execution_d4c_k8s_mda_direct_interactive_kubernetes_api_request_by_usual_utilities.toml",
 		"execution_d4c_k8s_mda_forbidden_direct_interactive_kubernetes_api_request.toml"} {
 		r, err := ruletest.Load(dir + rule)

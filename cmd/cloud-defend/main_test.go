@@ -62,7 +62,8 @@ func runCLI(stdin string, args ...string) (code int, stdout, stderr string) {
 }
 
 func TestValidate(t *testing.T) {
-	dir := writeFiles(t, map[string]string{"ok.yaml": validPolicy, "warn.yaml": warnPolicy, "bad.yaml": invalidPolicy})
+	dir := writeFiles(t, map[string]string{"ok.yaml": validPolicy, "warn.yaml": warnPolicy, "bad.yaml": invalidPolicy,
+		"tab.yaml": "file:\n  selectors:\n\t- name: s\n", "bracket.yaml": "file:\n  selectors:\n    - name: s\n      operation: [createFile\n"})
 	ok, warn, bad := filepath.Join(dir, "ok.yaml"), filepath.Join(dir, "warn.yaml"), filepath.Join(dir, "bad.yaml")
 
 	code, out, errs := runCLI("", "policy", "validate", ok)
@@ -82,6 +83,16 @@ func TestValidate(t *testing.T) {
 `
 	if code != exitInvalid || out != "" || errs != want {
 		t.Errorf("invalid: code %d stdout %q stderr:\n%s\nwant:\n%s", code, out, errs, want)
+	}
+
+	// YAML syntax errors are located like the others, FILE:LINE:COL.
+	tab, bracket := filepath.Join(dir, "tab.yaml"), filepath.Join(dir, "bracket.yaml")
+	code, out, errs = runCLI("", "policy", "validate", tab, bracket)
+	want = tab + `:3:1: invalid YAML: found a tab character that cannot start any token: indent with spaces, and separate a value from its key or '-' with spaces
+` + bracket + `:4:18: invalid YAML: did not find expected ',' or ']': the list opened here is not closed, or its items are not separated by commas
+`
+	if code != exitInvalid || out != "" || errs != want {
+		t.Errorf("syntax errors: code %d stdout %q stderr:\n%s\nwant:\n%s", code, out, errs, want)
 	}
 
 	// Several files: the worst result decides the exit code.

@@ -16,6 +16,7 @@ import (
 // real binary shipped: each rule must fire on its scenario, and none of them
 // on a benign command.
 func TestDetectionRules(t *testing.T) {
+	rules := ruletest.ContractDir(t, "integrations_cloud_defend") // before podman starts: skipped without it
 	// Log every exec; alert on cat (for the Container Workload Protection
 	// rule). comm is what processName sees: busybox's shell runs its applets
 	// through /proc/self/exe (comm "exe"), so the alert is for cat exec'd by
@@ -33,7 +34,7 @@ func TestDetectionRules(t *testing.T) {
     - match: [cat]
       actions: [alert]
 `)
-	dir := "../../../shared/contract/detection-rules/integrations_cloud_defend/"
+	dir := rules + "/"
 	scenarios := []struct {
 		rule   string
 		cmd    []string
@@ -150,6 +151,7 @@ func argsOf(docs []ruletest.Doc) string {
 // container, must produce file documents (on the stream the rules' index
 // patterns read) that the rules' own queries match.
 func TestFileRulesWithoutLSM(t *testing.T) {
+	rules := ruletest.ContractDir(t, "integrations_cloud_defend") // before podman starts: skipped without it
 	h := startPodman(t, `process:
   selectors:
     - name: allExecs
@@ -166,7 +168,7 @@ file:
     - match: [watched]
       actions: [log]
 `)
-	dir := "../../../shared/contract/detection-rules/integrations_cloud_defend/"
+	dir := rules + "/"
 	scenarios := []struct {
 		rule   string
 		script string

@@ -82,9 +82,10 @@ func TestSequence(t *testing.T) {
 // TestParsesContractRules: every rule of the current D4C ruleset that this
 // subset claims to read parses; the ones it cannot are named, not hidden.
 func TestParsesContractRules(t *testing.T) {
-	files, _ := filepath.Glob("../../../shared/contract/detection-rules/integrations_cloud_defend/*.toml")
+	dir := ContractDir(t, "integrations_cloud_defend")
+	files, _ := filepath.Glob(filepath.Join(dir, "*.toml"))
 	if len(files) == 0 {
-		t.Fatal("no rules in ../shared/contract/detection-rules")
+		t.Fatalf("no rules in %s", dir)
 	}
 	parsed := 0
 	for _, f := range files {
@@ -109,7 +110,7 @@ func TestParsesContractRules(t *testing.T) {
 // a backticked field whose last key holds dots and a slash, as the audit
 // integration stores user.extra.
 func TestCrossSourceSequence(t *testing.T) {
-	files, _ := filepath.Glob("../../../shared/contract/detection-rules/cross-platform/execution_d4c_k8s_mda_*.toml")
+	files, _ := filepath.Glob(filepath.Join(ContractDir(t, "cross-platform"), "execution_d4c_k8s_mda_*.toml"))
 	if len(files) != 4 {
 		t.Fatalf("%d execution_d4c_k8s_mda_* rules, want 4", len(files))
 	}

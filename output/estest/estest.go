@@ -50,7 +50,6 @@ type Server struct {
 	docs               map[string][]map[string]any // by data stream
 	ids                map[string]map[string]bool  // _id per data stream
 	requests           int
-	rejected           int
 	lis                net.Listener
 	srv                *http.Server
 	addr               string
@@ -59,7 +58,8 @@ type Server struct {
 // New starts a server on loopback.
 func New() (*Server, error) {
 	s := &Server{docs: map[string][]map[string]any{}, ids: map[string]map[string]bool{}}
-	return s, s.listen("127.0.0.1:0")
+	err := s.listen("127.0.0.1:0")
+	return s, err
 }
 
 func (s *Server) listen(addr string) error {
@@ -191,7 +191,8 @@ func (s *Server) authorized(r *http.Request) bool {
 
 func writeError(w http.ResponseWriter, status int, typ, reason string) {
 	w.WriteHeader(status)
-	json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"root_cause": []any{map[string]any{"type": typ, "reason": reason}}, "type": typ, "reason": reason}, "status": status})
+	// A client that went away does not read the error; nothing to do then.
+	_ = json.NewEncoder(w).Encode(map[string]any{"error": map[string]any{"root_cause": []any{map[string]any{"type": typ, "reason": reason}}, "type": typ, "reason": reason}, "status": status})
 }
 
 // dataStream is type-dataset-namespace, as the logs-*-* and metrics-*-* index
@@ -219,7 +220,7 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) {
 	case Slow:
 		time.Sleep(delay)
 	case EmptyItems:
-		io.Copy(io.Discard, r.Body)
+		_, _ = io.Copy(io.Discard, r.Body)
 		fmt.Fprint(w, `{"errors":false,"took":0,"items":[]}`)
 		return
 	}
@@ -229,7 +230,10 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	var body bytes.Buffer
-	body.ReadFrom(r.Body)
+	if _, err := body.ReadFrom(r.Body); err != nil {
+		writeError(w, 400, "parse_exception", "reading the request body: "+err.Error())
+		return
+	}
 	data := body.Bytes()
 	if len(data) == 0 || data[len(data)-1] != '\n' {
 		writeError(w, 400, "illegal_argument_exception", "The bulk request must be terminated by a newline [\\n]")
@@ -283,7 +287,7 @@ func (s *Server) bulk(w http.ResponseWriter, r *http.Request) {
 	if fault == ShortItems && len(items) > 0 {
 		items = items[:len(items)-1]
 	}
-	json.NewEncoder(w).Encode(map[string]any{"errors": errorsSeen, "took": time.Since(start).Milliseconds(), "items": items})
+	_ = json.NewEncoder(w).Encode(map[string]any{"errors": errorsSeen, "took": time.Since(start).Milliseconds(), "items": items})
 }
 
 // store applies one action and returns its item result.

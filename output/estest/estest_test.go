@@ -32,7 +32,9 @@ func TestStrict(t *testing.T) {
 		}
 		data, _ := io.ReadAll(res.Body)
 		var m map[string]any
-		json.Unmarshal(data, &m)
+		if err := json.Unmarshal(data, &m); err != nil {
+			t.Fatalf("response %s: %v", data, err)
+		}
 		return res.StatusCode, m
 	}
 	ts := `{"@timestamp":"2026-11-22T10:00:00Z"}`

@@ -1,0 +1,112 @@
+package daemon
+
+import (
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/ecs"
+	"github.com/cloud-defend/cloud-defend/enrich"
+	"github.com/cloud-defend/cloud-defend/enrich/host"
+	"github.com/cloud-defend/cloud-defend/enrich/proctree"
+	"github.com/cloud-defend/cloud-defend/event"
+	"github.com/cloud-defend/cloud-defend/policy"
+	"github.com/cloud-defend/cloud-defend/throttle"
+)
+
+// sliceSource replays events, then ends as a closed engine does.
+type sliceSource struct{ evs []event.Event }
+
+func (s *sliceSource) Buffered() bool { return len(s.evs) > 0 }
+func (s *sliceSource) Read() (event.Event, error) {
+	if len(s.evs) == 0 {
+		return event.Event{}, ebpf.ErrClosed
+	}
+	ev := s.evs[0]
+	s.evs = s.evs[1:]
+	return ev, nil
+}
+
+// TestPipelineToFile runs the event loop from kernel events to the file
+// output: each exec logged and alerted is an event and an alert document, the alerts
+// past the throttle's burst are counted in one summary alert at the end of
+// the stream, nothing is lost, and no document arrives before a policy is in
+// force.
+func TestPipelineToFile(t *testing.T) {
+	const execs = 30
+	shell := event.Process{PID: 100, TID: 100, PPID: 1, PGID: 100, SID: 100, PIDNamespace: 2, Start: time.Second, Comm: "sh"}
+	var evs []event.Event
+	now := 2 * time.Second
+	for i := range execs {
+		child := shell
+		child.PID, child.TID, child.PPID, child.Start = uint32(1000+i), uint32(1000+i), 100, now
+		now += time.Millisecond
+		evs = append(evs, event.Event{Kind: event.Fork, Time: now, Process: child, ParentTID: shell.TID})
+		now += time.Millisecond
+		evs = append(evs, event.Event{Kind: event.ProcessDecision, Time: now, Process: child, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert, Path: "/tmp/miner", Matched: 1})
+		evs = append(evs, event.Event{Kind: event.Exec, Time: now, Process: child, Executable: "/tmp/miner", Filename: "/tmp/miner", Args: []string{"/tmp/miner"}, Cwd: "/"})
+	}
+	path := filepath.Join(t.TempDir(), "events.ndjson")
+	sink, err := NewFileSink(path, 1024, 3, discardLog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	tab := proctree.New(proctree.Config{AgentID: "agent-1", HostPIDNamespace: 1, ProcRoot: t.TempDir(), Grace: time.Millisecond})
+	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "t"}, host.Host{}, nil, time.Now(),
+		func(*event.Event) ([]string, error) { return []string{"miner"}, nil })
+	inForce := false
+	meta := func() (ecs.Meta, bool) { return ecs.Meta{Namespace: "t"}, inForce }
+	lim := throttle.New(throttle.Config{Rate: 0.001, Burst: 5})
+
+	// Before a policy is in force nothing was decided: no documents.
+	p := newPipeline(&sliceSource{evs: evs[:3]}, enrich.New(tab, nil), enc, sink, meta, lim, discardLog{})
+	p.run()
+	inForce = true
+	p.source = &sliceSource{evs: evs[3:]}
+	p.run()
+	if err := sink.Close(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	counts := map[string]int{}
+	var suppressed float64
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		var d struct {
+			DataStream struct{ Dataset string } `json:"data_stream"`
+			Event      struct{ Kind string }
+			Process    struct{ Executable string }
+			CloudDefend struct {
+				Throttle struct{ Suppressed float64 }
+			} `json:"cloud_defend"`
+		}
+		if err := json.Unmarshal([]byte(line), &d); err != nil {
+			t.Fatalf("not a document: %v: %s", err, line)
+		}
+		counts[d.DataStream.Dataset+"/"+d.Event.Kind]++
+		suppressed += d.CloudDefend.Throttle.Suppressed
+	}
+	// 29 execs decided under the policy (the first came before it): 29 event
+	// documents; 5 alerts, then one summary for the other 24.
+	want := map[string]int{"cloud_defend.process/event": execs - 1, "cloud_defend.alerts/alert": 5 + 1}
+	for k, n := range want {
+		if counts[k] != n {
+			t.Errorf("%s: %d documents, want %d (all: %v)", k, counts[k], n, counts)
+		}
+	}
+	if suppressed != execs-1-5 {
+		t.Errorf("the summary counts %v suppressed alerts, want %d:\n%s", suppressed, execs-1-5, data)
+	}
+	var c ecs.Counters
+	sink.Counters(&c)
+	if c.Dropped != 0 || c.Acked != c.Published {
+		t.Errorf("counters %+v: every document written, none dropped", c)
+	}
+}

@@ -45,6 +45,7 @@ import (
 	"github.com/cloud-defend/cloud-defend/internal/ruletest"
 	pkg "github.com/cloud-defend/cloud-defend/package"
 	"github.com/cloud-defend/cloud-defend/policy"
+	"github.com/cloud-defend/cloud-defend/throttle"
 )
 
 var update = flag.Bool("update", false, "rewrite the generated parts of docs/README.md")
@@ -1453,6 +1454,10 @@ func TestStreamTemplatesFleet(t *testing.T) {
 	if in.HeartbeatPeriod != component.DefaultHeartbeatPeriod || in.MetricsPeriod != component.DefaultMetricsPeriod {
 		t.Errorf("periods %v %v", in.HeartbeatPeriod, in.MetricsPeriod)
 	}
+	// The package's alert throttle defaults are the daemon's.
+	if in.AlertRate != throttle.DefaultRate || in.AlertBurst != throttle.DefaultBurst {
+		t.Errorf("alert throttle %v a second, %d at once; want the defaults %v, %d", in.AlertRate, in.AlertBurst, throttle.DefaultRate, throttle.DefaultBurst)
+	}
 	var got, want any
 	if err := yaml.Unmarshal(in.PolicyYAML, &got); err != nil {
 		t.Fatal(err)
@@ -1481,16 +1486,20 @@ process:
 `
 	streams := streamConfigs(t, custom)
 	for _, s := range streams {
-		if ds := s["data_stream"].(map[string]any)["dataset"]; ds == pkg.Name+".heartbeat" {
+		switch s["data_stream"].(map[string]any)["dataset"] {
+		case pkg.Name + ".heartbeat":
 			s["period"] = "5m"
+		case pkg.Name + ".alerts":
+			// As the alerts stream renders with alert_throttle_rate 0 (off).
+			s["alert_throttle"] = map[string]any{"rate": 0, "burst": 20}
 		}
 	}
 	in, err := component.ParseInput("u", agenttest.Config(t, inputType, 4, fleetInput(), streams...))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !in.Policy.Blocks(policy.Process) || in.HeartbeatPeriod != 5*time.Minute {
-		t.Errorf("policy %v, heartbeat %v", in.Policy, in.HeartbeatPeriod)
+	if !in.Policy.Blocks(policy.Process) || in.HeartbeatPeriod != 5*time.Minute || in.AlertRate != 0 {
+		t.Errorf("policy %v, heartbeat %v, alert rate %v", in.Policy, in.HeartbeatPeriod, in.AlertRate)
 	}
 }
 

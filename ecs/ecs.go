@@ -214,6 +214,12 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 	}
 	w.obj("cloud_defend")
 	w.strs("matched_selectors", names)
+	if ev.Kind.Decision() {
+		// The policy's own name of the operation: event.action and event.type
+		// cannot tell createFile from createExecutable, nor modifyFile from
+		// modifyExecutable.
+		w.str("operation", ev.Op.String())
+	}
 	w.str("package_policy_id", m.PackagePolicyID)
 	w.uint("package_policy_revision", m.Revision)
 	w.arr("hook_point")

@@ -479,7 +479,7 @@ func TestUnreachableMessage(t *testing.T) {
 	waitFor(t, "degraded health", 5*time.Second, func() bool { d, _ := s.Health(); return d })
 	_, msg := s.Health()
 	t.Logf("health: %s", msg)
-	re := regexp.MustCompile(`^Elasticsearch unreachable since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(dial tcp [^)]*connection refused\); 3 documents spooled \(\d+(\.\d)? KiB of 256 MiB\)$`)
+	re := regexp.MustCompile(`^Elasticsearch unreachable since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(dial tcp [^)]*connection (refused|reset by peer)\); 3 documents spooled \(\d+(\.\d)? KiB of 256 MiB\)$`)
 	if !re.MatchString(msg) {
 		t.Errorf("health message %q does not match %s", msg, re)
 	}

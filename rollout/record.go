@@ -15,6 +15,7 @@ import (
 	"fmt"
 	"io"
 	"path"
+	"slices"
 	"strconv"
 	"strings"
 
@@ -338,7 +339,9 @@ func fromECS(m map[string]any) (Record, string, string) {
 			return Record{}, "", fmt.Sprintf("file document with event.action %q and event.type %q: not a file operation a policy names", action, str(m, "event.type"))
 		}
 		op.Op = cands[0]
-		if len(cands) > 1 {
+		if o, ok := policy.ParseOp(str(m, "cloud_defend.operation")); ok && slices.Contains(cands, o) {
+			op.Op = o // the encoder names it exactly
+		} else if len(cands) > 1 {
 			rec.Candidates = cands
 		}
 		rec.VolumeUnknown = true

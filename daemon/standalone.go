@@ -18,7 +18,7 @@ import (
 // the sink's health and the kernel's drops.
 type Standalone struct {
 	Policy *policy.Policy                 // in force from the start
-	Reload func() (*policy.Policy, error) // the policy file again
+	Reload func() (*policy.Policy, error) // the policy file again; nil: SIGHUP is ignored
 	DryRun bool
 	Input  Input
 	// Signals delivers SIGHUP, SIGTERM and SIGINT (signal.Notify).
@@ -51,6 +51,9 @@ func (s *Standalone) Control(ctx context.Context, d *Daemon, openErr error) erro
 			if sig != syscall.SIGHUP {
 				s.Log.Infof("%v: stopping", sig)
 				return nil
+			}
+			if s.Reload == nil {
+				continue
 			}
 			np, err := s.Reload()
 			if err != nil {

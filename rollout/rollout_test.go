@@ -531,3 +531,16 @@ func TestWiden(t *testing.T) {
 		}
 	}
 }
+
+func TestRecordingPolicy(t *testing.T) {
+	p := RecordingPolicy()
+	if p.Blocks(policy.Process) || p.Blocks(policy.File) {
+		t.Fatal("the recording policy blocks")
+	}
+	for _, op := range []policy.Op{policy.OpFork, policy.OpExec, policy.OpCreateFile, policy.OpCreateExecutable, policy.OpModifyFile, policy.OpModifyExecutable, policy.OpDeleteFile} {
+		o := policy.Operation{Op: op, ProcessExecutable: "/bin/x", TargetPath: "/x"}
+		if d := p.Evaluate(&o); d.Actions&policy.ActionLog == 0 {
+			t.Errorf("%v is not logged", op)
+		}
+	}
+}

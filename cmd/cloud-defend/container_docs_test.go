@@ -125,9 +125,20 @@ func startPodman(t *testing.T, policy string, daemonArgs ...string) *podmanHarne
 	return startPodmanSlowAPI(t, 0, policy, daemonArgs...)
 }
 
-// startPodmanSlowAPI is startPodman with the first slow answers of podman's
-// API held for a second, four times the daemon's timeout.
-func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...string) *podmanHarness {
+// podmanEnv is podman with its own storage and an image built from busybox
+// (localhost/cdtest/busybox:1.0), its Docker-compatible API serving at sock.
+type podmanEnv struct {
+	dir    string
+	store  []string
+	podman func(args ...string) string
+	sock   string
+}
+
+// podmanUlimits are what the containers run with: this machine's limits are
+// below podman's defaults, which runc then cannot set.
+var podmanUlimits = []string{"--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--network", "none"}
+
+func newPodmanEnv(t *testing.T) *podmanEnv {
 	t.Helper()
 	needRoot(t, "runs containers and loads BPF programs")
 	if _, err := exec.LookPath("podman"); err != nil {
@@ -144,7 +155,6 @@ func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...str
 	}
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	t.Cleanup(func() { unmountUnder(dir) }) // podman's storage mounts, after the containers are gone
-	bin := daemonBinary(t)
 	// podman with its own storage, so the test leaves nothing behind.
 	store := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run"), "--cgroup-manager", "cgroupfs"}
 	podman := func(args ...string) string {
@@ -188,6 +198,16 @@ func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...str
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return &podmanEnv{dir: dir, store: store, podman: podman, sock: sock}
+}
+
+// startPodmanSlowAPI is startPodman with the first slow answers of podman's
+// API held for a second, four times the daemon's timeout.
+func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...string) *podmanHarness {
+	t.Helper()
+	env := newPodmanEnv(t)
+	dir, store, podman, sock := env.dir, env.store, env.podman, env.sock
+	bin := daemonBinary(t)
 
 	es, err := estest.New()
 	if err != nil {
@@ -231,8 +251,7 @@ func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...str
 		t.Fatal("daemon did not start")
 	}
 
-	ulimits := []string{"--ulimit", "nofile=4096:4096", "--ulimit", "nproc=4096:4096", "--network", "none"}
-	id := podman(append(append([]string{"run", "-d", "--name", "cdt", "--user", "1234:1234"}, ulimits...),
+	id := podman(append(append([]string{"run", "-d", "--name", "cdt", "--user", "1234:1234"}, podmanUlimits...),
 		"localhost/cdtest/busybox:1.0", "/bin/sh", "-c", "sleep 1; sleep 60; exit 0")...)
 	t.Cleanup(func() { exec.Command("podman", append(slices.Clone(store), "rm", "-f", "-t", "0", "cdt")...).Run() })
 	return &podmanHarness{es: es, docs: docs, podman: podman, id: id, daemon: cmd}

@@ -6,6 +6,7 @@
 //	cloud-defend policy default                                 print the default policy
 //	cloud-defend policy test POLICY --events FILE...            what a policy would do to recorded activity
 //	cloud-defend policy learn --events FILE... [--block]        an allowlist policy from recorded activity
+//	cloud-defend policy learn --duration D [--block]            ... or from this node's containers, live
 //	cloud-defend doctor                                         check this node
 //	cloud-defend unpin [--pin-path DIR] [--state-dir DIR]       remove the pinned enforcement
 //	cloud-defend --agent-managed [-E key=value]...              run under Elastic Agent
@@ -62,7 +63,8 @@ commands:
                                                  exports) through a policy;
                                                  exit 0: nothing would be blocked, 1: something
                                                  would, 2: bad arguments or input
-  policy learn --events FILE... [--by image|pod-labels=KEY] [--block] [--max-values N] [--out FILE]
+  policy learn (--events FILE... | --duration D [--record FILE]) [--by image|pod-labels=KEY] [--block]
+               [--max-values N] [--out FILE]
                                                  write a policy that allows what each image (or pod
                                                  label) was seen doing and alerts (or blocks) the rest
   doctor [--pin-path DIR]                        check this node: kernel, BTF, capabilities,

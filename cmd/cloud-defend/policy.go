@@ -1,14 +1,21 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"os/signal"
 	"strings"
+	"syscall"
+	"time"
 
+	"github.com/cloud-defend/cloud-defend/daemon"
+	"github.com/cloud-defend/cloud-defend/ebpf"
+	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/policy"
 	"github.com/cloud-defend/cloud-defend/rollout"
 )
@@ -274,7 +281,7 @@ func policyTest(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	return exitOK
 }
 
-const learnUsage = "usage: cloud-defend policy learn --events FILE... [--by image|pod-labels=KEY] [--block] [--max-values N] [--out FILE]"
+const learnUsage = "usage: cloud-defend policy learn (--events FILE... | --duration D [--record FILE]) [--by image|pod-labels=KEY] [--block] [--max-values N] [--out FILE]"
 
 // policyLearn writes an allowlist policy learned from recordings.
 func policyLearn(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
@@ -287,10 +294,27 @@ func policyLearn(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	maxValues := fs.Int("max-values", rollout.DefaultMaxValues, "widen a selector's paths past this many")
 	out := fs.String("out", "", "write the policy here instead of stdout")
 	skip := fs.Bool("skip-invalid", false, "learn even when some recording lines cannot be used (they are still listed)")
+	duration := fs.Duration("duration", 0, "learn live instead: record this node's containers for this long (as root: it loads BPF programs, never blocks, pins nothing); Ctrl-C ends it early")
+	record := fs.String("record", "", "with --duration: keep the recording in this file (ECS NDJSON, for policy test)")
 	if err := fs.Parse(args); err != nil {
 		return exitUsage
 	}
 	files := append(events, fs.Args()...)
+	if *duration < 0 || (*duration > 0) == (len(files) > 0) || (*record != "" && *duration == 0) {
+		fmt.Fprintln(stderr, "cloud-defend policy learn: give recordings (--events) or --duration for a live recording, not both; --record only with --duration")
+		fmt.Fprintln(stderr, learnUsage)
+		return exitUsage
+	}
+	if *duration > 0 {
+		path, code := recordLive(*duration, *record, stderr)
+		if path == "" {
+			return code
+		}
+		if *record == "" {
+			defer os.Remove(path)
+		}
+		files = []string{path}
+	}
 	opts := rollout.LearnOptions{Block: *block, MaxValues: *maxValues, Source: strings.Join(files, ", ")}
 	if key, ok := strings.CutPrefix(*by, "pod-labels="); ok {
 		if key == "" || strings.Contains(key, ",") {
@@ -337,4 +361,44 @@ func policyLearn(args []string, stdin io.Reader, stdout, stderr io.Writer) int {
 	}
 	fmt.Fprintf(stderr, "%s: %d groups learned from %d operations\n", *out, l.Groups, len(rd.Records))
 	return exitOK
+}
+
+// recordLive runs the daemon for d on the recording policy, in dry run and
+// without pinning (a running daemon's pinned enforcement is left alone), and
+// returns the file its documents went to.
+func recordLive(d time.Duration, keep string, stderr io.Writer) (string, int) {
+	var f *os.File
+	var err error
+	if keep != "" {
+		f, err = os.OpenFile(keep, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, 0o600)
+	} else {
+		f, err = os.CreateTemp("", "cloud-defend-learn-*.ndjson")
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "cloud-defend: %v\n", err)
+		return "", exitUsage
+	}
+	defer f.Close()
+	log := stdLogger(func(format string, a ...any) {
+		fmt.Fprintf(stderr, "%s cloud-defend: %s\n", time.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, a...))
+	})
+	ctx, cancel := context.WithTimeout(context.Background(), d)
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	log.Infof("recording every container's execs, forks and file changes for %v (Ctrl-C ends it early)", d)
+	err = daemon.Run(ctx, daemon.Config{
+		Engine: ebpf.Options{DryRun: true}, Sink: daemon.NewWriterSink(f, f.Name(), log), Log: log,
+		Control: &daemon.Standalone{Policy: rollout.RecordingPolicy(), DryRun: true, Signals: sigs, Log: log,
+			Input: daemon.Input{Meta: ecs.Meta{Namespace: "learn"}}},
+	})
+	if err != nil {
+		log.Errorf("%v", err)
+		if keep == "" {
+			os.Remove(f.Name())
+		}
+		return "", exitInvalid
+	}
+	return f.Name(), exitOK
 }

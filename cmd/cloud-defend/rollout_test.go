@@ -1,11 +1,15 @@
 package main
 
 import (
+	"bufio"
+	"bytes"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 )
 
 // Two exec documents of an nginx container as the Elasticsearch output ships
@@ -81,5 +85,88 @@ func TestPolicyLearnCLI(t *testing.T) {
 	if code, out, _ := runCLI("", "policy", "test", learned, "--events", rec); code != exitOK {
 		b, _ := os.ReadFile(learned)
 		t.Errorf("the learned policy blocks its recording: code %d\n%s\n%s", code, out, b)
+	}
+}
+
+// TestLearnLive learns a policy from a podman container's activity, live
+// (`policy learn --duration`), and replays the recording it kept through the
+// learned policy: nothing it saw would be blocked, and a binary it never ran
+// would be.
+func TestLearnLive(t *testing.T) {
+	env := newPodmanEnv(t)
+	dir := t.TempDir()
+	learned, recording := filepath.Join(dir, "learned.yaml"), filepath.Join(dir, "rec.ndjson")
+	cmd := exec.Command(daemonBinary(t), "policy", "learn", "--duration", "12s", "--record", recording, "--block", "--out", learned)
+	cmd.Env = append(os.Environ(), "DOCKER_SOCKET="+env.sock, "CRI_SOCKET="+filepath.Join(dir, "no-cri.sock"))
+	pipe, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	var logged strings.Builder
+	started, done := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(done)
+		sc := bufio.NewScanner(pipe)
+		for sc.Scan() {
+			logged.WriteString(sc.Text() + "\n")
+			if strings.Contains(sc.Text(), "policy live recording: ") {
+				close(started)
+			}
+		}
+	}()
+	select {
+	case <-started:
+	case <-done:
+		t.Fatalf("the recording did not start:\n%s", logged.String())
+	case <-time.After(30 * time.Second):
+		t.Fatal("the recording did not start in 30s")
+	}
+	env.podman(append(append([]string{"run", "--rm", "--name", "cdl"}, podmanUlimits...),
+		"localhost/cdtest/busybox:1.0", "/bin/sh", "-c", "cat /etc/motd; echo x > /tmp/seen; sleep 1")...)
+	<-done
+	if err := cmd.Wait(); err != nil {
+		t.Fatalf("policy learn --duration: %v\n%s", err, logged.String())
+	}
+	t.Logf("%s", logged.String())
+	pol, err := os.ReadFile(learned)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"localhost/cdtest/busybox", "/bin/busybox", "/tmp"} {
+		if !strings.Contains(string(pol), want) {
+			t.Errorf("the learned policy lacks %q:\n%s", want, pol)
+		}
+	}
+	var out, errOut bytes.Buffer
+	if code := run([]string{"policy", "test", learned, "--events", recording}, strings.NewReader(""), &out, &errOut); code != exitOK {
+		t.Errorf("replaying the recording through what was learned from it: exit %d (want 0: nothing blocked)\n%s%s", code, out.String(), errOut.String())
+	}
+	// A binary it never ran, in the same image, would be blocked.
+	data, err := os.ReadFile(recording)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var other []byte
+	for _, line := range bytes.Split(data, []byte("\n")) {
+		if bytes.Contains(line, []byte(`"action":"exec"`)) && bytes.Contains(line, []byte("cdtest/busybox")) {
+			other = bytes.ReplaceAll(line, []byte(`"executable":"/bin/busybox"`), []byte(`"executable":"/tmp/payload"`))
+			break
+		}
+	}
+	if other == nil {
+		t.Fatalf("no exec of the container in the recording:\n%s", data)
+	}
+	probe := filepath.Join(dir, "probe.ndjson")
+	if err := os.WriteFile(probe, other, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out.Reset()
+	errOut.Reset()
+	if code := run([]string{"policy", "test", learned, "--events", probe}, strings.NewReader(""), &out, &errOut); code != exitInvalid {
+		t.Errorf("an exec of /tmp/payload: exit %d (want 1: blocked)\n%s%s", code, out.String(), errOut.String())
 	}
 }

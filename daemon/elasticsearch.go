@@ -64,9 +64,14 @@ func (s *Elasticsearch) Configure(o component.Output) error {
 	}
 	s.shipper = sh
 	for _, d := range s.early {
-		sh.Publish(d.Stream, d.ID, d.Body)
+		if err := sh.Publish(d.Stream, d.ID, d.Body); err != nil {
+			s.err = err
+			s.lost++
+		}
 	}
-	sh.Flush()
+	if err := sh.Flush(); err != nil {
+		s.err = err
+	}
 	s.early = nil
 	return nil
 }

@@ -123,7 +123,10 @@ func (d *Daemon) watchKubernetes(ctx context.Context) {
 	}
 	onRemove := func(id string) {
 		if v, ok := d.applied.LoadAndDelete(id); ok {
-			d.engine.RemoveContainer(v.(appliedContainer).cgid)
+			cgid := v.(appliedContainer).cgid
+			if err := d.engine.RemoveContainer(cgid); err != nil {
+				d.log.Errorf("kubernetes: container %s is gone, but forgetting its cgroup %d failed: %v", id, cgid, err)
+			}
 		}
 		d.enr.Runtimes.Forget(id)
 	}

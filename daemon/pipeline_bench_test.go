@@ -96,7 +96,9 @@ func BenchmarkPipeline(b *testing.B) {
 			names := []string{"allProcesses"}
 			enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "bench"}, host.Local("/proc", "/etc"), nil, time.Now(),
 				func(*event.Event) ([]string, error) { return names, nil })
-			meta := func() (ecs.Meta, bool) { return ecs.Meta{Namespace: "default", PackagePolicyID: "pp", Revision: 1}, true }
+			meta := func() (ecs.Meta, bool) {
+				return ecs.Meta{Namespace: "default", PackagePolicyID: "pp", Revision: 1}, true
+			}
 			src := &forkExecSource{n: b.N, now: 2 * time.Second}
 			p := newPipeline(src, enr, enc, sink, meta, throttle.New(throttle.Config{Rate: throttle.DefaultRate, Burst: throttle.DefaultBurst}), discardLog{})
 			b.ResetTimer()

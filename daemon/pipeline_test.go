@@ -80,9 +80,9 @@ func TestPipelineToFile(t *testing.T) {
 	var suppressed float64
 	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
 		var d struct {
-			DataStream struct{ Dataset string } `json:"data_stream"`
-			Event      struct{ Kind string }
-			Process    struct{ Executable string }
+			DataStream  struct{ Dataset string } `json:"data_stream"`
+			Event       struct{ Kind string }
+			Process     struct{ Executable string }
 			CloudDefend struct {
 				Throttle struct{ Suppressed float64 }
 			} `json:"cloud_defend"`

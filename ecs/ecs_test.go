@@ -125,7 +125,9 @@ func TestLogAndAlert(t *testing.T) {
 	}
 	ev.Actions = policy.ActionAlert
 	docs = nil
-	testEncoder().EncodeAll(&ev, nil, Meta{}, func(d Doc) { d.Body = slices.Clone(d.Body); docs = append(docs, d) })
+	if err := testEncoder().EncodeAll(&ev, nil, Meta{}, func(d Doc) { d.Body = slices.Clone(d.Body); docs = append(docs, d) }); err != nil {
+		t.Fatal(err)
+	}
 	if len(docs) != 1 {
 		t.Fatalf("alert only: %d documents", len(docs))
 	}
@@ -241,9 +243,14 @@ func FuzzAppendString(f *testing.F) {
 		if err := json.Unmarshal(b, &got); err != nil {
 			t.Fatalf("%q encodes to invalid JSON %s: %v", s, b, err)
 		}
-		ref, _ := json.Marshal(s)
+		ref, err := json.Marshal(s)
+		if err != nil {
+			t.Fatal(err)
+		}
 		var want string
-		json.Unmarshal(ref, &want)
+		if err := json.Unmarshal(ref, &want); err != nil {
+			t.Fatal(err)
+		}
 		if got != want {
 			t.Fatalf("%q: got %q, encoding/json %q", s, got, want)
 		}

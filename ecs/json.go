@@ -116,9 +116,6 @@ func (w *jw) strs(k string, vs []string) {
 	w.end()
 }
 
-// raw appends an already encoded value (a constant part of every document).
-func (w *jw) raw(k string, v []byte) { w.key(k); w.b = append(w.b, v...) }
-
 const hexDigits = "0123456789abcdef"
 
 // appendString quotes s as encoding/json does, except that it leaves <, > and

@@ -74,7 +74,10 @@ func runAgent(args []string, stdin io.Reader, stderr io.Writer) int {
 		return exitUsage
 	}
 	log := logp.NewLogger("cloud-defend")
-	defer logp.Sync()
+	// Logs go unbuffered to stderr, the agent's pipe, which fsync rejects
+	// (EINVAL); and with logging the thing failing, there is nowhere left
+	// to report it. Sync is only for a logger that buffers.
+	defer func() { _ = logp.Sync() }()
 	log.Infof("%s starting under Elastic Agent as component %s, data in %s", version.String(), os.Getenv("AGENT_COMPONENT_ID"), settings.dataPath)
 
 	agent, _, err := client.NewV2FromReader(stdin, client.VersionInfo{Name: "cloud-defend", BuildHash: version.Commit})

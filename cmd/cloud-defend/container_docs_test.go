@@ -153,8 +153,8 @@ func newPodmanEnv(t *testing.T) *podmanEnv {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { os.RemoveAll(dir) })
-	t.Cleanup(func() { unmountUnder(dir) }) // podman's storage mounts, after the containers are gone
+	t.Cleanup(func() { _ = os.RemoveAll(dir) }) // best effort: what podman left mounted is reported by unmountUnder
+	t.Cleanup(func() { unmountUnder(t, dir) }) // podman's storage mounts, after the containers are gone
 	// podman with its own storage, so the test leaves nothing behind.
 	store := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run"), "--cgroup-manager", "cgroupfs"}
 	podman := func(args ...string) string {
@@ -167,19 +167,31 @@ func newPodmanEnv(t *testing.T) *podmanEnv {
 	}
 	rootfs := filepath.Join(dir, "rootfs")
 	for _, d := range []string{"bin", "etc", "tmp", "var/run/secrets/kubernetes.io/serviceaccount"} {
-		os.MkdirAll(filepath.Join(rootfs, d), 0o755)
+		if err := os.MkdirAll(filepath.Join(rootfs, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
-	os.Chmod(filepath.Join(rootfs, "tmp"), 0o1777)
+	if err := os.Chmod(filepath.Join(rootfs, "tmp"), 0o1777); err != nil {
+		t.Fatal(err)
+	}
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
 		t.Fatalf("needs busybox-static: %v", err)
 	}
-	os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), bb, 0o755)
-	for _, a := range []string{"sh", "sleep", "cat", "id", "base64", "chmod", "nsenter", "touch", "echo", "true"} {
-		os.Symlink("busybox", filepath.Join(rootfs, "bin", a))
+	if err := os.WriteFile(filepath.Join(rootfs, "bin", "busybox"), bb, 0o755); err != nil {
+		t.Fatal(err)
 	}
-	os.WriteFile(filepath.Join(rootfs, "etc", "motd"), []byte("hello\n"), 0o644)
-	os.WriteFile(filepath.Join(rootfs, "var/run/secrets/kubernetes.io/serviceaccount/token"), []byte("eyJhbGciOi.test.token\n"), 0o644)
+	for _, a := range []string{"sh", "sleep", "cat", "id", "base64", "chmod", "nsenter", "touch", "echo", "true"} {
+		if err := os.Symlink("busybox", filepath.Join(rootfs, "bin", a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "etc", "motd"), []byte("hello\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(rootfs, "var/run/secrets/kubernetes.io/serviceaccount/token"), []byte("eyJhbGciOi.test.token\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	tarball := filepath.Join(dir, "rootfs.tar")
 	if out, err := exec.Command("tar", "-C", rootfs, "-cf", tarball, ".").CombinedOutput(); err != nil {
 		t.Fatalf("tar: %v %s", err, out)
@@ -215,7 +227,9 @@ func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...str
 	}
 	t.Cleanup(es.Close)
 	pol := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(pol, []byte(policy), 0o644)
+	if err := os.WriteFile(pol, []byte(policy), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "run", "--policy", pol, "--data-path", filepath.Join(dir, "data"), "--namespace", "ctr")
 	docs := func(stream string) []map[string]any { return es.Docs(stream) }
 	if i := slices.Index(daemonArgs, "--output"); i >= 0 && i+1 < len(daemonArgs) {
@@ -253,7 +267,13 @@ func startPodmanSlowAPI(t *testing.T, slow int, policy string, daemonArgs ...str
 
 	id := podman(append(append([]string{"run", "-d", "--name", "cdt", "--user", "1234:1234"}, podmanUlimits...),
 		"localhost/cdtest/busybox:1.0", "/bin/sh", "-c", "sleep 1; sleep 60; exit 0")...)
-	t.Cleanup(func() { exec.Command("podman", append(slices.Clone(store), "rm", "-f", "-t", "0", "cdt")...).Run() })
+	t.Cleanup(func() {
+		// A container left running keeps its processes and mounts in dir,
+		// which then cannot be removed.
+		if out, err := exec.Command("podman", append(slices.Clone(store), "rm", "-f", "-i", "-t", "0", "cdt")...).CombinedOutput(); err != nil {
+			t.Errorf("podman rm cdt: %v\n%s", err, out)
+		}
+	})
 	return &podmanHarness{es: es, docs: docs, podman: podman, id: id, daemon: cmd}
 }
 
@@ -332,7 +352,8 @@ func slowProxy(t *testing.T, upstream string, n int, delay time.Duration) string
 // helpers, started by conmon when a container exits, outlive `podman rm` and
 // mount the storage again), then detaches every mount below dir, innermost
 // first, until none is left.
-func unmountUnder(dir string) {
+func unmountUnder(t *testing.T, dir string) {
+	t.Helper()
 	for range 40 {
 		var left []int
 		ents, _ := os.ReadDir("/proc")
@@ -351,5 +372,7 @@ func unmountUnder(dir string) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	mountinfo.UnmountUnder(dir)
+	if err := mountinfo.UnmountUnder(dir); err != nil {
+		t.Errorf("podman's storage under %s: %v", dir, err)
+	}
 }

@@ -48,7 +48,9 @@ func daemonCPU(b *testing.B, policy string) {
 	args := []string{"run"}
 	if policy != "" {
 		pol := filepath.Join(dir, "policy.yaml")
-		os.WriteFile(pol, []byte(policy), 0o644)
+		if err := os.WriteFile(pol, []byte(policy), 0o644); err != nil {
+			b.Fatal(err)
+		}
 		args = append(args, "--policy", pol)
 	}
 	cmd := exec.Command(bin, append(args, "--output", "elasticsearch", "--es-url", es.URL(), "--data-path", filepath.Join(dir, "data"), "--metrics-period", "1s", "--heartbeat-period", "1h")...)

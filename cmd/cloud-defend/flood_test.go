@@ -116,7 +116,9 @@ func TestAlertFloodAndLearn(t *testing.T) {
 		rec.Write(append(b, '\n'))
 	}
 	recording, learned := filepath.Join(dir, "rec.ndjson"), filepath.Join(dir, "learned.yaml")
-	os.WriteFile(recording, rec.Bytes(), 0o644)
+	if err := os.WriteFile(recording, rec.Bytes(), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	bin := daemonBinary(t)
 	if out, err := runBinary(bin, "policy", "learn", "--block", "--events", recording, "--out", learned); err != nil {
 		t.Fatalf("learn: %v\n%s", err, out)
@@ -134,7 +136,9 @@ func TestAlertFloodAndLearn(t *testing.T) {
 	}
 	b, _ := json.Marshal(newDocs[0])
 	newRec := filepath.Join(dir, "new.ndjson")
-	os.WriteFile(newRec, append(b, '\n'), 0o644)
+	if err := os.WriteFile(newRec, append(b, '\n'), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	out, err := runBinary(bin, "policy", "test", learned, "--events", newRec, "--show", "blocked")
 	if code := exitCode(err); code != exitInvalid || !strings.Contains(out, "exec /tmp/true by /tmp/true in localhost/cdtest/busybox:1.0") {
 		t.Errorf("a new binary: exit %d, want %d\n%s", code, exitInvalid, out)

@@ -44,7 +44,7 @@ func TestKubernetes(t *testing.T) {
 	}
 	defer es.Close()
 	pol := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(pol, []byte(`process:
+	if err := os.WriteFile(pol, []byte(`process:
   selectors:
     - name: allExecs
       operation: [exec]
@@ -60,7 +60,9 @@ func TestKubernetes(t *testing.T) {
       actions: [log]
     - match: [webPods, busyboxImage]
       actions: [alert]
-`), 0o644)
+`), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	cmd := exec.Command(bin, "run", "--policy", pol, "--output", "elasticsearch", "--es-url", es.URL(),
 		"--data-path", filepath.Join(dir, "data"), "--namespace", "k8s")
 	cmd.Env = append(os.Environ(), "NODE_NAME="+n.NodeName, "KUBECONFIG="+n.Kubeconfig, "CRI_SOCKET="+n.ContainerdSocket,

@@ -195,7 +195,7 @@ func TestBinary(t *testing.T) {
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
 	err := cmd.Run()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != exitInvalid || !strings.Contains(stderr.String(), "block requires alert") {
+	if exitCode(err) != exitInvalid || !strings.Contains(stderr.String(), "block requires alert") {
 		t.Errorf("invalid policy: %v %s", err, stderr.String())
 	}
 	out, err := exec.Command(bin, "version").Output()

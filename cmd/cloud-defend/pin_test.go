@@ -59,7 +59,9 @@ func TestPinnedRun(t *testing.T) {
 	needRoot(t, "loads BPF programs and mounts bpffs")
 	dir := t.TempDir()
 	bpffs := filepath.Join(dir, "bpffs")
-	os.Mkdir(bpffs, 0o700)
+	if err := os.Mkdir(bpffs, 0o700); err != nil {
+		t.Fatal(err)
+	}
 	if err := syscall.Mount("bpf", bpffs, "bpf", 0, ""); err != nil {
 		t.Fatalf("mount bpffs: %v", err)
 	}

@@ -197,8 +197,7 @@ file:
 		h.podman("exec", "--user", "0", "cdt", "/bin/sh", "-c", s.script)
 	}
 	h.podman("exec", "--user", "0", "cdt", "/bin/sh", "-c", "echo done > /tmp/last")
-	var read func(r *ruletest.Rule) []map[string]any
-	read = func(r *ruletest.Rule) []map[string]any {
+	read := func(r *ruletest.Rule) []map[string]any {
 		var docs []map[string]any
 		for _, stream := range h.es.Streams() {
 			if r.Reads(stream) {

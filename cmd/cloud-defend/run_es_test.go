@@ -26,7 +26,9 @@ func TestRunElasticsearch(t *testing.T) {
 	target, _ := filepath.EvalSymlinks("/bin/true")
 	busybox, _ := filepath.EvalSymlinks("/bin/busybox")
 	pol := filepath.Join(dir, "policy.yaml")
-	os.WriteFile(pol, []byte("process:\n  selectors:\n    - name: trueRuns\n      operation: [exec]\n      processExecutable: ["+target+"]\n  responses:\n    - match: [trueRuns]\n      actions: [alert]\n"), 0o644)
+	if err := os.WriteFile(pol, []byte("process:\n  selectors:\n    - name: trueRuns\n      operation: [exec]\n      processExecutable: ["+target+"]\n  responses:\n    - match: [trueRuns]\n      actions: [alert]\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
 	es, err := estest.New()
 	if err != nil {
 		t.Fatal(err)

@@ -90,7 +90,9 @@ func TestRunDaemon(t *testing.T) {
 			if json.Unmarshal(line, &doc) != nil || doc.Event.Kind != "alert" || doc.Process.Parent.PID != float64(ctr.Process.Pid) {
 				continue
 			}
-			json.Unmarshal(line, &alert)
+			if err := json.Unmarshal(line, &alert); err != nil {
+				t.Fatal(err)
+			}
 		}
 	}
 	if alert == nil {
@@ -114,7 +116,9 @@ func TestRunDaemon(t *testing.T) {
 
 	cmd.Process.Signal(syscall.SIGTERM)
 	expect("terminated: stopping")
-	go io.Copy(io.Discard, stderr)
+	// Drain the rest, so the daemon never blocks on a full pipe; the copy
+	// ends when Wait closes the pipe, and how it ends does not matter.
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
 	if err := cmd.Wait(); err != nil {
 		t.Fatalf("exit: %v", err)
 	}

@@ -11,13 +11,15 @@ import (
 // The metadata services cannot be reached here, so these servers play them,
 // strictly: each answers only requests that carry what the real one demands
 // (IMDSv2's token, Google's Metadata-Flavor, Azure's Metadata header).
+// Their writes of a response go unchecked: one that fails shows in the
+// client under test, which then gets no or a torn answer.
 func awsServer(t *testing.T) *httptest.Server {
 	return httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch {
 		case r.Method == http.MethodPut && r.URL.Path == "/latest/api/token" && r.Header.Get("X-aws-ec2-metadata-token-ttl-seconds") != "":
-			w.Write([]byte("tok123"))
+			_, _ = w.Write([]byte("tok123"))
 		case r.Method == http.MethodGet && r.URL.Path == "/latest/dynamic/instance-identity/document" && r.Header.Get("X-aws-ec2-metadata-token") == "tok123":
-			w.Write([]byte(`{"accountId":"123456789012","region":"eu-west-1","availabilityZone":"eu-west-1b","instanceId":"i-0abc","instanceType":"m5.large"}`))
+			_, _ = w.Write([]byte(`{"accountId":"123456789012","region":"eu-west-1","availabilityZone":"eu-west-1b","instanceId":"i-0abc","instanceType":"m5.large"}`))
 		default:
 			http.Error(w, "unauthorized", http.StatusUnauthorized)
 		}
@@ -31,7 +33,7 @@ func gcpServer(t *testing.T) *httptest.Server {
 			return
 		}
 		w.Header().Set("Metadata-Flavor", "Google")
-		w.Write([]byte(`{"instance":{"id":4520031799277581759,"name":"gke-node-1","zone":"projects/1234/zones/us-central1-a"},"project":{"projectId":"my-project","numericProjectId":1234}}`))
+		_, _ = w.Write([]byte(`{"instance":{"id":4520031799277581759,"name":"gke-node-1","zone":"projects/1234/zones/us-central1-a"},"project":{"projectId":"my-project","numericProjectId":1234}}`))
 	}))
 }
 
@@ -41,7 +43,7 @@ func azureServer(t *testing.T) *httptest.Server {
 			http.Error(w, "bad request", http.StatusBadRequest)
 			return
 		}
-		w.Write([]byte(`{"compute":{"vmId":"02aab8a4-74ef","name":"aks-node-0","location":"westeurope","zone":"2","subscriptionId":"sub-1","resourceGroupName":"rg-1"}}`))
+		_, _ = w.Write([]byte(`{"compute":{"vmId":"02aab8a4-74ef","name":"aks-node-0","location":"westeurope","zone":"2","subscriptionId":"sub-1","resourceGroupName":"rg-1"}}`))
 	}))
 }
 

@@ -220,7 +220,11 @@ func (c *Cgroups) FindContainer(id string) (uint64, bool) {
 		return 0, false
 	}
 	var found uint64
-	filepath.WalkDir(c.mount.Point, func(full string, d fs.DirEntry, err error) error {
+	// WalkDir returns only what the callback returns, and it returns nil or
+	// SkipAll (which WalkDir turns into nil): entries that vanish or cannot
+	// be read mid-walk are skipped, and not finding the container is the
+	// answer, found == 0.
+	_ = filepath.WalkDir(c.mount.Point, func(full string, d fs.DirEntry, err error) error {
 		if err != nil || !d.IsDir() || found != 0 {
 			return nil
 		}

@@ -51,7 +51,9 @@ func inode(t *testing.T, p string) uint64 {
 // The walk fallback works on any directory tree: ids are inode numbers.
 func TestCgroupsWalk(t *testing.T) {
 	dir := t.TempDir()
-	os.MkdirAll(filepath.Join(dir, "kubepods", "pod1"), 0o755)
+	if err := os.MkdirAll(filepath.Join(dir, "kubepods", "pod1"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	c, err := OpenMount(Mount{Point: dir, Root: "/"})
 	if err != nil {
 		t.Fatal(err)
@@ -68,7 +70,9 @@ func TestCgroupsWalk(t *testing.T) {
 		t.Errorf("root Path = %q, %v", p, ok)
 	}
 	// A cgroup made after the first walk is found by the walk its miss starts.
-	os.Mkdir(filepath.Join(dir, "new"), 0o755)
+	if err := os.Mkdir(filepath.Join(dir, "new"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if p, ok := c.Path(inode(t, filepath.Join(dir, "new"))); !ok || p != "/new" {
 		t.Errorf("new Path = %q, %v", p, ok)
 	}
@@ -77,7 +81,9 @@ func TestCgroupsWalk(t *testing.T) {
 	}
 	// Misses in a burst do not each rewalk.
 	c.MinWalk = time.Hour
-	os.Mkdir(filepath.Join(dir, "later"), 0o755)
+	if err := os.Mkdir(filepath.Join(dir, "later"), 0o755); err != nil {
+		t.Fatal(err)
+	}
 	if _, ok := c.Path(inode(t, filepath.Join(dir, "later"))); ok {
 		t.Error("found without a walk")
 	}

@@ -28,6 +28,8 @@ type engineAPI struct {
 
 var inspectPath = regexp.MustCompile(`^(/v1\.[0-9]+)?/containers/([^/]+)/json$`)
 
+// ServeHTTP leaves its writes of a response unchecked: one that fails shows
+// in the client under test, which then gets no or a torn answer.
 func (a *engineAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	a.mu.Lock()
 	a.requests++
@@ -40,7 +42,7 @@ func (a *engineAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.mu.Unlock()
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusNotFound)
-		w.Write([]byte(`{"message":"page not found"}` + "\n"))
+		_, _ = w.Write([]byte(`{"message":"page not found"}` + "\n"))
 		return
 	}
 	switch {
@@ -50,7 +52,7 @@ func (a *engineAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case n <= a.slow+a.fail:
 		w.Header().Set("Content-Type", "application/json")
 		w.WriteHeader(http.StatusInternalServerError)
-		w.Write([]byte(`{"message":"database is locked"}` + "\n"))
+		_, _ = w.Write([]byte(`{"message":"database is locked"}` + "\n"))
 		return
 	}
 	a.mu.Lock()
@@ -60,10 +62,10 @@ func (a *engineAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Api-Version", "1.41")
 	if !ok {
 		w.WriteHeader(http.StatusNotFound)
-		w.Write([]byte(`{"message":"No such container: ` + m[2] + `"}` + "\n"))
+		_, _ = w.Write([]byte(`{"message":"No such container: ` + m[2] + `"}` + "\n"))
 		return
 	}
-	w.Write([]byte(body))
+	_, _ = w.Write([]byte(body))
 }
 
 func (a *engineAPI) count() int {

@@ -140,11 +140,7 @@ func readStream(t *testing.T) [][]byte {
 	if err != nil {
 		t.Fatal(err)
 	}
-	var docs [][]byte
-	for _, l := range bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n")) {
-		docs = append(docs, l)
-	}
-	return docs
+	return bytes.Split(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
 }
 
 // TestRecordedStream renders the recorded documents and checks the lines
@@ -165,7 +161,9 @@ func TestRecordedStream(t *testing.T) {
 		got := render(t, docs, v.opt)
 		path := filepath.Join("testdata", v.golden)
 		if *update {
-			os.WriteFile(path, []byte(got), 0o644)
+			if err := os.WriteFile(path, []byte(got), 0o644); err != nil {
+				t.Fatal(err)
+			}
 		}
 		want, err := os.ReadFile(path)
 		if err != nil {
@@ -281,7 +279,9 @@ func TestStalledTerminal(t *testing.T) {
 	done := make(chan struct{})
 	go func() {
 		for i := range 2000 {
-			c.Publish("s", "id", docs[i%len(docs)])
+			if err := c.Publish("s", "id", docs[i%len(docs)]); err != nil {
+				t.Error(err)
+			}
 			c.Flush()
 		}
 		close(done)

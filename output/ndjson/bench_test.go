@@ -27,7 +27,9 @@ func BenchmarkPublishFile(b *testing.B) {
 	start := time.Now()
 	i := 0
 	for b.Loop() {
-		w.Publish("logs-cloud_defend.process-default", "id", body)
+		if err := w.Publish("logs-cloud_defend.process-default", "id", body); err != nil {
+			b.Fatal(err)
+		}
 		if i++; i%50 == 0 {
 			w.Flush()
 			for w.q.Counters().PendingBytes > DefaultQueueBytes/2 {
@@ -55,7 +57,9 @@ func BenchmarkPublish(b *testing.B) {
 	b.ReportAllocs()
 	i := 0
 	for b.Loop() {
-		w.Publish("logs-cloud_defend.process-default", "id", body)
+		if err := w.Publish("logs-cloud_defend.process-default", "id", body); err != nil {
+			b.Fatal(err)
+		}
 		if i++; i%50 == 0 {
 			w.Flush()
 		}

@@ -353,9 +353,19 @@ func (s *fileSink) write(b *docq.Batch) docq.Result {
 			err = io.ErrShortWrite
 		}
 		if err != nil {
-			// Cut the torn line off, so the file stays whole lines.
-			s.f.Truncate(s.size)
-			r.Docs += whole(lens[i:j], w)
+			// Keep the whole lines written, and cut the torn one after
+			// them off, so the file stays whole lines. Should that fail,
+			// the next open starts a new line after the torn one.
+			k := whole(lens[i:j], w)
+			kept := 0
+			for _, l := range lens[i : i+k] {
+				kept += int(l)
+			}
+			if terr := s.f.Truncate(s.size + int64(kept)); terr != nil {
+				err = fmt.Errorf("%w (and cutting the torn line off: %v)", err, terr)
+			}
+			r.Docs += k
+			r.Bytes += int64(kept)
 			return s.failed(r, err)
 		}
 		s.size += int64(n)

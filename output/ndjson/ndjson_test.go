@@ -141,9 +141,15 @@ func TestLongLine(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Publish("s", "1", doc(1, 100))
-	w.Publish("s", "2", doc(2, 3000))
-	w.Publish("s", "3", doc(3, 100))
+	if err := w.Publish("s", "1", doc(1, 100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish("s", "2", doc(2, 3000)); err != nil {
+		t.Fatal(err)
+	}
+	if err := w.Publish("s", "3", doc(3, 100)); err != nil {
+		t.Fatal(err)
+	}
 	closeNow(t, w)
 	for p, want := range map[string]string{path + ".2": string(doc(1, 100)), path + ".1": string(doc(2, 3000)), path: string(doc(3, 100))} {
 		if l := readLines(t, p); len(l) != 1 || l[0] != want {
@@ -162,21 +168,32 @@ func TestAppendOnRestart(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 3 {
-			w.Publish("s", "id", doc(run*3+i, 200))
+			if err := w.Publish("s", "id", doc(run*3+i, 200)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		closeNow(t, w)
 	}
 	if l := readLines(t, path); len(l) != 6 || l[5] != string(doc(5, 200)) {
 		t.Fatalf("%d lines after two runs", len(l))
 	}
-	f, _ := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
-	f.WriteString(`{"torn":`)
-	f.Close()
+	f, err := os.OpenFile(path, os.O_WRONLY|os.O_APPEND, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.WriteString(`{"torn":`); err != nil {
+		t.Fatal(err)
+	}
+	if err := f.Close(); err != nil {
+		t.Fatal(err)
+	}
 	w, err := Open(Config{Path: path}, &testLog{})
 	if err != nil {
 		t.Fatal(err)
 	}
-	w.Publish("s", "id", doc(6, 200))
+	if err := w.Publish("s", "id", doc(6, 200)); err != nil {
+		t.Fatal(err)
+	}
 	closeNow(t, w)
 	l := readLines(t, path)
 	if len(l) != 8 || l[6] != `{"torn":` || l[7] != string(doc(6, 200)) {
@@ -196,7 +213,9 @@ func TestPermissions(t *testing.T) {
 			t.Fatal(err)
 		}
 		for i := range 5 {
-			w.Publish("s", "id", doc(i, 400))
+			if err := w.Publish("s", "id", doc(i, 400)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		closeNow(t, w)
 		for _, p := range []string{path, path + ".1"} {
@@ -234,7 +253,9 @@ func TestStalledWriter(t *testing.T) {
 		var worst time.Duration
 		for i := range n {
 			start := time.Now()
-			w.Publish("s", "id", doc(i, 1000))
+			if err := w.Publish("s", "id", doc(i, 1000)); err != nil {
+				t.Error(err)
+			}
 			if i%50 == 0 {
 				w.Flush()
 			}
@@ -275,7 +296,9 @@ func TestCloseDeadline(t *testing.T) {
 	defer close(s.release)
 	w := New(s, "pipe", Config{}, &testLog{})
 	for i := range 100 {
-		w.Publish("s", "id", doc(i, 500))
+		if err := w.Publish("s", "id", doc(i, 500)); err != nil {
+			t.Fatal(err)
+		}
 		if i == 0 {
 			w.Flush()
 			time.Sleep(20 * time.Millisecond) // the writer takes it and is stuck
@@ -316,7 +339,9 @@ func TestWriteErrors(t *testing.T) {
 	f := &failing{fail: true}
 	w := New(f, "", Config{}, &testLog{})
 	for i := range 10 {
-		w.Publish("s", "id", doc(i, 200))
+		if err := w.Publish("s", "id", doc(i, 200)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	w.Flush()
 	waitFor(t, "the failed write", func() bool { return w.Stats().DroppedError == 10 })
@@ -328,7 +353,9 @@ func TestWriteErrors(t *testing.T) {
 	f.mu.Lock()
 	f.fail = false
 	f.mu.Unlock()
-	w.Publish("s", "id", doc(10, 200))
+	if err := w.Publish("s", "id", doc(10, 200)); err != nil {
+		t.Fatal(err)
+	}
 	closeNow(t, w)
 	st := w.Stats()
 	if st.Written != 1 || st.DroppedError != 10 || st.LastError == "" {
@@ -352,7 +379,9 @@ func TestDiskFull(t *testing.T) {
 	}
 	for round := range 3 {
 		for i := range 5 {
-			w.Publish("s", "id", doc(round*5+i, 200))
+			if err := w.Publish("s", "id", doc(round*5+i, 200)); err != nil {
+				t.Fatal(err)
+			}
 		}
 		w.Flush()
 		waitFor(t, "drops", func() bool { return w.Stats().DroppedError == int64(round+1)*5 })
@@ -380,7 +409,9 @@ func TestCloseDrains(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := range 1000 {
-		w.Publish("s", "id", doc(i, 500))
+		if err := w.Publish("s", "id", doc(i, 500)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	closeNow(t, w)
 	f, _ := os.Open(path)
@@ -404,7 +435,9 @@ func TestPublishCopies(t *testing.T) {
 	var out bytes.Buffer
 	w := New(&out, "", Config{}, &testLog{})
 	buf := []byte(`{"a":1}`)
-	w.Publish("s", "id", buf)
+	if err := w.Publish("s", "id", buf); err != nil {
+		t.Fatal(err)
+	}
 	copy(buf, `{"b":2}`)
 	closeNow(t, w)
 	if out.String() != "{\"a\":1}\n" {
@@ -413,3 +446,47 @@ func TestPublishCopies(t *testing.T) {
 }
 
 var _ io.Writer = (*stalled)(nil)
+
+// TestTornWrite: a write the file takes only part of keeps the whole lines
+// it did take, counted as written, and cuts the torn one after them off.
+// The file size limit (RLIMIT_FSIZE, whose SIGXFSZ Go ignores) makes the
+// kernel take part of a write, then fail it with EFBIG.
+func TestTornWrite(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "out")
+	w, err := Open(Config{Path: path, FlushInterval: time.Hour}, &testLog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var old syscall.Rlimit
+	if err := syscall.Getrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+		t.Fatal(err)
+	}
+	line := len(doc(0, 200)) + 1
+	limit := syscall.Rlimit{Cur: uint64(line + line/2), Max: old.Max}
+	if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &limit); err != nil {
+		t.Skipf("cannot limit the file size: %v", err)
+	}
+	restore := func() {
+		if err := syscall.Setrlimit(syscall.RLIMIT_FSIZE, &old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	defer restore()
+	for i := range 3 {
+		if err := w.Publish("s", "id", doc(i, 200)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := w.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, "the write", func() bool { return w.Stats().Pending == 0 })
+	restore()
+	if st := w.Stats(); st.Written != 1 || st.DroppedError != 2 || st.Bytes != int64(line) {
+		t.Errorf("stats %+v", st)
+	}
+	if l := readLines(t, path); len(l) != 1 || l[0] != string(doc(0, 200)) {
+		t.Errorf("file %q", l)
+	}
+	closeNow(t, w)
+}

@@ -23,7 +23,9 @@ func TestBound(t *testing.T) {
 		return Result{Docs: b.Len(), Bytes: int64(len(b.Data))}
 	})
 	for _, body := range []string{strings.Repeat("a", 49), strings.Repeat("b", 49), "c", strings.Repeat("d", 200)} {
-		q.Publish([]byte(body))
+		if _, err := q.Publish([]byte(body)); err != nil {
+			t.Fatal(err)
+		}
 	}
 	c := q.Counters()
 	if c.Published != 4 || c.DroppedFull != 2 || c.Pending != 2 || c.PendingBytes != 100 {
@@ -53,7 +55,9 @@ func TestPartial(t *testing.T) {
 		return Result{Docs: b.Len()}
 	})
 	for range 3 {
-		q.Publish([]byte("doc"))
+		if _, err := q.Publish([]byte("doc")); err != nil {
+			t.Fatal(err)
+		}
 	}
 	q.Flush()
 	deadline := time.Now().Add(5 * time.Second)
@@ -64,7 +68,9 @@ func TestPartial(t *testing.T) {
 		t.Errorf("counters %+v", c)
 	}
 	fail = false // the drain goroutine is idle: no batch is queued
-	q.Publish([]byte("doc"))
+	if _, err := q.Publish([]byte("doc")); err != nil {
+		t.Fatal(err)
+	}
 	q.Close(context.Background(), func() {})
 	if c := q.Counters(); c.Written != 2 || c.Failing {
 		t.Errorf("counters %+v", c)

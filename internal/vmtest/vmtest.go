@@ -53,6 +53,12 @@ type Options struct {
 	// Binaries are host programs the guest gets at the same paths, with the shared
 	// libraries ldd says they load (e.g. /usr/sbin/runc).
 	Binaries []string
+	// Files maps guest paths to host files or directories: a directory is copied
+	// as a tree (regular files and symlinks, with their modes). For what is not
+	// at the same path in the guest (a binary built in a temporary directory) or
+	// is not a program (configuration, a program's data files). Guest paths
+	// under /tmp are hidden by the tmpfs /init mounts there.
+	Files map[string]string
 }
 
 var exitLine = regexp.MustCompile(`VMTEST-EXIT: (\d+)`)
@@ -249,6 +255,11 @@ func buildInitramfs(path, testBin, release string, opts Options) error {
 			return err
 		}
 	}
+	for guest, host := range opts.Files {
+		if err := addTree(files, strings.TrimPrefix(filepath.Clean(guest), "/"), host); err != nil {
+			return err
+		}
+	}
 	files["init"] = entry{mode: modeFile | 0o755, data: []byte(fmt.Sprintf(initScript, insmod.String(), strings.Join(args, " ")))}
 	f, err := os.Create(path)
 	if err != nil {
@@ -293,6 +304,55 @@ func addBinary(files map[string]entry, bin string) error {
 			if _, ok := files[d]; !ok {
 				files[d] = entry{mode: modeDir | 0o755}
 			}
+		}
+	}
+	return nil
+}
+
+// addTree adds a host file, symlink or directory tree at the guest path name
+// (relative to the root), with the directories above it.
+func addTree(files map[string]entry, name, host string) error {
+	if name == "" || name == "." || strings.HasPrefix(name, "..") {
+		return fmt.Errorf("guest file %q: not a path below /", name)
+	}
+	err := filepath.WalkDir(host, func(p string, d os.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(host, p)
+		if err != nil {
+			return err
+		}
+		guest := filepath.Join(name, rel)
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		perm := uint32(info.Mode().Perm())
+		switch {
+		case d.IsDir():
+			files[guest] = entry{mode: modeDir | perm}
+		case info.Mode()&os.ModeSymlink != 0:
+			target, err := os.Readlink(p)
+			if err != nil {
+				return err
+			}
+			files[guest] = entry{mode: modeSymlink | 0o777, data: []byte(target)}
+		case info.Mode().IsRegular():
+			data, err := os.ReadFile(p)
+			if err != nil {
+				return err
+			}
+			files[guest] = entry{mode: modeFile | perm, data: data}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("guest file %s: %w", name, err)
+	}
+	for d := filepath.Dir(name); d != "."; d = filepath.Dir(d) {
+		if _, ok := files[d]; !ok {
+			files[d] = entry{mode: modeDir | 0o755}
 		}
 	}
 	return nil

@@ -1,0 +1,219 @@
+//go:build vmbench
+
+// The peer benchmark's host-side driver, built only by `go run mage.go benchPeers`.
+
+package peerbench
+
+import (
+	"encoding/json"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/cloud-defend/cloud-defend/internal/vmtest"
+)
+
+// TestInVMPeers builds cloud-defend, finds the peers scripts/peers-build.sh left
+// in the cache ($PEERS_CACHE, default /var/cache/cloud-defend-peers), and runs
+// BenchmarkVMPeers in one VM on the instruction-counting clock. A peer that is
+// not built is skipped with the reason, printed in the benchmark output.
+// $PEERS (default "auditd,tetragon") chooses the peers; $PEERS_LOOPS (default
+// 100) the iterations of a loop; $PEERS_LOAD (default 1700) the load phase's
+// marker execs; $PEERS_COUNT (default 3) the runs of each loop.
+func TestInVMPeers(t *testing.T) {
+	cache := envOr("PEERS_CACHE", "/var/cache/cloud-defend-peers")
+	dir := t.TempDir()
+	root, err := filepath.Abs("../..")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(dir, "cloud-defend")
+	build := exec.Command("go", "build", "-trimpath", "-o", bin, "./cmd/cloud-defend")
+	build.Dir, build.Env = root, append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build cloud-defend: %v\n%s", err, out)
+	}
+	cfg := Config{Agents: []string{"none", "ours-default", "ours-sel64", "ours-job"}, Skipped: map[string]string{},
+		Loops: atoi(t, envOr("PEERS_LOOPS", "100")), Load: atoi(t, envOr("PEERS_LOAD", "1700"))}
+	files := map[string]string{"/peers/cloud-defend": bin}
+	var binaries []string
+	for _, peer := range strings.Split(envOr("PEERS", "auditd,tetragon"), ",") {
+		switch peer {
+		case "auditd":
+			ready, _ := filepath.Glob(filepath.Join(cache, "auditd-*", "READY"))
+			_, errd := os.Stat("/sbin/auditd")
+			_, errc := os.Stat("/sbin/auditctl")
+			if len(ready) == 0 || errd != nil || errc != nil {
+				cfg.Skipped[peer] = "not installed: run scripts/peers-build.sh auditd (Debian's auditd package)"
+				continue
+			}
+			t.Logf("auditd: %s", strings.TrimSpace(readFile(ready[len(ready)-1])))
+			binaries = append(binaries, "/sbin/auditd", "/sbin/auditctl")
+			files["/etc/audit"] = "/etc/audit"
+			cfg.Agents = append(cfg.Agents, peer)
+		case "tetragon":
+			ready, _ := filepath.Glob(filepath.Join(cache, "tetragon-*", "READY"))
+			if len(ready) == 0 {
+				why := "not built: run scripts/peers-build.sh tetragon (needs $TETRAGON_SRC, clang-19)"
+				if b, _ := os.ReadFile(filepath.Join(cache, "tetragon.FAILED")); len(b) > 0 {
+					why = strings.TrimSpace(string(b))
+				}
+				cfg.Skipped[peer] = why
+				continue
+			}
+			tdir := filepath.Dir(ready[len(ready)-1])
+			t.Logf("tetragon: %s", strings.TrimSpace(readFile(ready[len(ready)-1])))
+			files["/opt/tetragon/bin/tetragon"] = filepath.Join(tdir, "bin", "tetragon")
+			files["/opt/tetragon/lib"] = filepath.Join(tdir, "lib")
+			pol := filepath.Join(dir, "tetragon-policy.yaml")
+			if err := os.WriteFile(pol, []byte(tetragonPolicy), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			files["/peers/tetragon/policy.yaml"] = pol
+			cfg.Agents = append(cfg.Agents, peer)
+		default:
+			t.Fatalf("unknown peer %q in $PEERS (known: auditd, tetragon)", peer)
+		}
+	}
+	for peer, why := range cfg.Skipped {
+		t.Logf("PEER-SKIPPED %s: %s", peer, why)
+	}
+	data, _ := json.Marshal(cfg)
+	cf := filepath.Join(dir, "config.json")
+	if err := os.WriteFile(cf, data, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	files[ConfigPath] = cf
+	vmtest.Run(t, vmtest.Options{
+		Package: "./internal/peerbench", Tags: []string{"vmguest"}, Run: "^$", Timeout: 60 * time.Minute,
+		Memory:           2048,
+		InstructionClock: os.Getenv("VM_BENCH_CLOCK") != "host",
+		Binaries:         binaries,
+		Files:            files,
+		Args: []string{"-test.bench=^BenchmarkVMPeers$", "-test.benchtime=" + envOr("PEERS_LOOPS", "100") + "x",
+			"-test.count=" + envOr("PEERS_COUNT", "3"), "-test.timeout=58m"},
+	})
+}
+
+// tetragonPolicy is the job in Tetragon's terms (its base sensor reports every
+// exec without a policy): writes under /etc and /usr/bin reported from the
+// security_file_permission kprobe (MAY_WRITE), and a write to /usr/bin by a
+// process named bench-deny killed, which the loops never run: what blocking
+// costs when nothing is blocked, as our default policy's alert on executable
+// changes.
+const tetragonPolicy = `apiVersion: cilium.io/v1alpha1
+kind: TracingPolicy
+metadata:
+  name: peerbench-file-watch
+spec:
+  kprobes:
+  - call: "security_file_permission"
+    syscall: false
+    return: true
+    args:
+    - index: 0
+      type: "file"
+    - index: 1
+      type: "int"
+    returnArg:
+      index: 0
+      type: "int"
+    returnArgAction: "Post"
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: "Prefix"
+        values:
+        - "/etc/"
+        - "/usr/bin/"
+      - index: 1
+        operator: "Equal"
+        values:
+        - "2"
+    - matchBinaries:
+      - operator: "In"
+        values:
+        - "/usr/bin/bench-deny"
+      matchArgs:
+      - index: 0
+        operator: "Prefix"
+        values:
+        - "/usr/bin/"
+      matchActions:
+      - action: Sigkill
+  - call: "security_path_unlink"
+    syscall: false
+    args:
+    - index: 0
+      type: "path"
+    - index: 1
+      type: "dentry"
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: "Prefix"
+        values:
+        - "/etc/"
+        - "/usr/bin/"
+  - call: "security_path_chmod"
+    syscall: false
+    args:
+    - index: 0
+      type: "path"
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: "Prefix"
+        values:
+        - "/etc/"
+        - "/usr/bin/"
+  - call: "security_path_rename"
+    syscall: false
+    args:
+    - index: 0
+      type: "path"
+    - index: 1
+      type: "dentry"
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: "Prefix"
+        values:
+        - "/etc/"
+        - "/usr/bin/"
+  - call: "security_path_mknod"
+    syscall: false
+    args:
+    - index: 0
+      type: "path"
+    - index: 1
+      type: "dentry"
+    selectors:
+    - matchArgs:
+      - index: 0
+        operator: "Prefix"
+        values:
+        - "/etc/"
+        - "/usr/bin/"
+`
+
+func readFile(p string) string { b, _ := os.ReadFile(p); return string(b) }
+
+func atoi(t *testing.T, s string) int {
+	n, err := strconv.Atoi(s)
+	if err != nil || n < 1 {
+		t.Fatalf("not a positive count: %q", s)
+	}
+	return n
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"slices"
 	"sort"
 	"strconv"
 	"strings"
@@ -193,6 +194,144 @@ func Bench() error {
 	return benchTable(&buf, os.Stdout)
 }
 
+// BenchPeers measures cloud-defend beside the agents users would pick instead,
+// in one VM run (docs/benchmarks.md): scripts/peers-build.sh installs or builds
+// the peers into /var/cache/cloud-defend-peers (PEERS_BUILD=0 skips it; a peer
+// that cannot be had is skipped with the reason), then internal/peerbench runs
+// the exec, fork and file loops under each agent and a load phase, and two
+// tables are printed: each loop's time as a ratio to no agent, and each agent's
+// CPU, memory and losses. Not part of Test: it needs peers and a long VM run.
+func BenchPeers() error {
+	if os.Getenv("PEERS_BUILD") != "0" {
+		build := exec.Command("scripts/peers-build.sh", strings.Split(envOr("PEERS", "auditd,tetragon"), ",")...)
+		build.Stdout, build.Stderr = os.Stdout, os.Stderr
+		if err := build.Run(); err != nil {
+			fmt.Println("benchpeers: not every peer could be built or installed (above); measuring the ones that were")
+		}
+	}
+	var buf bytes.Buffer
+	vm := exec.Command("go", "test", "-tags", "vmbench", "-run=^TestInVMPeers$", "-v", "-count=1", "-timeout=65m", "./internal/peerbench")
+	vm.Stdout, vm.Stderr = io.MultiWriter(os.Stdout, &buf), os.Stderr
+	if err := vm.Run(); err != nil {
+		return err
+	}
+	fmt.Println()
+	return peerTables(&buf, os.Stdout)
+}
+
+var peerLoadLine = regexp.MustCompile(`PEER-LOAD (\S+) (\S+=.*)$`)
+
+// peerTables prints BenchmarkVMPeers' results: rows are loops, columns agents,
+// cells the median loop time over that of no agent; then per agent the load
+// phase's medians; then the peers that were skipped or failed, and why.
+func peerTables(r io.Reader, w io.Writer) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	results, err := parseBench(bytes.NewReader(data))
+	if err != nil {
+		return err
+	}
+	var agents, loops []string
+	cells := map[string]map[string]float64{}   // loop → agent → median loop-ns/op
+	drained := map[string]map[string]float64{} // loop → agent → median of loop + drain
+	for _, res := range results {
+		rest, ok := strings.CutPrefix(res.name, "BenchmarkVMPeers/")
+		if !ok {
+			continue
+		}
+		agent, loop, ok := strings.Cut(rest, "/")
+		if !ok {
+			continue
+		}
+		if !slices.Contains(agents, agent) {
+			agents = append(agents, agent)
+		}
+		if cells[loop] == nil {
+			cells[loop], drained[loop] = map[string]float64{}, map[string]float64{}
+			loops = append(loops, loop)
+		}
+		cells[loop][agent] = median(res.metrics["loop-ns/op"])
+		var sums []float64
+		for i, v := range res.metrics["loop-ns/op"] {
+			if i < len(res.metrics["drain-ns/op"]) {
+				v += res.metrics["drain-ns/op"][i]
+			}
+			sums = append(sums, v)
+		}
+		drained[loop][agent] = median(sums)
+	}
+	ratios := func(title string, cells map[string]map[string]float64) error {
+		fmt.Fprintln(w, title)
+		tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "loop\t"+strings.Join(agents, "\t")+"\t")
+		for _, loop := range loops {
+			row := []string{loop}
+			for _, a := range agents {
+				c, none := cells[loop][a], cells[loop]["none"]
+				switch {
+				case c == 0 || none == 0:
+					row = append(row, "-")
+				case a == "none":
+					row = append(row, fmt.Sprintf("%.3f ms", none/1e6))
+				default:
+					row = append(row, fmt.Sprintf("%.2fx", c/none))
+				}
+			}
+			fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+		}
+		return tw.Flush()
+	}
+	if err := ratios("Loop time beside peers, ratio to no agent (medians of guest-clock wall time of the loop, one VM run; none: time per iteration, a file loop's iteration is 200 operations):", cells); err != nil {
+		return err
+	}
+	if err := ratios("\nThe same with the time each agent stays busy after the loop (events it had not finished with) added:", drained); err != nil {
+		return err
+	}
+	load := map[string]map[string][]float64{}
+	var loadAgents []string
+	var notes []string
+	for _, line := range strings.Split(string(data), "\n") {
+		if i := strings.Index(line, "vm: "); i >= 0 {
+			line = line[i+4:]
+		}
+		line = strings.TrimSpace(line)
+		if m := peerLoadLine.FindStringSubmatch(line); m != nil && strings.HasPrefix(line, "PEER-LOAD") {
+			if load[m[1]] == nil {
+				load[m[1]] = map[string][]float64{}
+				loadAgents = append(loadAgents, m[1])
+			}
+			for _, kv := range strings.Fields(m[2]) {
+				k, v, _ := strings.Cut(kv, "=")
+				if f, err := strconv.ParseFloat(v, 64); err == nil {
+					load[m[1]][k] = append(load[m[1]][k], f)
+				}
+			}
+		}
+		for _, tag := range []string{"PEER-SKIPPED", "PEER-FAILED", "PEER-NOTE"} {
+			if i := strings.Index(line, tag+" "); i >= 0 && !slices.Contains(notes, line[i:]) {
+				notes = append(notes, line[i:])
+			}
+		}
+	}
+	fmt.Fprintln(w, "\nAgents under a container exec loop (medians of runs; CPU is the agent's threads, user and kernel, in guest-clock ns):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "agent\tagent-ns/event\tshare of a core at 5k events/s\tkernel-thread-ns/event\tevents/s reached\tRSS MiB\tlost (own counter)\tmarker execs missing\t")
+	for _, a := range loadAgents {
+		m := load[a]
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%.0f\t%.0f\t%.1f\t%.0f\t%.0f of %.0f\t\n", a, median(m["agent-ns/event"]), median(m["%core@5k-events/s"]),
+			median(m["kthread-ns/event"]), median(m["events/s"]), median(m["MiB-rss"]), median(m["lost"]), median(m["missing-execs"]), median(m["execs"]))
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	for _, n := range notes {
+		fmt.Fprintln(w, n)
+	}
+	return nil
+}
+
 var procsSuffix = regexp.MustCompile(`-\d+$`) // GOMAXPROCS, absent in the 1-CPU VM
 
 type benchResult struct {
@@ -200,9 +339,9 @@ type benchResult struct {
 	metrics   map[string][]float64 // unit → one value per run
 }
 
-// benchTable turns go test -bench output (also the VM's, relayed as "vm: " log
-// lines) into a table of medians, then the VM overhead ratios.
-func benchTable(r io.Reader, w io.Writer) error {
+// parseBench reads go test -bench output (also the VM's, relayed as "vm: " log
+// lines): each benchmark's metrics, one value per run, in the order first seen.
+func parseBench(r io.Reader) ([]*benchResult, error) {
 	var results []*benchResult
 	byName := map[string]*benchResult{}
 	pkg := ""
@@ -232,7 +371,14 @@ func benchTable(r io.Reader, w io.Writer) error {
 			}
 		}
 	}
-	if err := sc.Err(); err != nil {
+	return results, sc.Err()
+}
+
+// benchTable turns go test -bench output into a table of medians, then the VM
+// overhead ratios.
+func benchTable(r io.Reader, w io.Writer) error {
+	results, err := parseBench(r)
+	if err != nil {
 		return err
 	}
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)

@@ -113,16 +113,11 @@ spec:
   kprobes:
   - call: "security_file_permission"
     syscall: false
-    return: true
     args:
     - index: 0
       type: "file"
     - index: 1
       type: "int"
-    returnArg:
-      index: 0
-      type: "int"
-    returnArgAction: "Post"
     selectors:
     - matchArgs:
       - index: 0

@@ -645,7 +645,7 @@ func startTetragon(name string) (*agent, error) {
 	out := "/var/log/peers/tetragon.json"
 	os.Remove(out)
 	cmd, err := spawn(name, "/opt/tetragon/bin/tetragon", "--bpf-lib", "/opt/tetragon/lib/", "--export-filename", out,
-		"--enable-k8s-api=false", "--server-address", "", "--metrics-server", "127.0.0.1:2112",
+		"--enable-k8s-api=false", "--server-address", "", "--health-server-address", "", "--metrics-server", "127.0.0.1:2112",
 		"--tracing-policy", "/peers/tetragon/policy.yaml", "--export-file-max-size-mb", "1000")
 	if err != nil {
 		return nil, err

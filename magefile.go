@@ -203,7 +203,7 @@ func Bench() error {
 // CPU, memory and losses. Not part of Test: it needs peers and a long VM run.
 func BenchPeers() error {
 	if os.Getenv("PEERS_BUILD") != "0" {
-		build := exec.Command("scripts/peers-build.sh", strings.Split(envOr("PEERS", "auditd,tetragon"), ",")...)
+		build := exec.Command("scripts/peers-build.sh", strings.Split(envOr("PEERS", "auditd,tetragon,sysdig"), ",")...)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
 		if err := build.Run(); err != nil {
 			fmt.Println("benchpeers: not every peer could be built or installed (above); measuring the ones that were")
@@ -320,8 +320,12 @@ func peerTables(r io.Reader, w io.Writer) error {
 	fmt.Fprintln(tw, "agent\tagent-ns/event\tshare of a core at 5k events/s\tkernel-thread-ns/event\tevents/s reached\tRSS MiB\tlost (own counter)\tmarker execs missing\t")
 	for _, a := range loadAgents {
 		m := load[a]
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%.0f\t%.0f\t%.1f\t%.0f\t%.0f of %.0f\t\n", a, median(m["agent-ns/event"]), median(m["%core@5k-events/s"]),
-			median(m["kthread-ns/event"]), median(m["events/s"]), median(m["MiB-rss"]), median(m["lost"]), median(m["missing-execs"]), median(m["execs"]))
+		lost := fmt.Sprintf("%.0f", median(m["lost"]))
+		if median(m["lost"]) < 0 {
+			lost = "n/a (see notes)"
+		}
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%.0f\t%.0f\t%.1f\t%s\t%.0f of %.0f\t\n", a, median(m["agent-ns/event"]), median(m["%core@5k-events/s"]),
+			median(m["kthread-ns/event"]), median(m["events/s"]), median(m["MiB-rss"]), lost, median(m["missing-execs"]), median(m["execs"]))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

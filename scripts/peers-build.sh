@@ -13,12 +13,17 @@
 #            other way to get it here.
 #            $PEERS_CACHE/tetragon-<version>/bin/tetragon   (CGO_ENABLED=0, -mod=vendor)
 #            $PEERS_CACHE/tetragon-<version>/lib/*.o        (its BPF objects, clang-19)
+#   sysdig   Debian's sysdig (0.29) and its kernel module, falcosecurity-scap-dkms,
+#            built by DKMS against the VM kernel's headers
+#            (linux-headers-<release of /boot/vmlinuz-*-cloud-amd64>); Debian's
+#            sysdig has no eBPF probe, so the module is the only driver.
+#            $PEERS_CACHE/sysdig-<version>/READY names the module.
 #
 # Idempotent: what exists is not built again. Each peer is attempted on its own;
 # one that cannot be had is reported with the exact reason and the script goes
 # on. Exit status: 0 when every requested peer is ready, 1 otherwise.
 #
-# Usage: scripts/peers-build.sh [auditd] [tetragon]   (default: both)
+# Usage: scripts/peers-build.sh [auditd] [tetragon] [sysdig]   (default: all)
 # Environment: PEERS_CACHE (default /var/cache/cloud-defend-peers), TETRAGON_SRC,
 #              GO (default go), CLANG (default clang-19), LLC (default llc-19).
 set -uo pipefail
@@ -111,6 +116,47 @@ tetragon_src() {
 	return 1
 }
 
+build_sysdig() {
+	local kernel release
+	kernel=$(ls /boot/vmlinuz-*-cloud-amd64 2>/dev/null | tail -1)
+	if [ -z "$kernel" ]; then
+		log "sysdig: no VM kernel (/boot/vmlinuz-*-cloud-amd64; apt-get install linux-image-cloud-amd64) to build its module for"
+		return 1
+	fi
+	release=${kernel#/boot/vmlinuz-}
+	if ! command -v sysdig >/dev/null 2>&1 || [ ! -d "/lib/modules/$release/build" ] || ! ls -d /usr/src/scap-* >/dev/null 2>&1; then
+		if [ "$(id -u)" != 0 ]; then
+			log "sysdig: needs sysdig falcosecurity-scap-dkms linux-headers-$release installed (root)"
+			return 1
+		fi
+		log "sysdig: installing Debian's sysdig, falcosecurity-scap-dkms and linux-headers-$release"
+		if ! DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends sysdig falcosecurity-scap-dkms "linux-headers-$release" >/dev/null; then
+			log "sysdig: apt-get install failed"
+			return 1
+		fi
+	fi
+	local mod=/lib/modules/$release/updates/dkms/scap.ko
+	if [ ! -f "$mod" ]; then
+		local ver
+		ver=$(basename "$(ls -d /usr/src/scap-* | tail -1)")
+		ver=${ver#scap-}
+		log "sysdig: dkms install scap/$ver -k $release"
+		if ! dkms install "scap/$ver" -k "$release"; then
+			log "sysdig: the scap module does not build against linux-headers-$release"
+			return 1
+		fi
+	fi
+	local v
+	v=$(dpkg-query -W -f='${Version}' sysdig 2>/dev/null || echo unknown)
+	mkdir -p "$CACHE/sysdig-$v"
+	{
+		echo "version=$v"
+		echo "module=${mod#/lib/modules/$release/}"
+		echo "release=$release"
+	} >"$CACHE/sysdig-$v/READY"
+	log "sysdig: ready ($v, module $mod)"
+}
+
 build_tetragon() {
 	tetragon_src || return 1
 	local out=$CACHE/tetragon-$TETRAGON_VERSION
@@ -145,12 +191,13 @@ build_tetragon() {
 }
 
 peers=("$@")
-[ ${#peers[@]} -eq 0 ] && peers=(auditd tetragon)
+[ ${#peers[@]} -eq 0 ] && peers=(auditd tetragon sysdig)
 for p in "${peers[@]}"; do
 	case $p in
 	auditd) build_auditd || failed=1 ;;
 	tetragon) build_tetragon || failed=1 ;;
-	*) log "unknown peer $p (known: auditd tetragon)"; failed=1 ;;
+	sysdig) build_sysdig || failed=1 ;;
+	*) log "unknown peer $p (known: auditd tetragon sysdig)"; failed=1 ;;
 	esac
 done
 exit $failed

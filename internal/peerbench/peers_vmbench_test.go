@@ -40,8 +40,8 @@ func TestInVMPeers(t *testing.T) {
 	cfg := Config{Agents: []string{"none", "ours-default", "ours-sel64", "ours-job"}, Skipped: map[string]string{},
 		Loops: atoi(t, envOr("PEERS_LOOPS", "100")), Load: atoi(t, envOr("PEERS_LOAD", "1700"))}
 	files := map[string]string{"/peers/cloud-defend": bin}
-	var binaries []string
-	for _, peer := range strings.Split(envOr("PEERS", "auditd,tetragon"), ",") {
+	var binaries, modules []string
+	for _, peer := range strings.Split(envOr("PEERS", "auditd,tetragon,sysdig"), ",") {
 		switch peer {
 		case "auditd":
 			ready, _ := filepath.Glob(filepath.Join(cache, "auditd-*", "READY"))
@@ -75,8 +75,23 @@ func TestInVMPeers(t *testing.T) {
 			}
 			files["/peers/tetragon/policy.yaml"] = pol
 			cfg.Agents = append(cfg.Agents, peer)
+		case "sysdig":
+			ready, _ := filepath.Glob(filepath.Join(cache, "sysdig-*", "READY"))
+			if len(ready) == 0 {
+				cfg.Skipped[peer] = "not installed: run scripts/peers-build.sh sysdig (Debian's sysdig and its scap module built for the VM kernel)"
+				continue
+			}
+			r := readFile(ready[len(ready)-1])
+			t.Logf("sysdig: %s", strings.TrimSpace(r))
+			for _, line := range strings.Split(r, "\n") {
+				if m, ok := strings.CutPrefix(line, "module="); ok {
+					modules = append(modules, m)
+				}
+			}
+			binaries = append(binaries, "/usr/bin/sysdig")
+			cfg.Agents = append(cfg.Agents, peer)
 		default:
-			t.Fatalf("unknown peer %q in $PEERS (known: auditd, tetragon)", peer)
+			t.Fatalf("unknown peer %q in $PEERS (known: auditd, tetragon, sysdig)", peer)
 		}
 	}
 	for peer, why := range cfg.Skipped {
@@ -93,6 +108,7 @@ func TestInVMPeers(t *testing.T) {
 		Memory:           2048,
 		InstructionClock: os.Getenv("VM_BENCH_CLOCK") != "host",
 		Binaries:         binaries,
+		Modules:          modules,
 		Files:            files,
 		Args: []string{"-test.bench=^BenchmarkVMPeers$", "-test.benchtime=" + envOr("PEERS_LOOPS", "100") + "x",
 			"-test.count=" + envOr("PEERS_COUNT", "3"), "-test.timeout=58m"},

@@ -307,8 +307,16 @@ func loadPhase(b *testing.B, a *agent, i, n int) {
 	events := float64(3 * execs) // fork, exec, exit of each marker process
 	// One line a run, parsed by mage's peer table (a parent benchmark reports no metrics).
 	fmt.Printf("PEER-LOAD %s agent-ns/event=%.0f %%core@5k-events/s=%.2f kthread-ns/event=%.0f events/s=%.0f MiB-rss=%.1f lost=%d missing-execs=%d execs=%d\n",
-		a.name, float64(cpu)/events, float64(cpu)/events*5000/1e9*100, float64(kt)/events, events/elapsed.Seconds(), float64(a.rssKB())/1024, lost1-lost0, want-got, want)
+		a.name, float64(cpu)/events, float64(cpu)/events*5000/1e9*100, float64(kt)/events, events/elapsed.Seconds(), float64(a.rssKB())/1024, lostDelta(lost0, lost1), want-got, want)
 	b.Logf("PEER-LOAD %s: %d of %d marker execs in its output; its loss counter (%s) rose by %d", a.name, got, want, lostWhat, lost1-lost0)
+}
+
+// lostDelta is the rise of a loss counter, -1 when it cannot be read.
+func lostDelta(before, after int64) int64 {
+	if before < 0 || after < 0 {
+		return -1
+	}
+	return after - before
 }
 
 // agent is one running agent.
@@ -450,6 +458,8 @@ func startAgent(name string, i int) (*agent, error) {
 		a, err = startAuditd(name)
 	case name == "tetragon":
 		a, err = startTetragon(name)
+	case name == "sysdig":
+		a, err = startSysdig(name)
 	default:
 		return nil, fmt.Errorf("unknown agent")
 	}
@@ -491,19 +501,62 @@ func tail(name string) string {
 	return string(data)
 }
 
-func spawn(name string, args ...string) (*exec.Cmd, error) {
+func spawn(name string, args ...string) (*exec.Cmd, error) { return spawnTo(name, "", args...) }
+
+// spawnTo starts an agent with its stderr (and its stdout, unless stdout names a
+// file for it) in its log.
+func spawnTo(name, stdout string, args ...string) (*exec.Cmd, error) {
 	f, err := os.OpenFile(logFile(name), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		return nil, err
 	}
+	out := f
+	if stdout != "" {
+		if out, err = os.Create(stdout); err != nil {
+			f.Close()
+			return nil, err
+		}
+	}
 	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Stdout, cmd.Stderr = f, f
+	cmd.Stdout, cmd.Stderr = out, f
 	if err := cmd.Start(); err != nil {
 		f.Close()
+		out.Close()
 		return nil, err
 	}
-	go func() { cmd.Wait(); f.Close() }()
+	go func() { cmd.Wait(); f.Close(); out.Close() }()
 	return cmd, nil
+}
+
+// sysdig: Debian's 0.29 with its scap kernel module (loaded at boot), events
+// printed to a file, filtered to the job: every execve, opens for writing and
+// unlink, rename and chmod of paths under /etc/ and /usr/bin/. It cannot block.
+// Its driver's drop count is printed only when it exits (-v), so the load
+// phase's loss column is n/a and the count is noted when it stops.
+func startSysdig(name string) (*agent, error) {
+	out := "/var/log/peers/sysdig.txt"
+	filter := "evt.dir=< and (evt.type=execve or (evt.is_open_write=true and (fd.name startswith /etc/ or fd.name startswith /usr/bin/))" +
+		" or (evt.type in (unlinkat,unlink,renameat,renameat2,rename,fchmodat,chmod,fchmod) and (evt.args contains /etc/ or evt.args contains /usr/bin/)))"
+	cmd, err := spawnTo(name, out, "/usr/bin/sysdig", "-v", "-p", "%evt.num %evt.type %proc.pid %proc.exe %fd.name %evt.args", filter)
+	if err != nil {
+		return nil, err
+	}
+	a := &agent{name: name, procs: []*exec.Cmd{cmd}, out: out}
+	a.match = func(line, marker string) bool {
+		f := strings.Fields(line)
+		return len(f) >= 4 && f[1] == "execve" && f[3] == marker
+	}
+	a.lostf = func() (int64, string) { return -1, "printed only at exit" }
+	a.stopf = func() {
+		cmd.Process.Signal(syscall.SIGINT)
+		time.Sleep(2 * time.Second)
+		for _, line := range strings.Split(tail(name), "\n") {
+			if strings.Contains(line, "Drops") || strings.Contains(line, "Driver Events") {
+				fmt.Printf("PEER-NOTE sysdig at exit: %s\n", strings.TrimSpace(line))
+			}
+		}
+	}
+	return a, nil
 }
 
 // The policies ours runs: the embedded default (log every fork and exec, alert

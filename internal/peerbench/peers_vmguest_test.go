@@ -116,6 +116,7 @@ func BenchmarkVMPeers(b *testing.B) {
 					// The agent's work left when the loop ends (events queued in the
 					// kernel or in its own buffers): not in the loop's time, so
 					// reported beside it, and waited out before the next loop.
+					b.StopTimer()
 					b.ReportMetric(float64(a.quiesce().Nanoseconds())/float64(b.N), "drain-ns/op")
 				})
 			}

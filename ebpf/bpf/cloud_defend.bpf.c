@@ -17,7 +17,7 @@
 // these as program sets (ebpf/objects.go): telemetry always, enforcement with BPF
 // LSM, file syscalls without it.
 //
-// Policy layout (built by ebpf/compile.go, which documents it in Go terms): every
+// Policy layout (built by ebpf/slotcompile.go, which documents it in Go terms): every
 // selector is one bit of a u64. A condition contributes the set of selectors it
 // lets through; the matched set is the AND of all conditions. Maps are keyed by a
 // generation slot (0/1) so user space writes a new policy beside the live one and
@@ -52,140 +52,16 @@ struct file_event *unused_file_event __attribute__((unused));
 struct exec_event *unused_exec_event __attribute__((unused));
 struct decision_event *unused_decision_event __attribute__((unused));
 
-/* Empty programs on the same hooks: the benchmarks' baseline for "our hook vs an
- * empty hook". Never attached by the engine. */
-SEC("tp_btf/sched_process_fork")
-int BPF_PROG(empty_fork, struct task_struct *parent, struct task_struct *child)
-{
-	return 0;
-}
-
-SEC("tp_btf/sched_process_exec")
-int BPF_PROG(empty_exec, struct task_struct *p, pid_t old_pid, struct linux_binprm *bprm)
-{
-	return 0;
-}
-
-SEC("tp_btf/sched_process_exit")
-int BPF_PROG(empty_exit, struct task_struct *p)
-{
-	return 0;
-}
-
-SEC("lsm/bprm_check_security")
-int BPF_PROG(empty_bprm_check, struct linux_binprm *bprm, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/task_alloc")
-int BPF_PROG(empty_task_alloc, struct task_struct *task, unsigned long clone_flags, int ret)
-{
-	return ret;
-}
-
-/* bench_emit fills the ring with exec-sized events when run through BPF_PROG_RUN:
- * the host benchmark's producer for measuring how fast user space drains the ring.
- * Never attached. */
-const volatile __u32 bench_burst = 64;
-
-static long emit_one(__u32 i, void *ctx)
-{
-	struct exec_event *e = reserve(sizeof(*e) + ARGS_LEN); /* the common exec record */
-	if (!e)
-		return 0;
-	e->hdr.type = EVENT_EXEC;
-	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
-	e->filename_len = 0;
-	e->args_len = 0;
-	e->args_cap = ARGS_LEN;
-	e->filename[0] = 0;
-	e->proc.pid = i;
-	bpf_ringbuf_submit(e, 0);
-	return 0;
-}
-
-SEC("raw_tp")
-int bench_emit(void *ctx)
-{
-	bpf_loop(bench_burst, emit_one, 0, 0);
-	return 0;
-}
-
-SEC("lsm/file_open")
-int BPF_PROG(empty_file_open, struct file *file, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/path_mknod")
-int BPF_PROG(empty_path_mknod, const struct path *dir, struct dentry *dentry, umode_t mode, unsigned int dev, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/path_unlink")
-int BPF_PROG(empty_path_unlink, const struct path *dir, struct dentry *dentry, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/path_chmod")
-int BPF_PROG(empty_path_chmod, const struct path *path, umode_t mode, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/path_truncate")
-int BPF_PROG(empty_path_truncate, const struct path *path, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/path_rename")
-int BPF_PROG(empty_path_rename, const struct path *old_dir, struct dentry *old_dentry, const struct path *new_dir,
-	     struct dentry *new_dentry, unsigned int flags, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/path_link")
-int BPF_PROG(empty_path_link, struct dentry *old_dentry, const struct path *new_dir, struct dentry *new_dentry, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/file_permission")
-int BPF_PROG(empty_file_permission, struct file *file, int mask, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/mmap_file")
-int BPF_PROG(empty_mmap_file, struct file *file, unsigned long reqprot, unsigned long prot, unsigned long flags,
-	     int ret)
-{
-	return ret;
-}
-
-SEC("lsm/file_mprotect")
-int BPF_PROG(empty_file_mprotect, struct vm_area_struct *vma, unsigned long reqprot, unsigned long prot, int ret)
-{
-	return ret;
-}
-
-SEC("lsm/inode_setxattr")
-int BPF_PROG(empty_inode_setxattr, void *idmap, struct dentry *dentry, void *name, void *value, __u64 size, int flags,
-	     int ret)
-{
-	return ret;
-}
-
-SEC("lsm/inode_removexattr")
-int BPF_PROG(empty_inode_removexattr, void *idmap, struct dentry *dentry, void *name, int ret)
-{
-	return ret;
-}
+/* Keep the enums in BTF so bpf2go generates their Go constants (-type): the Go
+ * twins in package event and policy are checked against them (ebpf enum_test.go). */
+enum event_type unused_event_type __attribute__((unused));
+enum file_op unused_file_op __attribute__((unused));
+enum hook_point unused_hook __attribute__((unused));
+enum action unused_action __attribute__((unused));
+enum cd_stat unused_cd_stat __attribute__((unused));
+enum layer unused_layer __attribute__((unused));
+enum process_op unused_process_op __attribute__((unused));
+enum sys_op unused_sys_op __attribute__((unused));
 
 /* Detection-only file telemetry for kernels without BPF LSM: new programs, kept apart. */
 #include "file_syscalls.bpf.h"

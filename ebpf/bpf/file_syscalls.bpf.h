@@ -15,8 +15,6 @@
  *
  * Included at the end of cloud_defend.bpf.c: it uses its maps and helpers. */
 
-#define EVENT_SYSFILE 7
-
 /* The syscall that made a sysfile_event (ebpf.SyscallOp). */
 enum sys_op {
 	SYS_OPEN = 1,

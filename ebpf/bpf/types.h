@@ -21,6 +21,7 @@ enum event_type {
 	EVENT_DECISION = 4,
 	EVENT_SETSID = 5,
 	EVENT_FILE = 6,
+	EVENT_SYSFILE = 7, /* file_syscalls.bpf.h: a workload's file syscall, without BPF LSM */
 };
 
 /* File operations, numbered as policy.Op. */
@@ -33,7 +34,7 @@ enum file_op {
 };
 
 /* The LSM hook that saw a file operation (cloud_defend.hook_point). */
-enum hook {
+enum hook_point {
 	HOOK_FILE_OPEN = 1,
 	HOOK_PATH_MKNOD = 2,
 	HOOK_PATH_UNLINK = 3,
@@ -76,7 +77,8 @@ enum layer {
 	LAYER_UNKNOWN = 4,    /* an overlay whose inode layout this build does not know */
 };
 
-enum op {
+/* The process operation of a decision_event. */
+enum process_op {
 	OP_FORK = 1,
 	OP_EXEC = 2,
 };
@@ -185,7 +187,7 @@ struct file_event {
 	__u8 on_volume;     /* the target is not on the container's root filesystem */
 	__u8 on_file_mount; /* the target is a single-file mount */
 	__u32 op;           /* enum file_op */
-	__u32 hook;         /* enum hook */
+	__u32 hook;         /* enum hook_point */
 	__u32 path_len;     /* full length; path holds the first 255 bytes */
 	char path[MAX_PATH + 1];
 };
@@ -227,7 +229,7 @@ struct decision_event {
 	__u8 blocked;
 	__u8 memfd;
 	__u8 interactive;
-	__u32 op;       /* enum op */
+	__u32 op;       /* enum process_op */
 	__u32 path_len; /* full resolved length, may exceed what path holds */
 	__u8 exe_layer; /* enum layer */
 	__u8 hook;      /* 0 for fork and exec; HOOK_MMAP_FILE or HOOK_FILE_MPROTECT for an executable mapping */

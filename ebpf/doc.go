@@ -13,7 +13,8 @@
 //
 // Tests: *_test.go run on the host (where this kernel allows: without BPF LSM);
 // *_vmguest_test.go are built with the vmguest tag and run inside the VM that
-// TestInVM (vm_host_test.go) boots; the vmbench tag adds the VM benchmarks.
+// TestInVM (vm_host_test.go) boots; TestInVMBench (vmbench_host_test.go, tag
+// vmbench) runs the VM benchmarks there.
 //
 // # Scope: what is a container
 //

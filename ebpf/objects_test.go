@@ -3,6 +3,7 @@ package ebpf
 import (
 	"slices"
 	"sort"
+	"strings"
 	"testing"
 
 	"github.com/cilium/ebpf"
@@ -54,6 +55,15 @@ func TestProgramSets(t *testing.T) {
 	for _, name := range names {
 		if _, ok := in[name]; !ok {
 			t.Errorf("the production object's program %s is in no set: nothing loads or attaches it", name)
+		}
+	}
+	// Each set is loaded on its own (objects.go): only the maps are shared, so no
+	// program may use a data section (a global) but the read-only .rodata.
+	for name, ps := range spec.Programs {
+		for _, ins := range ps.Instructions {
+			if ref := ins.Reference(); ins.IsLoadFromMap() && strings.HasPrefix(ref, ".") && ref != ".rodata" {
+				t.Errorf("%s uses %s: a global the program sets would not share", name, ref)
+			}
 		}
 	}
 	bench, err := bpfobj.LoadBench()

@@ -4,7 +4,6 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"strings"
 	"syscall"
@@ -84,8 +83,7 @@ func Open(opts Options) (*Engine, error) {
 	if err := e.loadSpec(hostNS, opts.RingBufferSize); err != nil {
 		return nil, err
 	}
-	e.slots = newSlots(&e.maps, opts.DryRun, opts.StateDir)
-	e.retireAt.Store(math.MaxInt64)
+	e.slots.init(&e.maps, opts.DryRun, opts.StateDir)
 	e.reader = reader{names: names{}, hostNS: hostNS, flushInterval: cmp.Or(opts.FlushInterval, defaultFlushInterval)}
 	if opts.DisableLSM {
 		e.lsm = LSMStatus{Reason: "BPF LSM disabled by configuration"}

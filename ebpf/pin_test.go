@@ -129,7 +129,7 @@ func TestPinnedAdoption(t *testing.T) {
 	e1.Close()
 
 	st, err := InspectPinned(pin, state)
-	if err != nil || !st.Present || st.Generation != 1 || !st.Enforcing || st.Policy != "p.yaml" || !slices.Contains(st.Links, "on_exec") {
+	if err != nil || !st.Present || st.Generation != 1 || !st.Enforcing || st.Policy != "p.yaml" || !slices.Contains(st.Links, bpfobj.ProbeProgOnExec) {
 		t.Fatalf("InspectPinned %+v %v", st, err)
 	}
 	m := marker(t) // no engine open: the pinned links write into the pinned ring

@@ -61,9 +61,11 @@ type slotKey struct {
 	key any
 }
 
-func newSlots(maps *bpfobj.ProbeMaps, dryRun bool, stateDir string) slots {
-	return slots{tables: maps, dryRun: dryRun, stateDir: stateDir,
-		history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}}
+// init readies empty slots over the loader's maps.
+func (s *slots) init(maps *bpfobj.ProbeMaps, dryRun bool, stateDir string) {
+	s.tables, s.dryRun, s.stateDir = maps, dryRun, stateDir
+	s.history, s.containers = map[uint32]*policy.Policy{}, map[uint64]*policy.Operation{}
+	s.retireAt.Store(math.MaxInt64)
 }
 
 // table is the kernel map a slot map names.

@@ -2,7 +2,6 @@ package ebpf
 
 import (
 	"fmt"
-	"sort"
 	"strings"
 
 	"github.com/cilium/ebpf"
@@ -10,52 +9,44 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// attachAll attaches every program of the collection by its type, telemetry
-// before enforcement: Open has already removed what must not run (benchmark
-// producers, the LSM probe, enforce_* without BPF LSM). A syscall tracepoint
-// that cannot attach is a missing feature (Sessions), not a failure.
-func (e *Engine) attachAll(spec *ebpf.CollectionSpec) error {
-	names := make([]string, 0, len(e.coll.Programs))
-	for name := range e.coll.Programs {
-		names = append(names, name)
-	}
-	lsm := func(name string) bool { return spec.Programs[name].Type == ebpf.LSM }
-	sort.Slice(names, func(i, j int) bool {
-		if lsm(names[i]) != lsm(names[j]) {
-			return !lsm(names[i])
-		}
-		return names[i] < names[j]
-	})
-	e.sessions = FeatureStatus{Reason: "setsid events are off: the BPF object has no setsid program"}
-	for _, name := range names {
-		ps, prog := spec.Programs[name], e.coll.Programs[name]
-		var l link.Link
-		var err error
-		switch ps.Type {
-		case ebpf.Tracing:
-			l, err = link.AttachTracing(link.TracingOptions{Program: prog})
-		case ebpf.LSM:
-			l, err = link.AttachLSM(link.LSMOptions{Program: prog})
-		case ebpf.TracePoint:
-			var st FeatureStatus
-			l, st = attachTracepoint(ps, prog)
-			if name == "on_setsid" {
-				e.sessions = st
-			}
-			if l == nil {
-				if strings.HasPrefix(name, "watch_") {
-					e.fileMissing = append(e.fileMissing, st.Reason)
+// attachAll attaches every loaded program by its type, set by set (telemetry
+// before enforcement): which sets Open loaded decides what runs. A syscall
+// tracepoint that cannot attach is a missing feature (Sessions, FileSyscalls),
+// not a failure.
+func (l *loader) attachAll() error {
+	l.sessions = FeatureStatus{Reason: "setsid events are off: the BPF object has no setsid program"}
+	for _, set := range l.sets() {
+		for _, np := range programsOf(set) {
+			name, prog := np.name, np.prog
+			ps := l.spec.Programs[name]
+			var lk link.Link
+			var err error
+			switch ps.Type {
+			case ebpf.Tracing:
+				lk, err = link.AttachTracing(link.TracingOptions{Program: prog})
+			case ebpf.LSM:
+				lk, err = link.AttachLSM(link.LSMOptions{Program: prog})
+			case ebpf.TracePoint:
+				var st FeatureStatus
+				lk, st = attachTracepoint(ps, prog)
+				if prog == l.telemetry.OnSetsid {
+					l.sessions = st
 				}
-				continue
+				if lk == nil {
+					if set == any(l.fileSyscalls) {
+						l.fileMissing = append(l.fileMissing, st.Reason)
+					}
+					continue
+				}
+			default:
+				err = fmt.Errorf("program type %v is not attached by the engine", ps.Type)
 			}
-		default:
-			err = fmt.Errorf("program type %v is not attached by the engine", ps.Type)
+			if err != nil {
+				return fmt.Errorf("attach %s: %w", name, err)
+			}
+			l.links = append(l.links, lk)
+			l.attached[name] = lk
 		}
-		if err != nil {
-			return fmt.Errorf("attach %s: %w", name, err)
-		}
-		e.links = append(e.links, l)
-		e.attached[name] = l
 	}
 	return nil
 }

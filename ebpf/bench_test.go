@@ -44,9 +44,22 @@ func BenchmarkDecodeExecEvent(b *testing.B) {
 // drains on the other, never more than 4096 events ahead of it. It reports the
 // events/s delivered and the events the ring dropped (zero when the reader keeps up).
 func BenchmarkRingbufDrain(b *testing.B) {
-	coll, _ := loadOnly(b, func(name string) bool { return name == "bench_emit" })
-	defer coll.Close()
-	reader, err := ringbuf.NewReader(coll.Maps["events"])
+	// bench_emit writes into the production object's ring and counters.
+	var maps bpfobj.ProbeMaps
+	prod, err := bpfobj.LoadProbe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	if err := prod.LoadAndAssign(&maps, nil); err != nil {
+		b.Fatal(err)
+	}
+	defer maps.Close()
+	var emit struct {
+		BenchEmit *ebpf.Program `ebpf:"bench_emit"`
+	}
+	_, closeBench := loadBench(b, &emit, map[string]*ebpf.Map{bpfobj.ProbeMapEvents: maps.Events, bpfobj.ProbeMapStats: maps.Stats})
+	defer closeBench()
+	reader, err := ringbuf.NewReader(maps.Events)
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -72,7 +85,7 @@ func BenchmarkRingbufDrain(b *testing.B) {
 			ch <- ev
 		}
 	}()
-	prog := coll.Programs["bench_emit"]
+	prog := emit.BenchEmit
 	start := time.Now()
 	produced := int64(0)
 	for produced < int64(b.N) {
@@ -90,7 +103,7 @@ func BenchmarkRingbufDrain(b *testing.B) {
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		var per []uint64
-		if err := coll.Maps["stats"].Lookup(uint32(0), &per); err != nil {
+		if err := maps.Stats.Lookup(uint32(0), &per); err != nil {
 			b.Fatal(err)
 		}
 		drops = 0
@@ -112,23 +125,41 @@ func BenchmarkRingbufDrain(b *testing.B) {
 	}
 }
 
-// loadOnly loads the object with only the programs keep selects, as benchmarks
-// need them (baselines, producers) without the engine.
-func loadOnly(b *testing.B, keep func(name string) bool) (*ebpf.Collection, *ebpf.CollectionSpec) {
-	spec, err := bpfobj.LoadProbe()
+// loadBench loads programs of the benchmark object (bpfobj Bench, never the
+// production one) into set, a struct of *ebpf.Program fields tagged with their
+// names, with the production maps replacing the benchmark object's own where
+// given (bench_emit writes the production ring).
+func loadBench(tb testing.TB, set any, prodMaps map[string]*ebpf.Map) (*ebpf.CollectionSpec, func()) {
+	spec, err := bpfobj.LoadBench()
 	if err != nil {
-		b.Fatal(err)
+		tb.Fatal(err)
 	}
-	for name := range spec.Programs {
-		if !keep(name) {
-			delete(spec.Programs, name)
-		}
+	if err := spec.LoadAndAssign(set, &ebpf.CollectionOptions{MapReplacements: prodMaps}); err != nil {
+		tb.Fatal(err)
 	}
-	coll, err := ebpf.NewCollection(spec)
-	if err != nil {
-		b.Fatal(err)
-	}
-	return coll, spec
+	return spec, func() { closeSet(set) }
+}
+
+// emptyHooks are the benchmark object's empty programs on the engine's hooks:
+// the baseline of "our hook vs an empty hook".
+type emptyHooks struct {
+	EmptyBprmCheck        *ebpf.Program `ebpf:"empty_bprm_check"`
+	EmptyExec             *ebpf.Program `ebpf:"empty_exec"`
+	EmptyExit             *ebpf.Program `ebpf:"empty_exit"`
+	EmptyFileMprotect     *ebpf.Program `ebpf:"empty_file_mprotect"`
+	EmptyFileOpen         *ebpf.Program `ebpf:"empty_file_open"`
+	EmptyFilePermission   *ebpf.Program `ebpf:"empty_file_permission"`
+	EmptyFork             *ebpf.Program `ebpf:"empty_fork"`
+	EmptyInodeRemovexattr *ebpf.Program `ebpf:"empty_inode_removexattr"`
+	EmptyInodeSetxattr    *ebpf.Program `ebpf:"empty_inode_setxattr"`
+	EmptyMmapFile         *ebpf.Program `ebpf:"empty_mmap_file"`
+	EmptyPathChmod        *ebpf.Program `ebpf:"empty_path_chmod"`
+	EmptyPathLink         *ebpf.Program `ebpf:"empty_path_link"`
+	EmptyPathMknod        *ebpf.Program `ebpf:"empty_path_mknod"`
+	EmptyPathRename       *ebpf.Program `ebpf:"empty_path_rename"`
+	EmptyPathTruncate     *ebpf.Program `ebpf:"empty_path_truncate"`
+	EmptyPathUnlink       *ebpf.Program `ebpf:"empty_path_unlink"`
+	EmptyTaskAlloc        *ebpf.Program `ebpf:"empty_task_alloc"`
 }
 
 // swapPolicies are the two policies the swap benchmarks alternate between: 63

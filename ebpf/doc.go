@@ -1,6 +1,21 @@
 // Package ebpf is the kernel engine: it loads cloud-defend's BPF programs, compiles
 // policies into their maps, swaps policies atomically, and reads kernel events.
 //
+// # Layout
+//
+// Engine composes three parts, each owning its state: the loader (loader.go,
+// objects.go, attach.go, pin.go: the BPF objects loaded as typed program sets,
+// their links, pinning), the policy slots (slots.go, with slotcompile.go, the
+// compiler of a policy into a slot's map entries) and the reader (reader.go,
+// events.go, detect.go, sysfile.go, wake.go: the ring, decoding, user-space
+// detection without BPF LSM). The C is in bpf/ (cloud_defend.bpf.c lists its
+// parts); the benchmarks' programs are in an object of their own (bench.bpf.c).
+//
+// Tests: *_test.go run on the host (where this kernel allows: without BPF LSM);
+// *_vmguest_test.go are built with the vmguest tag and run inside the VM that
+// TestInVM (vm_host_test.go) boots; TestInVMBench (vmbench_host_test.go, tag
+// vmbench) runs the VM benchmarks there.
+//
 // # Scope: what is a container
 //
 // Policies apply to container workloads. The kernel tells a container's process from

@@ -4,23 +4,17 @@ import (
 	"cmp"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"time"
 
 	"github.com/cilium/ebpf"
-	"github.com/cilium/ebpf/btf"
 	"github.com/cilium/ebpf/link"
-	"github.com/cilium/ebpf/ringbuf"
 	"github.com/cilium/ebpf/rlimit"
 	"golang.org/x/sys/unix"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
-	"github.com/cloud-defend/cloud-defend/event"
 	"github.com/cloud-defend/cloud-defend/policy"
 	"github.com/cloud-defend/cloud-defend/requirements"
 )
@@ -64,145 +58,63 @@ type LSMStatus struct {
 	Reason    string
 }
 
-// A superseded policy is kept, to name the selectors of its decisions, until the
-// reader has passed events stamped retireAfter after the swap: a program reads the
-// generation microseconds before it stamps its event, so by then every decision
-// the old policy made has been read, however many swaps came in between or however
-// long the ring's backlog was. maxRetiring bounds what a stalled reader keeps.
-const (
-	retireAfter = time.Second
-	maxRetiring = 1024
-)
-
-// superseded is a generation that is no longer live, and since when.
-type superseded struct {
-	generation uint32
-	at         time.Duration
-}
-
-// Engine is the loaded kernel engine.
+// Engine is the loaded kernel engine. It composes three parts, each owning
+// its state: the loader (loader.go: the BPF objects, their links, pinning), the
+// policy slots (slots.go: generations, policy history, containers, the slot
+// writer) and the reader (reader.go: the ring, user-space decisions, names).
 type Engine struct {
-	coll     *ebpf.Collection
-	links    []link.Link
-	reader   *ringbuf.Reader
-	waiter   *ringWaiter
-	lsm      LSMStatus
-	sessions FeatureStatus
-	fileSys  FeatureStatus // file syscalls watched (no BPF LSM)
-	// fileMissing: why watch_* programs did not attach, one reason each.
-	fileMissing []string
-	dryRun      bool
-	hostNS      uint32
-	pending     []event.Event // user-space decisions waiting to be read (no BPF LSM)
-	// workloads: what fork decisions need of workload processes, by pid
-	// (no BPF LSM; see detect.go). Reader only.
-	workloads map[uint32]workloadProc
-	rec       ringbuf.Record
-	names     names   // the reader's interned command names
-	sys       Syscall // the last file syscall record read (no BPF LSM)
-	// flushInterval: see Options.FlushInterval.
-	flushInterval time.Duration
-
-	mu         sync.Mutex
-	generation uint32 // counter; slot = generation & 1
-	live       *compiled
-	history    map[uint32]*policy.Policy
-	retiring   []superseded // oldest first
-	// retireAt is when the oldest of retiring may go (event clock), read by the
-	// reader on every event without the lock.
-	retireAt   atomic.Int64
-	written    [2]writtenKeys // entries of each slot, to clear before reuse
-	containers map[uint64]*policy.Operation
-	// slotLive: the current slot holds a policy in the kernel, though live may be
-	// nil (adopted from pinned maps without its source).
-	slotLive bool
-
-	pinPath, stateDir string
-	attached          map[string]link.Link // by program name
-	adoption          Adoption
-	lock              *os.File // the pin directory, locked while this engine is open
-	closed            bool
+	loader
+	slots
+	reader
+	closed bool
 }
-
-// writtenKeys are the hash and trie entries of one slot, map by map.
-type writtenKeys map[string][]any
 
 // Open loads and attaches the programs. Without a policy nothing is enforced;
 // call Swap.
 func Open(opts Options) (*Engine, error) {
 	_ = rlimit.RemoveMemlock() // only needed before kernel 5.11's memcg accounting
-	spec, err := bpfobj.LoadProbe()
-	if err != nil {
-		return nil, fmt.Errorf("load BPF object: %w", err)
-	}
 	hostNS := opts.HostPIDNamespace
 	if hostNS == 0 {
+		var err error
 		if hostNS, err = pidNamespace("self"); err != nil {
 			return nil, err
 		}
 	}
-	if err := spec.Variables["host_pidns"].Set(hostNS); err != nil {
-		return nil, fmt.Errorf("set host pid namespace: %w", err)
+	e := &Engine{}
+	e.loader.pinPath = opts.PinPath
+	if err := e.loadSpec(hostNS, opts.RingBufferSize); err != nil {
+		return nil, err
 	}
-	e := &Engine{dryRun: opts.DryRun, hostNS: hostNS, flushInterval: cmp.Or(opts.FlushInterval, defaultFlushInterval),
-		history: map[uint32]*policy.Policy{}, containers: map[uint64]*policy.Operation{}, names: names{},
-		pinPath: opts.PinPath, stateDir: opts.StateDir, attached: map[string]link.Link{}}
-	e.retireAt.Store(math.MaxInt64)
+	e.slots.init(&e.maps, opts.DryRun, opts.StateDir)
+	e.reader = reader{names: names{}, hostNS: hostNS, flushInterval: cmp.Or(opts.FlushInterval, defaultFlushInterval)}
 	if opts.DisableLSM {
 		e.lsm = LSMStatus{Reason: "BPF LSM disabled by configuration"}
 	} else {
-		e.lsm = probeLSM(spec)
+		e.lsm = probeLSM(e.specs.ProbeLsm)
 	}
-	for name := range spec.Programs {
-		if strings.HasPrefix(name, "empty_") || strings.HasPrefix(name, "bench_") {
-			delete(spec.Programs, name) // benchmark baselines and producers
-		}
-	}
-	if opts.RingBufferSize > 0 {
-		spec.Maps["events"].MaxEntries = uint32(opts.RingBufferSize)
-	}
-	delete(spec.Programs, "probe_lsm")
-	for name, ps := range spec.Programs {
-		if strings.HasPrefix(name, "enforce_") && (!e.lsm.Available || lsmHookMissing(ps.AttachTo)) {
-			delete(spec.Programs, name)
-		}
-	}
-	old, reuse, err := e.findPinned(spec, opts)
+	old, reuse, err := e.findPinned(e.spec, opts)
 	if err != nil {
 		return nil, err
 	}
 	if old != nil {
 		defer old.close()
 	}
-	var collOpts ebpf.CollectionOptions
+	var reused map[string]*ebpf.Map
 	if reuse {
-		collOpts.MapReplacements = map[string]*ebpf.Map{}
-		for _, name := range pinnable(spec.Maps) {
-			collOpts.MapReplacements[name] = old.maps[name]
+		reused = map[string]*ebpf.Map{}
+		for _, name := range probeMapNames() {
+			reused[name] = old.maps[name]
 		}
 	}
-	// Without BPF LSM, file operations are watched at syscall exits instead.
-	for name := range spec.Programs {
-		if strings.HasPrefix(name, "watch_") && (e.lsm.Available || opts.DisableFileSyscalls) {
-			delete(spec.Programs, name)
-		}
-	}
-	// CO-RE relocates against the kernel's BTF and every loaded module's: overlayfs's
-	// inode (the executable layer) is a module's type on many kernels. If overlayfs
-	// is loaded only later, its files report LayerUnknown until the next start.
-	e.coll, err = ebpf.NewCollectionWithOptions(spec, collOpts)
-	if err != nil {
-		var ve *ebpf.VerifierError
-		if errors.As(err, &ve) {
-			return nil, fmt.Errorf("load BPF programs: %+v", ve)
-		}
-		return nil, fmt.Errorf("load BPF programs: %w", err)
+	if err := e.load(reused, !opts.DisableFileSyscalls); err != nil {
+		e.Close()
+		return nil, err
 	}
 	if old != nil {
 		if reuse {
 			err = e.adoptReused()
 		} else {
-			err = e.adoptFresh(old, spec)
+			err = e.adoptFresh(old, e.spec)
 		}
 		if err != nil {
 			e.Close()
@@ -213,7 +125,7 @@ func Open(opts Options) (*Engine, error) {
 		e.Close()
 		return nil, err
 	}
-	if err := e.attachAll(spec); err != nil {
+	if err := e.attachAll(); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -224,42 +136,25 @@ func Open(opts Options) (*Engine, error) {
 		e.fileSys = e.fileSyscallStatus()
 	}
 	if e.pinPath != "" {
-		if err := e.handOff(spec, old, !reuse); err != nil {
+		if err := e.handOff(e.spec, old, !reuse); err != nil {
 			e.Close()
 			return nil, fmt.Errorf("pin to %s: %w", e.pinPath, err)
 		}
 	}
-	if e.reader, err = ringbuf.NewReader(e.coll.Maps["events"]); err != nil {
-		e.Close()
-		return nil, fmt.Errorf("open ring buffer: %w", err)
-	}
-	e.reader.SetDeadline(time.Unix(1, 0)) // reads never block: the waiter waits
-	if e.waiter, err = newRingWaiter(e.coll.Maps["events"]); err != nil {
+	if err := e.reader.open(e.maps.Events); err != nil {
 		e.Close()
 		return nil, err
 	}
 	return e, nil
 }
 
-// lsmHookMissing reports whether this kernel lacks an LSM hook some kernels have
-// (inode_set_acl came in 6.2; before it, ACLs are set as xattrs, which
-// inode_setxattr sees).
-func lsmHookMissing(hook string) bool {
-	kernel, err := btf.LoadKernelSpec()
-	if err != nil {
-		return false // the load reports what is wrong
-	}
-	var fn *btf.Func
-	return kernel.TypeByName("bpf_lsm_"+hook, &fn) != nil
-}
-
 // probeLSM loads and attaches a do-nothing LSM program to learn whether this kernel
 // runs BPF LSM programs at all.
-func probeLSM(spec *ebpf.CollectionSpec) LSMStatus {
+func probeLSM(spec *ebpf.ProgramSpec) LSMStatus {
 	if data, err := os.ReadFile("/sys/kernel/security/lsm"); err == nil && !strings.Contains(","+strings.TrimSpace(string(data))+",", ",bpf,") {
 		return LSMStatus{Reason: fmt.Sprintf("BPF LSM is not enabled (active LSMs: %s); add bpf to the lsm= kernel boot parameter", strings.TrimSpace(string(data)))}
 	}
-	prog, err := ebpf.NewProgram(spec.Programs["probe_lsm"])
+	prog, err := ebpf.NewProgram(spec)
 	if errors.Is(err, unix.EPERM) {
 		// cilium/ebpf suggests MEMLOCK for any EPERM; with memcg accounting the cause
 		// is the kernel refusing BPF trampolines (as on this project's build hosts) or
@@ -302,213 +197,6 @@ func (e *Engine) LSM() LSMStatus { return e.lsm }
 // a dry run.
 func (e *Engine) Enforcing() bool { return e.lsm.Available && !e.dryRun }
 
-func (e *Engine) setConfig() error {
-	cfg := bpfobj.ProbeCdConfig{Generation: e.generation}
-	if !e.dryRun {
-		cfg.Enforce = 1
-	}
-	if err := e.coll.Maps["config_map"].Put(uint32(0), cfg); err != nil {
-		return fmt.Errorf("write config: %w", err)
-	}
-	return nil
-}
-
-// Swap compiles p and makes it the enforced policy in one step. On error the
-// previous policy stays in force.
-func (e *Engine) Swap(p *policy.Policy) error {
-	c, err := compile(p)
-	if err != nil {
-		return err
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	next := e.generation + 1
-	if e.live == nil && !e.slotLive {
-		next = e.generation // the first policy goes into the empty current slot
-	}
-	slot := next & 1
-	if err := e.clearSlot(slot); err != nil {
-		return err
-	}
-	if err := e.writeSlot(slot, c); err != nil {
-		return err
-	}
-	if err := e.savePolicy(next, p); err != nil {
-		return err
-	}
-	prev := e.generation
-	e.generation = next
-	if err := e.setConfig(); err != nil {
-		e.generation = prev
-		return err
-	}
-	e.slotLive = true
-	e.prunePolicies()
-	if e.live != nil {
-		e.retiring = append(e.retiring, superseded{prev, event.Now()})
-		if len(e.retiring) > maxRetiring {
-			delete(e.history, e.retiring[0].generation)
-			e.retiring = e.retiring[1:]
-		}
-		e.scheduleRetire()
-	}
-	e.live = c
-	e.history[next] = p
-	return nil
-}
-
-// retire forgets the superseded policies whose decisions were all read before
-// an event stamped t.
-func (e *Engine) retire(t time.Duration) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	for len(e.retiring) > 0 && e.retiring[0].at+retireAfter < t {
-		delete(e.history, e.retiring[0].generation)
-		e.retiring = e.retiring[1:]
-	}
-	e.scheduleRetire()
-}
-
-// scheduleRetire sets retireAt from the oldest superseded policy. Under mu.
-func (e *Engine) scheduleRetire() {
-	next := int64(math.MaxInt64)
-	if len(e.retiring) > 0 {
-		next = int64(e.retiring[0].at + retireAfter)
-	}
-	e.retireAt.Store(next)
-}
-
-func (e *Engine) clearSlot(slot uint32) error {
-	for name, keys := range e.written[slot] {
-		for _, k := range keys {
-			if err := e.coll.Maps[name].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return fmt.Errorf("clear %s: %w", name, err)
-			}
-		}
-	}
-	e.written[slot] = writtenKeys{}
-	return nil
-}
-
-// put writes one entry of a slot and remembers it for clearSlot.
-func (e *Engine) put(slot uint32, mapName string, k, v any) error {
-	if err := e.coll.Maps[mapName].Put(k, v); err != nil {
-		return fmt.Errorf("write %s: %w", mapName, err)
-	}
-	if e.written[slot] == nil {
-		e.written[slot] = writtenKeys{}
-	}
-	e.written[slot][mapName] = append(e.written[slot][mapName], k)
-	return nil
-}
-
-func (e *Engine) writeSlot(slot uint32, c *compiled) error {
-	for name, bits := range c.names {
-		k := bpfobj.ProbeNameKey{Generation: slot}
-		for i := 0; i < len(name) && i < len(k.Comm)-1; i++ {
-			k.Comm[i] = int8(name[i])
-		}
-		if err := e.put(slot, "names", k, bits); err != nil {
-			return err
-		}
-	}
-	for mapName, entries := range map[string]map[string]pathEntry{"paths": c.paths, "file_paths": c.filePaths} {
-		for _, path := range sortedKeys(entries) {
-			pe := entries[path]
-			k := bpfobj.ProbePathKey{Prefixlen: uint32(8 * (1 + len(path)))}
-			k.Data[0] = uint8(slot)
-			copy(k.Data[1:], path)
-			v := bpfobj.ProbePathVal{Exact: pe.exact, Desc: pe.desc, Children: pe.children, Len: pe.len, Dirlen: pe.dirlen}
-			if err := e.put(slot, mapName, k, v); err != nil {
-				return err
-			}
-		}
-	}
-	for dir, bits := range c.fileTrees {
-		k := bpfobj.ProbeTreeKey{Generation: slot}
-		for i := 0; i < len(dir) && i < len(k.Dir)-1; i++ {
-			k.Dir[i] = int8(dir[i])
-		}
-		if err := e.put(slot, "file_trees", k, bits); err != nil {
-			return err
-		}
-	}
-	for cg, meta := range e.containers {
-		if err := e.putContainer(slot, c, cg, meta); err != nil {
-			return err
-		}
-	}
-	if err := e.coll.Maps["file_policies"].Put(slot, c.file); err != nil {
-		return fmt.Errorf("write file policy: %w", err)
-	}
-	if err := e.coll.Maps["policies"].Put(slot, c.policy); err != nil {
-		return fmt.Errorf("write policy: %w", err)
-	}
-	return nil
-}
-
-func (e *Engine) putContainer(slot uint32, c *compiled, cgroupID uint64, meta *policy.Operation) error {
-	pm, fm := c.containerMasks(meta)
-	k := bpfobj.ProbeContainerKey{CgroupId: cgroupID, Generation: slot}
-	// No matching container-scoped selector: absence says the same.
-	if pm != 0 {
-		if err := e.put(slot, "containers", k, pm); err != nil {
-			return err
-		}
-	}
-	if fm != 0 {
-		if err := e.put(slot, "file_containers", k, fm); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// SetContainer records a container's image and Kubernetes metadata (the container
-// and Kubernetes fields of meta) for the cgroup its processes run in, so selectors
-// with container conditions apply to it.
-func (e *Engine) SetContainer(cgroupID uint64, meta policy.Operation) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	e.containers[cgroupID] = &meta
-	if e.live == nil {
-		return nil
-	}
-	return e.putContainer(e.generation&1, e.live, cgroupID, &meta)
-}
-
-// RemoveContainer forgets a container that is gone.
-func (e *Engine) RemoveContainer(cgroupID uint64) error {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	delete(e.containers, cgroupID)
-	for slot := range uint32(2) {
-		k := bpfobj.ProbeContainerKey{CgroupId: cgroupID, Generation: slot}
-		for _, m := range []string{"containers", "file_containers"} {
-			if err := e.coll.Maps[m].Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
-				return err
-			}
-		}
-	}
-	return nil
-}
-
-// PolicyOf returns the policy that generation decided with, if still known.
-func (e *Engine) PolicyOf(generation uint32) *policy.Policy {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.history[generation]
-}
-
-// Live is the live policy and its generation, read together under one lock: a
-// swap in between cannot pair one generation with another's policy. p is nil
-// before the first Swap.
-func (e *Engine) Live() (generation uint32, p *policy.Policy) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.generation, e.history[e.generation]
-}
-
 // BlockingInForce reports whether blocking responses block right now: the
 // kernel can block, this is no dry run, and the live policy has responses that
 // block.
@@ -518,13 +206,6 @@ func (e *Engine) BlockingInForce() bool {
 	}
 	_, p := e.Live()
 	return p != nil && (p.Blocks(policy.Process) || p.Blocks(policy.File))
-}
-
-// Generation is the live policy's generation counter.
-func (e *Engine) Generation() uint32 {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	return e.generation
 }
 
 // Stats are the kernel's counters, summed over CPUs.
@@ -538,9 +219,12 @@ type Stats struct {
 // Stats reads the kernel counters.
 func (e *Engine) Stats() (Stats, error) {
 	var s Stats
-	for i, dst := range []*uint64{&s.RingbufDrops, &s.PathErrors, &s.Decisions, &s.Blocks} {
+	for i, dst := range map[bpfobj.ProbeCdStat]*uint64{
+		bpfobj.ProbeCdStatSTAT_RINGBUF_DROPS: &s.RingbufDrops, bpfobj.ProbeCdStatSTAT_PATH_ERRORS: &s.PathErrors,
+		bpfobj.ProbeCdStatSTAT_DECISIONS: &s.Decisions, bpfobj.ProbeCdStatSTAT_BLOCKS: &s.Blocks,
+	} {
 		var per []uint64
-		if err := e.coll.Maps["stats"].Lookup(uint32(i), &per); err != nil {
+		if err := e.maps.Stats.Lookup(uint32(i), &per); err != nil {
 			return s, fmt.Errorf("read stats: %w", err)
 		}
 		for _, v := range per {
@@ -558,21 +242,7 @@ func (e *Engine) Close() error {
 		return nil
 	}
 	e.closed = true
-	if e.waiter != nil {
-		e.waiter.close()
-	}
-	if e.reader != nil {
-		e.reader.Close()
-	}
-	for _, l := range e.links {
-		l.Close()
-	}
-	e.links = nil
-	if e.coll != nil {
-		e.coll.Close()
-	}
-	if e.lock != nil {
-		e.lock.Close()
-	}
+	e.reader.close()
+	e.closeObjects()
 	return nil
 }

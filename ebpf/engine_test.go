@@ -188,9 +188,9 @@ func TestRingbufDropsAreCounted(t *testing.T) {
 		pids[uint32(cmd.Process.Pid)] = true
 	}
 	read, ours := 0, 0
-	e.reader.SetDeadline(time.Now().Add(time.Second))
+	e.ring.SetDeadline(time.Now().Add(time.Second))
 	for {
-		rec, err := e.reader.Read()
+		rec, err := e.ring.Read()
 		if errors.Is(err, os.ErrDeadlineExceeded) {
 			break
 		}
@@ -256,7 +256,7 @@ func TestReaderWakeups(t *testing.T) {
 	go func() {
 		for {
 			_, err := e.Read()
-			if left := e.reader.AvailableBytes(); err != nil || left >= wakeupBytes-8<<10 {
+			if left := e.ring.AvailableBytes(); err != nil || left >= wakeupBytes-8<<10 {
 				first <- result{err, left}
 				return
 			}
@@ -273,7 +273,7 @@ wait:
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("no wake-up after %d processes (%d bytes in the ring)", execs, e.reader.AvailableBytes())
+			t.Fatalf("no wake-up after %d processes (%d bytes in the ring)", execs, e.ring.AvailableBytes())
 		}
 		if err := exec.Command("/bin/true").Run(); err != nil {
 			t.Fatal(err)
@@ -294,7 +294,7 @@ wait:
 			}
 		}
 	}()
-	for e.reader.AvailableBytes() > 0 {
+	for e.ring.AvailableBytes() > 0 {
 		time.Sleep(10 * time.Millisecond)
 	}
 	time.Sleep(100 * time.Millisecond)

@@ -5,7 +5,6 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
-	"os"
 	"strings"
 	"time"
 	"unsafe"
@@ -27,74 +26,6 @@ var ErrClosed = ringbuf.ErrClosed
 // 200 ms took a tenth off its CPU at 5,000 events/s against 50 ms, and documents
 // become searchable only at Elasticsearch's next refresh (1 s by default) anyway.
 const defaultFlushInterval = 200 * time.Millisecond
-
-// Buffered reports whether Read has an event ready without waiting: false at
-// the end of what the kernel has delivered so far, where a reader that batches
-// its own output flushes it.
-func (e *Engine) Buffered() bool {
-	return len(e.pending) > 0 || e.reader.AvailableBytes() > 0
-}
-
-// Read blocks until the next kernel event. Only one goroutine may read.
-//
-// Without BPF LSM the kernel makes no decisions, so Read evaluates the live policy
-// on each container exec and fork itself and follows the exec or fork event with a
-// decision event (UserSpace set, never blocked): detection keeps working where
-// blocking cannot.
-func (e *Engine) Read() (event.Event, error) {
-	if len(e.pending) > 0 {
-		ev := e.pending[0]
-		e.pending = e.pending[1:]
-		return ev, nil
-	}
-	for {
-		// One record buffer, reused: Event copies out what it keeps. The
-		// reader's deadline is in the past: this never blocks, and reports
-		// ErrDeadlineExceeded once the ring is empty.
-		err := e.reader.ReadInto(&e.rec)
-		if errors.Is(err, os.ErrDeadlineExceeded) {
-			if werr := e.waiter.wait(e.flushInterval); werr != nil {
-				return event.Event{}, fmt.Errorf("ringbuffer: %w", ErrClosed)
-			}
-			continue
-		}
-		if err != nil {
-			return event.Event{}, err
-		}
-		ev, err := decodeEvent(e.rec.RawSample, e.names, &e.sys)
-		if int64(ev.Time) > e.retireAt.Load() {
-			e.retire(ev.Time)
-		}
-		if err == nil && !e.lsm.Available {
-			if d, ok := e.observe(&ev); ok {
-				e.pending = append(e.pending, d)
-			}
-		}
-		if err == nil && ev.Kind == kindSysfile {
-			// Only its decisions (detectFile) go on.
-			if len(e.pending) > 0 {
-				ev = e.pending[0]
-				e.pending = e.pending[1:]
-				return ev, nil
-			}
-			continue
-		}
-		return ev, err
-	}
-}
-
-// liveFor reads, under one lock, the live policy's generation and policy and the
-// container and Kubernetes metadata of a cgroup: what user-space detection
-// evaluates an operation against.
-func (e *Engine) liveFor(cgroupID uint64) (uint32, *policy.Policy, policy.Operation) {
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	var meta policy.Operation
-	if m := e.containers[cgroupID]; m != nil {
-		meta = *m
-	}
-	return e.generation, e.history[e.generation], meta
-}
 
 // memfdPath reports whether a resolved executable path is a memfd's.
 func memfdPath(exe string) bool {
@@ -200,10 +131,7 @@ func decodeEvent(raw []byte, n names, sys *Syscall) (event.Event, error) {
 		}
 		ev = header(r.Hdr, r.Proc, n)
 		ev.Generation = r.Hdr.Generation
-		ev.Op = policy.OpExec
-		if r.Op == 1 {
-			ev.Op = policy.OpFork
-		}
+		ev.Op = processOp(bpfobj.ProbeProcessOp(r.Op))
 		ev.Matched = r.Matched
 		ev.Actions = policy.Actions(r.Actions)
 		ev.Blocked = r.Blocked != 0
@@ -219,6 +147,15 @@ func decodeEvent(raw []byte, n names, sys *Syscall) (event.Event, error) {
 		return ev, fmt.Errorf("unknown event kind %d", kind)
 	}
 	return ev, nil
+}
+
+// processOp is the policy operation of a process decision (enum process_op,
+// numbered apart from policy.Op).
+func processOp(op bpfobj.ProbeProcessOp) policy.Op {
+	if op == bpfobj.ProbeProcessOpOP_FORK {
+		return policy.OpFork
+	}
+	return policy.OpExec
 }
 
 // view reads a record in place: records are the kernel's structs, laid out as

@@ -124,19 +124,6 @@ type savedPolicy struct {
 	At         time.Time `json:"at"`
 }
 
-// pinnable are the maps that carry state across daemons: all but the loader's
-// own sections (.rodata holds this load's constants, such as host_pidns).
-func pinnable(names map[string]*ebpf.MapSpec) []string {
-	var out []string
-	for name := range names {
-		if !strings.HasPrefix(name, ".") {
-			out = append(out, name)
-		}
-	}
-	sort.Strings(out)
-	return out
-}
-
 // ensureBPFFS makes sure dir can be created on a BPF filesystem, mounting bpffs at
 // /sys/fs/bpf when it is missing there (as minimal hosts and some containers
 // leave it).
@@ -209,7 +196,7 @@ func loadPinned(dir, stateDir string) (*pinned, error) {
 
 // reusable says whether the pinned maps can serve spec as they are, and if not why.
 func reusable(spec *ebpf.CollectionSpec, old *pinned) (bool, string) {
-	for _, name := range pinnable(spec.Maps) {
+	for _, name := range probeMapNames() {
 		ms, m := spec.Maps[name], old.maps[name]
 		if m == nil {
 			return false, fmt.Sprintf("map %s is not pinned", name)
@@ -328,7 +315,7 @@ func goLayout(w io.Writer, t reflect.Type) {
 // sources.
 func (e *Engine) adoptReused() error {
 	var cfg bpfobj.ProbeCdConfig
-	if err := e.coll.Maps["config_map"].Lookup(uint32(0), &cfg); err != nil {
+	if err := e.maps.ConfigMap.Lookup(uint32(0), &cfg); err != nil {
 		return fmt.Errorf("read pinned config: %w", err)
 	}
 	e.generation = cfg.Generation
@@ -336,10 +323,10 @@ func (e *Engine) adoptReused() error {
 	slot := cfg.Generation & 1
 	var pp bpfobj.ProbePolicy
 	var fp bpfobj.ProbeFilePolicy
-	if err := e.coll.Maps["policies"].Lookup(slot, &pp); err != nil {
+	if err := e.maps.Policies.Lookup(slot, &pp); err != nil {
 		return fmt.Errorf("read pinned policy: %w", err)
 	}
-	if err := e.coll.Maps["file_policies"].Lookup(slot, &fp); err != nil {
+	if err := e.maps.FilePolicies.Lookup(slot, &fp); err != nil {
 		return fmt.Errorf("read pinned file policy: %w", err)
 	}
 	e.slotLive = pp.R.Valid != 0 || fp.R.Valid != 0
@@ -355,47 +342,47 @@ func (e *Engine) adoptReused() error {
 // rebuildWritten lists the entries of both slots of the maps put writes, so the
 // next Swap clears the idle slot as if this process had written it. Every key
 // carries its slot.
-func (e *Engine) rebuildWritten() error {
-	e.written = [2]writtenKeys{{}, {}}
-	add := func(slot uint32, name string, k any) {
-		e.written[slot&1][name] = append(e.written[slot&1][name], k)
+func (s *slots) rebuildWritten() error {
+	s.written = [2][]slotKey{}
+	add := func(slot uint32, m slotMap, k any) {
+		s.written[slot&1] = append(s.written[slot&1], slotKey{m, k})
 	}
 	var nk bpfobj.ProbeNameKey
 	var u uint64
-	it := e.coll.Maps["names"].Iterate()
+	it := s.table(slotNames).Iterate()
 	for it.Next(&nk, &u) {
-		add(nk.Generation, "names", nk)
+		add(nk.Generation, slotNames, nk)
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("list names: %w", err)
+		return fmt.Errorf("list %s: %w", slotNames, err)
 	}
-	for _, name := range []string{"paths", "file_paths"} {
+	for _, m := range []slotMap{slotPaths, slotFilePaths} {
 		var pk bpfobj.ProbePathKey
 		var pv bpfobj.ProbePathVal
-		it := e.coll.Maps[name].Iterate()
+		it := s.table(m).Iterate()
 		for it.Next(&pk, &pv) {
-			add(uint32(pk.Data[0]), name, pk)
+			add(uint32(pk.Data[0]), m, pk)
 		}
 		if err := it.Err(); err != nil {
-			return fmt.Errorf("list %s: %w", name, err)
+			return fmt.Errorf("list %s: %w", m, err)
 		}
 	}
 	var tk bpfobj.ProbeTreeKey
-	it = e.coll.Maps["file_trees"].Iterate()
+	it = s.table(slotFileTrees).Iterate()
 	for it.Next(&tk, &u) {
-		add(tk.Generation, "file_trees", tk)
+		add(tk.Generation, slotFileTrees, tk)
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("list file_trees: %w", err)
+		return fmt.Errorf("list %s: %w", slotFileTrees, err)
 	}
-	for _, name := range []string{"containers", "file_containers"} {
+	for _, m := range []slotMap{slotContainers, slotFileContainers} {
 		var ck bpfobj.ProbeContainerKey
-		it := e.coll.Maps[name].Iterate()
+		it := s.table(m).Iterate()
 		for it.Next(&ck, &u) {
-			add(ck.Generation, name, ck)
+			add(ck.Generation, m, ck)
 		}
 		if err := it.Err(); err != nil {
-			return fmt.Errorf("list %s: %w", name, err)
+			return fmt.Errorf("list %s: %w", m, err)
 		}
 	}
 	return nil
@@ -443,7 +430,7 @@ func (e *Engine) adoptFresh(old *pinned, spec *ebpf.CollectionSpec) error {
 	if err != nil {
 		return fmt.Errorf("recompile the pinned policy: %w", err)
 	}
-	if err := e.writeSlot(gen&1, c); err != nil {
+	if err := e.write(gen&1, c.entries(gen&1, e.containers)); err != nil {
 		return err
 	}
 	e.live, e.slotLive = c, true
@@ -457,7 +444,7 @@ func (e *Engine) adoptFresh(old *pinned, spec *ebpf.CollectionSpec) error {
 // fits, else the counter is taken from the newest policy source saved. live says
 // whether it was enforcing (or, failing that, whether a policy was saved).
 func oldGeneration(old *pinned, spec *ebpf.CollectionSpec, stateDir string) (uint32, bool, error) {
-	if m := old.maps["config_map"]; m != nil && spec.Maps["config_map"].Compatible(m) == nil {
+	if m := old.maps[bpfobj.ProbeMapConfigMap]; m != nil && spec.Maps[bpfobj.ProbeMapConfigMap].Compatible(m) == nil {
 		var cfg bpfobj.ProbeCdConfig
 		if err := m.Lookup(uint32(0), &cfg); err != nil {
 			return 0, false, fmt.Errorf("read pinned config: %w", err)
@@ -490,11 +477,11 @@ func policyFile(stateDir string, gen uint32) string {
 }
 
 // loadPolicy parses the saved source of a generation.
-func (e *Engine) loadPolicy(gen uint32) (*policy.Policy, error) {
-	if e.stateDir == "" {
+func (s *slots) loadPolicy(gen uint32) (*policy.Policy, error) {
+	if s.stateDir == "" {
 		return nil, fmt.Errorf("no state directory: %w", os.ErrNotExist)
 	}
-	sp, err := readSavedPolicy(e.stateDir, gen)
+	sp, err := readSavedPolicy(s.stateDir, gen)
 	if err != nil {
 		return nil, err
 	}
@@ -516,28 +503,28 @@ func readSavedPolicy(stateDir string, gen uint32) (*savedPolicy, error) {
 
 // savePolicy writes a generation's source before it goes live: a daemon that
 // dies right after the flip leaves the source of what the kernel enforces.
-func (e *Engine) savePolicy(gen uint32, p *policy.Policy) error {
-	if e.stateDir == "" {
+func (s *slots) savePolicy(gen uint32, p *policy.Policy) error {
+	if s.stateDir == "" {
 		return nil
 	}
 	b, err := json.Marshal(savedPolicy{Generation: gen, Name: p.Name(), Source: string(p.Source()), At: time.Now().UTC()})
 	if err != nil {
 		return err
 	}
-	if err := writeAtomic(policyFile(e.stateDir, gen), b); err != nil {
+	if err := writeAtomic(policyFile(s.stateDir, gen), b); err != nil {
 		return fmt.Errorf("save the policy for pinned enforcement: %w", err)
 	}
 	return nil
 }
 
 // prunePolicies keeps the sources of the live generation and the one before it.
-func (e *Engine) prunePolicies() {
-	if e.stateDir == "" {
+func (s *slots) prunePolicies() {
+	if s.stateDir == "" {
 		return
 	}
-	for _, g := range savedGenerations(e.stateDir) {
-		if g+1 < e.generation || g > e.generation {
-			os.Remove(policyFile(e.stateDir, g))
+	for _, g := range savedGenerations(s.stateDir) {
+		if g+1 < s.generation || g > s.generation {
+			os.Remove(policyFile(s.stateDir, g))
 		}
 	}
 }
@@ -592,14 +579,14 @@ func (e *Engine) handOff(spec *ebpf.CollectionSpec, old *pinned, freshMaps bool)
 			return fmt.Errorf("pin path: %w", err)
 		}
 	}
-	names := pinnable(spec.Maps)
+	maps := mapsByName(&e.maps)
 	keepMaps := map[string]bool{}
-	for _, name := range names {
+	for _, name := range probeMapNames() {
 		keepMaps[name] = true
 		if old != nil && !freshMaps {
 			continue // the pinned map is the one in use
 		}
-		if err := pinReplace(e.coll.Maps[name], filepath.Join(mapsDir, name)); err != nil {
+		if err := pinReplace(maps[name], filepath.Join(mapsDir, name)); err != nil {
 			return fmt.Errorf("pin map %s: %w", name, err)
 		}
 	}
@@ -644,7 +631,7 @@ func (e *Engine) handOff(spec *ebpf.CollectionSpec, old *pinned, freshMaps bool)
 // the old counters to the new ones, so Stats survive the upgrade.
 func (e *Engine) carryOver(old *pinned) {
 	var unread uint64
-	if ring := old.maps["events"]; ring != nil {
+	if ring := old.maps[bpfobj.ProbeMapEvents]; ring != nil {
 		if r, err := ringbuf.NewReader(ring); err == nil {
 			r.SetDeadline(time.Unix(1, 0))
 			var rec ringbuf.Record
@@ -655,7 +642,7 @@ func (e *Engine) carryOver(old *pinned) {
 		}
 	}
 	e.adoption.Unread = unread
-	oldStats, newStats := old.maps["stats"], e.coll.Maps["stats"]
+	oldStats, newStats := old.maps[bpfobj.ProbeMapStats], e.maps.Stats
 	if newStats == nil {
 		return
 	}
@@ -670,7 +657,7 @@ func (e *Engine) carryOver(old *pinned) {
 				cur[c] += prev[c]
 			}
 		}
-		if i == 0 { // STAT_RINGBUF_DROPS, as Stats reads it
+		if i == uint32(bpfobj.ProbeCdStatSTAT_RINGBUF_DROPS) {
 			cur[0] += unread
 		}
 		// The new programs run already: an increment between the lookup and
@@ -688,8 +675,9 @@ func (e *Engine) saveState(spec *ebpf.CollectionSpec, old *pinned) error {
 	if old != nil && old.state != nil && !old.state.Since.IsZero() {
 		st.Since = old.state.Since
 	}
-	for _, name := range pinnable(spec.Maps) {
-		id, err := mapID(e.coll.Maps[name])
+	maps := mapsByName(&e.maps)
+	for _, name := range probeMapNames() {
+		id, err := mapID(maps[name])
 		if err != nil {
 			return fmt.Errorf("map %s: %w", name, err)
 		}

@@ -44,7 +44,7 @@ func namesInKernel(t *testing.T, e *Engine) []string {
 	var out []string
 	var k bpfobj.ProbeNameKey
 	var v uint64
-	it := e.coll.Maps["names"].Iterate()
+	it := e.maps.Names.Iterate()
 	for it.Next(&k, &v) {
 		out = append(out, fmt.Sprintf("%d:%s", k.Generation, cstring(k.Comm[:])))
 	}
@@ -122,14 +122,14 @@ func TestPinnedAdoption(t *testing.T) {
 	// A counter the kernel would bump (PathErrors), to see it survive.
 	per := make([]uint64, ebpf.MustPossibleCPU())
 	per[0] = 7
-	if err := e1.coll.Maps["stats"].Update(uint32(1), per, ebpf.UpdateAny); err != nil {
+	if err := e1.maps.Stats.Update(uint32(1), per, ebpf.UpdateAny); err != nil {
 		t.Fatal(err)
 	}
 	old := linkIDs(t, e1)
 	e1.Close()
 
 	st, err := InspectPinned(pin, state)
-	if err != nil || !st.Present || st.Generation != 1 || !st.Enforcing || st.Policy != "p.yaml" || !slices.Contains(st.Links, "on_exec") {
+	if err != nil || !st.Present || st.Generation != 1 || !st.Enforcing || st.Policy != "p.yaml" || !slices.Contains(st.Links, bpfobj.ProbeProgOnExec) {
 		t.Fatalf("InspectPinned %+v %v", st, err)
 	}
 	m := marker(t) // no engine open: the pinned links write into the pinned ring
@@ -185,7 +185,7 @@ func TestPinnedAdoption(t *testing.T) {
 		t.Fatalf("dry run adoption %+v", a)
 	}
 	var cfg bpfobj.ProbeCdConfig
-	if err := e3.coll.Maps["config_map"].Lookup(uint32(0), &cfg); err != nil || cfg.Enforce != 0 || cfg.Generation != 2 {
+	if err := e3.maps.ConfigMap.Lookup(uint32(0), &cfg); err != nil || cfg.Enforce != 0 || cfg.Generation != 2 {
 		t.Fatalf("config after a dry run adopted: %+v %v", cfg, err)
 	}
 	e3.Close()
@@ -209,7 +209,7 @@ func TestPinnedAdoption(t *testing.T) {
 	if err := e4.Swap(mustParse(t, namePolicy(t, "ddd"))); err != nil || e4.Generation() != 3 {
 		t.Fatalf("swap after the upgrade: generation %d, %v", e4.Generation(), err)
 	}
-	ringInfo, _ := e4.coll.Maps["events"].Info()
+	ringInfo, _ := e4.maps.Events.Info()
 	ringID, _ := ringInfo.ID()
 	pinnedRing, err := ebpf.LoadPinnedMap(filepath.Join(pin, pinMapsDir, "events"), nil)
 	if err != nil {

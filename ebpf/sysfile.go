@@ -20,11 +20,11 @@ import (
 
 // kindSysfile is a workload's file syscall, as the kernel reports it without
 // BPF LSM; Read turns it into file decisions and does not return it.
-const kindSysfile event.Kind = 7
+const kindSysfile = event.Kind(bpfobj.ProbeEventTypeEVENT_SYSFILE)
 
 // Syscall is what a file syscall's record says (what decodeEvent fills for a kindSysfile record).
 type Syscall struct {
-	Op          uint32 // 1 open, 2 unlink, 3 rename, 4 chmod (enum sys_op)
+	Op          uint32 // enum sys_op: bpfobj.ProbeSysOpSYS_OPEN, _UNLINK, _RENAME, _CHMOD
 	Flags       uint32
 	Mode        uint32 // chmod: the new mode; open: the file's mode
 	Created     bool   // open: this open created the file
@@ -33,13 +33,7 @@ type Syscall struct {
 	Base, Base2 string // the directories relative ones start from, resolved at the call
 }
 
-const (
-	sysOpen   = 1
-	sysUnlink = 2
-	sysRename = 3
-	sysChmod  = 4
-	atFDCWD   = -100
-)
+const atFDCWD = -100
 
 func decodeSysfile(raw []byte, n names, sys *Syscall) (event.Event, error) {
 	r, err := view[bpfobj.ProbeSysfileEvent](raw)
@@ -55,22 +49,17 @@ func decodeSysfile(raw []byte, n names, sys *Syscall) (event.Event, error) {
 	return ev, nil
 }
 
-// fileSyscallStatus says whether the watch_* programs (attached with the rest by
-// attachAll) watch file syscalls, and which could not attach: openat2 (5.6) may
-// be missing; the others are as old as Linux.
-func (e *Engine) fileSyscallStatus() FeatureStatus {
-	n := 0
-	for name := range e.coll.Programs {
-		if strings.HasPrefix(name, "watch_") {
-			n++
-		}
-	}
-	if n == 0 || len(e.fileMissing) == n {
-		return FeatureStatus{Reason: "file selectors are not evaluated: no syscall tracepoint attached: " + strings.Join(e.fileMissing, "; ")}
+// fileSyscallStatus says whether the file syscall programs (attached with the
+// rest by attachAll) watch file syscalls, and which could not attach: openat2
+// (5.6) may be missing; the others are as old as Linux.
+func (l *loader) fileSyscallStatus() FeatureStatus {
+	n := len(programsOf(l.fileSyscalls))
+	if n == 0 || len(l.fileMissing) == n {
+		return FeatureStatus{Reason: "file selectors are not evaluated: no syscall tracepoint attached: " + strings.Join(l.fileMissing, "; ")}
 	}
 	st := FeatureStatus{Available: true}
-	if len(e.fileMissing) > 0 {
-		st.Reason = "file syscalls not seen: " + strings.Join(e.fileMissing, "; ")
+	if len(l.fileMissing) > 0 {
+		st.Reason = "file syscalls not seen: " + strings.Join(l.fileMissing, "; ")
 	}
 	return st
 }
@@ -91,16 +80,16 @@ func (e *Engine) detectFile(ev *event.Event, s *Syscall) {
 		hook event.HookPoint
 	}
 	var ops []judged
-	switch s.Op {
-	case sysOpen:
+	switch bpfobj.ProbeSysOp(s.Op) {
+	case bpfobj.ProbeSysOpSYS_OPEN:
 		op := execOr(s.Mode, policy.OpModifyExecutable, policy.OpModifyFile)
 		if s.Created {
 			op = execOr(s.Mode, policy.OpCreateExecutable, policy.OpCreateFile)
 		}
 		ops = append(ops, judged{op, target, event.HookSysOpen})
-	case sysUnlink:
+	case bpfobj.ProbeSysOpSYS_UNLINK:
 		ops = append(ops, judged{policy.OpDeleteFile, target, event.HookSysUnlink})
-	case sysRename:
+	case bpfobj.ProbeSysOpSYS_RENAME:
 		// The file is at its new name now: whether it is executable is read
 		// there (while the task lives). Whether a file was replaced is not
 		// known after the fact: the new name is a creation.
@@ -111,7 +100,7 @@ func (e *Engine) detectFile(ev *event.Event, s *Syscall) {
 		}
 		ops = append(ops, judged{policy.OpDeleteFile, target, event.HookSysRename},
 			judged{execOr(mode, policy.OpCreateExecutable, policy.OpCreateFile), dst, event.HookSysRename})
-	case sysChmod:
+	case bpfobj.ProbeSysOpSYS_CHMOD:
 		// The mode before is gone: gaining an x bit is judged by the new one.
 		if _, found, regular := statIn(roots, target); found && !regular {
 			return

@@ -204,8 +204,8 @@ func progTime(e *Engine) uint64 {
 		return 0
 	}
 	var total uint64
-	for _, p := range e.coll.Programs {
-		if st, err := p.Stats(); err == nil {
+	for _, p := range e.programs() {
+		if st, err := p.prog.Stats(); err == nil {
 			total += uint64(st.Runtime)
 		}
 	}

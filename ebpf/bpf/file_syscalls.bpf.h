@@ -15,8 +15,6 @@
  *
  * Included at the end of cloud_defend.bpf.c: it uses its maps and helpers. */
 
-#define EVENT_SYSFILE 7
-
 /* The syscall that made a sysfile_event (ebpf.SyscallOp). */
 enum sys_op {
 	SYS_OPEN = 1,
@@ -31,9 +29,9 @@ enum sys_op {
 struct sysfile_event {
 	struct event_header hdr;
 	struct proc_info proc;
-	__u32 op;    /* enum sys_op */
-	__u32 flags; /* open: the flags; unlinkat: its flags; renameat2: its flags */
-	__u32 mode;  /* chmod: the new mode; open: the file's mode after it */
+	__u32 op;      /* enum sys_op */
+	__u32 flags;   /* open: the flags; unlinkat: its flags; renameat2: its flags */
+	__u32 mode;    /* chmod: the new mode; open: the file's mode after it */
 	__u32 created; /* open: this open created the file (FMODE_CREATED) */
 	__s32 dfd;     /* the directory fd path is relative to (AT_FDCWD: the cwd) */
 	__s32 dfd2;    /* rename: newpath's */
@@ -87,8 +85,8 @@ static __always_inline void dir_of(struct task_struct *t, int dfd, char *dst)
 
 /* enter records a workload's call: its user-space path arguments are only
  * readable now. */
-static __always_inline int sysfile_enter(__u32 op, __u32 flags, __u32 mode, int dfd, const char *path,
-					 int dfd2, const char *path2)
+static __always_inline int sysfile_enter(__u32 op, __u32 flags, __u32 mode, int dfd, const char *path, int dfd2,
+					 const char *path2)
 {
 	struct task_struct *t = in_scope();
 	if (!t)
@@ -275,7 +273,8 @@ int watch_renameat(struct trace_event_raw_sys_enter *ctx)
 SEC("tracepoint/syscalls/sys_enter_rename")
 int watch_rename(struct trace_event_raw_sys_enter *ctx)
 {
-	return sysfile_enter(SYS_RENAME, 0, 0, AT_FDCWD, (const char *)ctx->args[0], AT_FDCWD, (const char *)ctx->args[1]);
+	return sysfile_enter(SYS_RENAME, 0, 0, AT_FDCWD, (const char *)ctx->args[0], AT_FDCWD,
+			     (const char *)ctx->args[1]);
 }
 
 SEC("tracepoint/syscalls/sys_enter_fchmodat")
@@ -291,11 +290,11 @@ int watch_chmod(struct trace_event_raw_sys_enter *ctx)
 }
 
 /* One exit program per syscall: each runs only for its own call. */
-#define SYSFILE_EXIT(name)                                              \
-	SEC("tracepoint/syscalls/sys_exit_" #name)                      \
+#define SYSFILE_EXIT(name)                                            \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                    \
 	int watch_##name##_exit(struct trace_event_raw_sys_exit *ctx) \
-	{                                                               \
-		return sysfile_exit(ctx->ret);                          \
+	{                                                             \
+		return sysfile_exit(ctx->ret);                        \
 	}
 SYSFILE_EXIT(unlinkat)
 SYSFILE_EXIT(unlink)

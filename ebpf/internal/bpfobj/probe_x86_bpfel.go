@@ -13,11 +13,29 @@ import (
 	"github.com/cilium/ebpf"
 )
 
+type ProbeAction uint32
+
+const (
+	ProbeActionACTION_LOG   ProbeAction = 1
+	ProbeActionACTION_ALERT ProbeAction = 2
+	ProbeActionACTION_BLOCK ProbeAction = 4
+)
+
 type ProbeCdConfig struct {
 	_          structs.HostLayout
 	Generation uint32
 	Enforce    uint32
 }
+
+type ProbeCdStat uint32
+
+const (
+	ProbeCdStatSTAT_RINGBUF_DROPS ProbeCdStat = 0
+	ProbeCdStatSTAT_PATH_ERRORS   ProbeCdStat = 1
+	ProbeCdStatSTAT_DECISIONS     ProbeCdStat = 2
+	ProbeCdStatSTAT_BLOCKS        ProbeCdStat = 3
+	ProbeCdStatSTAT_MAX           ProbeCdStat = 4
+)
 
 type ProbeContainerKey struct {
 	_          structs.HostLayout
@@ -49,6 +67,18 @@ type ProbeEventHeader struct {
 	Generation uint32
 	TsNs       uint64
 }
+
+type ProbeEventType uint32
+
+const (
+	ProbeEventTypeEVENT_FORK     ProbeEventType = 1
+	ProbeEventTypeEVENT_EXEC     ProbeEventType = 2
+	ProbeEventTypeEVENT_EXIT     ProbeEventType = 3
+	ProbeEventTypeEVENT_DECISION ProbeEventType = 4
+	ProbeEventTypeEVENT_SETSID   ProbeEventType = 5
+	ProbeEventTypeEVENT_FILE     ProbeEventType = 6
+	ProbeEventTypeEVENT_SYSFILE  ProbeEventType = 7
+)
 
 type ProbeExecEvent struct {
 	_             structs.HostLayout
@@ -93,6 +123,16 @@ type ProbeFileEvent struct {
 	Path        [256]int8
 }
 
+type ProbeFileOp uint32
+
+const (
+	ProbeFileOpFOP_CREATE_EXECUTABLE ProbeFileOp = 3
+	ProbeFileOpFOP_MODIFY_EXECUTABLE ProbeFileOp = 4
+	ProbeFileOpFOP_CREATE_FILE       ProbeFileOp = 5
+	ProbeFileOpFOP_MODIFY_FILE       ProbeFileOp = 6
+	ProbeFileOpFOP_DELETE_FILE       ProbeFileOp = 7
+)
+
 type ProbeFilePolicy struct {
 	_            structs.HostLayout
 	Ops          [8]uint64
@@ -110,6 +150,34 @@ type ProbeForkEvent struct {
 	ParentTid uint32
 	Pad       uint32
 }
+
+type ProbeHookPoint uint32
+
+const (
+	ProbeHookPointHOOK_FILE_OPEN         ProbeHookPoint = 1
+	ProbeHookPointHOOK_PATH_MKNOD        ProbeHookPoint = 2
+	ProbeHookPointHOOK_PATH_UNLINK       ProbeHookPoint = 3
+	ProbeHookPointHOOK_PATH_CHMOD        ProbeHookPoint = 4
+	ProbeHookPointHOOK_PATH_TRUNCATE     ProbeHookPoint = 5
+	ProbeHookPointHOOK_PATH_RENAME       ProbeHookPoint = 6
+	ProbeHookPointHOOK_PATH_LINK         ProbeHookPoint = 7
+	ProbeHookPointHOOK_FILE_PERMISSION   ProbeHookPoint = 8
+	ProbeHookPointHOOK_INODE_SETXATTR    ProbeHookPoint = 9
+	ProbeHookPointHOOK_INODE_REMOVEXATTR ProbeHookPoint = 10
+	ProbeHookPointHOOK_MMAP_FILE         ProbeHookPoint = 11
+	ProbeHookPointHOOK_FILE_MPROTECT     ProbeHookPoint = 12
+	ProbeHookPointHOOK_INODE_SET_ACL     ProbeHookPoint = 13
+)
+
+type ProbeLayer uint32
+
+const (
+	ProbeLayerLAYER_NONE       ProbeLayer = 0
+	ProbeLayerLAYER_LOWER      ProbeLayer = 1
+	ProbeLayerLAYER_UPPER      ProbeLayer = 2
+	ProbeLayerLAYER_UPPER_ONLY ProbeLayer = 3
+	ProbeLayerLAYER_UNKNOWN    ProbeLayer = 4
+)
 
 type ProbeNameKey struct {
 	_          structs.HostLayout
@@ -168,6 +236,13 @@ type ProbeProcInfo struct {
 	Comm     [16]int8
 }
 
+type ProbeProcessOp uint32
+
+const (
+	ProbeProcessOpOP_FORK ProbeProcessOp = 1
+	ProbeProcessOpOP_EXEC ProbeProcessOp = 2
+)
+
 type ProbeResponses struct {
 	_       structs.HostLayout
 	N       uint32
@@ -177,38 +252,20 @@ type ProbeResponses struct {
 	Actions [64]uint8
 }
 
-type ProbeScratch struct {
-	_    structs.HostLayout
-	Walk struct {
-		_     structs.HostLayout
-		N     uint32
-		Total uint32
-		Leaf  uint32
-		State uint32
-		Pos   uint32
-		Pad   uint32
-	}
-	Tree  ProbeTreeKey
-	Path  [4096]int8
-	Fname [256]int8
-	_     [4]byte
-	Comps [128]struct {
-		_     structs.HostLayout
-		Name  uint64
-		Len   uint32
-		At    uint32
-		Chunk [72]uint8
-	}
-	Key   ProbePathKey
-	Slack [256]int8
-	_     [4]byte
-}
-
 type ProbeSetsidEvent struct {
 	_    structs.HostLayout
 	Hdr  ProbeEventHeader
 	Proc ProbeProcInfo
 }
+
+type ProbeSysOp uint32
+
+const (
+	ProbeSysOpSYS_OPEN   ProbeSysOp = 1
+	ProbeSysOpSYS_UNLINK ProbeSysOp = 2
+	ProbeSysOpSYS_RENAME ProbeSysOp = 3
+	ProbeSysOpSYS_CHMOD  ProbeSysOp = 4
+)
 
 type ProbeSysfileEvent struct {
 	_       structs.HostLayout
@@ -257,24 +314,6 @@ const (
 	ProbeMapSysfileInflight          = "sysfile_inflight"
 	ProbeMapSysfileScratch           = "sysfile_scratch"
 	ProbeMapWriteVerdicts            = "write_verdicts"
-	ProbeProgBenchEmit               = "bench_emit"
-	ProbeProgEmptyBprmCheck          = "empty_bprm_check"
-	ProbeProgEmptyExec               = "empty_exec"
-	ProbeProgEmptyExit               = "empty_exit"
-	ProbeProgEmptyFileMprotect       = "empty_file_mprotect"
-	ProbeProgEmptyFileOpen           = "empty_file_open"
-	ProbeProgEmptyFilePermission     = "empty_file_permission"
-	ProbeProgEmptyFork               = "empty_fork"
-	ProbeProgEmptyInodeRemovexattr   = "empty_inode_removexattr"
-	ProbeProgEmptyInodeSetxattr      = "empty_inode_setxattr"
-	ProbeProgEmptyMmapFile           = "empty_mmap_file"
-	ProbeProgEmptyPathChmod          = "empty_path_chmod"
-	ProbeProgEmptyPathLink           = "empty_path_link"
-	ProbeProgEmptyPathMknod          = "empty_path_mknod"
-	ProbeProgEmptyPathRename         = "empty_path_rename"
-	ProbeProgEmptyPathTruncate       = "empty_path_truncate"
-	ProbeProgEmptyPathUnlink         = "empty_path_unlink"
-	ProbeProgEmptyTaskAlloc          = "empty_task_alloc"
 	ProbeProgEnforceExec             = "enforce_exec"
 	ProbeProgEnforceFileMprotect     = "enforce_file_mprotect"
 	ProbeProgEnforceFileOpen         = "enforce_file_open"
@@ -312,14 +351,21 @@ const (
 	ProbeProgWatchUnlinkExit         = "watch_unlink_exit"
 	ProbeProgWatchUnlinkat           = "watch_unlinkat"
 	ProbeProgWatchUnlinkatExit       = "watch_unlinkat_exit"
-	ProbeVarBenchBurst               = "bench_burst"
 	ProbeVarHostPidns                = "host_pidns"
+	ProbeVarUnusedAction             = "unused_action"
+	ProbeVarUnusedCdStat             = "unused_cd_stat"
 	ProbeVarUnusedDecisionEvent      = "unused_decision_event"
+	ProbeVarUnusedEventType          = "unused_event_type"
 	ProbeVarUnusedExecEvent          = "unused_exec_event"
 	ProbeVarUnusedExitEvent          = "unused_exit_event"
 	ProbeVarUnusedFileEvent          = "unused_file_event"
+	ProbeVarUnusedFileOp             = "unused_file_op"
 	ProbeVarUnusedForkEvent          = "unused_fork_event"
+	ProbeVarUnusedHook               = "unused_hook"
+	ProbeVarUnusedLayer              = "unused_layer"
+	ProbeVarUnusedProcessOp          = "unused_process_op"
 	ProbeVarUnusedSetsidEvent        = "unused_setsid_event"
+	ProbeVarUnusedSysOp              = "unused_sys_op"
 	ProbeVarUnusedSysfileEvent       = "unused_sysfile_event"
 )
 
@@ -365,24 +411,6 @@ type ProbeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
-	BenchEmit               *ebpf.ProgramSpec `ebpf:"bench_emit"`
-	EmptyBprmCheck          *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
-	EmptyExec               *ebpf.ProgramSpec `ebpf:"empty_exec"`
-	EmptyExit               *ebpf.ProgramSpec `ebpf:"empty_exit"`
-	EmptyFileMprotect       *ebpf.ProgramSpec `ebpf:"empty_file_mprotect"`
-	EmptyFileOpen           *ebpf.ProgramSpec `ebpf:"empty_file_open"`
-	EmptyFilePermission     *ebpf.ProgramSpec `ebpf:"empty_file_permission"`
-	EmptyFork               *ebpf.ProgramSpec `ebpf:"empty_fork"`
-	EmptyInodeRemovexattr   *ebpf.ProgramSpec `ebpf:"empty_inode_removexattr"`
-	EmptyInodeSetxattr      *ebpf.ProgramSpec `ebpf:"empty_inode_setxattr"`
-	EmptyMmapFile           *ebpf.ProgramSpec `ebpf:"empty_mmap_file"`
-	EmptyPathChmod          *ebpf.ProgramSpec `ebpf:"empty_path_chmod"`
-	EmptyPathLink           *ebpf.ProgramSpec `ebpf:"empty_path_link"`
-	EmptyPathMknod          *ebpf.ProgramSpec `ebpf:"empty_path_mknod"`
-	EmptyPathRename         *ebpf.ProgramSpec `ebpf:"empty_path_rename"`
-	EmptyPathTruncate       *ebpf.ProgramSpec `ebpf:"empty_path_truncate"`
-	EmptyPathUnlink         *ebpf.ProgramSpec `ebpf:"empty_path_unlink"`
-	EmptyTaskAlloc          *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
 	EnforceExec             *ebpf.ProgramSpec `ebpf:"enforce_exec"`
 	EnforceFileMprotect     *ebpf.ProgramSpec `ebpf:"enforce_file_mprotect"`
 	EnforceFileOpen         *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
@@ -447,14 +475,21 @@ type ProbeMapSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeVariableSpecs struct {
-	BenchBurst          *ebpf.VariableSpec `ebpf:"bench_burst"`
 	HostPidns           *ebpf.VariableSpec `ebpf:"host_pidns"`
+	UnusedAction        *ebpf.VariableSpec `ebpf:"unused_action"`
+	UnusedCdStat        *ebpf.VariableSpec `ebpf:"unused_cd_stat"`
 	UnusedDecisionEvent *ebpf.VariableSpec `ebpf:"unused_decision_event"`
+	UnusedEventType     *ebpf.VariableSpec `ebpf:"unused_event_type"`
 	UnusedExecEvent     *ebpf.VariableSpec `ebpf:"unused_exec_event"`
 	UnusedExitEvent     *ebpf.VariableSpec `ebpf:"unused_exit_event"`
 	UnusedFileEvent     *ebpf.VariableSpec `ebpf:"unused_file_event"`
+	UnusedFileOp        *ebpf.VariableSpec `ebpf:"unused_file_op"`
 	UnusedForkEvent     *ebpf.VariableSpec `ebpf:"unused_fork_event"`
+	UnusedHook          *ebpf.VariableSpec `ebpf:"unused_hook"`
+	UnusedLayer         *ebpf.VariableSpec `ebpf:"unused_layer"`
+	UnusedProcessOp     *ebpf.VariableSpec `ebpf:"unused_process_op"`
 	UnusedSetsidEvent   *ebpf.VariableSpec `ebpf:"unused_setsid_event"`
+	UnusedSysOp         *ebpf.VariableSpec `ebpf:"unused_sys_op"`
 	UnusedSysfileEvent  *ebpf.VariableSpec `ebpf:"unused_sysfile_event"`
 }
 
@@ -519,14 +554,21 @@ func (m *ProbeMaps) Close() error {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbeVariables struct {
-	BenchBurst          *ebpf.Variable `ebpf:"bench_burst"`
 	HostPidns           *ebpf.Variable `ebpf:"host_pidns"`
+	UnusedAction        *ebpf.Variable `ebpf:"unused_action"`
+	UnusedCdStat        *ebpf.Variable `ebpf:"unused_cd_stat"`
 	UnusedDecisionEvent *ebpf.Variable `ebpf:"unused_decision_event"`
+	UnusedEventType     *ebpf.Variable `ebpf:"unused_event_type"`
 	UnusedExecEvent     *ebpf.Variable `ebpf:"unused_exec_event"`
 	UnusedExitEvent     *ebpf.Variable `ebpf:"unused_exit_event"`
 	UnusedFileEvent     *ebpf.Variable `ebpf:"unused_file_event"`
+	UnusedFileOp        *ebpf.Variable `ebpf:"unused_file_op"`
 	UnusedForkEvent     *ebpf.Variable `ebpf:"unused_fork_event"`
+	UnusedHook          *ebpf.Variable `ebpf:"unused_hook"`
+	UnusedLayer         *ebpf.Variable `ebpf:"unused_layer"`
+	UnusedProcessOp     *ebpf.Variable `ebpf:"unused_process_op"`
 	UnusedSetsidEvent   *ebpf.Variable `ebpf:"unused_setsid_event"`
+	UnusedSysOp         *ebpf.Variable `ebpf:"unused_sys_op"`
 	UnusedSysfileEvent  *ebpf.Variable `ebpf:"unused_sysfile_event"`
 }
 
@@ -534,24 +576,6 @@ type ProbeVariables struct {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
-	BenchEmit               *ebpf.Program `ebpf:"bench_emit"`
-	EmptyBprmCheck          *ebpf.Program `ebpf:"empty_bprm_check"`
-	EmptyExec               *ebpf.Program `ebpf:"empty_exec"`
-	EmptyExit               *ebpf.Program `ebpf:"empty_exit"`
-	EmptyFileMprotect       *ebpf.Program `ebpf:"empty_file_mprotect"`
-	EmptyFileOpen           *ebpf.Program `ebpf:"empty_file_open"`
-	EmptyFilePermission     *ebpf.Program `ebpf:"empty_file_permission"`
-	EmptyFork               *ebpf.Program `ebpf:"empty_fork"`
-	EmptyInodeRemovexattr   *ebpf.Program `ebpf:"empty_inode_removexattr"`
-	EmptyInodeSetxattr      *ebpf.Program `ebpf:"empty_inode_setxattr"`
-	EmptyMmapFile           *ebpf.Program `ebpf:"empty_mmap_file"`
-	EmptyPathChmod          *ebpf.Program `ebpf:"empty_path_chmod"`
-	EmptyPathLink           *ebpf.Program `ebpf:"empty_path_link"`
-	EmptyPathMknod          *ebpf.Program `ebpf:"empty_path_mknod"`
-	EmptyPathRename         *ebpf.Program `ebpf:"empty_path_rename"`
-	EmptyPathTruncate       *ebpf.Program `ebpf:"empty_path_truncate"`
-	EmptyPathUnlink         *ebpf.Program `ebpf:"empty_path_unlink"`
-	EmptyTaskAlloc          *ebpf.Program `ebpf:"empty_task_alloc"`
 	EnforceExec             *ebpf.Program `ebpf:"enforce_exec"`
 	EnforceFileMprotect     *ebpf.Program `ebpf:"enforce_file_mprotect"`
 	EnforceFileOpen         *ebpf.Program `ebpf:"enforce_file_open"`
@@ -593,24 +617,6 @@ type ProbePrograms struct {
 
 func (p *ProbePrograms) Close() error {
 	return _ProbeClose(
-		p.BenchEmit,
-		p.EmptyBprmCheck,
-		p.EmptyExec,
-		p.EmptyExit,
-		p.EmptyFileMprotect,
-		p.EmptyFileOpen,
-		p.EmptyFilePermission,
-		p.EmptyFork,
-		p.EmptyInodeRemovexattr,
-		p.EmptyInodeSetxattr,
-		p.EmptyMmapFile,
-		p.EmptyPathChmod,
-		p.EmptyPathLink,
-		p.EmptyPathMknod,
-		p.EmptyPathRename,
-		p.EmptyPathTruncate,
-		p.EmptyPathUnlink,
-		p.EmptyTaskAlloc,
 		p.EnforceExec,
 		p.EnforceFileMprotect,
 		p.EnforceFileOpen,

@@ -100,8 +100,8 @@ func benchSetup(b *testing.B, cfg string) (map[string]*ebpf.Program, func()) {
 		defer close(done)
 		var rec ringbuf.Record
 		for {
-			e.reader.SetDeadline(time.Now().Add(e.flushInterval))
-			if err := e.reader.ReadInto(&rec); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
+			e.ring.SetDeadline(time.Now().Add(e.flushInterval))
+			if err := e.ring.ReadInto(&rec); err != nil && !errors.Is(err, os.ErrDeadlineExceeded) {
 				if !errors.Is(err, ErrClosed) {
 					b.Error(err)
 				}
@@ -110,9 +110,9 @@ func benchSetup(b *testing.B, cfg string) (map[string]*ebpf.Program, func()) {
 		}
 	}()
 	progs := map[string]*ebpf.Program{}
-	for n, p := range e.coll.Programs {
-		if strings.HasPrefix(n, "on_") || strings.HasPrefix(n, "enforce_") {
-			progs[n] = p
+	for _, set := range []any{&e.telemetry, e.enforcement, e.acl} {
+		for _, p := range programsOf(set) {
+			progs[p.name] = p.prog
 		}
 	}
 	return progs, func() {
@@ -125,9 +125,13 @@ func benchSetup(b *testing.B, cfg string) (map[string]*ebpf.Program, func()) {
 }
 
 func emptyPrograms(b *testing.B) (map[string]*ebpf.Program, func()) {
-	coll, spec := loadOnly(b, func(name string) bool { return strings.HasPrefix(name, "empty_") })
+	var empty emptyHooks
+	spec, closeBench := loadBench(b, &empty, nil)
 	var links []link.Link
-	for name, p := range coll.Programs {
+	progs := map[string]*ebpf.Program{}
+	for _, np := range programsOf(&empty) {
+		name, p := np.name, np.prog
+		progs[name] = p
 		var l link.Link
 		var err error
 		if spec.Programs[name].Type == ebpf.LSM {
@@ -140,11 +144,11 @@ func emptyPrograms(b *testing.B) (map[string]*ebpf.Program, func()) {
 		}
 		links = append(links, l)
 	}
-	return coll.Programs, func() {
+	return progs, func() {
 		for _, l := range links {
 			l.Close()
 		}
-		coll.Close()
+		closeBench()
 	}
 }
 

@@ -312,17 +312,17 @@ func TestVMPersist(t *testing.T) {
 	// The decisions made while no daemon ran, read from the pinned ring.
 	want := map[string]bool{}
 	for _, p := range execParents {
-		want[fmt.Sprintf("decision %d", p)] = true
+		want[fmt.Sprintf("%s %d", event.ProcessDecision, p)] = true
 	}
 	for _, p := range writeParents {
-		want[fmt.Sprintf("file %d", p)] = true
+		want[fmt.Sprintf("%s %d", event.FileDecision, p)] = true
 	}
 	for len(want) > 0 {
 		l := d2.next(t, fmt.Sprintf("%d decisions made while no daemon ran", len(want)), func(l *daemonLine) bool {
 			return want[fmt.Sprintf("%s %d", l.Kind, l.PPID)]
 		})
 		wantNames := "blockedExec"
-		if l.Kind == "file" {
+		if l.Kind == event.FileDecision.String() {
 			wantNames = "lockedWrites"
 		}
 		if l.Gen != 0 || !l.Blocked || strings.Join(l.Names, ",") != wantNames || l.Err != "" {

@@ -249,3 +249,86 @@ func layerOf(name string) event.Layer {
 	}
 	return event.LayerNone
 }
+
+// slotMap names a map that holds one slot's share of a policy.
+type slotMap uint8
+
+const (
+	slotNames slotMap = iota
+	slotPaths
+	slotFilePaths
+	slotFileTrees
+	slotContainers
+	slotFileContainers
+	slotPolicies     // array: one entry per slot, overwritten, never cleared
+	slotFilePolicies // array, as policies
+)
+
+// String is the map's ELF name.
+func (m slotMap) String() string {
+	return [...]string{bpfobj.ProbeMapNames, bpfobj.ProbeMapPaths, bpfobj.ProbeMapFilePaths, bpfobj.ProbeMapFileTrees,
+		bpfobj.ProbeMapContainers, bpfobj.ProbeMapFileContainers, bpfobj.ProbeMapPolicies, bpfobj.ProbeMapFilePolicies}[m]
+}
+
+// cleared reports whether the map's entries of a slot are deleted before the
+// slot is reused (hash and trie maps; arrays are overwritten).
+func (m slotMap) cleared() bool { return m != slotPolicies && m != slotFilePolicies }
+
+// slotEntry is one key and value a slot puts in one map.
+type slotEntry struct {
+	m          slotMap
+	key, value any
+}
+
+// entries are every map entry of a slot holding c, for the containers known
+// (the writer only writes them): the names, path tries, directory trees and
+// container masks, then the policies themselves.
+func (c *compiled) entries(slot uint32, containers map[uint64]*policy.Operation) []slotEntry {
+	var out []slotEntry
+	for name, bits := range c.names {
+		k := bpfobj.ProbeNameKey{Generation: slot}
+		for i := 0; i < len(name) && i < len(k.Comm)-1; i++ {
+			k.Comm[i] = int8(name[i])
+		}
+		out = append(out, slotEntry{slotNames, k, bits})
+	}
+	for _, t := range []struct {
+		m       slotMap
+		entries map[string]pathEntry
+	}{{slotPaths, c.paths}, {slotFilePaths, c.filePaths}} {
+		for _, path := range sortedKeys(t.entries) {
+			pe := t.entries[path]
+			k := bpfobj.ProbePathKey{Prefixlen: uint32(8 * (1 + len(path)))}
+			k.Data[0] = uint8(slot)
+			copy(k.Data[1:], path)
+			v := bpfobj.ProbePathVal{Exact: pe.exact, Desc: pe.desc, Children: pe.children, Len: pe.len, Dirlen: pe.dirlen}
+			out = append(out, slotEntry{t.m, k, v})
+		}
+	}
+	for dir, bits := range c.fileTrees {
+		k := bpfobj.ProbeTreeKey{Generation: slot}
+		for i := 0; i < len(dir) && i < len(k.Dir)-1; i++ {
+			k.Dir[i] = int8(dir[i])
+		}
+		out = append(out, slotEntry{slotFileTrees, k, bits})
+	}
+	for cg, meta := range containers {
+		out = append(out, c.containerEntries(slot, cg, meta)...)
+	}
+	return append(out, slotEntry{slotFilePolicies, slot, c.file}, slotEntry{slotPolicies, slot, c.policy})
+}
+
+// containerEntries are a container's masks in a slot holding c. A container
+// no container-scoped selector matches has none: absence says the same.
+func (c *compiled) containerEntries(slot uint32, cgroupID uint64, meta *policy.Operation) []slotEntry {
+	pm, fm := c.containerMasks(meta)
+	k := bpfobj.ProbeContainerKey{CgroupId: cgroupID, Generation: slot}
+	var out []slotEntry
+	if pm != 0 {
+		out = append(out, slotEntry{slotContainers, k, pm})
+	}
+	if fm != 0 {
+		out = append(out, slotEntry{slotFileContainers, k, fm})
+	}
+	return out
+}

@@ -191,7 +191,11 @@ func Bench() error {
 		return err
 	}
 	fmt.Println()
-	return benchTable(&buf, os.Stdout)
+	if err := benchTable(&buf, os.Stdout); err != nil {
+		return err
+	}
+	fmt.Println("\nThese ratios are against empty programs; ours beside auditd, Tetragon and sysdig on the same loops: go run mage.go benchPeers (docs/benchmarks.md)")
+	return nil
 }
 
 // BenchPeers measures cloud-defend beside the agents users would pick instead,

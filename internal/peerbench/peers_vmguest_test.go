@@ -536,7 +536,7 @@ func spawnTo(name, stdout string, args ...string) (*exec.Cmd, error) {
 }
 
 // sysdig: Debian's 0.29 with its scap kernel module (loaded at boot), events
-// printed to a file, filtered to the job: every execve, opens for writing and
+// printed to a file (unbuffered: a line as each event is seen), filtered to the job: every execve, opens for writing and
 // unlink, rename and chmod of paths under /etc/ and /usr/bin/. It cannot block.
 // Its driver's drop count is printed only when it exits (-v), so the load
 // phase's loss column is n/a and the count is noted when it stops.
@@ -544,7 +544,7 @@ func startSysdig(name string) (*agent, error) {
 	out := "/var/log/peers/sysdig.txt"
 	filter := "evt.dir=< and (evt.type=execve or (evt.is_open_write=true and (fd.name startswith /etc/ or fd.name startswith /usr/bin/))" +
 		" or (evt.type in (unlinkat,unlink,renameat,renameat2,rename,fchmodat,chmod,fchmod) and (evt.args contains /etc/ or evt.args contains /usr/bin/)))"
-	cmd, err := spawnTo(name, out, "/usr/bin/sysdig", "-v", "-p", "%evt.num %evt.type %proc.pid %proc.exe %fd.name %evt.args", filter)
+	cmd, err := spawnTo(name, out, "/usr/bin/sysdig", "-v", "--unbuffered", "-p", "%evt.num %evt.type %proc.pid %proc.exe %fd.name %evt.args", filter)
 	if err != nil {
 		return nil, err
 	}

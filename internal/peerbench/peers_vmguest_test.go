@@ -7,6 +7,7 @@ import (
 	"encoding/binary"
 	"encoding/json"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -337,6 +338,9 @@ type agent struct {
 	name     string
 	procs    []*exec.Cmd
 	out      string   // its event output file
+	markers  []string // the markers count looks for
+	seen     map[string]int
+	offset   int64
 	kthreads []string // names of kernel threads working for it
 	warned   bool
 	match    func(line, marker string) bool // does this output line report an exec of marker?
@@ -348,6 +352,12 @@ func (a *agent) stop() {
 	if a.stopf != nil {
 		a.stopf()
 	}
+	// The guest's files are in its memory: the next agents need it.
+	defer func() {
+		if a.out != "" {
+			os.Remove(a.out)
+		}
+	}()
 	for _, p := range a.procs {
 		p.Process.Signal(syscall.SIGTERM)
 		done := make(chan struct{})
@@ -361,18 +371,39 @@ func (a *agent) stop() {
 	}
 }
 
+// count is how many of the agent's output lines so far report an exec of marker.
+// Each agent writes one file, never rotated (rotation would take lines away from
+// the count), read once: from where the last count stopped, every whole line
+// checked against every marker.
 func (a *agent) count(marker string) int {
 	if a.out == "" {
 		return 0
 	}
-	data, _ := os.ReadFile(a.out)
-	n := 0
-	for _, line := range strings.Split(string(data), "\n") {
-		if strings.Contains(line, marker) && a.match(line, marker) {
-			n++
+	if a.seen == nil {
+		a.seen = map[string]int{}
+	}
+	f, err := os.Open(a.out)
+	if err != nil {
+		return a.seen[marker]
+	}
+	defer f.Close()
+	if _, err := f.Seek(a.offset, io.SeekStart); err != nil {
+		return a.seen[marker]
+	}
+	data, _ := io.ReadAll(f)
+	end := bytes.LastIndexByte(data, '\n')
+	if end < 0 {
+		return a.seen[marker]
+	}
+	a.offset += int64(end + 1)
+	for _, line := range strings.Split(string(data[:end]), "\n") {
+		for _, m := range a.markers {
+			if strings.Contains(line, m) && a.match(line, m) {
+				a.seen[m]++
+			}
 		}
 	}
-	return n
+	return a.seen[marker]
 }
 
 // quiesce waits until the agent's threads (and its kernel threads) use less than
@@ -482,6 +513,7 @@ func startAgent(name string, i int) (*agent, error) {
 		}
 		return nil, err
 	}
+	a.markers = []string{execMarker(i), loadMarker(i), readyMarker(i)}
 	// Ready when an exec in a container reaches its output.
 	for deadline := time.Now().Add(120 * time.Second); ; time.Sleep(500 * time.Millisecond) {
 		if err := inContainer(readyMarker(i)).Run(); err != nil {
@@ -634,7 +666,8 @@ func startOurs(name string, i int) (*agent, error) {
 		return nil, err
 	}
 	out := "/var/log/peers/" + name + ".ndjson"
-	args := []string{"/peers/cloud-defend", "run", "--output", "file=" + out, "--pin-path", "", "--state-dir", dir,
+	// One file, never rotated (4 GiB), so every document stays countable.
+	args := []string{"/peers/cloud-defend", "run", "--output", "file=" + out, "--file-rotate-every-kb", "4194304", "--pin-path", "", "--state-dir", dir,
 		"--data-path", dir + "/data", "--metrics-period", "1s", "--heartbeat-period", "1h"}
 	if p := oursPolicy(name); p != "" {
 		if err := os.WriteFile(dir+"/policy.yaml", []byte(p), 0o644); err != nil {
@@ -672,6 +705,22 @@ func startOurs(name string, i int) (*agent, error) {
 func startAuditd(name string) (*agent, error) {
 	out := "/var/log/audit/audit.log"
 	os.Remove(out)
+	// Debian's configuration but one log, never rotated (8 MB and 5 logs would
+	// rotate the loops' records away before they are counted).
+	conf, err := os.ReadFile("/etc/audit/auditd.conf")
+	if err != nil {
+		return nil, err
+	}
+	var lines []string
+	for _, l := range strings.Split(string(conf), "\n") {
+		if k, _, _ := strings.Cut(l, "="); strings.TrimSpace(k) == "max_log_file_action" {
+			l = "max_log_file_action = ignore"
+		}
+		lines = append(lines, l)
+	}
+	if err := os.WriteFile("/etc/audit/auditd.conf", []byte(strings.Join(lines, "\n")), 0o640); err != nil {
+		return nil, err
+	}
 	cmd, err := spawn(name, "/sbin/auditd", "-n", "-c", "/etc/audit")
 	if err != nil {
 		return nil, err

@@ -531,7 +531,11 @@ func startAgent(name string, i int) (*agent, error) {
 		}
 		if time.Now().After(deadline) {
 			a.stop()
-			return nil, fmt.Errorf("no exec in its output after 120 s; its log: %s", tail(a.name))
+			head, _ := os.ReadFile(a.out)
+			if len(head) > 1000 {
+				head = head[:1000]
+			}
+			return nil, fmt.Errorf("no exec in its output after 120 s; its output begins %q; its log: %s", head, tail(a.name))
 		}
 	}
 }

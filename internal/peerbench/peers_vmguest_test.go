@@ -143,6 +143,9 @@ func readyMarker(i int) string { return fmt.Sprintf("/usr/bin/ready-mark-%d", i)
 // setupGuest writes what the agents expect of a Debian system (users and groups
 // by name), the loops' files and the marker programs, before any agent watches.
 func setupGuest(b *testing.B, agents int) {
+	if err := os.MkdirAll("/etc", 0o755); err != nil {
+		b.Fatal(err)
+	}
 	for p, s := range map[string]string{
 		"/etc/passwd": "root:x:0:0:root:/root:/bin/sh\nnobody:x:65534:65534:nobody:/:/bin/false\n",
 		"/etc/group":  "root:x:0:\nadm:x:4:\nnogroup:x:65534:\n",

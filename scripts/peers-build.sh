@@ -158,7 +158,15 @@ build_sysdig() {
 }
 
 build_tetragon() {
-	tetragon_src || return 1
+	if ! tetragon_src; then
+		local cached
+		cached=$(ls -d "$CACHE"/tetragon-*/READY 2>/dev/null | tail -1)
+		if [ -n "$cached" ]; then
+			log "tetragon: using the build already in the cache: $(dirname "$cached")"
+			return 0
+		fi
+		return 1
+	fi
 	local out=$CACHE/tetragon-$TETRAGON_VERSION
 	mkdir -p "$out/bin" "$out/lib"
 	if [ ! -x "$out/bin/tetragon" ]; then

@@ -78,6 +78,7 @@ const (
 	ProbeEventTypeEVENT_SETSID   ProbeEventType = 5
 	ProbeEventTypeEVENT_FILE     ProbeEventType = 6
 	ProbeEventTypeEVENT_SYSFILE  ProbeEventType = 7
+	ProbeEventTypeEVENT_NETWORK  ProbeEventType = 8
 )
 
 type ProbeExecEvent struct {
@@ -167,6 +168,10 @@ const (
 	ProbeHookPointHOOK_MMAP_FILE         ProbeHookPoint = 11
 	ProbeHookPointHOOK_FILE_MPROTECT     ProbeHookPoint = 12
 	ProbeHookPointHOOK_INODE_SET_ACL     ProbeHookPoint = 13
+	ProbeHookPointHOOK_SOCKET_CONNECT    ProbeHookPoint = 14
+	ProbeHookPointHOOK_SOCKET_ACCEPT     ProbeHookPoint = 15
+	ProbeHookPointHOOK_SOCKET_BIND       ProbeHookPoint = 16
+	ProbeHookPointHOOK_SOCKET_SENDMSG    ProbeHookPoint = 17
 )
 
 type ProbeLayer uint32

@@ -226,7 +226,7 @@ func TestNetworkSelectorsExposed(t *testing.T) {
 		s.Covers() != OpSet(0).With(OpConnect).With(OpBind) || s.Type != Network {
 		t.Errorf("selector: %+v", s)
 	}
-	want := "operation in (connect, bind) AND processName in (curl) AND protocol in (udp) AND destinationAddress in (10.0.0.0/8, 192.168.1.1/32, 2001:db8::/32, 10.1.0.0/16, 192.0.2.1/32, ::/0) AND destinationPort in (53, 8000-8100) AND sourceAddress in (0.0.0.0/0) AND sourcePort in (0-1023)"
+	want := "operation in (connect, bind) AND processName in (curl) AND protocol in (udp) AND destinationAddress in (10.0.0.0/8, 192.168.1.1, 2001:db8::/32, 10.1.0.0/16, 192.0.2.1, ::/0) AND destinationPort in (53, 8000-8100) AND sourceAddress in (0.0.0.0/0) AND sourcePort in (0-1023)"
 	if got := s.Conditions(); got != want {
 		t.Errorf("Conditions:\n %s\nwant\n %s", got, want)
 	}

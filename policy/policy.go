@@ -465,9 +465,9 @@ func (s *Selector) Conditions() string {
 	list("processName", s.ProcessName)
 	list("executableLayer", s.ExecutableLayer)
 	list("protocol", s.Protocol)
-	list("destinationAddress", stringsOf(s.DestinationAddress))
+	list("destinationAddress", addrsOf(s.DestinationAddress))
 	list("destinationPort", stringsOf(s.DestinationPort))
-	list("sourceAddress", stringsOf(s.SourceAddress))
+	list("sourceAddress", addrsOf(s.SourceAddress))
 	list("sourcePort", stringsOf(s.SourcePort))
 	if s.SessionLeaderInteractive != Unset {
 		parts = append(parts, fmt.Sprintf("sessionLeaderInteractive is %t", s.SessionLeaderInteractive == True))
@@ -482,6 +482,20 @@ func (s *Selector) Conditions() string {
 		return "any " + s.Type.String() + " operation"
 	}
 	return strings.Join(parts, " AND ")
+}
+
+// addrsOf renders prefixes as the policy writes them: a single address without
+// its length.
+func addrsOf(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		if p.IsSingleIP() {
+			out[i] = p.Addr().String()
+		} else {
+			out[i] = p.String()
+		}
+	}
+	return out
 }
 
 func stringsOf[T fmt.Stringer](xs []T) []string {

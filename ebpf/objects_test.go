@@ -28,6 +28,10 @@ func TestProgramSets(t *testing.T) {
 		"enforcement":   {programNames((*enforcementPrograms)(nil)), []ebpf.ProgramType{ebpf.LSM}},
 		"acl":           {programNames((*aclPrograms)(nil)), []ebpf.ProgramType{ebpf.LSM}},
 		"file syscalls": {programNames((*fileSyscallPrograms)(nil)), []ebpf.ProgramType{ebpf.TracePoint}},
+		"network":       {programNames((*networkPrograms)(nil)), []ebpf.ProgramType{ebpf.LSM}},
+		"accept":        {programNames((*acceptPrograms)(nil)), []ebpf.ProgramType{ebpf.Tracing}},
+		"accept arg":    {programNames((*acceptArgPrograms)(nil)), []ebpf.ProgramType{ebpf.Tracing}},
+		"net syscalls":  {programNames((*netSyscallPrograms)(nil)), []ebpf.ProgramType{ebpf.TracePoint}},
 		"lsm probe":     {[]string{bpfobj.ProbeProgProbeLsm}, []ebpf.ProgramType{ebpf.LSM}},
 	}
 	in := map[string]string{}

@@ -73,7 +73,7 @@ func socketFor(proto string, family int) (int, error) {
 
 func netStep(step string, listener *int) error {
 	f := strings.Split(step, ":")
-	if len(f) > 4 && f[0] != "try" { // an IPv6 address has colons: kind:proto:ADDR...:PORT
+	if len(f) > 4 && f[0] != "try" && f[0] != "bconnect" { // an IPv6 address has colons: kind:proto:ADDR...:PORT
 		f = []string{f[0], f[1], strings.Join(f[2:len(f)-1], ":"), f[len(f)-1]}
 	}
 	switch f[0] {
@@ -93,6 +93,23 @@ func netStep(step string, listener *int) error {
 		defer unix.Close(nfd)
 		_, err = unix.Write(nfd, []byte("x"))
 		return err
+	case "bconnect": // bconnect:tcp:SRC:DST:PORT: a client bound to SRC (any port) connects
+		sa, fam, err := sockaddrOf(f[3], f[4])
+		if err != nil {
+			return err
+		}
+		src, _, err := sockaddrOf(f[2], "0")
+		if err != nil {
+			return err
+		}
+		fd, err := socketFor(f[1], fam)
+		if err != nil {
+			return err
+		}
+		if err := unix.Bind(fd, src); err != nil {
+			return err
+		}
+		return unix.Connect(fd, sa)
 	case "udptry": // udptry:N:ADDR:PORT: N sends from fresh sockets, counted
 		n, _ := strconv.Atoi(f[1])
 		sa, fam, err := sockaddrOf(f[2], f[3])

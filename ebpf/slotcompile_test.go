@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -342,6 +343,31 @@ func TestPortPrefixes(t *testing.T) {
 			if want := r.Contains(uint16(port)); (in == 1) != want || in > 1 {
 				t.Fatalf("%v: port %d in %d prefixes", r, port, in)
 			}
+		}
+	}
+}
+
+// TestNetSel64Policy: the benchmarks' 63-selector network policy compiles, and
+// the loops' connections (127.0.0.1:9050) match none of it.
+func TestNetSel64Policy(t *testing.T) {
+	p := mustParse(t, sel64Policy()+fileSel64Policy(false)+netSel64Policy())
+	c, err := compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.Selectors(policy.Network)); n != 63 {
+		t.Fatalf("%d network selectors", n)
+	}
+	for _, op := range []policy.Operation{
+		{Op: policy.OpConnect, Protocol: "tcp", DestinationAddress: netip.MustParseAddr("127.0.0.1"), DestinationPort: 9050, ProcessName: "ebpf.test"},
+		{Op: policy.OpAccept, Protocol: "tcp", SourceAddress: netip.MustParseAddr("127.0.0.1"), SourcePort: 40000,
+			DestinationAddress: netip.MustParseAddr("127.0.0.1"), DestinationPort: 9050, ProcessName: "ebpf.test"},
+	} {
+		if d := p.Evaluate(&op); d.Matched != 0 {
+			t.Errorf("%v matches %b", op.Op, d.Matched)
+		}
+		if m, _ := c.decideNet(&op, 0); m != 0 {
+			t.Errorf("%v: kernel model matches %b", op.Op, m)
 		}
 	}
 }

@@ -365,10 +365,20 @@ func Summary(e *ebpf.Engine, p *policy.Policy, dryRun bool) []string {
 		} else {
 			out = append(out, f.Reason)
 		}
+		if n := e.NetworkSyscalls(); n.Available {
+			msg := "network selectors are evaluated in user space from workloads' connect, bind, accept and UDP sendto/sendmsg syscalls after they return: reported, never blocked"
+			if n.Reason != "" {
+				msg += "; " + n.Reason
+			}
+			out = append(out, msg)
+		} else {
+			out = append(out, n.Reason)
+		}
 	case dryRun:
 		out = append(out, "dry run: blocking responses are reported as blocked=false and never block")
-	case p.Blocks(policy.Process) || p.Blocks(policy.File):
-		out = append(out, fmt.Sprintf("blocking is ON in containers for responses with block (process: %t, file: %t)", p.Blocks(policy.Process), p.Blocks(policy.File)))
+	case p.Blocks(policy.Process) || p.Blocks(policy.File) || p.Blocks(policy.Network):
+		out = append(out, fmt.Sprintf("blocking is ON in containers for responses with block (process: %t, file: %t, network: %t)",
+			p.Blocks(policy.Process), p.Blocks(policy.File), p.Blocks(policy.Network)))
 	default:
 		out = append(out, "blocking is available; this policy has no blocking responses")
 	}

@@ -248,8 +248,10 @@ func (d *Daemon) watchNode(ctx context.Context) {
 // each tick: the input may change them) and closes expired throttle windows,
 // until ctx ends.
 func (d *Daemon) periodic(ctx context.Context) {
-	_, mt := d.periods()
-	nextHB, nextMT := time.Now(), time.Now().Add(mt)
+	// The periods are the input's, which arrives after this starts: the first
+	// heartbeat goes as soon as an input is in force, the first metrics a
+	// period later, and a changed period applies from the last document sent.
+	var lastHB, lastMT time.Time
 	tick := time.NewTicker(time.Second)
 	defer tick.Stop()
 	lim := d.pipe.throttle
@@ -263,21 +265,24 @@ func (d *Daemon) periodic(ctx context.Context) {
 				continue
 			}
 			hb, mt := d.periods()
+			if lastMT.IsZero() {
+				lastMT = now
+			}
 			if lim != nil {
 				for _, s := range lim.Expire(now) {
 					d.pipe.publishSummary(s)
 				}
 			}
-			if !now.Before(nextHB) {
+			if lastHB.IsZero() || now.Sub(lastHB) >= hb {
 				d.sink.Publish(d.enc.Heartbeat(m, d.BlockingInForce(), now))
-				nextHB = now.Add(hb)
+				lastHB = now
 			}
-			if !now.Before(nextMT) {
+			if now.Sub(lastMT) >= mt {
 				doc := d.enc.Metrics(m, d.Counters(), now)
 				suppressed, _ := lim.Stats()
 				doc.Body = throttle.AddMetric(doc.Body, suppressed)
 				d.sink.Publish(doc)
-				nextMT = now.Add(mt)
+				lastMT = now
 			}
 			d.sink.Flush()
 		}
@@ -360,10 +365,20 @@ func Summary(e *ebpf.Engine, p *policy.Policy, dryRun bool) []string {
 		} else {
 			out = append(out, f.Reason)
 		}
+		if n := e.NetworkSyscalls(); n.Available {
+			msg := "network selectors are evaluated in user space from workloads' connect, bind, accept and UDP sendto/sendmsg syscalls after they return: reported, never blocked"
+			if n.Reason != "" {
+				msg += "; " + n.Reason
+			}
+			out = append(out, msg)
+		} else {
+			out = append(out, n.Reason)
+		}
 	case dryRun:
 		out = append(out, "dry run: blocking responses are reported as blocked=false and never block")
-	case p.Blocks(policy.Process) || p.Blocks(policy.File):
-		out = append(out, fmt.Sprintf("blocking is ON in containers for responses with block (process: %t, file: %t)", p.Blocks(policy.Process), p.Blocks(policy.File)))
+	case p.Blocks(policy.Process) || p.Blocks(policy.File) || p.Blocks(policy.Network):
+		out = append(out, fmt.Sprintf("blocking is ON in containers for responses with block (process: %t, file: %t, network: %t)",
+			p.Blocks(policy.Process), p.Blocks(policy.File), p.Blocks(policy.Network)))
 	default:
 		out = append(out, "blocking is available; this policy has no blocking responses")
 	}

@@ -1,13 +1,17 @@
 package daemon
 
 import (
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
+	"github.com/cloud-defend/cloud-defend/component"
 	"github.com/cloud-defend/cloud-defend/ebpf"
 	"github.com/cloud-defend/cloud-defend/ecs"
 	"github.com/cloud-defend/cloud-defend/enrich"
@@ -108,5 +112,62 @@ func TestPipelineToFile(t *testing.T) {
 	sink.Counters(&c)
 	if c.Dropped != 0 || c.Acked != c.Published {
 		t.Errorf("counters %+v: every document written, none dropped", c)
+	}
+}
+
+// memSink keeps what it is given.
+type memSink struct {
+	mu   sync.Mutex
+	docs []ecs.Doc
+}
+
+func (s *memSink) Publish(d ecs.Doc) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	d.Body = slices.Clone(d.Body)
+	s.docs = append(s.docs, d)
+}
+func (s *memSink) Flush()                          {}
+func (s *memSink) Status() component.Status        { return component.Status{} }
+func (s *memSink) Counters(*ecs.Counters)          {}
+func (s *memSink) Close(ctx context.Context) error { return nil }
+func (s *memSink) streams() map[string]int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := map[string]int{}
+	for _, d := range s.docs {
+		n[d.Stream]++
+	}
+	return n
+}
+
+// TestPeriodicFollowsTheInput: nothing is sent before an input is in force;
+// then the heartbeat at once and the metrics at the input's period, which
+// arrives after the loop started (a daemon's default of a day must not hold
+// the first metrics document back).
+func TestPeriodicFollowsTheInput(t *testing.T) {
+	sink := &memSink{}
+	d := &Daemon{sink: sink, log: discardLog{}, heartbeat: 30 * time.Minute, metrics: 24 * time.Hour}
+	tab := proctree.New(proctree.Config{AgentID: "agent-1", HostPIDNamespace: 1, ProcRoot: t.TempDir()})
+	d.enr = enrich.New(tab, nil)
+	d.enc = ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "t"}, host.Host{}, nil, time.Now(), func(*event.Event) ([]string, error) { return nil, nil })
+	d.pipe = newPipeline(&sliceSource{}, d.enr, d.enc, sink, d.input, nil, discardLog{})
+	ctx, cancel := context.WithCancel(t.Context())
+	done := make(chan struct{})
+	go func() { defer close(done); d.periodic(ctx) }()
+	time.Sleep(1500 * time.Millisecond)
+	if n := len(sink.streams()); n != 0 {
+		t.Fatalf("%d documents before an input was in force", n)
+	}
+	d.SetInput(Input{Meta: ecs.Meta{Namespace: "t"}, HeartbeatPeriod: time.Hour, Metrics: time.Second})
+	deadline := time.Now().Add(5 * time.Second)
+	for sink.streams()["metrics-cloud_defend.metrics-t"] < 2 && time.Now().Before(deadline) {
+		time.Sleep(100 * time.Millisecond)
+	}
+	cancel()
+	<-done
+	got := sink.streams()
+	if got["metrics-cloud_defend.heartbeat-t"] != 1 || got["metrics-cloud_defend.metrics-t"] < 2 {
+		t.Errorf("documents by stream %v: want one heartbeat (period an hour) and a metrics document a second", got)
 	}
 }

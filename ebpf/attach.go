@@ -36,6 +36,9 @@ func (l *loader) attachAll() error {
 					if set == any(l.fileSyscalls) {
 						l.fileMissing = append(l.fileMissing, st.Reason)
 					}
+					if set == any(l.netSyscalls) {
+						l.netMissing = append(l.netMissing, st.Reason)
+					}
 					continue
 				}
 			default:

@@ -160,6 +160,11 @@ type emptyHooks struct {
 	EmptyPathTruncate     *ebpf.Program `ebpf:"empty_path_truncate"`
 	EmptyPathUnlink       *ebpf.Program `ebpf:"empty_path_unlink"`
 	EmptyTaskAlloc        *ebpf.Program `ebpf:"empty_task_alloc"`
+	EmptySocketConnect    *ebpf.Program `ebpf:"empty_socket_connect"`
+	EmptySocketBind       *ebpf.Program `ebpf:"empty_socket_bind"`
+	EmptySocketSendmsg    *ebpf.Program `ebpf:"empty_socket_sendmsg"`
+	EmptySocketRecvmsg    *ebpf.Program `ebpf:"empty_socket_recvmsg"`
+	EmptyAccept           *ebpf.Program `ebpf:"empty_accept"`
 }
 
 // swapPolicies are the two policies the swap benchmarks alternate between: 63

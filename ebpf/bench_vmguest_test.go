@@ -88,7 +88,7 @@ func benchSetup(b *testing.B, cfg string) (map[string]*ebpf.Program, func()) {
 	switch cfg {
 	case "sel64", "sel64-log":
 		// Both sections full: process loops meet 63 process selectors, file loops 63 file selectors.
-		p = mustParse(b, sel64Policy()+fileSel64Policy(cfg == "sel64-log"))
+		p = mustParse(b, sel64Policy()+fileSel64Policy(cfg == "sel64-log")+netSel64Policy())
 	}
 	if err := e.Swap(p); err != nil {
 		b.Fatal(err)
@@ -110,7 +110,7 @@ func benchSetup(b *testing.B, cfg string) (map[string]*ebpf.Program, func()) {
 		}
 	}()
 	progs := map[string]*ebpf.Program{}
-	for _, set := range []any{&e.telemetry, e.enforcement, e.acl} {
+	for _, set := range []any{&e.telemetry, e.enforcement, e.acl, e.network, e.accept} {
 		for _, p := range programsOf(set) {
 			progs[p.name] = p.prog
 		}
@@ -366,4 +366,48 @@ func BenchmarkVMPolicyLatency(b *testing.B) {
 	b.ReportMetric(q(total, 0.99), "p99-ns/enforced")
 	b.ReportMetric(float64(total[len(total)-1]), "max-ns/enforced")
 	b.ReportMetric(q(swap, 0.5), "p50-ns/swap")
+}
+
+// netLoopScale: network loop iterations per b.N (a connect is far cheaper than a
+// fork+exec, so one -test.benchtime suits every VM loop).
+const netLoopScale = 50
+
+// BenchmarkVMNetwork runs, in a container with its own network namespace, a
+// TCP loop (connect to a loopback listener, accept, close both: socket_connect
+// and the accept hook each once per iteration) and a UDP loop (connect a UDP
+// socket, close it) under none, empty (empty programs on the same hooks),
+// default (the default policy: no network selectors) and sel64 (64 network
+// selectors that never match the loops' connections, one response).
+func BenchmarkVMNetwork(b *testing.B) {
+	needVM(b)
+	if err := os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("1"), 0); err != nil {
+		b.Fatal(err)
+	}
+	for _, kind := range []string{"tcp", "udp"} {
+		b.Run(kind, func(b *testing.B) {
+			for _, cfg := range []string{"none", "empty", "default", "sel64"} {
+				b.Run(cfg, func(b *testing.B) {
+					progs, stop := benchSetup(b, cfg)
+					defer stop()
+					n := b.N * netLoopScale
+					steps := []string{"lo", "listen:tcp:127.0.0.1:9050", fmt.Sprintf("%sloop:%d:127.0.0.1:9050", kind, n)}
+					before := runStats(progs)
+					b.ResetTimer()
+					start := time.Now()
+					out, code := runNetOps(b, steps...)
+					elapsed := time.Since(start)
+					b.StopTimer()
+					if code != 0 {
+						b.Fatalf("helper: %d %s", code, out)
+					}
+					b.ReportMetric(float64(elapsed.Nanoseconds())/float64(n), "loop-ns/op")
+					for name, st := range runStats(progs) {
+						if k := st[1] - before[name][1]; k > 0 && (strings.Contains(name, "socket") || strings.Contains(name, "accept")) {
+							b.ReportMetric(float64(st[0]-before[name][0])/float64(k), "ns/run:"+name)
+						}
+					}
+				})
+			}
+		})
+	}
 }

@@ -58,6 +58,10 @@ func (e *Engine) observe(ev *event.Event) (event.Event, bool) {
 		delete(e.workloads, ev.Process.PID)
 	case kindSysfile:
 		e.detectFile(ev, &e.sys)
+	case event.NetworkDecision:
+		if netSyscall(ev.Hook) {
+			return e.detectNet(ev)
+		}
 	}
 	return event.Event{}, false
 }

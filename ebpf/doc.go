@@ -60,6 +60,19 @@
 // policy operation (createFile, modifyExecutable, ...) on the path the container
 // sees; docs/file-operations.md has the table, the path rules and the volume rules.
 //
+// # Network operations
+//
+// LSM hooks socket_connect, socket_bind and socket_sendmsg (UDP sends with an
+// address) and an fexit program on inet_csk_accept (the accepted connection and
+// its peer) judge network selectors (bpf/network.bpf.h, which has the matching;
+// netcompile.go builds its maps: one LPM trie for v4/v6 address prefixes and
+// port-range prefixes per generation slot, beside names, executable paths and
+// container masks as the other types). A refused accept marks its socket, and
+// every send and receive on it fails. Without BPF LSM, the connect, bind,
+// accept and UDP send syscalls are watched (bpf/network_syscalls.bpf.h) and
+// evaluated in user space (netsys.go). docs/security-model.md says what
+// network blocking does not cover.
+//
 // # Persistent enforcement
 //
 // With Options.PinPath, links and maps are pinned on bpffs: Close leaves them

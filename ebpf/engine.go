@@ -32,6 +32,9 @@ type Options struct {
 	// (file selectors are then not evaluated): the baseline of
 	// BenchmarkFileSyscalls.
 	DisableFileSyscalls bool
+	// DisableNetworkSyscalls leaves network syscalls unwatched without BPF LSM
+	// (network selectors are then not evaluated).
+	DisableNetworkSyscalls bool
 	// RingBufferSize is the event ring's size in bytes: a power of two and a
 	// multiple of the page size. 0 means 16 MiB.
 	RingBufferSize int
@@ -106,7 +109,7 @@ func Open(opts Options) (*Engine, error) {
 			reused[name] = old.maps[name]
 		}
 	}
-	if err := e.load(reused, !opts.DisableFileSyscalls); err != nil {
+	if err := e.load(reused, !opts.DisableFileSyscalls, !opts.DisableNetworkSyscalls); err != nil {
 		e.Close()
 		return nil, err
 	}
@@ -134,6 +137,12 @@ func Open(opts Options) (*Engine, error) {
 		e.fileSys = FeatureStatus{Reason: "file selectors are not evaluated: file syscalls are not watched (disabled by configuration)"}
 	case !e.lsm.Available:
 		e.fileSys = e.fileSyscallStatus()
+	}
+	switch {
+	case opts.DisableNetworkSyscalls && !e.lsm.Available:
+		e.netSys = FeatureStatus{Reason: "network selectors are not evaluated: network syscalls are not watched (disabled by configuration)"}
+	case !e.lsm.Available:
+		e.netSys = e.netSyscallStatus()
 	}
 	if e.pinPath != "" {
 		if err := e.handOff(e.spec, old, !reuse); err != nil {
@@ -205,7 +214,7 @@ func (e *Engine) BlockingInForce() bool {
 		return false
 	}
 	_, p := e.Live()
-	return p != nil && (p.Blocks(policy.Process) || p.Blocks(policy.File))
+	return p != nil && (p.Blocks(policy.Process) || p.Blocks(policy.File) || p.Blocks(policy.Network))
 }
 
 // Stats are the kernel's counters, summed over CPUs.

@@ -29,6 +29,7 @@ var enumTwins = map[string][]enumTwin{
 		{"EVENT_SETSID", uint64(bpfobj.ProbeEventTypeEVENT_SETSID), uint64(event.Setsid)},
 		{"EVENT_FILE", uint64(bpfobj.ProbeEventTypeEVENT_FILE), uint64(event.FileDecision)},
 		{"EVENT_SYSFILE", uint64(bpfobj.ProbeEventTypeEVENT_SYSFILE), uint64(kindSysfile)},
+		{"EVENT_NETWORK", uint64(bpfobj.ProbeEventTypeEVENT_NETWORK), uint64(event.NetworkDecision)},
 	},
 	"hook_point": {
 		{"HOOK_FILE_OPEN", uint64(bpfobj.ProbeHookPointHOOK_FILE_OPEN), uint64(event.HookFileOpen)},
@@ -44,6 +45,10 @@ var enumTwins = map[string][]enumTwin{
 		{"HOOK_MMAP_FILE", uint64(bpfobj.ProbeHookPointHOOK_MMAP_FILE), uint64(event.HookMmapFile)},
 		{"HOOK_FILE_MPROTECT", uint64(bpfobj.ProbeHookPointHOOK_FILE_MPROTECT), uint64(event.HookFileMprotect)},
 		{"HOOK_INODE_SET_ACL", uint64(bpfobj.ProbeHookPointHOOK_INODE_SET_ACL), uint64(event.HookInodeSetACL)},
+		{"HOOK_SOCKET_CONNECT", uint64(bpfobj.ProbeHookPointHOOK_SOCKET_CONNECT), uint64(event.HookSocketConnect)},
+		{"HOOK_SOCKET_ACCEPT", uint64(bpfobj.ProbeHookPointHOOK_SOCKET_ACCEPT), uint64(event.HookSocketAccept)},
+		{"HOOK_SOCKET_BIND", uint64(bpfobj.ProbeHookPointHOOK_SOCKET_BIND), uint64(event.HookSocketBind)},
+		{"HOOK_SOCKET_SENDMSG", uint64(bpfobj.ProbeHookPointHOOK_SOCKET_SENDMSG), uint64(event.HookSocketSendmsg)},
 	},
 	"layer": {
 		{"LAYER_NONE", uint64(bpfobj.ProbeLayerLAYER_NONE), uint64(event.LayerNone)},
@@ -68,7 +73,8 @@ var enumTwins = map[string][]enumTwin{
 
 // goOnly are Go constants of the mirrored types with no C twin: hook points
 // user space reports (file syscalls, detected without BPF LSM).
-var goOnly = map[event.HookPoint]bool{event.HookSysOpen: true, event.HookSysUnlink: true, event.HookSysRename: true, event.HookSysChmod: true}
+var goOnly = map[event.HookPoint]bool{event.HookSysOpen: true, event.HookSysUnlink: true, event.HookSysRename: true, event.HookSysChmod: true,
+	event.HookSysConnect: true, event.HookSysAccept: true, event.HookSysBind: true, event.HookInetSockSetState: true}
 
 // TestEnumTwins: every Go mirror equals its generated constant, the generated
 // constants are the object's (BTF), and every enumerator of a mirrored C enum

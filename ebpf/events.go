@@ -141,6 +141,8 @@ func decodeEvent(raw []byte, n names, sys *Syscall) (event.Event, error) {
 		ev.Interactive = r.Interactive != 0
 		ev.Path = cstring(r.Path[:])
 		ev.PathLen = r.PathLen
+	case event.NetworkDecision:
+		return decodeNetwork(raw, n)
 	case kindSysfile:
 		return decodeSysfile(raw, n, sys)
 	default:

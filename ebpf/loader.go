@@ -24,6 +24,9 @@ type loader struct {
 	enforcement  *enforcementPrograms // nil without BPF LSM
 	acl          *aclPrograms         // nil without BPF LSM or without the hook
 	fileSyscalls *fileSyscallPrograms // nil with BPF LSM, or disabled
+	network      *networkPrograms     // nil without BPF LSM
+	accept       any                  // *acceptPrograms or *acceptArgPrograms; nil without BPF LSM
+	netSyscalls  *netSyscallPrograms  // nil with BPF LSM, or disabled
 
 	links    []link.Link
 	attached map[string]link.Link // by program name: the names links are pinned under
@@ -33,6 +36,8 @@ type loader struct {
 	fileSys  FeatureStatus // file syscalls watched (no BPF LSM)
 	// fileMissing: why file syscall programs did not attach, one reason each.
 	fileMissing []string
+	netSys      FeatureStatus // network syscalls watched (no BPF LSM)
+	netMissing  []string
 
 	pinPath  string
 	adoption Adoption
@@ -65,7 +70,7 @@ func (l *loader) loadSpec(hostNS uint32, ringSize int) error {
 // CO-RE relocates against the kernel's BTF and every loaded module's: overlayfs's
 // inode (the executable layer) is a module's type on many kernels. If overlayfs
 // is loaded only later, its files report LayerUnknown until the next start.
-func (l *loader) load(reused map[string]*ebpf.Map, fileSyscalls bool) error {
+func (l *loader) load(reused map[string]*ebpf.Map, fileSyscalls, netSyscalls bool) error {
 	if err := l.spec.LoadAndAssign(&l.maps, &ebpf.CollectionOptions{MapReplacements: reused}); err != nil {
 		return fmt.Errorf("create BPF maps: %w", err)
 	}
@@ -83,6 +88,26 @@ func (l *loader) load(reused map[string]*ebpf.Map, fileSyscalls bool) error {
 			if err := l.loadSet(l.acl, shared); err != nil {
 				return err
 			}
+		}
+	}
+	if l.lsm.Available {
+		l.network = &networkPrograms{}
+		if err := l.loadSet(l.network, shared); err != nil {
+			return err
+		}
+		if acceptTakesArg() {
+			l.accept = &acceptArgPrograms{}
+		} else {
+			l.accept = &acceptPrograms{}
+		}
+		if err := l.loadSet(l.accept, shared); err != nil {
+			return err
+		}
+	}
+	if !l.lsm.Available && netSyscalls {
+		l.netSyscalls = &netSyscallPrograms{}
+		if err := l.loadSet(l.netSyscalls, shared); err != nil {
+			return err
 		}
 	}
 	// Without BPF LSM, file operations are watched at syscall exits instead.
@@ -119,6 +144,15 @@ func (l *loader) sets() []any {
 	}
 	if l.acl != nil {
 		out = append(out, l.acl)
+	}
+	if l.netSyscalls != nil {
+		out = append(out, l.netSyscalls)
+	}
+	if l.network != nil {
+		out = append(out, l.network)
+	}
+	if l.accept != nil {
+		out = append(out, l.accept)
 	}
 	return out
 }
@@ -158,4 +192,19 @@ func lsmHookMissing(hook string) bool {
 	}
 	var fn *btf.Func
 	return kernel.TypeByName("bpf_lsm_"+hook, &fn) != nil
+}
+
+// acceptTakesArg reports whether this kernel's inet_csk_accept is the 6.10 one,
+// (sk, struct proto_accept_arg *), rather than (sk, flags, err, kern).
+func acceptTakesArg() bool {
+	kernel, err := btf.LoadKernelSpec()
+	if err != nil {
+		return false
+	}
+	var fn *btf.Func
+	if kernel.TypeByName("inet_csk_accept", &fn) != nil {
+		return false
+	}
+	proto, ok := fn.Type.(*btf.FuncProto)
+	return ok && len(proto.Params) == 2
 }

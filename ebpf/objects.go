@@ -18,7 +18,10 @@ import (
 //	telemetry     always
 //	enforcement   with BPF LSM
 //	acl           with BPF LSM, when the kernel has the hook (lsmHookMissing)
+//	network       with BPF LSM: connect, bind, sends, and the refused accepts' I/O
+//	accept        with BPF LSM, one of two: inet_csk_accept's signature changed in 6.10
 //	file syscalls without BPF LSM, unless Options.DisableFileSyscalls
+//	net syscalls  without BPF LSM, unless Options.DisableNetworkSyscalls
 //
 // (probe_lsm, the do-nothing LSM program probeLSM loads alone, is in none.)
 //
@@ -83,6 +86,42 @@ type fileSyscallPrograms struct {
 	WatchUnlinkExit    *ebpf.Program `ebpf:"watch_unlink_exit"`
 	WatchUnlinkat      *ebpf.Program `ebpf:"watch_unlinkat"`
 	WatchUnlinkatExit  *ebpf.Program `ebpf:"watch_unlinkat_exit"`
+}
+
+// networkPrograms are the BPF LSM programs of network selectors
+// (bpf/network.bpf.h).
+type networkPrograms struct {
+	EnforceSocketBind    *ebpf.Program `ebpf:"enforce_socket_bind"`
+	EnforceSocketConnect *ebpf.Program `ebpf:"enforce_socket_connect"`
+	EnforceSocketRecvmsg *ebpf.Program `ebpf:"enforce_socket_recvmsg"`
+	EnforceSocketSendmsg *ebpf.Program `ebpf:"enforce_socket_sendmsg"`
+}
+
+// acceptPrograms judge accepted connections at inet_csk_accept's return, in
+// the accepting task: its arguments up to 6.9 (sk, flags, err, kern) ...
+type acceptPrograms struct {
+	EnforceAccept *ebpf.Program `ebpf:"enforce_accept"`
+}
+
+// ... and since 6.10 (sk, arg). Which one loads is read from the kernel's BTF.
+type acceptArgPrograms struct {
+	EnforceAcceptArg *ebpf.Program `ebpf:"enforce_accept_arg"`
+}
+
+// netSyscallPrograms see workloads' connect, bind, accept and UDP sends at
+// their syscalls where BPF LSM is not available (bpf/network_syscalls.bpf.h;
+// netsys.go).
+type netSyscallPrograms struct {
+	WatchAccept4Exit *ebpf.Program `ebpf:"watch_accept4_exit"`
+	WatchAcceptExit  *ebpf.Program `ebpf:"watch_accept_exit"`
+	WatchBind        *ebpf.Program `ebpf:"watch_bind"`
+	WatchBindExit    *ebpf.Program `ebpf:"watch_bind_exit"`
+	WatchConnect     *ebpf.Program `ebpf:"watch_connect"`
+	WatchConnectExit *ebpf.Program `ebpf:"watch_connect_exit"`
+	WatchSendmsg     *ebpf.Program `ebpf:"watch_sendmsg"`
+	WatchSendmsgExit *ebpf.Program `ebpf:"watch_sendmsg_exit"`
+	WatchSendto      *ebpf.Program `ebpf:"watch_sendto"`
+	WatchSendtoExit  *ebpf.Program `ebpf:"watch_sendto_exit"`
 }
 
 // namedProgram is a loaded program and its ELF name (its field's tag).

@@ -28,6 +28,10 @@ func TestProgramSets(t *testing.T) {
 		"enforcement":   {programNames((*enforcementPrograms)(nil)), []ebpf.ProgramType{ebpf.LSM}},
 		"acl":           {programNames((*aclPrograms)(nil)), []ebpf.ProgramType{ebpf.LSM}},
 		"file syscalls": {programNames((*fileSyscallPrograms)(nil)), []ebpf.ProgramType{ebpf.TracePoint}},
+		"network":       {programNames((*networkPrograms)(nil)), []ebpf.ProgramType{ebpf.LSM}},
+		"accept":        {programNames((*acceptPrograms)(nil)), []ebpf.ProgramType{ebpf.Tracing}},
+		"accept arg":    {programNames((*acceptArgPrograms)(nil)), []ebpf.ProgramType{ebpf.Tracing}},
+		"net syscalls":  {programNames((*netSyscallPrograms)(nil)), []ebpf.ProgramType{ebpf.TracePoint}},
 		"lsm probe":     {[]string{bpfobj.ProbeProgProbeLsm}, []ebpf.ProgramType{ebpf.LSM}},
 	}
 	in := map[string]string{}
@@ -98,10 +102,10 @@ func TestProgramSets(t *testing.T) {
 }
 
 // TestLoadedSets: on this kernel without BPF LSM the engine loads telemetry and
-// file syscalls only, or telemetry alone with file syscalls disabled.
+// file and network syscalls only, or telemetry alone with both disabled.
 func TestLoadedSets(t *testing.T) {
 	for _, disable := range []bool{false, true} {
-		e, err := Open(Options{DisableLSM: true, DisableFileSyscalls: disable})
+		e, err := Open(Options{DisableLSM: true, DisableFileSyscalls: disable, DisableNetworkSyscalls: disable})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -113,7 +117,10 @@ func TestLoadedSets(t *testing.T) {
 		}
 		want := len(programNames(&e.telemetry))
 		if !disable {
-			want += len(programNames(e.fileSyscalls))
+			want += len(programNames(e.fileSyscalls)) + len(programNames(e.netSyscalls))
+		}
+		if (e.netSyscalls == nil) != disable || e.network != nil || e.accept != nil {
+			t.Errorf("DisableNetworkSyscalls %v: network syscall set loaded %v, LSM network sets %v %v", disable, e.netSyscalls != nil, e.network != nil, e.accept != nil)
 		}
 		if got := len(e.programs()); got != want {
 			t.Errorf("%d programs loaded, want %d", got, want)

@@ -349,14 +349,24 @@ func (s *slots) rebuildWritten() error {
 	}
 	var nk bpfobj.ProbeNameKey
 	var u uint64
-	it := s.table(slotNames).Iterate()
-	for it.Next(&nk, &u) {
-		add(nk.Generation, slotNames, nk)
+	for _, m := range []slotMap{slotNames, slotNetNames} {
+		it := s.table(m).Iterate()
+		for it.Next(&nk, &u) {
+			add(nk.Generation, m, nk)
+		}
+		if err := it.Err(); err != nil {
+			return fmt.Errorf("list %s: %w", m, err)
+		}
+	}
+	var xk bpfobj.ProbeNetKey
+	it := s.table(slotNetPrefixes).Iterate()
+	for it.Next(&xk, &u) {
+		add(uint32(xk.Generation), slotNetPrefixes, xk)
 	}
 	if err := it.Err(); err != nil {
-		return fmt.Errorf("list %s: %w", slotNames, err)
+		return fmt.Errorf("list %s: %w", slotNetPrefixes, err)
 	}
-	for _, m := range []slotMap{slotPaths, slotFilePaths} {
+	for _, m := range []slotMap{slotPaths, slotFilePaths, slotNetPaths} {
 		var pk bpfobj.ProbePathKey
 		var pv bpfobj.ProbePathVal
 		it := s.table(m).Iterate()
@@ -375,7 +385,7 @@ func (s *slots) rebuildWritten() error {
 	if err := it.Err(); err != nil {
 		return fmt.Errorf("list %s: %w", slotFileTrees, err)
 	}
-	for _, m := range []slotMap{slotContainers, slotFileContainers} {
+	for _, m := range []slotMap{slotContainers, slotFileContainers, slotNetContainers} {
 		var ck bpfobj.ProbeContainerKey
 		it := s.table(m).Iterate()
 		for it.Next(&ck, &u) {

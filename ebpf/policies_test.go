@@ -61,3 +61,30 @@ func fileSel64Policy(logged bool) string {
 	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [log]\n", strings.Join(names, ", "))
 	return b.String()
 }
+
+// netSel64Policy has 63 network selectors (with its response, the 64 a type
+// holds) of every condition kind (address
+// prefixes v4 and v6, ports and ranges, protocol, process name, image), none of
+// which the benchmarks' loopback connections meet, and one logging response:
+// every connect and accept is judged against all of them.
+func netSel64Policy() string {
+	var b strings.Builder
+	b.WriteString("network:\n  selectors:\n")
+	names := make([]string, 63)
+	for i := range names {
+		names[i] = "n" + strconv.Itoa(i)
+		fmt.Fprintf(&b, "    - name: %s\n", names[i])
+		switch i % 4 {
+		case 0:
+			fmt.Fprintf(&b, "      operation: [connect]\n      destinationAddress: [10.%d.0.0/16, \"fd00:%x::/32\"]\n      destinationPort: [443, 8000-8100]\n", i, i)
+		case 1:
+			fmt.Fprintf(&b, "      operation: [connect, accept]\n      destinationPort: [%d]\n      protocol: [tcp]\n", 20000+i)
+		case 2:
+			fmt.Fprintf(&b, "      operation: [accept, bind]\n      sourceAddress: [192.168.%d.0/24]\n      processName: [proc%d]\n", i, i)
+		case 3:
+			fmt.Fprintf(&b, "      operation: [connect]\n      destinationAddress: [127.9.%d.0/24]\n      containerImageName: [image%d]\n", i, i)
+		}
+	}
+	fmt.Fprintf(&b, "  responses:\n    - match: [%s]\n      actions: [log]\n", strings.Join(names, ", "))
+	return b.String()
+}

@@ -92,7 +92,7 @@ func (e *Engine) Read() (event.Event, error) {
 				e.pending = append(e.pending, d)
 			}
 		}
-		if err == nil && ev.Kind == kindSysfile {
+		if err == nil && (ev.Kind == kindSysfile || ev.Kind == event.NetworkDecision && netSyscall(ev.Hook)) {
 			// Only its decisions (detectFile) go on.
 			if len(e.pending) > 0 {
 				ev = e.pending[0]

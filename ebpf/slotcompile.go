@@ -43,6 +43,8 @@ type compiled struct {
 	// directory renamed into (or out of) place moves those paths with it.
 	fileTrees map[string]uint64
 	fileSels  []policy.Selector
+
+	net *netCompiled
 }
 
 // pathEntry is one LPM trie entry. The kernel finds the longest entry that prefixes
@@ -63,7 +65,8 @@ func compile(p *policy.Policy) (*compiled, error) {
 	c := &compiled{names: map[string]uint64{}, sels: p.Selectors(policy.Process), resps: p.Responses(policy.Process),
 		fileSels: p.Selectors(policy.File)}
 	fileResps := p.Responses(policy.File)
-	for _, n := range []int{len(c.sels), len(c.resps), len(c.fileSels), len(fileResps)} {
+	for _, n := range []int{len(c.sels), len(c.resps), len(c.fileSels), len(fileResps),
+		len(p.Selectors(policy.Network)), len(p.Responses(policy.Network))} {
 		if n > 64 {
 			return nil, fmt.Errorf("the kernel holds 64 selectors and 64 responses per type; this policy has %d", n)
 		}
@@ -146,6 +149,9 @@ func compile(p *policy.Policy) (*compiled, error) {
 		return nil, err
 	}
 	kf.R = responses(fileResps)
+	if c.net, err = compileNetwork(p); err != nil {
+		return nil, err
+	}
 	return c, nil
 }
 
@@ -216,8 +222,8 @@ func responses(rs []policy.Response) bpfobj.ProbeResponses {
 
 // containerMasks are the container-scoped selectors, process and file, whose
 // container and Kubernetes conditions hold for a container.
-func (c *compiled) containerMasks(meta *policy.Operation) (process, file uint64) {
-	return scopedMask(c.sels, meta), scopedMask(c.fileSels, meta)
+func (c *compiled) containerMasks(meta *policy.Operation) (process, file, network uint64) {
+	return scopedMask(c.sels, meta), scopedMask(c.fileSels, meta), scopedMask(c.net.sels, meta)
 }
 
 func scopedMask(sels []policy.Selector, meta *policy.Operation) uint64 {
@@ -262,17 +268,26 @@ const (
 	slotFileContainers
 	slotPolicies     // array: one entry per slot, overwritten, never cleared
 	slotFilePolicies // array, as policies
+	slotNetPrefixes
+	slotNetNames
+	slotNetPaths
+	slotNetContainers
+	slotNetPolicies // array, as policies
 )
 
 // String is the map's ELF name.
 func (m slotMap) String() string {
 	return [...]string{bpfobj.ProbeMapNames, bpfobj.ProbeMapPaths, bpfobj.ProbeMapFilePaths, bpfobj.ProbeMapFileTrees,
-		bpfobj.ProbeMapContainers, bpfobj.ProbeMapFileContainers, bpfobj.ProbeMapPolicies, bpfobj.ProbeMapFilePolicies}[m]
+		bpfobj.ProbeMapContainers, bpfobj.ProbeMapFileContainers, bpfobj.ProbeMapPolicies, bpfobj.ProbeMapFilePolicies,
+		bpfobj.ProbeMapNetPrefixes, bpfobj.ProbeMapNetNames, bpfobj.ProbeMapNetPaths, bpfobj.ProbeMapNetContainers,
+		bpfobj.ProbeMapNetPolicies}[m]
 }
 
 // cleared reports whether the map's entries of a slot are deleted before the
 // slot is reused (hash and trie maps; arrays are overwritten).
-func (m slotMap) cleared() bool { return m != slotPolicies && m != slotFilePolicies }
+func (m slotMap) cleared() bool {
+	return m != slotPolicies && m != slotFilePolicies && m != slotNetPolicies
+}
 
 // slotEntry is one key and value a slot puts in one map.
 type slotEntry struct {
@@ -312,16 +327,18 @@ func (c *compiled) entries(slot uint32, containers map[uint64]*policy.Operation)
 		}
 		out = append(out, slotEntry{slotFileTrees, k, bits})
 	}
+	out = append(out, c.net.entries(slot)...)
 	for cg, meta := range containers {
 		out = append(out, c.containerEntries(slot, cg, meta)...)
 	}
-	return append(out, slotEntry{slotFilePolicies, slot, c.file}, slotEntry{slotPolicies, slot, c.policy})
+	return append(out, slotEntry{slotNetPolicies, slot, c.net.policy}, slotEntry{slotFilePolicies, slot, c.file},
+		slotEntry{slotPolicies, slot, c.policy})
 }
 
 // containerEntries are a container's masks in a slot holding c. A container
 // no container-scoped selector matches has none: absence says the same.
 func (c *compiled) containerEntries(slot uint32, cgroupID uint64, meta *policy.Operation) []slotEntry {
-	pm, fm := c.containerMasks(meta)
+	pm, fm, nm := c.containerMasks(meta)
 	k := bpfobj.ProbeContainerKey{CgroupId: cgroupID, Generation: slot}
 	var out []slotEntry
 	if pm != 0 {
@@ -329,6 +346,9 @@ func (c *compiled) containerEntries(slot uint32, cgroupID uint64, meta *policy.O
 	}
 	if fm != 0 {
 		out = append(out, slotEntry{slotFileContainers, k, fm})
+	}
+	if nm != 0 {
+		out = append(out, slotEntry{slotNetContainers, k, nm})
 	}
 	return out
 }

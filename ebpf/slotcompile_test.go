@@ -2,6 +2,7 @@ package ebpf
 
 import (
 	"math/rand/v2"
+	"net/netip"
 	"slices"
 	"strings"
 	"testing"
@@ -252,7 +253,7 @@ func TestCompileDifferential(t *testing.T) {
 		for range 50 {
 			op := genOp(r)
 			want := p.Evaluate(&op)
-			pm, _ := c.containerMasks(&op)
+			pm, _, _ := c.containerMasks(&op)
 			gotM, gotA := c.decide(&op, pm)
 			cases++
 			if gotM != want.Matched || gotA != want.Actions {
@@ -283,7 +284,7 @@ func TestCompileFileDifferential(t *testing.T) {
 			op.OnFileMount = r.IntN(5) == 0
 			op.OnVolumeMount = op.OnVolumeMount || op.OnFileMount
 			want := p.Evaluate(&op)
-			_, fm := c.containerMasks(&op)
+			_, fm, _ := c.containerMasks(&op)
 			gotM, gotA := c.decideFile(&op, fm)
 			cases++
 			if gotM != want.Matched || gotA != want.Actions {
@@ -293,4 +294,80 @@ func TestCompileFileDifferential(t *testing.T) {
 		}
 	}
 	t.Logf("%d cases agree", cases)
+}
+
+// TestCompileNetDifferential: the kernel's network matching over the compiled
+// maps (decideNet) agrees with policy.Evaluate on random policies and operations.
+func TestCompileNetDifferential(t *testing.T) {
+	cases := 0
+	for seed := range uint64(400) {
+		r := rand.New(rand.NewPCG(seed, 3))
+		src := genNetPolicy(r, 12)
+		p := mustParse(t, src)
+		c, err := compile(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for range 50 {
+			op := genNetOp(r)
+			want := p.Evaluate(&op)
+			_, _, nm := c.containerMasks(&op)
+			gotM, gotA := c.decideNet(&op, nm)
+			cases++
+			if gotM != want.Matched || gotA != want.Actions {
+				t.Fatalf("seed %d: %+v\nkernel model: matched %b actions %v\nevaluator:    matched %b actions %v\n%s",
+					seed, op, gotM, gotA, want.Matched, want.Actions, src)
+			}
+		}
+	}
+	t.Logf("%d network operations agree", cases)
+}
+
+// TestPortPrefixes: a range's aligned prefixes cover exactly the range.
+func TestPortPrefixes(t *testing.T) {
+	for _, r := range []policy.PortRange{{Lo: 0, Hi: 65535}, {Lo: 1, Hi: 65534}, {Lo: 80, Hi: 80}, {Lo: 8000, Hi: 8100}, {Lo: 1024, Hi: 65535}, {Lo: 0, Hi: 0}, {Lo: 65535, Hi: 65535}} {
+		ps := portPrefixes(bpfobj.ProbeNetKindNK_DPORT, r)
+		if len(ps) > 30 {
+			t.Errorf("%v: %d prefixes", r, len(ps))
+		}
+		for port := range 65536 {
+			var k netPrefix
+			k.kind, k.bits = bpfobj.ProbeNetKindNK_DPORT, 16
+			k.data[0], k.data[1] = byte(port>>8), byte(port)
+			in := 0
+			for _, p := range ps {
+				if p.contains(k) {
+					in++
+				}
+			}
+			if want := r.Contains(uint16(port)); (in == 1) != want || in > 1 {
+				t.Fatalf("%v: port %d in %d prefixes", r, port, in)
+			}
+		}
+	}
+}
+
+// TestNetSel64Policy: the benchmarks' 63-selector network policy compiles, and
+// the loops' connections (127.0.0.1:9050) match none of it.
+func TestNetSel64Policy(t *testing.T) {
+	p := mustParse(t, sel64Policy()+fileSel64Policy(false)+netSel64Policy())
+	c, err := compile(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := len(p.Selectors(policy.Network)); n != 63 {
+		t.Fatalf("%d network selectors", n)
+	}
+	for _, op := range []policy.Operation{
+		{Op: policy.OpConnect, Protocol: "tcp", DestinationAddress: netip.MustParseAddr("127.0.0.1"), DestinationPort: 9050, ProcessName: "ebpf.test"},
+		{Op: policy.OpAccept, Protocol: "tcp", SourceAddress: netip.MustParseAddr("127.0.0.1"), SourcePort: 40000,
+			DestinationAddress: netip.MustParseAddr("127.0.0.1"), DestinationPort: 9050, ProcessName: "ebpf.test"},
+	} {
+		if d := p.Evaluate(&op); d.Matched != 0 {
+			t.Errorf("%v matches %b", op.Op, d.Matched)
+		}
+		if m, _ := c.decideNet(&op, 0); m != 0 {
+			t.Errorf("%v: kernel model matches %b", op.Op, m)
+		}
+	}
 }

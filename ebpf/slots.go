@@ -87,6 +87,16 @@ func (s *slots) table(m slotMap) *ebpf.Map {
 		return s.tables.Policies
 	case slotFilePolicies:
 		return s.tables.FilePolicies
+	case slotNetPrefixes:
+		return s.tables.NetPrefixes
+	case slotNetNames:
+		return s.tables.NetNames
+	case slotNetPaths:
+		return s.tables.NetPaths
+	case slotNetContainers:
+		return s.tables.NetContainers
+	case slotNetPolicies:
+		return s.tables.NetPolicies
 	}
 	panic(fmt.Sprintf("slot map %d", m))
 }
@@ -212,7 +222,7 @@ func (s *slots) RemoveContainer(cgroupID uint64) error {
 	delete(s.containers, cgroupID)
 	for slot := range uint32(2) {
 		k := bpfobj.ProbeContainerKey{CgroupId: cgroupID, Generation: slot}
-		for _, m := range []*ebpf.Map{s.tables.Containers, s.tables.FileContainers} {
+		for _, m := range []*ebpf.Map{s.tables.Containers, s.tables.FileContainers, s.tables.NetContainers} {
 			if err := m.Delete(k); err != nil && !errors.Is(err, ebpf.ErrKeyNotExist) {
 				return err
 			}

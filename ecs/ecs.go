@@ -95,8 +95,8 @@ func (e *Encoder) SetCloud(cloud *enrich.Cloud) {
 	e.common.Store(&common)
 }
 
-// Encode returns the document an event makes: decisions (process and file
-// responses) become one document on the stream their actions choose; telemetry
+// Encode returns the document an event makes: decisions (process, file and
+// network responses) become one document on the stream their actions choose; telemetry
 // is not shipped on its own. ok is false when the event makes no document.
 // ctx may be nil.
 func (e *Encoder) Encode(ev *event.Event, ctx *enrich.Context, m Meta) (Doc, bool, error) {
@@ -110,7 +110,7 @@ func (e *Encoder) Encode(ev *event.Event, ctx *enrich.Context, m Meta) (Doc, boo
 // first encodes the document Encode returns into the encoder's buffer.
 func (e *Encoder) first(ev *event.Event, ctx *enrich.Context, m Meta) (Doc, bool, error) {
 	switch ev.Kind {
-	case event.ProcessDecision, event.FileDecision:
+	case event.ProcessDecision, event.FileDecision, event.NetworkDecision:
 	case event.Exit:
 		// The end of a process whose fork or exec was logged (enrich gives it
 		// the logging decision's selectors and ActionLog): a log document
@@ -158,8 +158,11 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 		ns = "default"
 	}
 	category, dataset := "process", "cloud_defend.process"
-	if ev.Kind == event.FileDecision {
+	switch ev.Kind {
+	case event.FileDecision:
 		category, dataset = "file", "cloud_defend.file"
+	case event.NetworkDecision:
+		category, dataset = "network", "cloud_defend.network"
 	}
 	kind := "event"
 	if alert {
@@ -212,13 +215,20 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 		w.strIf("extension", ext(ev.Path))
 		w.close()
 	}
+	if ev.Kind == event.NetworkDecision {
+		writeNetwork(w, ev)
+	}
 	w.obj("cloud_defend")
 	w.strs("matched_selectors", names)
 	if ev.Kind.Decision() {
 		// The policy's own name of the operation: event.action and event.type
 		// cannot tell createFile from createExecutable, nor modifyFile from
 		// modifyExecutable.
-		w.str("operation", ev.Op.String())
+		op := ev.Op
+		if ev.Kind == event.NetworkDecision {
+			op = networkOp(ev)
+		}
+		w.str("operation", op.String())
 	}
 	w.str("package_policy_id", m.PackagePolicyID)
 	w.uint("package_policy_revision", m.Revision)
@@ -237,7 +247,11 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 	w.close()
 	if kind == "alert" {
 		w.key("message")
-		w.b = appendString(w.b, message(ev, names))
+		if ev.Kind == event.NetworkDecision {
+			w.b = appendNetworkMessage(w.b, ev, names)
+		} else {
+			w.b = appendString(w.b, message(ev, names))
+		}
 	}
 	w.close()
 
@@ -501,7 +515,9 @@ func actionOf(ev *event.Event) (action, typ string) {
 	if ev.Kind == event.Exit {
 		return "end", "end"
 	}
-	if ev.Kind == event.ProcessDecision {
+	if ev.Kind == event.NetworkDecision {
+		action, typ = networkAction(ev)
+	} else if ev.Kind == event.ProcessDecision {
 		action, typ = "exec", "start"
 		if ev.Op == policy.OpFork {
 			action = "fork"
@@ -549,6 +565,9 @@ func hookPoint(ev *event.Event) string {
 	}
 	if ev.Kind == event.Exit {
 		return "tracepoint__sched_process_exit"
+	}
+	if ev.Kind == event.NetworkDecision {
+		return networkHook(ev).String() // the kernel always says where; this is a fallback
 	}
 	if ev.UserSpace {
 		if ev.Op == policy.OpFork {

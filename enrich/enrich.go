@@ -148,6 +148,12 @@ func (e *Enricher) Handle(ev *event.Event, emit Emit) {
 			return
 		}
 		e.emit(ev, emit)
+	case event.FileDecision, event.NetworkDecision:
+		// Made by a running process about its own file or socket call: the
+		// table already has the process as it is, nothing to wait for but
+		// the container's metadata (emit holds it when the runtime has not
+		// answered yet).
+		e.emit(ev, emit)
 	default:
 		e.emit(ev, emit)
 	}

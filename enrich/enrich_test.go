@@ -1,6 +1,7 @@
 package enrich
 
 import (
+	"net/netip"
 	"slices"
 	"testing"
 	"time"
@@ -70,5 +71,46 @@ func TestExecDecisionWaitsForExec(t *testing.T) {
 	e.Flush(emit)
 	if len(*out) != 6 {
 		t.Fatalf("Flush left decisions waiting: %d emitted", len(*out))
+	}
+}
+
+// TestNetworkDecision: a network decision needs its process's context but
+// waits for nothing (the kernel reports it when the socket call is made,
+// after the exec that runs the process): it is emitted at once, with the
+// process as the table has it, and after a decision of its task still
+// waiting for its exec.
+func TestNetworkDecision(t *testing.T) {
+	e, out, emit := newTestEnricher(t)
+	p := event.Process{PID: 20, TID: 20, PPID: 1, Start: time.Second}
+	at := func(ms int) time.Duration { return 2*time.Second + time.Duration(ms)*time.Millisecond }
+	e.Handle(&event.Event{Kind: event.Fork, Time: at(0), Process: p}, emit)
+	e.Handle(&event.Event{Kind: event.Exec, Time: at(1), Process: p, Executable: "/usr/bin/curl", Args: []string{"curl", "https://example.com"}}, emit)
+	conn := event.Event{Kind: event.NetworkDecision, Time: at(2), Process: p, Op: policy.OpConnect, Hook: event.HookSocketConnect,
+		Actions: policy.ActionLog, Protocol: event.ProtocolTCP, Destination: netip.MustParseAddrPort("93.184.215.14:443"), Direction: event.DirectionEgress}
+	e.Handle(&conn, emit)
+	if len(*out) != 1 || (*out)[0].ev.Kind != event.NetworkDecision || (*out)[0].exe != "/usr/bin/curl" ||
+		(*out)[0].ev.Destination != conn.Destination || (*out)[0].ev.Protocol != event.ProtocolTCP {
+		t.Fatalf("network decision: %+v", *out)
+	}
+
+	// An exec decision waiting for its exec is released first: documents
+	// stay in the order the kernel made them.
+	e.Handle(&event.Event{Kind: event.ProcessDecision, Time: at(3), Process: p, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/bin/nc"}, emit)
+	bind := event.Event{Kind: event.NetworkDecision, Time: at(4), Process: p, Op: policy.OpBind, Hook: event.HookSocketBind, Blocked: true,
+		Actions: policy.ActionBlock | policy.ActionAlert, Protocol: event.ProtocolTCP, Source: netip.MustParseAddrPort("0.0.0.0:4444")}
+	e.Handle(&bind, emit)
+	if len(*out) != 3 || (*out)[1].ev.Kind != event.ProcessDecision || (*out)[2].ev.Kind != event.NetworkDecision || (*out)[2].ev.Source != bind.Source {
+		t.Fatalf("after a pending exec decision: %+v", *out)
+	}
+
+	// A process the table does not know: emitted, without process context.
+	q := event.Process{PID: 21, TID: 21, PPID: 1, Start: time.Second}
+	e.Handle(&event.Event{Kind: event.NetworkDecision, Time: at(5), Process: q, Op: policy.OpAccept, Hook: event.HookSocketAccept, Actions: policy.ActionLog}, emit)
+	if len(*out) != 4 || (*out)[3].exe != "" || (*out)[3].ev.Process.PID != 21 {
+		t.Fatalf("unknown process: %+v", *out)
+	}
+	e.Flush(emit)
+	if len(*out) != 4 {
+		t.Fatalf("Flush emitted %d more", len(*out)-4)
 	}
 }

@@ -9,6 +9,7 @@ package event
 
 import (
 	"fmt"
+	"net/netip"
 	"time"
 
 	"github.com/cloud-defend/cloud-defend/policy"
@@ -24,6 +25,9 @@ const (
 	ProcessDecision Kind = 4 // a fork or exec fired a response (log, alert or block)
 	Setsid          Kind = 5 // a process started a new session
 	FileDecision    Kind = 6 // a file operation fired a response (log, alert or block)
+	// NetworkDecision: a connect, accept or bind fired a response (log, alert
+	// or block); the Network fields say what. Kind 7 is the engine's own.
+	NetworkDecision Kind = 8
 )
 
 func (k Kind) String() string {
@@ -40,12 +44,16 @@ func (k Kind) String() string {
 		return "setsid"
 	case FileDecision:
 		return "file_decision"
+	case NetworkDecision:
+		return "network_decision"
 	}
 	return fmt.Sprintf("kind(%d)", uint32(k))
 }
 
 // Decision reports whether the event is a response's decision (process or file).
-func (k Kind) Decision() bool { return k == ProcessDecision || k == FileDecision }
+func (k Kind) Decision() bool {
+	return k == ProcessDecision || k == FileDecision || k == NetworkDecision
+}
 
 // HookPoint names where an operation was seen (cloud_defend.hook_point): an
 // LSM hook, or without BPF LSM a file syscall's exit tracepoint.
@@ -67,12 +75,22 @@ const (
 	HookMmapFile     HookPoint = 11
 	HookFileMprotect HookPoint = 12
 	HookInodeSetACL  HookPoint = 13
+	// Network operations (NetworkDecision).
+	HookSocketConnect HookPoint = 14
+	HookSocketAccept  HookPoint = 15
+	HookSocketBind    HookPoint = 16
+	HookSocketSendmsg HookPoint = 17 // the first send of an unconnected UDP socket to an address
 
 	// File operations seen at a syscall's exit (no BPF LSM).
 	HookSysOpen   HookPoint = 20 // openat, openat2, creat with write intent
 	HookSysUnlink HookPoint = 21 // unlink, unlinkat
 	HookSysRename HookPoint = 22 // rename, renameat, renameat2
 	HookSysChmod  HookPoint = 23 // chmod, fchmodat
+	// Network operations seen without BPF LSM.
+	HookSysConnect       HookPoint = 24 // connect(2) returned (or is in progress)
+	HookSysAccept        HookPoint = 25 // accept(2), accept4(2) returned
+	HookSysBind          HookPoint = 26 // bind(2) returned
+	HookInetSockSetState HookPoint = 27 // sock:inet_sock_set_state (TCP state changes)
 )
 
 var hookNames = map[HookPoint]string{
@@ -80,8 +98,12 @@ var hookNames = map[HookPoint]string{
 	HookPathChmod: "lsm__path_chmod", HookPathTruncate: "lsm__path_truncate", HookPathRename: "lsm__path_rename",
 	HookPathLink: "lsm__path_link", HookFilePermission: "lsm__file_permission", HookInodeSetxattr: "lsm__inode_setxattr",
 	HookInodeRemovexattr: "lsm__inode_removexattr", HookMmapFile: "lsm__mmap_file", HookFileMprotect: "lsm__file_mprotect",
-	HookInodeSetACL: "lsm__inode_set_acl",
-	HookSysOpen:     "tracepoint__sys_exit_openat", HookSysUnlink: "tracepoint__sys_exit_unlinkat",
+	HookInodeSetACL:   "lsm__inode_set_acl",
+	HookSocketConnect: "lsm__socket_connect", HookSocketAccept: "lsm__socket_accept", HookSocketBind: "lsm__socket_bind",
+	HookSocketSendmsg: "lsm__socket_sendmsg",
+	HookSysConnect:    "tracepoint__sys_exit_connect", HookSysAccept: "tracepoint__sys_exit_accept4", HookSysBind: "tracepoint__sys_exit_bind",
+	HookInetSockSetState: "tracepoint__sock__inet_sock_set_state",
+	HookSysOpen:          "tracepoint__sys_exit_openat", HookSysUnlink: "tracepoint__sys_exit_unlinkat",
 	HookSysRename: "tracepoint__sys_exit_renameat2", HookSysChmod: "tracepoint__sys_exit_fchmodat",
 }
 
@@ -167,4 +189,50 @@ type Event struct {
 	Interactive bool           // the session has a controlling terminal
 	Path        string         // the resolved executable (process) or target (file), as the container sees it
 	PathLen     uint32         // its full length (Path holds at most 255 bytes)
+
+	// Network (NetworkDecision): the socket as the kernel saw it at the hook.
+	// Source is the local end for connect and bind, the peer for accept;
+	// addresses are IPv4 when the socket speaks IPv4, IPv4-mapped IPv6
+	// unmapped.
+	Protocol            Protocol
+	Source, Destination netip.AddrPort
+	Direction           Direction
+}
+
+// Protocol is a socket's transport (network.transport).
+type Protocol uint8
+
+const (
+	ProtocolTCP Protocol = 6  // IPPROTO_TCP
+	ProtocolUDP Protocol = 17 // IPPROTO_UDP
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case ProtocolTCP:
+		return "tcp"
+	case ProtocolUDP:
+		return "udp"
+	}
+	return fmt.Sprintf("protocol(%d)", uint8(p))
+}
+
+// Direction is network.direction: egress for connect (and UDP sends),
+// ingress for accept; bind has none.
+type Direction uint8
+
+const (
+	DirectionNone Direction = iota
+	DirectionEgress
+	DirectionIngress
+)
+
+func (d Direction) String() string {
+	switch d {
+	case DirectionEgress:
+		return "egress"
+	case DirectionIngress:
+		return "ingress"
+	}
+	return ""
 }

@@ -27,6 +27,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/cloud-defend/cloud-defend/output/internal/words"
 	"github.com/elastic/go-elasticsearch/v8"
 )
 
@@ -215,7 +216,7 @@ func (s *Shipper) Health() (degraded bool, message string) {
 	// One line, as the agent's status view shows it: what is wrong, since when,
 	// and what waits in the spool.
 	var msgs []string
-	spooled := fmt.Sprintf("%s spooled (%s of %s)", plural(st.Pending, "document"), humanBytes(st.SpoolBytes), humanBytes(s.cfg.SpoolMaxBytes))
+	spooled := fmt.Sprintf("%s spooled (%s of %s)", words.Plural(st.Pending, "document"), words.Bytes(st.SpoolBytes), words.Bytes(s.cfg.SpoolMaxBytes))
 	since := st.FailingSince.UTC().Format(time.RFC3339)
 	switch {
 	case authErr != "":
@@ -226,7 +227,7 @@ func (s *Shipper) Health() (degraded bool, message string) {
 		msgs = append(msgs, fmt.Sprintf("Elasticsearch requests failing since %s (%s); %s", since, oneLine(st.LastError), spooled))
 	}
 	if st.Dropped > 0 && time.Since(lastDrop) < 10*time.Minute {
-		msgs = append(msgs, fmt.Sprintf("dropping events: %d dropped, the spool is full (%s)", st.Dropped, humanBytes(s.cfg.SpoolMaxBytes)))
+		msgs = append(msgs, fmt.Sprintf("dropping events: %d dropped, the spool is full (%s)", st.Dropped, words.Bytes(s.cfg.SpoolMaxBytes)))
 	}
 	if time.Since(lastRej) < 10*time.Minute {
 		var rs []string
@@ -490,7 +491,7 @@ func (s *Shipper) send(batch []record) ([]record, error) {
 	// "items":[]}) proves nothing was stored: the batch is sent again, and
 	// what did land comes back as 409 duplicates.
 	if items != len(batch) {
-		return batch, fmt.Errorf("bulk response has %d items for %s sent", items, plural(int64(len(batch)), "document"))
+		return batch, fmt.Errorf("bulk response has %d items for %s sent", items, words.Plural(int64(len(batch)), "document"))
 	}
 	// Without errors every item was created: nothing to look at item by item.
 	if !errs {
@@ -665,27 +666,6 @@ func oneLine(s string) string {
 		s = s[:157] + "..."
 	}
 	return s
-}
-
-func plural(n int64, what string) string {
-	if n == 1 {
-		return "1 " + what
-	}
-	return fmt.Sprintf("%d %ss", n, what)
-}
-
-// humanBytes renders a size in the largest binary unit that keeps it >= 1.
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n)/unit, 0
-	for v >= unit && i < 3 {
-		v /= unit
-		i++
-	}
-	return strings.Replace(fmt.Sprintf("%.1f %ciB", v, "KMGT"[i]), ".0 ", " ", 1)
 }
 
 func errorReason(data []byte) string {

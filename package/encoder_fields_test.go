@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -59,6 +60,14 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 		{Kind: event.ProcessDecision, Op: policy.OpFork, Actions: policy.ActionLog, Path: "/bin/cat", Process: proc},
 		{Kind: event.Exit, Op: policy.OpExec, Actions: policy.ActionLog, ExitCode: 9, Process: proc},
 		{Kind: event.FileDecision, Op: policy.OpCreateExecutable, Hook: 6, Actions: policy.ActionLog | policy.ActionAlert, Path: "/usr/bin/x.sh", Process: proc},
+		// The network stream's sample is the logged connect; the blocked
+		// one puts every network field on the alerts stream.
+		{Kind: event.NetworkDecision, Op: policy.OpConnect, Hook: event.HookSocketConnect, Actions: policy.ActionLog,
+			Protocol: event.ProtocolTCP, Source: netip.MustParseAddrPort("10.0.0.1:40312"), Destination: netip.MustParseAddrPort("203.0.113.9:443"),
+			Direction: event.DirectionEgress, Process: proc},
+		{Kind: event.NetworkDecision, Op: policy.OpConnect, Hook: event.HookSocketConnect, Actions: policy.ActionLog | policy.ActionAlert | policy.ActionBlock,
+			Blocked: true, Protocol: event.ProtocolTCP, Source: netip.MustParseAddrPort("[2001:db8::1]:40312"), Destination: netip.MustParseAddrPort("[2001:db8::9]:443"),
+			Direction: event.DirectionEgress, Layer: event.LayerAdded, Process: proc},
 	}
 	docs := 0
 	first := map[string][]byte{} // data stream → its first document
@@ -84,8 +93,8 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 	}
 	check(enc.Heartbeat(meta, true, time.Now()))
 	check(enc.Metrics(meta, ecs.Counters{Events: 1}, time.Now()))
-	if docs != 8 {
-		t.Errorf("%d documents checked, want 8 (exec alert+log, fork log, end log, file alert+log, heartbeat, metrics)", docs)
+	if docs != 11 {
+		t.Errorf("%d documents checked, want 11 (exec alert+log, fork log, end log, file alert+log, connect log, connect alert+log, heartbeat, metrics)", docs)
 	}
 	checkSamples(t, first)
 }

@@ -296,7 +296,7 @@ func set(s ...string) map[string]bool {
 
 // The data streams this package must have, with their types.
 var wantStreams = map[string]string{
-	"alerts": "logs", "file": "logs", "process": "logs", "heartbeat": "metrics", "metrics": "metrics",
+	"alerts": "logs", "file": "logs", "network": "logs", "process": "logs", "heartbeat": "metrics", "metrics": "metrics",
 }
 
 const inputType = "cloud_defend/control"
@@ -1079,9 +1079,14 @@ func TestFieldsContract(t *testing.T) {
 		}
 	}
 	files := strings.Fields(`file.path file.name file.extension file.mode file.target_path`)
+	// The fields of Elastic Defend's network events (logs-endpoint.events.network)
+	// our network documents carry.
+	network := strings.Fields(`network.transport network.type network.direction
+		source.ip source.port source.address destination.ip destination.port destination.address cloud_defend.operation`)
 	want := map[string][]string{
-		"alerts":    slices.Concat(common, events, files, []string{"message"}),
+		"alerts":    slices.Concat(common, events, files, network, []string{"message"}),
 		"file":      slices.Concat(common, events, files),
+		"network":   slices.Concat(common, events, network),
 		"process":   slices.Concat(common, events),
 		"heartbeat": slices.Concat(common, strings.Fields(`cloud_defend.block_action_enabled cloud_defend.package_policy_id cloud_defend.package_policy_revision`)),
 		"metrics": slices.Concat(common, strings.Fields(`cloud_defend.package_policy_id cloud_defend.package_policy_revision
@@ -1107,6 +1112,8 @@ func TestFieldsContract(t *testing.T) {
 		"cloud_defend.blocked": "boolean", "cloud_defend.detected_in_user_space": "boolean",
 		"cloud_defend.block_action_enabled": "boolean", "cloud_defend.metrics.events": "long",
 		"data_stream.dataset": "constant_keyword",
+		"source.ip":           "ip", "destination.ip": "ip", "source.port": "long", "destination.port": "long",
+		"network.transport": "keyword", "network.type": "keyword", "network.direction": "keyword",
 	}
 	for ds, names := range want {
 		got, err := pkg.Fields(ds)
@@ -1225,7 +1232,7 @@ var stageRe = regexp.MustCompile(`\b(process|file|network|any)\s+where\b`)
 
 // categoryStreams are the data streams holding documents of an event category.
 var categoryStreams = map[string][]string{
-	"process": {"process", "alerts"}, "file": {"file", "alerts"}, "network": nil,
+	"process": {"process", "alerts"}, "file": {"file", "alerts"}, "network": {"network", "alerts"},
 }
 
 func matchIndex(pattern, index string) bool {
@@ -1684,7 +1691,7 @@ func TestSampleEvents(t *testing.T) {
 				t.Errorf("%s: %s is %v, want %s", p, name, vs, want)
 			}
 		}
-		kind := map[string]string{"alerts": "alert", "file": "event", "process": "event"}[ds]
+		kind := map[string]string{"alerts": "alert", "file": "event", "network": "event", "process": "event"}[ds]
 		if kind == "" {
 			kind = "metric"
 		}
@@ -1723,7 +1730,7 @@ func TestKibanaIndexPattern(t *testing.T) {
 		if obj.Type != "index-pattern" || obj.Attributes.TimeFieldName != "@timestamp" {
 			t.Errorf("%s: type %q, time field %q", p, obj.Type, obj.Attributes.TimeFieldName)
 		}
-		for _, ds := range []string{"alerts", "file", "process"} {
+		for _, ds := range []string{"alerts", "file", "network", "process"} {
 			if !matchIndex(obj.Attributes.Title, "logs-"+pkg.Name+"."+ds+"-default") {
 				t.Errorf("%s: title %q does not cover logs-%s.%s-*", p, obj.Attributes.Title, pkg.Name, ds)
 			}

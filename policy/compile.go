@@ -31,28 +31,42 @@ type condition struct {
 	literalStar bool
 }
 
-var both = [numTypes]bool{true, true}
+var (
+	every        = [numTypes]bool{Process: true, File: true, Network: true}
+	processTypes = [numTypes]bool{Process: true, Network: true}
+	network      = [numTypes]bool{Network: true}
+)
 
 var conditions = map[string]condition{
-	"operation":                {types: both},
-	"containerImageName":       {types: both, check: checkImageName},
-	"containerImageTag":        {types: both, literalStar: true},
-	"containerImageFullName":   {types: both, check: checkImageFullName},
-	"kubernetesClusterId":      {types: both, literalStar: true},
-	"kubernetesClusterName":    {types: both, literalStar: true},
-	"kubernetesNamespace":      {types: both, literalStar: true},
-	"kubernetesPodName":        {types: both, check: checkTrailingStar},
-	"kubernetesPodLabel":       {types: both, check: checkPodLabel},
-	"orchestratorType":         {types: both, check: checkOrchestratorType},
-	"targetFilePath":           {types: [numTypes]bool{File: true}, check: checkPath},
-	"ignoreVolumeMounts":       {types: [numTypes]bool{File: true}, boolean: true},
-	"ignoreVolumeFiles":        {types: [numTypes]bool{File: true}, boolean: true},
-	"processExecutable":        {types: [numTypes]bool{Process: true}, check: checkPath},
-	"processName":              {types: [numTypes]bool{Process: true}, check: checkProcessName, literalStar: true},
-	"sessionLeaderInteractive": {types: [numTypes]bool{Process: true}, boolean: true},
+	"operation":              {types: every},
+	"containerImageName":     {types: every, check: checkImageName},
+	"containerImageTag":      {types: every, literalStar: true},
+	"containerImageFullName": {types: every, check: checkImageFullName},
+	"kubernetesClusterId":    {types: every, literalStar: true},
+	"kubernetesClusterName":  {types: every, literalStar: true},
+	"kubernetesNamespace":    {types: every, literalStar: true},
+	"kubernetesPodName":      {types: every, check: checkTrailingStar},
+	"kubernetesPodLabel":     {types: every, check: checkPodLabel},
+	// First-version conditions are not offered in the network section, which
+	// the first version never had.
+	"orchestratorType":   {types: [numTypes]bool{Process: true, File: true}, check: checkOrchestratorType},
+	"targetFilePath":     {types: [numTypes]bool{File: true}, check: checkPath},
+	"ignoreVolumeMounts": {types: [numTypes]bool{File: true}, boolean: true},
+	"ignoreVolumeFiles":  {types: [numTypes]bool{File: true}, boolean: true},
+	// The process conditions are about the process doing the operation: in
+	// network selectors too.
+	"processExecutable":        {types: processTypes, check: checkPath},
+	"processName":              {types: processTypes, check: checkProcessName, literalStar: true},
+	"sessionLeaderInteractive": {types: processTypes, boolean: true},
 	// A cloud-defend extension (not in Kibana's editor): where the executable
 	// lives on a container's overlay root filesystem. The drift signal.
 	"executableLayer": {types: [numTypes]bool{Process: true}, check: checkLayer},
+	// The network section's own (a cloud-defend extension).
+	"destinationAddress": {types: network, check: checkPrefix},
+	"sourceAddress":      {types: network, check: checkPrefix},
+	"destinationPort":    {types: network, check: checkPortRange},
+	"sourcePort":         {types: network, check: checkPortRange},
+	"protocol":           {types: network, check: checkProtocol},
 }
 
 // Layers are the executableLayer values: where an executable lives on an
@@ -208,7 +222,7 @@ func (p *parser) boolean(v *yaml.Node, w where, field string) (bool, bool) {
 	return v.Value == "true", true
 }
 
-func (p *parser) compileSection(t Type, raw, other *rawSection) section {
+func (p *parser) compileSection(t Type, raw *rawSection, all *[numTypes]rawSection) section {
 	var sec section
 	wt := where{typ: t.String()}
 	if n := len(raw.selectors) + len(raw.responses); n > MaxRules {
@@ -233,10 +247,17 @@ func (p *parser) compileSection(t Type, raw, other *rawSection) section {
 		index[s.Name] = len(sec.selectors)
 		sec.selectors = append(sec.selectors, s)
 	}
-	otherNames := map[string]bool{}
-	for _, n := range other.selectors {
-		if name := selectorName(n); name != "" {
-			otherNames[name] = true
+	otherNames := map[string]Type{}
+	for o := range all {
+		if Type(o) == t {
+			continue
+		}
+		for _, n := range all[o].selectors {
+			if name := selectorName(n); name != "" {
+				if _, seen := otherNames[name]; !seen {
+					otherNames[name] = Type(o)
+				}
+			}
 		}
 	}
 	for i, n := range raw.responses {
@@ -316,8 +337,16 @@ func (p *parser) selector(t Type, n *yaml.Node, idx int) Selector {
 			continue
 		}
 		if nk, ok := legacyConditions[key]; ok {
+			if t == Network {
+				p.errorf(kv.k, w, key, "is a first-version condition name, not valid in network selectors; use %s", nk)
+				continue
+			}
 			p.warnf(kv.k, w, key, "deprecated first-version condition; use %s", nk)
 			key = nk
+		}
+		if key == "orchestratorType" && t == Network {
+			p.errorf(kv.k, w, key, "is a first-version condition, not valid in network selectors; kubernetesPodName: [\"*\"] matches workloads in a Kubernetes pod")
+			continue
 		}
 		if key == "orchestratorType" {
 			p.warnf(kv.k, w, key, "deprecated first-version condition with no replacement; kept as: the workload runs in a Kubernetes pod")
@@ -329,6 +358,10 @@ func (p *parser) selector(t Type, n *yaml.Node, idx int) Selector {
 			continue
 		}
 		if !c.types[t] {
+			if t == Network {
+				p.errorf(kv.k, w, key, "is a %s selector condition, not a network one; network selectors allow: %s", ownerOf(c), strings.Join(conditionNames(t), ", "))
+				continue
+			}
 			p.warnf(kv.k, w, key, "is not a %s selector condition and is ignored, which makes this selector match more than it says; %s selectors allow: %s", t, t, strings.Join(conditionNames(t), ", "))
 			continue
 		}
@@ -394,7 +427,36 @@ func (p *parser) selector(t Type, n *yaml.Node, idx int) Selector {
 	if given["processExecutable"] != nil && given["processName"] != nil {
 		p.warnf(given["processName"], w, "processName", "combined with processExecutable in one selector (Kibana forbids this): both must match, so a name that differs from the executable's basename never matches")
 	}
+	if t == Network {
+		p.networkNeverMatches(&s, w, given)
+	}
 	return s
+}
+
+// ownerOf names the section a condition belongs to, for messages.
+func ownerOf(c condition) Type {
+	for t := Type(0); t < numTypes; t++ {
+		if c.types[t] {
+			return t
+		}
+	}
+	return Process
+}
+
+// networkNeverMatches warns about network selectors whose conditions no operation
+// can meet: an accept is TCP, and a bind has no destination.
+func (p *parser) networkNeverMatches(s *Selector, w where, given map[string]*yaml.Node) {
+	ops := s.Covers()
+	if ops == OpSet(0).With(OpAccept) && len(s.Protocol) > 0 && !slices.Contains(s.Protocol, ProtocolTCP) {
+		p.warnf(given["protocol"], w, "protocol", "accept is TCP only, so with protocol %s this selector never matches", strings.Join(s.Protocol, ", "))
+	}
+	if ops == OpSet(0).With(OpBind) {
+		for _, key := range []string{"destinationAddress", "destinationPort"} {
+			if given[key] != nil {
+				p.warnf(given[key], w, key, "a bind has no destination (its address is the source), so with %s this selector never matches; use source%s", key, strings.TrimPrefix(key, "destination"))
+			}
+		}
+	}
 }
 
 func (p *parser) errorCount() int {
@@ -454,6 +516,20 @@ func (s *Selector) add(key, v string) {
 		s.ProcessName = append(s.ProcessName, v)
 	case "executableLayer":
 		s.ExecutableLayer = append(s.ExecutableLayer, v)
+	case "destinationAddress":
+		pfx, _ := parsePrefix(v)
+		s.DestinationAddress = append(s.DestinationAddress, pfx)
+	case "sourceAddress":
+		pfx, _ := parsePrefix(v)
+		s.SourceAddress = append(s.SourceAddress, pfx)
+	case "destinationPort":
+		r, _ := parsePortRange(v)
+		s.DestinationPort = append(s.DestinationPort, r)
+	case "sourcePort":
+		r, _ := parsePortRange(v)
+		s.SourcePort = append(s.SourcePort, r)
+	case "protocol":
+		s.Protocol = append(s.Protocol, v)
 	default:
 		panic("policy: condition without a field: " + key)
 	}
@@ -471,11 +547,12 @@ func hasDotComponent(path string) bool {
 // onlyOperations reports whether the selector constrains nothing but the operation:
 // it matches that operation in every container.
 func (s *Selector) onlyOperations() bool {
-	return !s.ContainerScoped() && len(s.TargetFilePath)+len(s.ProcessExecutable)+len(s.ProcessName)+len(s.ExecutableLayer) == 0 &&
+	return !s.ContainerScoped() && len(s.TargetFilePath)+len(s.ProcessExecutable)+len(s.ProcessName)+len(s.ExecutableLayer)+
+		len(s.DestinationAddress)+len(s.SourceAddress)+len(s.DestinationPort)+len(s.SourcePort)+len(s.Protocol) == 0 &&
 		!s.IgnoreVolumeMounts && !s.IgnoreVolumeFiles && s.SessionLeaderInteractive == Unset
 }
 
-func (p *parser) response(t Type, n *yaml.Node, idx int, sels []Selector, index map[string]int, otherNames map[string]bool) (Response, bool) {
+func (p *parser) response(t Type, n *yaml.Node, idx int, sels []Selector, index map[string]int, otherNames map[string]Type) (Response, bool) {
 	r := Response{Type: t, Pos: Position{n.Line, n.Column}}
 	w := where{typ: t.String(), response: idx}
 	if n.Kind != yaml.MappingNode {
@@ -535,15 +612,15 @@ func (p *parser) response(t Type, n *yaml.Node, idx int, sels []Selector, index 
 }
 
 // refs resolves selector names of a match or exclude list.
-func (p *parser) refs(t Type, v *yaml.Node, w where, field string, index map[string]int, otherNames map[string]bool, sels []Selector) []strval {
+func (p *parser) refs(t Type, v *yaml.Node, w where, field string, index map[string]int, otherNames map[string]Type, sels []Selector) []strval {
 	var out []strval
 	for _, ref := range p.stringList(v, w, field) {
 		if _, ok := index[ref.s]; ok {
 			out = append(out, ref)
 			continue
 		}
-		if otherNames[ref.s] {
-			p.errorf(ref.n, w, field, "%q is a %s selector; a %s response can name only %s selectors", ref.s, 1-t, t, t)
+		if o, ok := otherNames[ref.s]; ok {
+			p.errorf(ref.n, w, field, "%q is a %s selector; a %s response can name only %s selectors", ref.s, o, t, t)
 			continue
 		}
 		names := make([]string, 0, len(sels))

@@ -58,7 +58,7 @@ type Diagnostic struct {
 	Path string `json:"path"`
 	// Origin is how the policy was given; it decides how String locates.
 	Origin Origin `json:"-"`
-	// Type is "file" or "process" when the problem is inside a section.
+	// Type is "file", "process" or "network" when the problem is inside a section.
 	Type string `json:"type,omitempty"`
 	// Selector names the selector (or "#N" when it has no usable name).
 	Selector string `json:"selector,omitempty"`
@@ -160,8 +160,8 @@ func (s *Severity) UnmarshalText(b []byte) error {
 }
 
 // configRank orders a config diagnostic's path: the document's own keys, then
-// each section's (file before process, as the rendering has them) selectors
-// before its responses.
+// each section's (file, network, process, as the rendering has them: keys
+// sorted) selectors before its responses.
 func configRank(path string) int {
 	path = strings.TrimPrefix(strings.TrimPrefix(path, "security-policy"), ".")
 	sec, rest, _ := strings.Cut(path, ".")
@@ -172,8 +172,10 @@ func configRank(path string) int {
 	switch sec {
 	case "file":
 		rank = 10
-	case "process":
+	case "network":
 		rank = 20
+	case "process":
+		rank = 30
 	case "selectors", "responses": // first-version top-level lists
 		rest = sec
 	}

@@ -37,7 +37,7 @@ func ParseFile(path string) (*Policy, []Diagnostic, error) {
 // warnings, or, when any rule is broken, a nil policy, the warnings, and Errors
 // holding every error found.
 //
-// The document is a policy (process:, file:, optional version:), or a stream config
+// The document is a policy (process:, file:, network:, optional version:), or a stream config
 // that nests one under security-policy: as standalone elastic-agent.yml does; then
 // the stream's other keys are not the policy's and are left alone.
 func Parse(name string, data []byte) (*Policy, []Diagnostic, error) {
@@ -96,6 +96,11 @@ type parser struct {
 }
 
 func (p *parser) add(sev Severity, n *yaml.Node, w where, field, format string, args ...any) {
+	p.diags = append(p.diags, p.diag(sev, n, w, field, format, args...))
+}
+
+// diag makes the diagnostic add records.
+func (p *parser) diag(sev Severity, n *yaml.Node, w where, field, format string, args ...any) Diagnostic {
 	d := Diagnostic{
 		Severity: sev, File: p.file, Type: w.typ, Selector: w.selector, Response: w.response,
 		Field: field, Message: fmt.Sprintf(format, args...), Origin: p.origin,
@@ -117,7 +122,7 @@ func (p *parser) add(sev Severity, n *yaml.Node, w where, field, format string, 
 			d.Path = joinPath(d.Path, field)
 		}
 	}
-	p.diags = append(p.diags, d)
+	return d
 }
 
 // index records the path of n and everything under it. Items of a selectors
@@ -290,7 +295,7 @@ func (p *parser) parse(data []byte) *Policy {
 	var doc yaml.Node
 	if err := dec.Decode(&doc); err != nil {
 		if errors.Is(err, io.EOF) {
-			p.errorf(nil, where{}, "", "policy is empty: it needs a process or file section")
+			p.errorf(nil, where{}, "", "policy is empty: it needs a process, file or network section")
 		} else {
 			p.syntaxError(data, err)
 		}
@@ -315,11 +320,11 @@ func (p *parser) parse(data []byte) *Policy {
 		root = deref(root.Content[0])
 	}
 	if isNull(root) {
-		p.errorf(root, where{}, "", "policy is empty: it needs a process or file section")
+		p.errorf(root, where{}, "", "policy is empty: it needs a process, file or network section")
 		return nil
 	}
 	if root.Kind != yaml.MappingNode {
-		p.errorf(root, where{}, "", "a policy is a mapping with process and/or file sections")
+		p.errorf(root, where{}, "", "a policy is a mapping with process, file and/or network sections")
 		return nil
 	}
 
@@ -330,12 +335,12 @@ func (p *parser) parse(data []byte) *Policy {
 		}
 		for _, other := range top {
 			switch other.key {
-			case "process", "file", "selectors", "responses":
+			case "process", "file", "network", "selectors", "responses":
 				p.errorf(other.k, where{}, other.key, "given both here and under security-policy (%s); use one", p.lineOf(kv.k))
 			}
 		}
 		if kv.v.Kind != yaml.MappingNode {
-			p.errorf(kv.v, where{}, "security-policy", "must be a mapping with process and/or file sections")
+			p.errorf(kv.v, where{}, "security-policy", "must be a mapping with process, file and/or network sections")
 			return nil
 		}
 		top = p.pairs(kv.v, where{})
@@ -354,10 +359,13 @@ func (p *parser) parse(data []byte) *Policy {
 			} else {
 				pol.version = kv.v.Value
 			}
-		case "process", "file":
+		case "process", "file", "network":
 			t := Process
-			if kv.key == "file" {
+			switch kv.key {
+			case "file":
 				t = File
+			case "network":
+				t = Network
 			}
 			p.section(t, kv.k, kv.v, &raw[t])
 		case "selectors", "responses":
@@ -369,22 +377,26 @@ func (p *parser) parse(data []byte) *Policy {
 				legacyResponses = items
 			}
 		default:
-			p.unknownKey(kv.k, where{}, []string{"process", "file", "version"})
+			p.unknownKey(kv.k, where{}, []string{"process", "file", "network", "version"})
 		}
 	}
 
 	p.placeLegacy(&raw, root, legacySelectors, legacyResponses)
 
-	if raw[Process].key == nil && raw[File].key == nil {
+	if raw[Process].key == nil && raw[File].key == nil && raw[Network].key == nil {
 		if len(p.diags) == 0 || !p.hasErrors() {
-			p.errorf(root, where{}, "", "a policy needs a process or file section")
+			p.errorf(root, where{}, "", "a policy needs a process, file or network section")
 		}
 		return nil
 	}
 	for t := Type(0); t < numTypes; t++ {
 		if raw[t].key != nil {
-			pol.sections[t] = p.compileSection(t, &raw[t], &raw[1-t])
+			pol.sections[t] = p.compileSection(t, &raw[t], &raw)
 		}
+	}
+	if k := raw[Network].key; k != nil {
+		pol.editorWarnings = append(pol.editorWarnings, p.diag(SeverityWarning, k, where{typ: Network.String()}, "",
+			"the network section is a cloud-defend extension that Kibana's Defend for Containers policy editor does not know: Fleet passes the YAML through untouched, but the editor may not show it"))
 	}
 	return pol
 }
@@ -501,9 +513,10 @@ func (p *parser) legacyType(n *yaml.Node) Type {
 			}
 			for _, c := range v.Content {
 				if op, ok := ParseOp(deref(c).Value); ok {
-					if op.Type() == Process {
+					switch op.Type() {
+					case Process:
 						procOps++
-					} else {
+					case File:
 						fileOps++
 					}
 				}
@@ -539,7 +552,18 @@ func legacyResponseType(n *yaml.Node, names map[string]Type) (Type, bool) {
 	return 0, false
 }
 
+// unknownKey reports a key that is not one of known: a warning in the D4C
+// sections, whose upstream schema allows unknown keys, and an error in the
+// network section (and at its top), which has no upstream to be lenient for.
 func (p *parser) unknownKey(k *yaml.Node, w where, known []string) {
+	if w.typ == Network.String() {
+		msg := "unknown key"
+		if s := suggest(k.Value, known); s != "" {
+			msg += fmt.Sprintf(" (did you mean %q?)", s)
+		}
+		p.errorf(k, w, k.Value, "%s; network sections allow here: %s", msg, strings.Join(known, ", "))
+		return
+	}
 	msg := "unknown key, ignored"
 	if s := suggest(k.Value, known); s != "" {
 		msg += fmt.Sprintf("; did you mean %q?", s)

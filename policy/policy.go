@@ -2,6 +2,7 @@ package policy
 
 import (
 	"fmt"
+	"net/netip"
 	"slices"
 	"strings"
 )
@@ -46,12 +47,27 @@ type Selector struct {
 	IgnoreVolumeMounts bool
 	IgnoreVolumeFiles  bool
 
-	// Process selectors.
+	// Process selectors; ProcessExecutable, ProcessName and
+	// SessionLeaderInteractive also in network selectors, about the process that
+	// does the network operation.
 	ProcessExecutable        []PathPattern
 	ProcessName              []string
 	SessionLeaderInteractive Tristate
 	// ExecutableLayer: the executable's overlay layer is one of these (Layers).
 	ExecutableLayer []string
+
+	// Network selectors (see the package documentation for what source and
+	// destination are per operation, and how a kernel compiles these).
+	// DestinationAddress and SourceAddress are masked prefixes (Prefix.Masked()
+	// is the prefix itself); an address is a prefix of its full length; IPv4,
+	// IPv4-mapped values included, is always 4 bytes (Addr().Is4()).
+	DestinationAddress []netip.Prefix
+	SourceAddress      []netip.Prefix
+	// DestinationPort and SourcePort are inclusive ranges, in policy order.
+	DestinationPort []PortRange
+	SourcePort      []PortRange
+	// Protocol holds values of Protocols.
+	Protocol []string
 }
 
 // Covers returns the operations the selector can match.
@@ -77,6 +93,11 @@ func (s *Selector) clone() Selector {
 	c.ProcessExecutable = slices.Clone(s.ProcessExecutable)
 	c.ProcessName = slices.Clone(s.ProcessName)
 	c.ExecutableLayer = slices.Clone(s.ExecutableLayer)
+	c.DestinationAddress = slices.Clone(s.DestinationAddress)
+	c.SourceAddress = slices.Clone(s.SourceAddress)
+	c.DestinationPort = slices.Clone(s.DestinationPort)
+	c.SourcePort = slices.Clone(s.SourcePort)
+	c.Protocol = slices.Clone(s.Protocol)
 	return c
 }
 
@@ -119,7 +140,9 @@ type Policy struct {
 	version  string
 	source   []byte
 	warnings []Diagnostic
-	sections [numTypes]section
+	// editorWarnings: what Kibana's policy editor does not know (EditorWarnings).
+	editorWarnings []Diagnostic
+	sections       [numTypes]section
 }
 
 // Name is the name the policy was parsed under (a file name or a unit id).
@@ -133,6 +156,13 @@ func (p *Policy) Source() []byte { return slices.Clone(p.source) }
 
 // Warnings returns the warnings found when the policy was parsed.
 func (p *Policy) Warnings() []Diagnostic { return slices.Clone(p.warnings) }
+
+// EditorWarnings returns warnings, positioned like the others, about parts of the
+// policy that are cloud-defend extensions Kibana's Defend for Containers policy
+// editor does not know: today the network: section. They are not among Warnings
+// (a policy that arrived through Fleet has already been past the editor); policy
+// validate prints them for a policy about to be pasted there.
+func (p *Policy) EditorWarnings() []Diagnostic { return slices.Clone(p.editorWarnings) }
 
 // Selectors returns a copy of the selectors of type t, in policy order; selector i
 // is bit i of masks.
@@ -198,6 +228,14 @@ type Operation struct {
 	OnVolumeMount bool
 	// OnFileMount: the target is a single-file mount (configMap/secret file, subPath).
 	OnFileMount bool
+
+	// Network operations. Protocol is ProtocolTCP or ProtocolUDP. Source and
+	// destination follow the connection's direction (for accept the source is
+	// the peer); an endpoint the operation does not have is the zero Addr, and
+	// its port is 0. IPv4-mapped IPv6 addresses are matched as IPv4.
+	Protocol                          string
+	SourceAddress, DestinationAddress netip.Addr
+	SourcePort, DestinationPort       uint16
 }
 
 // Decision is the outcome of evaluating one operation.
@@ -212,6 +250,15 @@ type Decision struct {
 
 // Evaluate returns the selectors that match op and the union of the actions of every
 // response that fires. It does not allocate.
+//
+// A selector matches an operation of its own type when every condition it has
+// holds; a condition it does not have holds for every operation. For network
+// operations: protocol holds when op.Protocol is one of its values; an address
+// condition when the endpoint's address is valid and, IPv4-mapped addresses
+// unmapped and zones dropped, inside one of its prefixes (an IPv6 prefix never
+// holds an IPv4 address); a port condition when the endpoint's address is valid
+// and its port is in one of its inclusive ranges. Which endpoint is the source and
+// which the destination is per operation (package documentation).
 func (p *Policy) Evaluate(op *Operation) Decision {
 	t := op.Op.Type()
 	sec := &p.sections[t]
@@ -268,25 +315,37 @@ func (s *Selector) matches(op *Operation) bool {
 			return false
 		}
 	case Process:
-		if len(s.ProcessExecutable) > 0 && !anyPath(s.ProcessExecutable, op.ProcessExecutable) {
-			return false
-		}
-		if !anyEqual(s.ProcessName, op.ProcessName) {
-			return false
-		}
 		if !anyEqual(s.ExecutableLayer, op.ExecutableLayer) {
 			return false
 		}
-		switch s.SessionLeaderInteractive {
-		case True:
-			if !op.SessionLeaderInteractive {
-				return false
-			}
-		case False:
-			if op.SessionLeaderInteractive {
-				return false
-			}
+		return s.matchesProcess(op)
+	case Network:
+		if !anyEqual(s.Protocol, op.Protocol) {
+			return false
 		}
+		if !matchesEndpoint(s.DestinationAddress, s.DestinationPort, op.DestinationAddress, op.DestinationPort) ||
+			!matchesEndpoint(s.SourceAddress, s.SourcePort, op.SourceAddress, op.SourcePort) {
+			return false
+		}
+		return s.matchesProcess(op)
+	}
+	return true
+}
+
+// matchesProcess is the conditions on the process doing op, which process and
+// network selectors share.
+func (s *Selector) matchesProcess(op *Operation) bool {
+	if len(s.ProcessExecutable) > 0 && !anyPath(s.ProcessExecutable, op.ProcessExecutable) {
+		return false
+	}
+	if !anyEqual(s.ProcessName, op.ProcessName) {
+		return false
+	}
+	switch s.SessionLeaderInteractive {
+	case True:
+		return op.SessionLeaderInteractive
+	case False:
+		return !op.SessionLeaderInteractive
 	}
 	return true
 }
@@ -405,6 +464,11 @@ func (s *Selector) Conditions() string {
 	list("processExecutable", stringsOf(s.ProcessExecutable))
 	list("processName", s.ProcessName)
 	list("executableLayer", s.ExecutableLayer)
+	list("protocol", s.Protocol)
+	list("destinationAddress", addrsOf(s.DestinationAddress))
+	list("destinationPort", stringsOf(s.DestinationPort))
+	list("sourceAddress", addrsOf(s.SourceAddress))
+	list("sourcePort", stringsOf(s.SourcePort))
 	if s.SessionLeaderInteractive != Unset {
 		parts = append(parts, fmt.Sprintf("sessionLeaderInteractive is %t", s.SessionLeaderInteractive == True))
 	}
@@ -418,6 +482,20 @@ func (s *Selector) Conditions() string {
 		return "any " + s.Type.String() + " operation"
 	}
 	return strings.Join(parts, " AND ")
+}
+
+// addrsOf renders prefixes as the policy writes them: a single address without
+// its length.
+func addrsOf(ps []netip.Prefix) []string {
+	out := make([]string, len(ps))
+	for i, p := range ps {
+		if p.IsSingleIP() {
+			out[i] = p.Addr().String()
+		} else {
+			out[i] = p.String()
+		}
+	}
+	return out
 }
 
 func stringsOf[T fmt.Stringer](xs []T) []string {

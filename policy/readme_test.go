@@ -21,7 +21,7 @@ func TestReadmeExamples(t *testing.T) {
 	if len(blocks) < 2 {
 		t.Fatalf("README has %d yaml blocks", len(blocks))
 	}
-	var sawExample, sawDefault bool
+	var sawExample, sawDefault, sawNetwork bool
 	for _, b := range blocks {
 		src := string(b[1])
 		_, warns, err := Parse("README.md", b[1])
@@ -30,6 +30,17 @@ func TestReadmeExamples(t *testing.T) {
 		}
 		sawExample = sawExample || src == readmeExample
 		sawDefault = sawDefault || src == string(DefaultYAML)
+		if err == nil {
+			p := mustParse(t, src)
+			if sels := p.Selectors(Network); len(sels) > 0 {
+				sawNetwork = true
+				for _, r := range p.Responses(Network) {
+					if !strings.Contains(string(readme), "`"+r.String()+"`") && r.Actions.Has(ActionBlock) {
+						t.Errorf("README does not quote the network example's blocking rule as explain prints it: %q", r)
+					}
+				}
+			}
+		}
 	}
 	if !sawExample {
 		t.Error("README no longer shows the example TestResponseSemantics checks (readmeExample)")
@@ -40,5 +51,20 @@ func TestReadmeExamples(t *testing.T) {
 	rule := mustParse(t, readmeExample).Responses(File)[0].String()
 	if !strings.Contains(string(readme), rule) {
 		t.Errorf("README does not quote the example's rule as explain prints it: %q", rule)
+	}
+	if !sawNetwork {
+		t.Error("README shows no policy with a network section")
+	}
+}
+
+// TestCookbookEgress: docs/cookbook.md's egress recipe is cookbookEgress, the
+// policy TestNetworkResponses checks.
+func TestCookbookEgress(t *testing.T) {
+	data, err := os.ReadFile("../docs/cookbook.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !strings.Contains(string(data), "```yaml\n"+cookbookEgress+"```") {
+		t.Error("docs/cookbook.md no longer shows cookbookEgress")
 	}
 }

@@ -2,13 +2,17 @@ package policy
 
 import "strings"
 
-// Type is the kind of operation a selector or response applies to. File and process
-// sections are separate namespaces: names, limits and references never cross them.
+// Type is the kind of operation a selector or response applies to. The process,
+// file and network sections are separate namespaces: names, limits and references
+// never cross them.
 type Type uint8
 
 const (
 	Process Type = iota
 	File
+	// Network is cloud-defend's extension to D4C: the network: section, whose
+	// operations are OpConnect, OpAccept and OpBind (see network.go).
+	Network
 	numTypes
 )
 
@@ -18,11 +22,15 @@ func (t Type) String() string {
 		return "process"
 	case File:
 		return "file"
+	case Network:
+		return "network"
 	}
 	return "unknown"
 }
 
-// Op is an operation a selector can name.
+// Op is an operation a selector can name. The numeric values are part of the
+// kernel ABI (the BPF programs' C enum mirrors them): new operations are appended,
+// never inserted.
 type Op uint8
 
 const (
@@ -37,6 +45,15 @@ const (
 	OpCreateFile
 	OpModifyFile
 	OpDeleteFile
+	// OpConnect is an outgoing connection: a TCP connect(2); for UDP, a
+	// connect(2) and every send to an explicit destination on an unconnected
+	// socket (see network.go for what is judged and what is reported).
+	OpConnect
+	// OpAccept is an incoming TCP connection accepted by a listening socket.
+	OpAccept
+	// OpBind is a TCP or UDP socket bound to a local address, whether it then
+	// listens or not.
+	OpBind
 	numOps
 )
 
@@ -49,6 +66,9 @@ var opNames = [numOps]string{
 	OpCreateFile:       "createFile",
 	OpModifyFile:       "modifyFile",
 	OpDeleteFile:       "deleteFile",
+	OpConnect:          "connect",
+	OpAccept:           "accept",
+	OpBind:             "bind",
 }
 
 func (o Op) String() string {
@@ -60,8 +80,11 @@ func (o Op) String() string {
 
 // Type reports which section the operation belongs to.
 func (o Op) Type() Type {
-	if o <= OpExecMemfd {
+	switch {
+	case o <= OpExecMemfd:
 		return Process
+	case o >= OpConnect:
+		return Network
 	}
 	return File
 }
@@ -111,6 +134,7 @@ var allOps = [numTypes]OpSet{
 	Process: OpSet(0).With(OpFork).With(OpExec),
 	File: OpSet(0).With(OpCreateExecutable).With(OpModifyExecutable).
 		With(OpCreateFile).With(OpModifyFile).With(OpDeleteFile),
+	Network: OpSet(0).With(OpConnect).With(OpAccept).With(OpBind),
 }
 
 // writeOps are the file operations that, blocked without a path, would stop every

@@ -137,7 +137,7 @@ func TestDocumentShape(t *testing.T) {
 		{name: "tab indent", src: "file:\n\tselectors: []\n", errs: []string{"p.yaml:2:1: invalid YAML: found a tab character"}},
 		{name: "two documents", src: fileSel("    - name: s\n      operation: [createFile]\n") + "---\nfile: {}\n",
 			errs: []string{"p.yaml:9:1: a policy is one YAML document"}},
-		{name: "version only", src: "version: \"1\"\n", errs: []string{"p.yaml:1:1: a policy needs a process or file section"}},
+		{name: "version only", src: "version: \"1\"\n", errs: []string{"p.yaml:1:1: a policy needs a process, file or network section"}},
 		{name: "version not a string", src: "version: [1]\n" + fileSel("    - name: s\n      operation: [createFile]\n"),
 			errs: []string{"p.yaml:1:10: version: must be a string"}},
 		{name: "unknown top-level key", src: "proces:\n  selectors: []\n" + fileSel("    - name: s\n      operation: [createFile]\n"),

@@ -38,6 +38,10 @@ type Learned struct {
 	// Uncovered counts operations the policy cannot scope: outside a container,
 	// or in one whose image (or pod label) the recording does not name.
 	Uncovered int
+	// Network counts the network operations of the recording: nothing is
+	// learned from them (the policy has no network section), so they are
+	// neither grouped nor uncovered.
+	Network int
 }
 
 type group struct {
@@ -67,6 +71,10 @@ func Learn(rd *Reader, opts LearnOptions) (*Learned, error) {
 	l := &Learned{}
 	for i := range rd.Records {
 		rec := &rd.Records[i]
+		if rec.Op.Op.Type() == policy.Network {
+			l.Network++
+			continue
+		}
 		g, ok, err := groupOf(groups, rec, opts)
 		if err != nil {
 			return nil, err
@@ -125,6 +133,9 @@ func Learn(rd *Reader, opts LearnOptions) (*Learned, error) {
 	fmt.Fprintf(&b, "# Each group may run the executables and write in the directories it was seen using;\n")
 	fmt.Fprintf(&b, "# any other exec or file write in it is %s. Forks are not policed.\n", verb)
 	fmt.Fprintf(&b, "# Check it with `cloud-defend policy test` against recordings before enforcing it.\n")
+	if l.Network > 0 {
+		fmt.Fprintf(&b, "# %d recorded network operations are not learned: this policy has no network section.\n", l.Network)
+	}
 	if l.Uncovered > 0 {
 		fmt.Fprintf(&b, "# %d recorded operations are outside any group (no container, or no %s in the recording) and this policy does not cover them.\n", l.Uncovered, what(opts))
 	}

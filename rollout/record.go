@@ -14,6 +14,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"path"
 	"slices"
 	"strconv"
@@ -345,12 +346,78 @@ func fromECS(m map[string]any) (Record, string, string) {
 			rec.Candidates = cands
 		}
 		rec.VolumeUnknown = true
+	case "network":
+		if why := network(m, action, op); why != "" {
+			return Record{}, "", why
+		}
 	default:
 		return Record{}, "", "ignored: ecs " + category
 	}
 	ts := str(m, "@timestamp")
 	key := "ecs|" + ts + "|" + str(m, "process.entity_id") + "|" + strconv.Itoa(int(op.Op.Type())) + "|" + action + "|" + op.TargetPath + "|" + op.ProcessExecutable
+	if op.Op.Type() == policy.Network {
+		key += "|" + op.Protocol + "|" + str(m, "source.ip") + "|" + str(m, "source.port") + "|" + str(m, "destination.ip") + "|" + str(m, "destination.port")
+	}
 	return rec, key, ""
+}
+
+// network fills a network operation from a network document: ours
+// (cloud_defend.operation names it) or Elastic Defend's
+// (logs-endpoint.events.network: connection_attempted, connection_accepted),
+// whose other actions (disconnect_received, DNS lookups) are not operations a
+// policy names. Source and destination are as the document has them (for an
+// accept, the source is the peer, as in policy conditions); an end the
+// document lacks is the zero address and port 0.
+func network(m map[string]any, action string, op *policy.Operation) string {
+	switch o, ok := policy.ParseOp(str(m, "cloud_defend.operation")); {
+	case ok && o.Type() == policy.Network:
+		op.Op = o
+	case action == "connection_attempted":
+		op.Op = policy.OpConnect
+	case action == "connection_accepted":
+		op.Op = policy.OpAccept
+	case action == "bind":
+		op.Op = policy.OpBind
+	default:
+		return "ignored: ecs network " + action
+	}
+	op.Protocol = strings.ToLower(str(m, "network.transport"))
+	if !slices.Contains(policy.Protocols, op.Protocol) {
+		return fmt.Sprintf("network document with network.transport %q: a policy names tcp and udp only", op.Protocol)
+	}
+	var why string
+	if op.SourceAddress, op.SourcePort, why = endpoint(m, "source"); why != "" {
+		return why
+	}
+	if op.DestinationAddress, op.DestinationPort, why = endpoint(m, "destination"); why != "" {
+		return why
+	}
+	if !op.SourceAddress.IsValid() && !op.DestinationAddress.IsValid() {
+		return "network document without source.ip or destination.ip"
+	}
+	return ""
+}
+
+// endpoint reads source.* or destination.*: the zero address and port 0
+// when the document does not have the end.
+func endpoint(m map[string]any, end string) (netip.Addr, uint16, string) {
+	ip := str(m, end+".ip")
+	if ip == "" {
+		return netip.Addr{}, 0, ""
+	}
+	a, err := netip.ParseAddr(ip)
+	if err != nil {
+		return netip.Addr{}, 0, fmt.Sprintf("network document with %s.ip %q: not an IP address", end, ip)
+	}
+	var port uint16
+	if p := str(m, end+".port"); p != "" {
+		n, err := strconv.ParseUint(p, 10, 16)
+		if err != nil {
+			return netip.Addr{}, 0, fmt.Sprintf("network document with %s.port %q: not a port", end, p)
+		}
+		port = uint16(n)
+	}
+	return a.Unmap().WithZone(""), port, ""
 }
 
 // setImage fills the image conditions from container.image.name, which holds

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net/netip"
 	"slices"
 	"strings"
 
@@ -35,7 +36,7 @@ type Top struct {
 
 // Rule is one response or selector's share of the replay.
 type Rule struct {
-	Type string `json:"type"` // process or file
+	Type string `json:"type"` // process, file or network
 	// Name is the selector's name, or the response rendered as its rule.
 	Name      string `json:"name"`
 	Actions   string `json:"actions,omitempty"` // a response's actions
@@ -112,8 +113,8 @@ func Replay(p *policy.Policy, rd *Reader) *Report {
 	if r.Ignored == nil {
 		r.Ignored = map[string]int{}
 	}
-	types := []policy.Type{policy.Process, policy.File}
-	var resp, sels [2][]*Rule
+	types := []policy.Type{policy.Process, policy.File, policy.Network}
+	var resp, sels [3][]*Rule
 	for _, t := range types {
 		for _, x := range p.Responses(t) {
 			resp[t] = append(resp[t], &Rule{Type: t.String(), Name: x.String(), Actions: x.Actions.String()})
@@ -122,7 +123,7 @@ func Replay(p *policy.Policy, rd *Reader) *Report {
 			sels[t] = append(sels[t], &Rule{Type: t.String(), Name: s.Name})
 		}
 	}
-	responses := [2][]policy.Response{p.Responses(policy.Process), p.Responses(policy.File)}
+	responses := [3][]policy.Response{p.Responses(policy.Process), p.Responses(policy.File), p.Responses(policy.Network)}
 	volumeSelectors := false
 	for _, s := range p.Selectors(policy.File) {
 		volumeSelectors = volumeSelectors || s.IgnoreVolumeMounts || s.IgnoreVolumeFiles
@@ -256,10 +257,31 @@ func image(rec *Record) string {
 }
 
 func target(rec *Record) string {
-	if rec.Op.Op.Type() == policy.File {
+	switch rec.Op.Op.Type() {
+	case policy.File:
 		return rec.Op.TargetPath
+	case policy.Network:
+		return networkTarget(&rec.Op)
 	}
 	return rec.Op.ProcessExecutable
+}
+
+// networkTarget is what a network operation was about, as the console shows
+// it: 10.0.0.5:443/tcp for a connect, from [::1]:5000/tcp for an accept,
+// 0.0.0.0:8080/udp for a bind.
+func networkTarget(op *policy.Operation) string {
+	a, port, prefix := op.DestinationAddress, op.DestinationPort, ""
+	switch op.Op {
+	case policy.OpAccept:
+		a, port, prefix = op.SourceAddress, op.SourcePort, "from "
+	case policy.OpBind:
+		a, port = op.SourceAddress, op.SourcePort
+	}
+	s := "(no address)"
+	if a.IsValid() {
+		s = netip.AddrPortFrom(a, port).String()
+	}
+	return prefix + s + "/" + op.Protocol
 }
 
 func opName(rec *Record) string {
@@ -277,7 +299,11 @@ func opName(rec *Record) string {
 // selector with its counts and top values. showBlocked adds the documents
 // that would be blocked, as recorded.
 func (r *Report) WriteText(w io.Writer, showBlocked bool) {
-	fmt.Fprintf(w, "policy %s against %d process and %d file operations", r.Policy, r.Operations["process"], r.Operations["file"])
+	if n := r.Operations["network"]; n > 0 {
+		fmt.Fprintf(w, "policy %s against %d process, %d file and %d network operations", r.Policy, r.Operations["process"], r.Operations["file"], n)
+	} else {
+		fmt.Fprintf(w, "policy %s against %d process and %d file operations", r.Policy, r.Operations["process"], r.Operations["file"])
+	}
 	if r.Duplicates > 0 {
 		fmt.Fprintf(w, " (%d duplicate documents of the same events skipped)", r.Duplicates)
 	}

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"net/netip"
 	"regexp"
 	"slices"
 	"strings"
@@ -26,6 +27,9 @@ type act struct {
 	interactive bool
 	hook        event.HookPoint
 	pod         *enrich.Pod
+	// A network operation's transport and ends.
+	protocol string
+	src, dst netip.AddrPort
 }
 
 // recorder encodes operations with the real ECS encoder, deciding them with a
@@ -49,8 +53,11 @@ func newRecorder(t *testing.T, recording string) *recorder {
 	r := &recorder{t: t, p: p, pid: 100}
 	names := func(ev *event.Event) ([]string, error) {
 		typ := policy.Process
-		if ev.Kind == event.FileDecision {
+		switch ev.Kind {
+		case event.FileDecision:
 			typ = policy.File
+		case event.NetworkDecision:
+			typ = policy.Network
 		}
 		return r.p.MatchedSelectors(policy.Decision{Type: typ, Matched: ev.Matched}), nil
 	}
@@ -63,7 +70,8 @@ func (r *recorder) record(a act) policy.Decision {
 	r.t.Helper()
 	r.pid++
 	op := policy.Operation{Op: a.op, ProcessExecutable: a.exe, ProcessName: comm(basename(a.exe)), SessionLeaderInteractive: a.interactive,
-		TargetPath: a.target}
+		TargetPath: a.target, Protocol: a.protocol, SourceAddress: a.src.Addr(), SourcePort: a.src.Port(),
+		DestinationAddress: a.dst.Addr(), DestinationPort: a.dst.Port()}
 	if a.image != "" {
 		setImage(&op, a.image, a.tag)
 	}
@@ -86,9 +94,14 @@ func (r *recorder) record(a act) policy.Decision {
 		Interactive: a.interactive, TTYMajor: proc.TTYMajor, EntityID: fmt.Sprintf("ent-%d", r.pid)}
 	leader := &proctree.Leader{Process: pv, SameAsProcess: true}
 	view := &proctree.View{Process: pv, SessionLeader: leader, EntryLeader: leader, GroupLeader: leader}
-	if a.op.Type() == policy.File {
+	switch a.op.Type() {
+	case policy.File:
 		ev.Kind, ev.Path, ev.Hook = event.FileDecision, a.target, a.hook
-	} else {
+	case policy.Network:
+		ev.Kind, ev.Hook, ev.Source, ev.Destination = event.NetworkDecision, a.hook, a.src, a.dst
+		ev.Protocol = map[string]event.Protocol{"tcp": event.ProtocolTCP, "udp": event.ProtocolUDP}[a.protocol]
+		ev.Direction = map[policy.Op]event.Direction{policy.OpConnect: event.DirectionEgress, policy.OpAccept: event.DirectionIngress}[a.op]
+	default:
 		ev.Path = a.exe
 	}
 	ctx := &enrich.Context{Process: view}
@@ -543,4 +556,128 @@ func TestRecordingPolicy(t *testing.T) {
 			t.Errorf("%v is not logged", op)
 		}
 	}
+}
+
+// TestReplayNetwork records connects, accepts and binds with the real
+// encoder under a policy with a network section and replays them: each
+// document reads back as the operation it was (protocol, ends, op), with
+// the selectors the recording matched and its block; an Elastic Defend
+// network event reads as well.
+func TestReplayNetwork(t *testing.T) {
+	const pol = `network:
+  selectors:
+    - name: anyNet
+      operation: [connect, accept, bind]
+    - name: metadata
+      operation: [connect]
+      destinationAddress: [169.254.169.254]
+      destinationPort: [80]
+      protocol: [tcp]
+    - name: dns
+      operation: [connect]
+      destinationPort: [53]
+      protocol: [udp]
+    - name: peers
+      operation: [accept]
+      sourceAddress: ["2001:db8::/32"]
+    - name: privileged
+      operation: [bind]
+      sourcePort: [1-1023]
+  responses:
+    - match: [anyNet]
+      actions: [log]
+    - match: [metadata]
+      actions: [alert, block]
+    - match: [peers, privileged]
+      actions: [alert]
+    - match: [dns]
+      actions: [log]
+`
+	ap := netip.MustParseAddrPort
+	r := newRecorder(t, pol)
+	img := "docker.io/library/nginx"
+	r.record(act{op: policy.OpConnect, exe: "/usr/bin/curl", image: img, protocol: "tcp", src: ap("10.0.0.7:40000"), dst: ap("169.254.169.254:80"), hook: event.HookSocketConnect})
+	r.record(act{op: policy.OpConnect, exe: "/usr/bin/curl", image: img, protocol: "udp", dst: ap("10.96.0.10:53"), hook: event.HookSocketSendmsg})
+	r.record(act{op: policy.OpAccept, exe: "/usr/sbin/nginx", image: img, protocol: "tcp", src: ap("[2001:db8::1]:5000"), dst: ap("[2001:db8::2]:443"), hook: event.HookSocketAccept})
+	r.record(act{op: policy.OpBind, exe: "/usr/sbin/nginx", image: img, protocol: "tcp", src: ap("0.0.0.0:80"), hook: event.HookSocketBind})
+	r.record(act{op: policy.OpExec, exe: "/usr/sbin/nginx", image: img}) // not logged: no process section
+
+	rd := read(t, "rec.ndjson", r.buf.Bytes())
+	if len(rd.Problems) > 0 {
+		t.Fatalf("problems: %v", rd.Problems)
+	}
+	p := mustParse(t, pol)
+	want := []struct {
+		op           policy.Op
+		target       string
+		selectors    []string
+		blocked      bool
+		src, dst     netip.Addr
+		sport, dport uint16
+	}{
+		{policy.OpConnect, "169.254.169.254:80/tcp", []string{"anyNet", "metadata"}, true, netip.MustParseAddr("10.0.0.7"), netip.MustParseAddr("169.254.169.254"), 40000, 80},
+		{policy.OpConnect, "10.96.0.10:53/udp", []string{"anyNet", "dns"}, false, netip.Addr{}, netip.MustParseAddr("10.96.0.10"), 0, 53},
+		{policy.OpAccept, "from [2001:db8::1]:5000/tcp", []string{"anyNet", "peers"}, false, netip.MustParseAddr("2001:db8::1"), netip.MustParseAddr("2001:db8::2"), 5000, 443},
+		{policy.OpBind, "0.0.0.0:80/tcp", []string{"anyNet", "privileged"}, false, netip.MustParseAddr("0.0.0.0"), netip.Addr{}, 80, 0},
+	}
+	if len(rd.Records) != len(want) || rd.Duplicates != 3 {
+		t.Fatalf("%d records (%d duplicates), want %d (3): %+v", len(rd.Records), rd.Duplicates, len(want), rd.Records)
+	}
+	for i, w := range want {
+		rec := &rd.Records[i]
+		o := rec.Op
+		if o.Op != w.op || target(rec) != w.target || o.SourceAddress != w.src || o.DestinationAddress != w.dst ||
+			o.SourcePort != w.sport || o.DestinationPort != w.dport || o.ContainerImageName != "nginx" || len(rec.Candidates) != 0 {
+			t.Errorf("record %d: %s %s %+v, want %s %s", i, o.Op, target(rec), o, w.op, w.target)
+		}
+		d, _ := Decide(p, rec)
+		if got := p.MatchedSelectors(d); !slices.Equal(got, w.selectors) || !slices.Equal(rec.RecordedSelectors, w.selectors) {
+			t.Errorf("record %d: replay matched %v, recorded %v, want %v", i, got, rec.RecordedSelectors, w.selectors)
+		}
+		if d.Actions.Has(policy.ActionBlock) != w.blocked || rec.RecordedBlocked != w.blocked {
+			t.Errorf("record %d: replay blocks %t, recorded %t, want %t", i, d.Actions.Has(policy.ActionBlock), rec.RecordedBlocked, w.blocked)
+		}
+	}
+	rep := Replay(p, rd)
+	if rep.Operations["network"] != 4 || rep.Totals.Block != 1 || len(rep.Blocked) != 1 || rep.Blocked[0].Path != "169.254.169.254:80/tcp" {
+		t.Errorf("report: operations %v, totals %+v, blocked %+v", rep.Operations, rep.Totals, rep.Blocked)
+	}
+	var text bytes.Buffer
+	rep.WriteText(&text, true)
+	if !strings.Contains(text.String(), "against 0 process, 0 file and 4 network operations") || !strings.Contains(text.String(), "network         1        1        1        1  metadata") {
+		t.Errorf("report text:\n%s", text.String())
+	}
+
+	// Learning leaves network alone, and says so.
+	l, err := Learn(read(t, "rec.ndjson", append(r.buf.Bytes(), execDoc(t)...)), LearnOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Network != 4 || !strings.Contains(string(l.YAML), "4 recorded network operations are not learned") || strings.Contains(string(l.YAML), "network:") {
+		t.Errorf("learned (network %d):\n%s", l.Network, l.YAML)
+	}
+
+	// Elastic Defend's network events read too; their other actions are not operations.
+	endpoint := `{"@timestamp":"2026-01-02T03:00:00Z","event":{"category":["network"],"type":["start"],"action":"connection_attempted"},` +
+		`"network":{"transport":"tcp","type":"ipv4","direction":"egress"},"source":{"ip":"10.0.0.7","port":40001},"destination":{"ip":"169.254.169.254","port":80},` +
+		`"process":{"executable":"/usr/bin/curl","name":"curl","entity_id":"e1"}}
+{"@timestamp":"2026-01-02T03:00:01Z","event":{"category":["network"],"type":["end"],"action":"disconnect_received"},"network":{"transport":"tcp"},"destination":{"ip":"169.254.169.254","port":80}}
+{"@timestamp":"2026-01-02T03:00:02Z","event":{"category":["network"],"type":["start"],"action":"connection_attempted"},"network":{"transport":"icmp"},"destination":{"ip":"10.0.0.1"}}
+`
+	rd = read(t, "endpoint.ndjson", []byte(endpoint))
+	if len(rd.Records) != 1 || rd.Records[0].Op.Op != policy.OpConnect || rd.Records[0].Op.DestinationPort != 80 || rd.Ignored["ecs network disconnect_received"] != 1 ||
+		len(rd.Problems) != 1 || !strings.Contains(rd.Problems[0].Reason, `"icmp"`) {
+		t.Errorf("endpoint documents: records %+v, ignored %v, problems %v", rd.Records, rd.Ignored, rd.Problems)
+	}
+	if d, _ := Decide(p, &rd.Records[0]); !d.Actions.Has(policy.ActionBlock) {
+		t.Errorf("the endpoint's connect to the metadata service: %+v", d)
+	}
+}
+
+// execDoc is one logged exec in an nginx container, something Learn can
+// learn from beside the network documents.
+func execDoc(t *testing.T) []byte {
+	r := newRecorder(t, logAll)
+	r.record(act{op: policy.OpExec, exe: "/usr/sbin/nginx", image: "docker.io/library/nginx"})
+	return r.buf.Bytes()
 }

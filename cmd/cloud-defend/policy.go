@@ -89,7 +89,7 @@ func policyValidate(args []string, stdin io.Reader, stdout, stderr io.Writer) in
 	code := exitOK
 	var reports []fileReport
 	for _, name := range fs.Args() {
-		_, warnings, err, ioErr := load(name, stdin)
+		p, warnings, err, ioErr := load(name, stdin)
 		rep := fileReport{File: name, Valid: err == nil, Diagnostics: []policy.Diagnostic{}}
 		var errs policy.Errors
 		switch {
@@ -104,6 +104,12 @@ func policyValidate(args []string, stdin io.Reader, stdout, stderr io.Writer) in
 			rep.Diagnostics = append(rep.Diagnostics, errs...)
 		}
 		rep.Diagnostics = append(rep.Diagnostics, warnings...)
+		if p != nil {
+			// What Kibana's policy editor does not know (the network: section):
+			// worth saying before the policy is pasted there, not when the
+			// agent receives it.
+			rep.Diagnostics = append(rep.Diagnostics, p.EditorWarnings()...)
+		}
 		reports = append(reports, rep)
 		if *format == "text" {
 			for _, d := range rep.Diagnostics {
@@ -169,7 +175,7 @@ func explain(w io.Writer, p *policy.Policy) {
 		fmt.Fprintf(w, " (version %s)", v)
 	}
 	fmt.Fprintln(w)
-	for _, t := range []policy.Type{policy.Process, policy.File} {
+	for _, t := range []policy.Type{policy.Process, policy.File, policy.Network} {
 		sels := p.Selectors(t)
 		if len(sels) == 0 {
 			continue
@@ -179,6 +185,9 @@ func explain(w io.Writer, p *policy.Policy) {
 			blocks = "can block"
 		}
 		fmt.Fprintf(w, "\n%s: %d selectors, %d responses, %s\n", t, len(sels), len(p.Responses(t)), blocks)
+		if t == policy.Network {
+			fmt.Fprintln(w, "  (a cloud-defend extension: connect is outgoing, accept incoming TCP, bind a local address; the source of an accept is the peer)")
+		}
 		for _, s := range sels {
 			fmt.Fprintf(w, "  selector %s: %s\n", s.Name, s.Conditions())
 		}

@@ -149,3 +149,33 @@ int BPF_PROG(empty_inode_removexattr, void *idmap, struct dentry *dentry, void *
 {
 	return ret;
 }
+
+SEC("lsm/socket_connect")
+int BPF_PROG(empty_socket_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/socket_bind")
+int BPF_PROG(empty_socket_bind, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/socket_sendmsg")
+int BPF_PROG(empty_socket_sendmsg, struct socket *sock, struct msghdr *msg, int size, int ret)
+{
+	return ret;
+}
+
+SEC("lsm/socket_recvmsg")
+int BPF_PROG(empty_socket_recvmsg, struct socket *sock, struct msghdr *msg, int size, int flags, int ret)
+{
+	return ret;
+}
+
+SEC("fexit/inet_csk_accept")
+int BPF_PROG(empty_accept, struct sock *sk, int flags, int *err, bool kern, struct sock *newsk)
+{
+	return 0;
+}

@@ -12,6 +12,9 @@
 //                           chmod, truncate, rename, link, xattr, ACL)
 //   file_syscalls.bpf.h     syscall-exit tracepoints (watch_*) that detect file
 //                           operations where BPF LSM is not available
+//   network.bpf.h           LSM: connect, bind, UDP sends, accepted connections
+//   network_syscalls.bpf.h  syscall tracepoints that detect network operations
+//                           where BPF LSM is not available
 //
 // plus probe_lsm, loaded alone to learn whether BPF LSM works. User space loads
 // these as program sets (ebpf/objects.go): telemetry always, enforcement with BPF
@@ -26,6 +29,7 @@
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_tracing.h>
 #include <bpf/bpf_core_read.h>
+#include <bpf/bpf_endian.h>
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -36,6 +40,7 @@ char LICENSE[] SEC("license") = "GPL";
 #include "match.h"
 #include "process_enforce.bpf.h"
 #include "file_enforce.bpf.h"
+#include "network.bpf.h"
 
 /* probe_lsm is loaded alone at start to learn whether BPF LSM works here. */
 SEC("lsm/bprm_check_security")
@@ -51,6 +56,7 @@ struct setsid_event *unused_setsid_event __attribute__((unused));
 struct file_event *unused_file_event __attribute__((unused));
 struct exec_event *unused_exec_event __attribute__((unused));
 struct decision_event *unused_decision_event __attribute__((unused));
+struct net_event *unused_net_event __attribute__((unused));
 
 /* Keep the enums in BTF so bpf2go generates their Go constants (-type): the Go
  * twins in package event and policy are checked against them (ebpf enum_test.go). */
@@ -62,6 +68,9 @@ enum cd_stat unused_cd_stat __attribute__((unused));
 enum layer unused_layer __attribute__((unused));
 enum process_op unused_process_op __attribute__((unused));
 enum sys_op unused_sys_op __attribute__((unused));
+enum net_op unused_net_op __attribute__((unused));
+enum net_kind unused_net_kind __attribute__((unused));
 
 /* Detection-only file telemetry for kernels without BPF LSM: new programs, kept apart. */
 #include "file_syscalls.bpf.h"
+#include "network_syscalls.bpf.h"

@@ -22,6 +22,7 @@ enum event_type {
 	EVENT_SETSID = 5,
 	EVENT_FILE = 6,
 	EVENT_SYSFILE = 7, /* file_syscalls.bpf.h: a workload's file syscall, without BPF LSM */
+	EVENT_NETWORK = 8, /* a connect, accept or bind fired a response */
 };
 
 /* File operations, numbered as policy.Op. */
@@ -48,6 +49,10 @@ enum hook_point {
 	HOOK_MMAP_FILE = 11,
 	HOOK_FILE_MPROTECT = 12,
 	HOOK_INODE_SET_ACL = 13,
+	HOOK_SOCKET_CONNECT = 14,
+	HOOK_SOCKET_ACCEPT = 15,
+	HOOK_SOCKET_BIND = 16,
+	HOOK_SOCKET_SENDMSG = 17,
 };
 
 enum action {

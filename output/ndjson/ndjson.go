@@ -34,6 +34,7 @@ import (
 	"time"
 
 	"github.com/cloud-defend/cloud-defend/output/internal/docq"
+	"github.com/cloud-defend/cloud-defend/output/internal/words"
 )
 
 // Defaults, as Beats' file output has them (queue aside).
@@ -202,12 +203,12 @@ func (x *Writer) Health() (degraded bool, message string) {
 	if c.DroppedFull+c.DroppedError > 0 && time.Since(c.LastDropAt) < RecentDrops {
 		var why []string
 		if c.DroppedFull > 0 {
-			why = append(why, fmt.Sprintf("%d because the %s could not keep up (queue of %s full)", c.DroppedFull, x.what(), humanBytes(int64(x.queueLimit()))))
+			why = append(why, fmt.Sprintf("%d because the %s could not keep up (queue of %s full)", c.DroppedFull, x.what(), words.Bytes(int64(x.queueLimit()))))
 		}
 		if c.DroppedError > 0 {
 			why = append(why, fmt.Sprintf("%d lost to write errors", c.DroppedError))
 		}
-		msgs = append(msgs, fmt.Sprintf("%s dropped: %s", plural(c.DroppedFull+c.DroppedError, "document"), strings.Join(why, ", ")))
+		msgs = append(msgs, fmt.Sprintf("%s dropped: %s", words.Plural(c.DroppedFull+c.DroppedError, "document"), strings.Join(why, ", ")))
 	}
 	if c.Failing {
 		msgs = append(msgs, fmt.Sprintf("write error on the %s since %s: %s", x.what(), c.LastErrorAt.UTC().Format(time.RFC3339), c.LastError))
@@ -434,24 +435,4 @@ func (s *fileSink) close() error {
 	}
 	s.f = nil
 	return err
-}
-
-func plural(n int64, what string) string {
-	if n == 1 {
-		return "1 " + what
-	}
-	return fmt.Sprintf("%d %ss", n, what)
-}
-
-func humanBytes(n int64) string {
-	const unit = 1024
-	if n < unit {
-		return fmt.Sprintf("%d B", n)
-	}
-	v, i := float64(n)/unit, 0
-	for v >= unit && i < 3 {
-		v /= unit
-		i++
-	}
-	return strings.Replace(fmt.Sprintf("%.1f %ciB", v, "KMGT"[i]), ".0 ", " ", 1)
 }

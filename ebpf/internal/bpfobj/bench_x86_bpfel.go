@@ -30,6 +30,7 @@ const (
 	BenchMapStats                  = "stats"
 	BenchMapWriteVerdicts          = "write_verdicts"
 	BenchProgBenchEmit             = "bench_emit"
+	BenchProgEmptyAccept           = "empty_accept"
 	BenchProgEmptyBprmCheck        = "empty_bprm_check"
 	BenchProgEmptyExec             = "empty_exec"
 	BenchProgEmptyExit             = "empty_exit"
@@ -46,6 +47,10 @@ const (
 	BenchProgEmptyPathRename       = "empty_path_rename"
 	BenchProgEmptyPathTruncate     = "empty_path_truncate"
 	BenchProgEmptyPathUnlink       = "empty_path_unlink"
+	BenchProgEmptySocketBind       = "empty_socket_bind"
+	BenchProgEmptySocketConnect    = "empty_socket_connect"
+	BenchProgEmptySocketRecvmsg    = "empty_socket_recvmsg"
+	BenchProgEmptySocketSendmsg    = "empty_socket_sendmsg"
 	BenchProgEmptyTaskAlloc        = "empty_task_alloc"
 	BenchVarBenchBurst             = "bench_burst"
 	BenchVarHostPidns              = "host_pidns"
@@ -94,6 +99,7 @@ type BenchSpecs struct {
 // It can be passed ebpf.CollectionSpec.Assign.
 type BenchProgramSpecs struct {
 	BenchEmit             *ebpf.ProgramSpec `ebpf:"bench_emit"`
+	EmptyAccept           *ebpf.ProgramSpec `ebpf:"empty_accept"`
 	EmptyBprmCheck        *ebpf.ProgramSpec `ebpf:"empty_bprm_check"`
 	EmptyExec             *ebpf.ProgramSpec `ebpf:"empty_exec"`
 	EmptyExit             *ebpf.ProgramSpec `ebpf:"empty_exit"`
@@ -110,6 +116,10 @@ type BenchProgramSpecs struct {
 	EmptyPathRename       *ebpf.ProgramSpec `ebpf:"empty_path_rename"`
 	EmptyPathTruncate     *ebpf.ProgramSpec `ebpf:"empty_path_truncate"`
 	EmptyPathUnlink       *ebpf.ProgramSpec `ebpf:"empty_path_unlink"`
+	EmptySocketBind       *ebpf.ProgramSpec `ebpf:"empty_socket_bind"`
+	EmptySocketConnect    *ebpf.ProgramSpec `ebpf:"empty_socket_connect"`
+	EmptySocketRecvmsg    *ebpf.ProgramSpec `ebpf:"empty_socket_recvmsg"`
+	EmptySocketSendmsg    *ebpf.ProgramSpec `ebpf:"empty_socket_sendmsg"`
 	EmptyTaskAlloc        *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
 }
 
@@ -206,6 +216,7 @@ type BenchVariables struct {
 // It can be passed to LoadBenchObjects or ebpf.CollectionSpec.LoadAndAssign.
 type BenchPrograms struct {
 	BenchEmit             *ebpf.Program `ebpf:"bench_emit"`
+	EmptyAccept           *ebpf.Program `ebpf:"empty_accept"`
 	EmptyBprmCheck        *ebpf.Program `ebpf:"empty_bprm_check"`
 	EmptyExec             *ebpf.Program `ebpf:"empty_exec"`
 	EmptyExit             *ebpf.Program `ebpf:"empty_exit"`
@@ -222,12 +233,17 @@ type BenchPrograms struct {
 	EmptyPathRename       *ebpf.Program `ebpf:"empty_path_rename"`
 	EmptyPathTruncate     *ebpf.Program `ebpf:"empty_path_truncate"`
 	EmptyPathUnlink       *ebpf.Program `ebpf:"empty_path_unlink"`
+	EmptySocketBind       *ebpf.Program `ebpf:"empty_socket_bind"`
+	EmptySocketConnect    *ebpf.Program `ebpf:"empty_socket_connect"`
+	EmptySocketRecvmsg    *ebpf.Program `ebpf:"empty_socket_recvmsg"`
+	EmptySocketSendmsg    *ebpf.Program `ebpf:"empty_socket_sendmsg"`
 	EmptyTaskAlloc        *ebpf.Program `ebpf:"empty_task_alloc"`
 }
 
 func (p *BenchPrograms) Close() error {
 	return _BenchClose(
 		p.BenchEmit,
+		p.EmptyAccept,
 		p.EmptyBprmCheck,
 		p.EmptyExec,
 		p.EmptyExit,
@@ -244,6 +260,10 @@ func (p *BenchPrograms) Close() error {
 		p.EmptyPathRename,
 		p.EmptyPathTruncate,
 		p.EmptyPathUnlink,
+		p.EmptySocketBind,
+		p.EmptySocketConnect,
+		p.EmptySocketRecvmsg,
+		p.EmptySocketSendmsg,
 		p.EmptyTaskAlloc,
 	)
 }

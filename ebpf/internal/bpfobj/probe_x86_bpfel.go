@@ -61,6 +61,13 @@ type ProbeDecisionEvent struct {
 	Path        [256]int8
 }
 
+type ProbeEndpoint struct {
+	_      structs.HostLayout
+	Family uint16
+	Port   uint16
+	Addr   [16]uint8
+}
+
 type ProbeEventHeader struct {
 	_          structs.HostLayout
 	Type       uint32
@@ -78,6 +85,7 @@ const (
 	ProbeEventTypeEVENT_SETSID   ProbeEventType = 5
 	ProbeEventTypeEVENT_FILE     ProbeEventType = 6
 	ProbeEventTypeEVENT_SYSFILE  ProbeEventType = 7
+	ProbeEventTypeEVENT_NETWORK  ProbeEventType = 8
 )
 
 type ProbeExecEvent struct {
@@ -167,6 +175,10 @@ const (
 	ProbeHookPointHOOK_MMAP_FILE         ProbeHookPoint = 11
 	ProbeHookPointHOOK_FILE_MPROTECT     ProbeHookPoint = 12
 	ProbeHookPointHOOK_INODE_SET_ACL     ProbeHookPoint = 13
+	ProbeHookPointHOOK_SOCKET_CONNECT    ProbeHookPoint = 14
+	ProbeHookPointHOOK_SOCKET_ACCEPT     ProbeHookPoint = 15
+	ProbeHookPointHOOK_SOCKET_BIND       ProbeHookPoint = 16
+	ProbeHookPointHOOK_SOCKET_SENDMSG    ProbeHookPoint = 17
 )
 
 type ProbeLayer uint32
@@ -183,6 +195,68 @@ type ProbeNameKey struct {
 	_          structs.HostLayout
 	Generation uint32
 	Comm       [16]int8
+}
+
+type ProbeNetEvent struct {
+	_           structs.HostLayout
+	Hdr         ProbeEventHeader
+	Proc        ProbeProcInfo
+	Matched     uint64
+	Actions     uint8
+	Blocked     uint8
+	Interactive uint8
+	Protocol    uint8
+	Op          uint32
+	Hook        uint32
+	Fd          uint32
+	Src         ProbeEndpoint
+	Dst         ProbeEndpoint
+}
+
+type ProbeNetKey struct {
+	_          structs.HostLayout
+	Prefixlen  uint32
+	Generation uint8
+	Kind       uint8
+	Data       [16]uint8
+	_          [2]byte
+}
+
+type ProbeNetKind uint32
+
+const (
+	ProbeNetKindNK_DST4  ProbeNetKind = 0
+	ProbeNetKindNK_DST6  ProbeNetKind = 1
+	ProbeNetKindNK_SRC4  ProbeNetKind = 2
+	ProbeNetKindNK_SRC6  ProbeNetKind = 3
+	ProbeNetKindNK_DPORT ProbeNetKind = 4
+	ProbeNetKindNK_SPORT ProbeNetKind = 5
+)
+
+type ProbeNetOp uint32
+
+const (
+	ProbeNetOpNOP_CONNECT ProbeNetOp = 8
+	ProbeNetOpNOP_ACCEPT  ProbeNetOp = 9
+	ProbeNetOpNOP_BIND    ProbeNetOp = 10
+)
+
+type ProbeNetPolicy struct {
+	_           structs.HostLayout
+	Ops         [4]uint64
+	Tcp         uint64
+	Udp         uint64
+	NoDaddr     uint64
+	NoDport     uint64
+	NoSaddr     uint64
+	NoSport     uint64
+	NoName      uint64
+	NoExe       uint64
+	Interactive uint64
+	Batch       uint64
+	Agnostic    uint64
+	Any         uint64
+	R           ProbeResponses
 }
 
 type ProbePathKey struct {
@@ -307,6 +381,14 @@ const (
 	ProbeMapFilePolicies             = "file_policies"
 	ProbeMapFileTrees                = "file_trees"
 	ProbeMapNames                    = "names"
+	ProbeMapNetContainers            = "net_containers"
+	ProbeMapNetInflight              = "net_inflight"
+	ProbeMapNetNames                 = "net_names"
+	ProbeMapNetPaths                 = "net_paths"
+	ProbeMapNetPolicies              = "net_policies"
+	ProbeMapNetPrefixes              = "net_prefixes"
+	ProbeMapNetRefused               = "net_refused"
+	ProbeMapNetScratch               = "net_scratch"
 	ProbeMapPaths                    = "paths"
 	ProbeMapPolicies                 = "policies"
 	ProbeMapScratchMap               = "scratch_map"
@@ -314,6 +396,8 @@ const (
 	ProbeMapSysfileInflight          = "sysfile_inflight"
 	ProbeMapSysfileScratch           = "sysfile_scratch"
 	ProbeMapWriteVerdicts            = "write_verdicts"
+	ProbeProgEnforceAccept           = "enforce_accept"
+	ProbeProgEnforceAcceptArg        = "enforce_accept_arg"
 	ProbeProgEnforceExec             = "enforce_exec"
 	ProbeProgEnforceFileMprotect     = "enforce_file_mprotect"
 	ProbeProgEnforceFileOpen         = "enforce_file_open"
@@ -329,13 +413,23 @@ const (
 	ProbeProgEnforcePathRename       = "enforce_path_rename"
 	ProbeProgEnforcePathTruncate     = "enforce_path_truncate"
 	ProbeProgEnforcePathUnlink       = "enforce_path_unlink"
+	ProbeProgEnforceSocketBind       = "enforce_socket_bind"
+	ProbeProgEnforceSocketConnect    = "enforce_socket_connect"
+	ProbeProgEnforceSocketRecvmsg    = "enforce_socket_recvmsg"
+	ProbeProgEnforceSocketSendmsg    = "enforce_socket_sendmsg"
 	ProbeProgOnExec                  = "on_exec"
 	ProbeProgOnExit                  = "on_exit"
 	ProbeProgOnFork                  = "on_fork"
 	ProbeProgOnSetsid                = "on_setsid"
 	ProbeProgProbeLsm                = "probe_lsm"
+	ProbeProgWatchAccept4Exit        = "watch_accept4_exit"
+	ProbeProgWatchAcceptExit         = "watch_accept_exit"
+	ProbeProgWatchBind               = "watch_bind"
+	ProbeProgWatchBindExit           = "watch_bind_exit"
 	ProbeProgWatchChmod              = "watch_chmod"
 	ProbeProgWatchChmodExit          = "watch_chmod_exit"
+	ProbeProgWatchConnect            = "watch_connect"
+	ProbeProgWatchConnectExit        = "watch_connect_exit"
 	ProbeProgWatchCreatExit          = "watch_creat_exit"
 	ProbeProgWatchFchmodat           = "watch_fchmodat"
 	ProbeProgWatchFchmodatExit       = "watch_fchmodat_exit"
@@ -347,6 +441,10 @@ const (
 	ProbeProgWatchRenameat2          = "watch_renameat2"
 	ProbeProgWatchRenameat2Exit      = "watch_renameat2_exit"
 	ProbeProgWatchRenameatExit       = "watch_renameat_exit"
+	ProbeProgWatchSendmsg            = "watch_sendmsg"
+	ProbeProgWatchSendmsgExit        = "watch_sendmsg_exit"
+	ProbeProgWatchSendto             = "watch_sendto"
+	ProbeProgWatchSendtoExit         = "watch_sendto_exit"
 	ProbeProgWatchUnlink             = "watch_unlink"
 	ProbeProgWatchUnlinkExit         = "watch_unlink_exit"
 	ProbeProgWatchUnlinkat           = "watch_unlinkat"
@@ -363,6 +461,9 @@ const (
 	ProbeVarUnusedForkEvent          = "unused_fork_event"
 	ProbeVarUnusedHook               = "unused_hook"
 	ProbeVarUnusedLayer              = "unused_layer"
+	ProbeVarUnusedNetEvent           = "unused_net_event"
+	ProbeVarUnusedNetKind            = "unused_net_kind"
+	ProbeVarUnusedNetOp              = "unused_net_op"
 	ProbeVarUnusedProcessOp          = "unused_process_op"
 	ProbeVarUnusedSetsidEvent        = "unused_setsid_event"
 	ProbeVarUnusedSysOp              = "unused_sys_op"
@@ -411,6 +512,8 @@ type ProbeSpecs struct {
 //
 // It can be passed ebpf.CollectionSpec.Assign.
 type ProbeProgramSpecs struct {
+	EnforceAccept           *ebpf.ProgramSpec `ebpf:"enforce_accept"`
+	EnforceAcceptArg        *ebpf.ProgramSpec `ebpf:"enforce_accept_arg"`
 	EnforceExec             *ebpf.ProgramSpec `ebpf:"enforce_exec"`
 	EnforceFileMprotect     *ebpf.ProgramSpec `ebpf:"enforce_file_mprotect"`
 	EnforceFileOpen         *ebpf.ProgramSpec `ebpf:"enforce_file_open"`
@@ -426,13 +529,23 @@ type ProbeProgramSpecs struct {
 	EnforcePathRename       *ebpf.ProgramSpec `ebpf:"enforce_path_rename"`
 	EnforcePathTruncate     *ebpf.ProgramSpec `ebpf:"enforce_path_truncate"`
 	EnforcePathUnlink       *ebpf.ProgramSpec `ebpf:"enforce_path_unlink"`
+	EnforceSocketBind       *ebpf.ProgramSpec `ebpf:"enforce_socket_bind"`
+	EnforceSocketConnect    *ebpf.ProgramSpec `ebpf:"enforce_socket_connect"`
+	EnforceSocketRecvmsg    *ebpf.ProgramSpec `ebpf:"enforce_socket_recvmsg"`
+	EnforceSocketSendmsg    *ebpf.ProgramSpec `ebpf:"enforce_socket_sendmsg"`
 	OnExec                  *ebpf.ProgramSpec `ebpf:"on_exec"`
 	OnExit                  *ebpf.ProgramSpec `ebpf:"on_exit"`
 	OnFork                  *ebpf.ProgramSpec `ebpf:"on_fork"`
 	OnSetsid                *ebpf.ProgramSpec `ebpf:"on_setsid"`
 	ProbeLsm                *ebpf.ProgramSpec `ebpf:"probe_lsm"`
+	WatchAccept4Exit        *ebpf.ProgramSpec `ebpf:"watch_accept4_exit"`
+	WatchAcceptExit         *ebpf.ProgramSpec `ebpf:"watch_accept_exit"`
+	WatchBind               *ebpf.ProgramSpec `ebpf:"watch_bind"`
+	WatchBindExit           *ebpf.ProgramSpec `ebpf:"watch_bind_exit"`
 	WatchChmod              *ebpf.ProgramSpec `ebpf:"watch_chmod"`
 	WatchChmodExit          *ebpf.ProgramSpec `ebpf:"watch_chmod_exit"`
+	WatchConnect            *ebpf.ProgramSpec `ebpf:"watch_connect"`
+	WatchConnectExit        *ebpf.ProgramSpec `ebpf:"watch_connect_exit"`
 	WatchCreatExit          *ebpf.ProgramSpec `ebpf:"watch_creat_exit"`
 	WatchFchmodat           *ebpf.ProgramSpec `ebpf:"watch_fchmodat"`
 	WatchFchmodatExit       *ebpf.ProgramSpec `ebpf:"watch_fchmodat_exit"`
@@ -444,6 +557,10 @@ type ProbeProgramSpecs struct {
 	WatchRenameat2          *ebpf.ProgramSpec `ebpf:"watch_renameat2"`
 	WatchRenameat2Exit      *ebpf.ProgramSpec `ebpf:"watch_renameat2_exit"`
 	WatchRenameatExit       *ebpf.ProgramSpec `ebpf:"watch_renameat_exit"`
+	WatchSendmsg            *ebpf.ProgramSpec `ebpf:"watch_sendmsg"`
+	WatchSendmsgExit        *ebpf.ProgramSpec `ebpf:"watch_sendmsg_exit"`
+	WatchSendto             *ebpf.ProgramSpec `ebpf:"watch_sendto"`
+	WatchSendtoExit         *ebpf.ProgramSpec `ebpf:"watch_sendto_exit"`
 	WatchUnlink             *ebpf.ProgramSpec `ebpf:"watch_unlink"`
 	WatchUnlinkExit         *ebpf.ProgramSpec `ebpf:"watch_unlink_exit"`
 	WatchUnlinkat           *ebpf.ProgramSpec `ebpf:"watch_unlinkat"`
@@ -462,6 +579,14 @@ type ProbeMapSpecs struct {
 	FilePolicies    *ebpf.MapSpec `ebpf:"file_policies"`
 	FileTrees       *ebpf.MapSpec `ebpf:"file_trees"`
 	Names           *ebpf.MapSpec `ebpf:"names"`
+	NetContainers   *ebpf.MapSpec `ebpf:"net_containers"`
+	NetInflight     *ebpf.MapSpec `ebpf:"net_inflight"`
+	NetNames        *ebpf.MapSpec `ebpf:"net_names"`
+	NetPaths        *ebpf.MapSpec `ebpf:"net_paths"`
+	NetPolicies     *ebpf.MapSpec `ebpf:"net_policies"`
+	NetPrefixes     *ebpf.MapSpec `ebpf:"net_prefixes"`
+	NetRefused      *ebpf.MapSpec `ebpf:"net_refused"`
+	NetScratch      *ebpf.MapSpec `ebpf:"net_scratch"`
 	Paths           *ebpf.MapSpec `ebpf:"paths"`
 	Policies        *ebpf.MapSpec `ebpf:"policies"`
 	ScratchMap      *ebpf.MapSpec `ebpf:"scratch_map"`
@@ -487,6 +612,9 @@ type ProbeVariableSpecs struct {
 	UnusedForkEvent     *ebpf.VariableSpec `ebpf:"unused_fork_event"`
 	UnusedHook          *ebpf.VariableSpec `ebpf:"unused_hook"`
 	UnusedLayer         *ebpf.VariableSpec `ebpf:"unused_layer"`
+	UnusedNetEvent      *ebpf.VariableSpec `ebpf:"unused_net_event"`
+	UnusedNetKind       *ebpf.VariableSpec `ebpf:"unused_net_kind"`
+	UnusedNetOp         *ebpf.VariableSpec `ebpf:"unused_net_op"`
 	UnusedProcessOp     *ebpf.VariableSpec `ebpf:"unused_process_op"`
 	UnusedSetsidEvent   *ebpf.VariableSpec `ebpf:"unused_setsid_event"`
 	UnusedSysOp         *ebpf.VariableSpec `ebpf:"unused_sys_op"`
@@ -521,6 +649,14 @@ type ProbeMaps struct {
 	FilePolicies    *ebpf.Map `ebpf:"file_policies"`
 	FileTrees       *ebpf.Map `ebpf:"file_trees"`
 	Names           *ebpf.Map `ebpf:"names"`
+	NetContainers   *ebpf.Map `ebpf:"net_containers"`
+	NetInflight     *ebpf.Map `ebpf:"net_inflight"`
+	NetNames        *ebpf.Map `ebpf:"net_names"`
+	NetPaths        *ebpf.Map `ebpf:"net_paths"`
+	NetPolicies     *ebpf.Map `ebpf:"net_policies"`
+	NetPrefixes     *ebpf.Map `ebpf:"net_prefixes"`
+	NetRefused      *ebpf.Map `ebpf:"net_refused"`
+	NetScratch      *ebpf.Map `ebpf:"net_scratch"`
 	Paths           *ebpf.Map `ebpf:"paths"`
 	Policies        *ebpf.Map `ebpf:"policies"`
 	ScratchMap      *ebpf.Map `ebpf:"scratch_map"`
@@ -540,6 +676,14 @@ func (m *ProbeMaps) Close() error {
 		m.FilePolicies,
 		m.FileTrees,
 		m.Names,
+		m.NetContainers,
+		m.NetInflight,
+		m.NetNames,
+		m.NetPaths,
+		m.NetPolicies,
+		m.NetPrefixes,
+		m.NetRefused,
+		m.NetScratch,
 		m.Paths,
 		m.Policies,
 		m.ScratchMap,
@@ -566,6 +710,9 @@ type ProbeVariables struct {
 	UnusedForkEvent     *ebpf.Variable `ebpf:"unused_fork_event"`
 	UnusedHook          *ebpf.Variable `ebpf:"unused_hook"`
 	UnusedLayer         *ebpf.Variable `ebpf:"unused_layer"`
+	UnusedNetEvent      *ebpf.Variable `ebpf:"unused_net_event"`
+	UnusedNetKind       *ebpf.Variable `ebpf:"unused_net_kind"`
+	UnusedNetOp         *ebpf.Variable `ebpf:"unused_net_op"`
 	UnusedProcessOp     *ebpf.Variable `ebpf:"unused_process_op"`
 	UnusedSetsidEvent   *ebpf.Variable `ebpf:"unused_setsid_event"`
 	UnusedSysOp         *ebpf.Variable `ebpf:"unused_sys_op"`
@@ -576,6 +723,8 @@ type ProbeVariables struct {
 //
 // It can be passed to LoadProbeObjects or ebpf.CollectionSpec.LoadAndAssign.
 type ProbePrograms struct {
+	EnforceAccept           *ebpf.Program `ebpf:"enforce_accept"`
+	EnforceAcceptArg        *ebpf.Program `ebpf:"enforce_accept_arg"`
 	EnforceExec             *ebpf.Program `ebpf:"enforce_exec"`
 	EnforceFileMprotect     *ebpf.Program `ebpf:"enforce_file_mprotect"`
 	EnforceFileOpen         *ebpf.Program `ebpf:"enforce_file_open"`
@@ -591,13 +740,23 @@ type ProbePrograms struct {
 	EnforcePathRename       *ebpf.Program `ebpf:"enforce_path_rename"`
 	EnforcePathTruncate     *ebpf.Program `ebpf:"enforce_path_truncate"`
 	EnforcePathUnlink       *ebpf.Program `ebpf:"enforce_path_unlink"`
+	EnforceSocketBind       *ebpf.Program `ebpf:"enforce_socket_bind"`
+	EnforceSocketConnect    *ebpf.Program `ebpf:"enforce_socket_connect"`
+	EnforceSocketRecvmsg    *ebpf.Program `ebpf:"enforce_socket_recvmsg"`
+	EnforceSocketSendmsg    *ebpf.Program `ebpf:"enforce_socket_sendmsg"`
 	OnExec                  *ebpf.Program `ebpf:"on_exec"`
 	OnExit                  *ebpf.Program `ebpf:"on_exit"`
 	OnFork                  *ebpf.Program `ebpf:"on_fork"`
 	OnSetsid                *ebpf.Program `ebpf:"on_setsid"`
 	ProbeLsm                *ebpf.Program `ebpf:"probe_lsm"`
+	WatchAccept4Exit        *ebpf.Program `ebpf:"watch_accept4_exit"`
+	WatchAcceptExit         *ebpf.Program `ebpf:"watch_accept_exit"`
+	WatchBind               *ebpf.Program `ebpf:"watch_bind"`
+	WatchBindExit           *ebpf.Program `ebpf:"watch_bind_exit"`
 	WatchChmod              *ebpf.Program `ebpf:"watch_chmod"`
 	WatchChmodExit          *ebpf.Program `ebpf:"watch_chmod_exit"`
+	WatchConnect            *ebpf.Program `ebpf:"watch_connect"`
+	WatchConnectExit        *ebpf.Program `ebpf:"watch_connect_exit"`
 	WatchCreatExit          *ebpf.Program `ebpf:"watch_creat_exit"`
 	WatchFchmodat           *ebpf.Program `ebpf:"watch_fchmodat"`
 	WatchFchmodatExit       *ebpf.Program `ebpf:"watch_fchmodat_exit"`
@@ -609,6 +768,10 @@ type ProbePrograms struct {
 	WatchRenameat2          *ebpf.Program `ebpf:"watch_renameat2"`
 	WatchRenameat2Exit      *ebpf.Program `ebpf:"watch_renameat2_exit"`
 	WatchRenameatExit       *ebpf.Program `ebpf:"watch_renameat_exit"`
+	WatchSendmsg            *ebpf.Program `ebpf:"watch_sendmsg"`
+	WatchSendmsgExit        *ebpf.Program `ebpf:"watch_sendmsg_exit"`
+	WatchSendto             *ebpf.Program `ebpf:"watch_sendto"`
+	WatchSendtoExit         *ebpf.Program `ebpf:"watch_sendto_exit"`
 	WatchUnlink             *ebpf.Program `ebpf:"watch_unlink"`
 	WatchUnlinkExit         *ebpf.Program `ebpf:"watch_unlink_exit"`
 	WatchUnlinkat           *ebpf.Program `ebpf:"watch_unlinkat"`
@@ -617,6 +780,8 @@ type ProbePrograms struct {
 
 func (p *ProbePrograms) Close() error {
 	return _ProbeClose(
+		p.EnforceAccept,
+		p.EnforceAcceptArg,
 		p.EnforceExec,
 		p.EnforceFileMprotect,
 		p.EnforceFileOpen,
@@ -632,13 +797,23 @@ func (p *ProbePrograms) Close() error {
 		p.EnforcePathRename,
 		p.EnforcePathTruncate,
 		p.EnforcePathUnlink,
+		p.EnforceSocketBind,
+		p.EnforceSocketConnect,
+		p.EnforceSocketRecvmsg,
+		p.EnforceSocketSendmsg,
 		p.OnExec,
 		p.OnExit,
 		p.OnFork,
 		p.OnSetsid,
 		p.ProbeLsm,
+		p.WatchAccept4Exit,
+		p.WatchAcceptExit,
+		p.WatchBind,
+		p.WatchBindExit,
 		p.WatchChmod,
 		p.WatchChmodExit,
+		p.WatchConnect,
+		p.WatchConnectExit,
 		p.WatchCreatExit,
 		p.WatchFchmodat,
 		p.WatchFchmodatExit,
@@ -650,6 +825,10 @@ func (p *ProbePrograms) Close() error {
 		p.WatchRenameat2,
 		p.WatchRenameat2Exit,
 		p.WatchRenameatExit,
+		p.WatchSendmsg,
+		p.WatchSendmsgExit,
+		p.WatchSendto,
+		p.WatchSendtoExit,
 		p.WatchUnlink,
 		p.WatchUnlinkExit,
 		p.WatchUnlinkat,

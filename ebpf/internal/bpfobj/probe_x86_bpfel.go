@@ -94,10 +94,12 @@ type ProbeExecEvent struct {
 	ExeLayer      uint8
 	Pad2          [5]uint8
 	Filename      [256]int8
-	Exe           [256]int8
-	Cwd           [256]int8
 	Argc          uint32
 	ArgsCap       uint32
+	PathCap       uint32
+	ExeLen        uint32
+	CwdLen        uint32
+	Pad3          uint32
 	Args          [0]int8
 }
 
@@ -307,6 +309,7 @@ const (
 	ProbeMapConfigMap                = "config_map"
 	ProbeMapContainers               = "containers"
 	ProbeMapEvents                   = "events"
+	ProbeMapExecPathsMap             = "exec_paths_map"
 	ProbeMapFileContainers           = "file_containers"
 	ProbeMapFilePaths                = "file_paths"
 	ProbeMapFilePolicies             = "file_policies"
@@ -462,6 +465,7 @@ type ProbeMapSpecs struct {
 	ConfigMap       *ebpf.MapSpec `ebpf:"config_map"`
 	Containers      *ebpf.MapSpec `ebpf:"containers"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
+	ExecPathsMap    *ebpf.MapSpec `ebpf:"exec_paths_map"`
 	FileContainers  *ebpf.MapSpec `ebpf:"file_containers"`
 	FilePaths       *ebpf.MapSpec `ebpf:"file_paths"`
 	FilePolicies    *ebpf.MapSpec `ebpf:"file_policies"`
@@ -521,6 +525,7 @@ type ProbeMaps struct {
 	ConfigMap       *ebpf.Map `ebpf:"config_map"`
 	Containers      *ebpf.Map `ebpf:"containers"`
 	Events          *ebpf.Map `ebpf:"events"`
+	ExecPathsMap    *ebpf.Map `ebpf:"exec_paths_map"`
 	FileContainers  *ebpf.Map `ebpf:"file_containers"`
 	FilePaths       *ebpf.Map `ebpf:"file_paths"`
 	FilePolicies    *ebpf.Map `ebpf:"file_policies"`
@@ -540,6 +545,7 @@ func (m *ProbeMaps) Close() error {
 		m.ConfigMap,
 		m.Containers,
 		m.Events,
+		m.ExecPathsMap,
 		m.FileContainers,
 		m.FilePaths,
 		m.FilePolicies,

@@ -167,7 +167,7 @@ type Event struct {
 	Filename      string   // exec: the name as executed (may be relative, or a symlink)
 	Executable    string   // exec: the resolved executable, as the process's root sees it
 	Cwd           string   // exec: the working directory, as the process's root sees it
-	PathTruncated bool     // exec: Executable or Cwd is longer than 255 bytes and was cut
+	PathTruncated bool     // exec: Executable or Cwd is longer than 4096 bytes (or deeper than the walk goes) and holds its beginning
 	Args          []string // exec: argv
 	ArgsTruncated bool     // exec: argv was longer than the kernel copies (20 KiB)
 	ArgsCount     int      // exec: the true argument count, also when Args was cut

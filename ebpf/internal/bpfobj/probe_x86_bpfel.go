@@ -268,10 +268,13 @@ type ProbeSetsidEvent struct {
 type ProbeSysOp uint32
 
 const (
-	ProbeSysOpSYS_OPEN   ProbeSysOp = 1
-	ProbeSysOpSYS_UNLINK ProbeSysOp = 2
-	ProbeSysOpSYS_RENAME ProbeSysOp = 3
-	ProbeSysOpSYS_CHMOD  ProbeSysOp = 4
+	ProbeSysOpSYS_OPEN     ProbeSysOp = 1
+	ProbeSysOpSYS_UNLINK   ProbeSysOp = 2
+	ProbeSysOpSYS_RENAME   ProbeSysOp = 3
+	ProbeSysOpSYS_CHMOD    ProbeSysOp = 4
+	ProbeSysOpSYS_LINK     ProbeSysOp = 5
+	ProbeSysOpSYS_TRUNCATE ProbeSysOp = 6
+	ProbeSysOpSYS_MKNOD    ProbeSysOp = 7
 )
 
 type ProbeSysfileEvent struct {
@@ -345,8 +348,20 @@ const (
 	ProbeProgWatchChmod              = "watch_chmod"
 	ProbeProgWatchChmodExit          = "watch_chmod_exit"
 	ProbeProgWatchCreatExit          = "watch_creat_exit"
+	ProbeProgWatchFchmod             = "watch_fchmod"
+	ProbeProgWatchFchmodExit         = "watch_fchmod_exit"
 	ProbeProgWatchFchmodat           = "watch_fchmodat"
 	ProbeProgWatchFchmodatExit       = "watch_fchmodat_exit"
+	ProbeProgWatchFtruncate          = "watch_ftruncate"
+	ProbeProgWatchFtruncateExit      = "watch_ftruncate_exit"
+	ProbeProgWatchLink               = "watch_link"
+	ProbeProgWatchLinkExit           = "watch_link_exit"
+	ProbeProgWatchLinkat             = "watch_linkat"
+	ProbeProgWatchLinkatExit         = "watch_linkat_exit"
+	ProbeProgWatchMknod              = "watch_mknod"
+	ProbeProgWatchMknodExit          = "watch_mknod_exit"
+	ProbeProgWatchMknodat            = "watch_mknodat"
+	ProbeProgWatchMknodatExit        = "watch_mknodat_exit"
 	ProbeProgWatchOpenat2Exit        = "watch_openat2_exit"
 	ProbeProgWatchOpenatExit         = "watch_openat_exit"
 	ProbeProgWatchRename             = "watch_rename"
@@ -355,6 +370,8 @@ const (
 	ProbeProgWatchRenameat2          = "watch_renameat2"
 	ProbeProgWatchRenameat2Exit      = "watch_renameat2_exit"
 	ProbeProgWatchRenameatExit       = "watch_renameat_exit"
+	ProbeProgWatchTruncate           = "watch_truncate"
+	ProbeProgWatchTruncateExit       = "watch_truncate_exit"
 	ProbeProgWatchUnlink             = "watch_unlink"
 	ProbeProgWatchUnlinkExit         = "watch_unlink_exit"
 	ProbeProgWatchUnlinkat           = "watch_unlinkat"
@@ -442,8 +459,20 @@ type ProbeProgramSpecs struct {
 	WatchChmod              *ebpf.ProgramSpec `ebpf:"watch_chmod"`
 	WatchChmodExit          *ebpf.ProgramSpec `ebpf:"watch_chmod_exit"`
 	WatchCreatExit          *ebpf.ProgramSpec `ebpf:"watch_creat_exit"`
+	WatchFchmod             *ebpf.ProgramSpec `ebpf:"watch_fchmod"`
+	WatchFchmodExit         *ebpf.ProgramSpec `ebpf:"watch_fchmod_exit"`
 	WatchFchmodat           *ebpf.ProgramSpec `ebpf:"watch_fchmodat"`
 	WatchFchmodatExit       *ebpf.ProgramSpec `ebpf:"watch_fchmodat_exit"`
+	WatchFtruncate          *ebpf.ProgramSpec `ebpf:"watch_ftruncate"`
+	WatchFtruncateExit      *ebpf.ProgramSpec `ebpf:"watch_ftruncate_exit"`
+	WatchLink               *ebpf.ProgramSpec `ebpf:"watch_link"`
+	WatchLinkExit           *ebpf.ProgramSpec `ebpf:"watch_link_exit"`
+	WatchLinkat             *ebpf.ProgramSpec `ebpf:"watch_linkat"`
+	WatchLinkatExit         *ebpf.ProgramSpec `ebpf:"watch_linkat_exit"`
+	WatchMknod              *ebpf.ProgramSpec `ebpf:"watch_mknod"`
+	WatchMknodExit          *ebpf.ProgramSpec `ebpf:"watch_mknod_exit"`
+	WatchMknodat            *ebpf.ProgramSpec `ebpf:"watch_mknodat"`
+	WatchMknodatExit        *ebpf.ProgramSpec `ebpf:"watch_mknodat_exit"`
 	WatchOpenat2Exit        *ebpf.ProgramSpec `ebpf:"watch_openat2_exit"`
 	WatchOpenatExit         *ebpf.ProgramSpec `ebpf:"watch_openat_exit"`
 	WatchRename             *ebpf.ProgramSpec `ebpf:"watch_rename"`
@@ -452,6 +481,8 @@ type ProbeProgramSpecs struct {
 	WatchRenameat2          *ebpf.ProgramSpec `ebpf:"watch_renameat2"`
 	WatchRenameat2Exit      *ebpf.ProgramSpec `ebpf:"watch_renameat2_exit"`
 	WatchRenameatExit       *ebpf.ProgramSpec `ebpf:"watch_renameat_exit"`
+	WatchTruncate           *ebpf.ProgramSpec `ebpf:"watch_truncate"`
+	WatchTruncateExit       *ebpf.ProgramSpec `ebpf:"watch_truncate_exit"`
 	WatchUnlink             *ebpf.ProgramSpec `ebpf:"watch_unlink"`
 	WatchUnlinkExit         *ebpf.ProgramSpec `ebpf:"watch_unlink_exit"`
 	WatchUnlinkat           *ebpf.ProgramSpec `ebpf:"watch_unlinkat"`
@@ -610,8 +641,20 @@ type ProbePrograms struct {
 	WatchChmod              *ebpf.Program `ebpf:"watch_chmod"`
 	WatchChmodExit          *ebpf.Program `ebpf:"watch_chmod_exit"`
 	WatchCreatExit          *ebpf.Program `ebpf:"watch_creat_exit"`
+	WatchFchmod             *ebpf.Program `ebpf:"watch_fchmod"`
+	WatchFchmodExit         *ebpf.Program `ebpf:"watch_fchmod_exit"`
 	WatchFchmodat           *ebpf.Program `ebpf:"watch_fchmodat"`
 	WatchFchmodatExit       *ebpf.Program `ebpf:"watch_fchmodat_exit"`
+	WatchFtruncate          *ebpf.Program `ebpf:"watch_ftruncate"`
+	WatchFtruncateExit      *ebpf.Program `ebpf:"watch_ftruncate_exit"`
+	WatchLink               *ebpf.Program `ebpf:"watch_link"`
+	WatchLinkExit           *ebpf.Program `ebpf:"watch_link_exit"`
+	WatchLinkat             *ebpf.Program `ebpf:"watch_linkat"`
+	WatchLinkatExit         *ebpf.Program `ebpf:"watch_linkat_exit"`
+	WatchMknod              *ebpf.Program `ebpf:"watch_mknod"`
+	WatchMknodExit          *ebpf.Program `ebpf:"watch_mknod_exit"`
+	WatchMknodat            *ebpf.Program `ebpf:"watch_mknodat"`
+	WatchMknodatExit        *ebpf.Program `ebpf:"watch_mknodat_exit"`
 	WatchOpenat2Exit        *ebpf.Program `ebpf:"watch_openat2_exit"`
 	WatchOpenatExit         *ebpf.Program `ebpf:"watch_openat_exit"`
 	WatchRename             *ebpf.Program `ebpf:"watch_rename"`
@@ -620,6 +663,8 @@ type ProbePrograms struct {
 	WatchRenameat2          *ebpf.Program `ebpf:"watch_renameat2"`
 	WatchRenameat2Exit      *ebpf.Program `ebpf:"watch_renameat2_exit"`
 	WatchRenameatExit       *ebpf.Program `ebpf:"watch_renameat_exit"`
+	WatchTruncate           *ebpf.Program `ebpf:"watch_truncate"`
+	WatchTruncateExit       *ebpf.Program `ebpf:"watch_truncate_exit"`
 	WatchUnlink             *ebpf.Program `ebpf:"watch_unlink"`
 	WatchUnlinkExit         *ebpf.Program `ebpf:"watch_unlink_exit"`
 	WatchUnlinkat           *ebpf.Program `ebpf:"watch_unlinkat"`
@@ -651,8 +696,20 @@ func (p *ProbePrograms) Close() error {
 		p.WatchChmod,
 		p.WatchChmodExit,
 		p.WatchCreatExit,
+		p.WatchFchmod,
+		p.WatchFchmodExit,
 		p.WatchFchmodat,
 		p.WatchFchmodatExit,
+		p.WatchFtruncate,
+		p.WatchFtruncateExit,
+		p.WatchLink,
+		p.WatchLinkExit,
+		p.WatchLinkat,
+		p.WatchLinkatExit,
+		p.WatchMknod,
+		p.WatchMknodExit,
+		p.WatchMknodat,
+		p.WatchMknodatExit,
 		p.WatchOpenat2Exit,
 		p.WatchOpenatExit,
 		p.WatchRename,
@@ -661,6 +718,8 @@ func (p *ProbePrograms) Close() error {
 		p.WatchRenameat2,
 		p.WatchRenameat2Exit,
 		p.WatchRenameatExit,
+		p.WatchTruncate,
+		p.WatchTruncateExit,
 		p.WatchUnlink,
 		p.WatchUnlinkExit,
 		p.WatchUnlinkat,

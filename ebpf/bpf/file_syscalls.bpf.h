@@ -65,6 +65,18 @@ struct {
 	__type(value, struct sysfile_event);
 } sysfile_scratch SEC(".maps");
 
+/* sys_in_scope is in_scope for the syscall tracepoints, which run for every
+ * task's calls: when the node's pid namespace is the initial one (the agent runs
+ * with hostPID), a task is a workload exactly when its pid is not at level 0, and
+ * that is two direct loads; otherwise the namespace is compared as in_scope does. */
+static __always_inline struct task_struct *sys_in_scope(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	if (host_pidns == PID_NS_INIT_INO)
+		return t->thread_pid->level ? t : 0;
+	return task_pidns(t) == host_pidns ? 0 : t;
+}
+
 /* dir_of resolves the directory a relative path starts from: the task's
  * working directory, or the directory open at dfd. dfd is an int: the
  * syscall's register may carry it zero-extended (AT_FDCWD as 0xffffff9c). */
@@ -91,11 +103,17 @@ static __always_inline void dir_of(struct task_struct *t, int dfd, char *dst)
 
 /* enter records a workload's call: its user-space path arguments are only
  * readable now. */
+static __always_inline int sysfile_covered(__u32 op, __u32 mode);
+
 static __always_inline int sysfile_enter(__u32 op, __u32 flags, __u32 mode, int dfd, const char *path, int dfd2,
 					 const char *path2)
 {
-	struct task_struct *t = in_scope();
+	struct task_struct *t = sys_in_scope();
 	if (!t)
+		return 0;
+	/* Calls no selector covers leave before the copies and the directory walk
+	 * (sysfile_exit asks again, of the policy live then). */
+	if (!sysfile_covered(op, mode))
 		return 0;
 	__u32 zero = 0;
 	struct sysfile_event *e = bpf_map_lookup_elem(&sysfile_scratch, &zero);
@@ -140,7 +158,7 @@ static __always_inline struct file *fd_file(struct task_struct *t, long fd)
  * is the new mode (fchmod), or 0 for the file's own. */
 static __always_inline int sysfile_enter_fd(__u32 op, long fd, __u32 mode)
 {
-	struct task_struct *t = in_scope();
+	struct task_struct *t = sys_in_scope();
 	if (!t)
 		return 0;
 	struct file *f = fd_file(t, fd);
@@ -148,6 +166,8 @@ static __always_inline int sysfile_enter_fd(__u32 op, long fd, __u32 mode)
 		return 0;
 	__u32 imode = BPF_CORE_READ(f, f_inode, i_mode);
 	if ((imode & S_IFMT) != S_IFREG)
+		return 0;
+	if (!sysfile_covered(op, mode ? mode : imode))
 		return 0;
 	__u32 zero = 0;
 	struct sysfile_event *e = bpf_map_lookup_elem(&sysfile_scratch, &zero);
@@ -198,7 +218,7 @@ static __always_inline int sysfile_covered(__u32 op, __u32 mode)
 /* exit reports a recorded call that succeeded. */
 static __always_inline int sysfile_exit(long ret)
 {
-	struct task_struct *t = in_scope();
+	struct task_struct *t = sys_in_scope();
 	if (!t)
 		return 0;
 	__u32 tid = t->pid;
@@ -233,11 +253,12 @@ static __always_inline int open_exit(long fd)
 {
 	if (fd < 0)
 		return 0;
-	struct task_struct *t = in_scope();
+	struct task_struct *t = sys_in_scope();
 	if (!t)
 		return 0;
 	/* Direct loads through the task's BTF pointers; the fd array's slot and
-	 * the file need a probe read each: two helper calls for a read-only open. */
+	 * the file's mode need a probe read each: two helper calls for a read-only
+	 * open, the whole cost of the commonest call. */
 	struct fdtable *fdt = t->files->fdt;
 	if (fd >= fdt->max_fds)
 		return 0;
@@ -246,7 +267,8 @@ static __always_inline int open_exit(long fd)
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xfffff]);
 	if (!f)
 		return 0;
-	__u32 fmode = BPF_CORE_READ(f, f_mode);
+	__u32 fmode = 0;
+	bpf_probe_read_kernel(&fmode, sizeof(fmode), (void *)f + bpf_core_field_offset(struct file, f_mode));
 	if (!(fmode & FMODE_WRITE))
 		return 0;
 	__u32 mode = BPF_CORE_READ(f, f_inode, i_mode);

@@ -1,14 +1,18 @@
 package ebpf
 
 import (
+	"encoding/binary"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
+	"unsafe"
 
 	"golang.org/x/sys/unix"
 
+	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
 	"github.com/cloud-defend/cloud-defend/event"
 )
 
@@ -114,4 +118,35 @@ func abbrev(s string) string {
 		return s
 	}
 	return s[:40] + "..." + s[len(s)-40:]
+}
+
+// TestDecodeExecTail: an exec record's tail holds argv, then the executable and
+// the cwd, each in its share of the record's size; a record shorter than its
+// shares say is refused, not read past.
+func TestDecodeExecTail(t *testing.T) {
+	var r bpfobj.ProbeExecEvent
+	r.Hdr.Type = uint32(event.Exec)
+	args := "/x\x00-v\x00"
+	exe, cwd := "/"+strings.Repeat("e", 3000), "/"+strings.Repeat("c", 4095)
+	r.ArgsLen, r.ArgsCap, r.PathCap = uint32(len(args)), 1024, 4096
+	r.ExeLen, r.CwdLen, r.CwdTruncated = uint32(len(exe)), uint32(len(cwd)), 1
+	raw, err := binary.Append(nil, binary.NativeEndian, &r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	at := int(unsafe.Offsetof(r.Args))
+	raw = append(raw[:at], make([]byte, 1024+2*4096)...)
+	copy(raw[at:], args)
+	copy(raw[at+1024:], exe)
+	copy(raw[at+1024+4096:], cwd)
+	ev, err := decodeEvent(raw, names{}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(ev.Args, []string{"/x", "-v"}) || ev.Executable != exe || ev.Cwd != cwd || !ev.PathTruncated {
+		t.Errorf("decoded args %q, executable %d bytes, cwd %d bytes, truncated %v", ev.Args, len(ev.Executable), len(ev.Cwd), ev.PathTruncated)
+	}
+	if _, err := decodeEvent(raw[:len(raw)-1], names{}, nil); err == nil {
+		t.Error("a record shorter than its tail decoded")
+	}
 }

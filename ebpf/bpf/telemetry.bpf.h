@@ -122,8 +122,8 @@ static long xwalk_step(__u32 i, struct xwalk_ctx *c)
 	if (at_name + 8 <= CHUNK && at_len + 4 <= CHUNK) {
 		bpf_probe_read_kernel(s->chunk, CHUNK, (void *)(c->dentry + from));
 		parent = *(__u64 *)&s->chunk[0];
-		len = *(__u32 *)&s->chunk[at_len & 63];
-		name = *(__u64 *)&s->chunk[at_name & 63];
+		len = *(__u32 *)&s->chunk[at_len];
+		name = *(__u64 *)&s->chunk[at_name];
 	} else {
 		struct dentry *d = (struct dentry *)c->dentry;
 		parent = (__u64)BPF_CORE_READ(d, d_parent);

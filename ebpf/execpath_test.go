@@ -51,7 +51,7 @@ func mkdirLong(t *testing.T, base string, levels int, sh []byte) string {
 		}
 		fd = next
 	}
-	defer unix.Close(fd) //nolint:errcheck // a read-only directory descriptor
+	defer unix.Close(fd)
 	f, err := unix.Openat(fd, "sh", unix.O_CREAT|unix.O_WRONLY|unix.O_EXCL, 0o755)
 	if err != nil {
 		t.Fatal(err)

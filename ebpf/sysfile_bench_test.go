@@ -90,7 +90,9 @@ func main() {
 func BenchmarkFileSyscalls(b *testing.B) {
 	dir := b.TempDir()
 	src := filepath.Join(dir, "loop.go")
-	os.WriteFile(src, []byte(sysfileLoop), 0o644)
+	if err := os.WriteFile(src, []byte(sysfileLoop), 0o644); err != nil {
+		b.Fatal(err)
+	}
 	bin := filepath.Join(dir, "loop")
 	build := exec.Command("go", "build", "-o", bin, src)
 	build.Env = append(os.Environ(), "CGO_ENABLED=0", "GOFLAGS=")
@@ -98,7 +100,9 @@ func BenchmarkFileSyscalls(b *testing.B) {
 		b.Fatalf("build loop: %v %s", err, out)
 	}
 	work := filepath.Join(dir, "work")
-	os.Mkdir(work, 0o755)
+	if err := os.Mkdir(work, 0o755); err != nil {
+		b.Fatal(err)
+	}
 	// run returns a loop's wall and CPU time per iteration.
 	run := func(loop string, n int) (wall, cpu float64) {
 		out, err := exec.Command("/bin/busybox", "unshare", "-p", "-f", "--", bin, loop, strconv.Itoa(n), work).Output()

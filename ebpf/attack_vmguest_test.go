@@ -198,7 +198,7 @@ func TestVMAttacks(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	defer exec.Command("/usr/sbin/runc", "--root", "/run/runc", "delete", "-f", id).Run()
+	defer func() { _ = exec.Command("/usr/sbin/runc", "--root", "/run/runc", "delete", "-f", id).Run() }() // gone already when it exited
 	results := map[string][2]int{}
 	sc := bufio.NewScanner(stdout)
 	for sc.Scan() {
@@ -209,7 +209,9 @@ func TestVMAttacks(t *testing.T) {
 			if err := e.Swap(mustParse(t, attackPolicy)); err != nil {
 				t.Fatal(err)
 			}
-			io.WriteString(stdin, "go\n")
+			if _, err := io.WriteString(stdin, "go\n"); err != nil {
+				t.Fatal(err)
+			}
 		case len(f) == 4 && f[0] == "RESULT":
 			refused, _ := strconv.Atoi(f[2])
 			other, _ := strconv.Atoi(f[3])

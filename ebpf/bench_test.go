@@ -22,14 +22,20 @@ func BenchmarkDecodeExecEvent(b *testing.B) {
 	r.Hdr.Type = uint32(event.Exec)
 	copy(r.Filename[:], []int8{'/', 'b', 'i', 'n', '/', 's', 'h'})
 	args := "/bin/sh\x00-c\x00echo hello\x00"
-	r.ArgsLen, r.ArgsCap = uint32(len(args)), 1024
+	exe, cwd := "/bin/busybox", "/root"
+	r.ArgsLen, r.ArgsCap, r.PathCap = uint32(len(args)), 1024, 256
+	r.ExeLen, r.CwdLen = uint32(len(exe)), uint32(len(cwd))
 	raw, err := binary.Append(nil, binary.NativeEndian, &r)
 	if err != nil {
 		b.Fatal(err)
 	}
-	// argv follows the fixed part, in the smallest record size (1 KiB of args).
-	raw = append(raw[:unsafe.Offsetof(r.Args)], make([]byte, 1024)...)
-	copy(raw[unsafe.Offsetof(r.Args):], args)
+	// argv, exe and cwd follow the fixed part, in the smallest record size (1 KiB
+	// of args, 256 bytes per path).
+	at := int(unsafe.Offsetof(r.Args))
+	raw = append(raw[:at], make([]byte, 1024+2*256)...)
+	copy(raw[at:], args)
+	copy(raw[at+1024:], exe)
+	copy(raw[at+1024+256:], cwd)
 	b.ReportAllocs()
 	for b.Loop() {
 		if _, err := decodeEvent(raw, names{}, nil); err != nil {

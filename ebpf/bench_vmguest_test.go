@@ -197,7 +197,7 @@ func fileLoop(kind, count string) int {
 		op = func(int) syscall.Errno {
 			fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT, at, created, unix.O_CREAT|unix.O_WRONLY|unix.O_EXCL, 0o644, 0, 0)
 			if errno == 0 {
-				sys(unix.SYS_CLOSE, fd, 0, 0)
+				_, _ = sys(unix.SYS_CLOSE, fd, 0, 0)
 				_, errno = sys(unix.SYS_UNLINKAT, at, created, 0)
 			}
 			return errno
@@ -270,8 +270,12 @@ func BenchmarkVMFile(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, p := range []string{"/srv/bench/etc/passwd", "/srv/bench/other", "/srv/bench/data", "/srv/bench/a"} {
-		os.MkdirAll(filepath.Dir(p), 0o755)
-		os.WriteFile(p, []byte("x"), 0o644)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			b.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte("x"), 0o644); err != nil {
+			b.Fatal(err)
+		}
 	}
 	for _, kind := range []string{"open-ro-match", "open-ro-other", "open-wr", "create-unlink", "chmod", "rename", "mmap-shared", "setxattr"} {
 		b.Run(kind, func(b *testing.B) {
@@ -280,7 +284,9 @@ func BenchmarkVMFile(b *testing.B) {
 					progs, stop := benchSetup(b, cfg)
 					defer stop()
 					os.Remove("/srv/bench/b")
-					os.WriteFile("/srv/bench/a", []byte("x"), 0o644)
+					if err := os.WriteFile("/srv/bench/a", []byte("x"), 0o644); err != nil {
+						b.Fatal(err)
+					}
 					cmd := exec.Command("/bin/busybox", "unshare", "-p", "-m", "-f", "--", self)
 					// A file operation is ~100x cheaper than a fork+exec: each b.N iteration runs
 					// fileLoopScale of them, so one -test.benchtime suits every VM loop.

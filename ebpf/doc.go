@@ -49,7 +49,9 @@
 // tp_btf sched_process_fork/exec/exit and the setsid syscall tracepoint report every
 // process with its ids, session, namespaces, cgroup, credentials and tty; exec
 // events carry argv and the executable and working directory resolved by a dentry
-// walk from the task's own root (so container paths are the container's). Telemetry
+// walk from the task's own root (so container paths are the container's), whole up
+// to PATH_MAX (4096 bytes; longer ones keep their beginning and say so), in a
+// record reserved at one of six sizes after their lengths are known. Telemetry
 // and log-only decisions are batched: the reader is woken for alerts, blocks and a
 // filling ring, and otherwise polls (Options.FlushInterval). A full ring drops
 // events and counts them (Stats.RingbufDrops); nothing is lost silently.

@@ -116,7 +116,7 @@ func TestProcessTelemetry(t *testing.T) {
 		t.Fatal(err)
 	}
 	p := exe.Process
-	if p.PIDNamespace != ns || p.MountNamespace != uint32(mnt.Ino) {
+	if p.PIDNamespace != ns || uint64(p.MountNamespace) != mnt.Ino {
 		t.Errorf("namespaces pid %d mnt %d, want %d %d", p.PIDNamespace, p.MountNamespace, ns, mnt.Ino)
 	}
 	if p.UID != uint32(os.Getuid()) || p.EGID != uint32(os.Getegid()) {
@@ -342,13 +342,17 @@ func TestPathResolution(t *testing.T) {
 	}
 	t.Run("across a mount", func(t *testing.T) {
 		mnt := filepath.Join(base, "mnt")
-		os.MkdirAll(mnt, 0o755)
+		if err := os.MkdirAll(mnt, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if err := syscall.Mount("tmpfs", mnt, "tmpfs", 0, ""); err != nil {
 			t.Fatal(err)
 		}
 		defer syscall.Unmount(mnt, syscall.MNT_DETACH)
 		dir := filepath.Join(mnt, "sub", "dir")
-		os.MkdirAll(dir, 0o755)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		if ev := cwdOf(t, dir, "/bin/true"); ev.Cwd != dir {
 			t.Errorf("cwd %q, want %q", ev.Cwd, dir)
 		}
@@ -361,8 +365,10 @@ func TestPathResolution(t *testing.T) {
 		for range 12 {
 			dir = filepath.Join(dir, strings.Repeat("d", 30))
 		}
-		os.MkdirAll(dir, 0o755)
-		if ev := cwdOf(t, dir, "/bin/true"); !ev.PathTruncated || ev.Cwd != dir[:255] {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if ev := cwdOf(t, dir, "/bin/true"); ev.PathTruncated || ev.Cwd != dir { // whole, up to PATH_MAX
 			t.Errorf("cwd %q (truncated %v) for %d-byte %q", ev.Cwd, ev.PathTruncated, len(dir), dir)
 		}
 	})
@@ -373,13 +379,17 @@ func TestPathResolution(t *testing.T) {
 		comp := strings.Repeat("p", 20)
 		script := fmt.Sprintf(`exec perl -e 'for (1..300) { mkdir "%[1]s"; chdir "%[1]s" or die "chdir: $!" } system("/bin/true") == 0 or die'`, comp)
 		dir := filepath.Join(base, "deep")
-		os.MkdirAll(dir, 0o755)
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			t.Fatal(err)
+		}
 		ev := cwdOf(t, dir, script)
 		want := dir + strings.Repeat("/"+comp, 300)
-		if !ev.PathTruncated || ev.Cwd != want[:255] {
-			t.Errorf("cwd %q (truncated %v), want the first 255 bytes of the %d-byte path: %q", ev.Cwd, ev.PathTruncated, len(want), want[:255])
+		if !ev.PathTruncated || ev.Cwd != want[:4096] {
+			t.Errorf("cwd %q (truncated %v), want the first 4096 bytes of the %d-byte path: %q", abbrev(ev.Cwd), ev.PathTruncated, len(want), abbrev(want[:4096]))
 		}
-		exec.Command("rm", "-rf", dir).Run()
+		if err := exec.Command("rm", "-rf", dir).Run(); err != nil {
+			t.Error(err)
+		}
 	})
 }
 
@@ -515,8 +525,11 @@ func TestFileSyscallDetection(t *testing.T) {
 `, dir))); err != nil {
 		t.Fatal(err)
 	}
-	os.WriteFile(dir+"/old", []byte("x\n"), 0o644)
-	os.WriteFile(dir+"/host", []byte("x\n"), 0o644)
+	for _, f := range []string{"old", "host"} {
+		if err := os.WriteFile(dir+"/"+f, []byte("x\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if err := exec.Command("sh", "-c", "echo >> "+dir+"/host; cat "+dir+"/old >/dev/null").Run(); err != nil {
 		t.Fatal(err)
 	}

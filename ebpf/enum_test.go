@@ -74,6 +74,7 @@ var enumTwins = map[string][]enumTwin{
 // goOnly are Go constants of the mirrored types with no C twin: hook points
 // user space reports (file syscalls, detected without BPF LSM).
 var goOnly = map[event.HookPoint]bool{event.HookSysOpen: true, event.HookSysUnlink: true, event.HookSysRename: true, event.HookSysChmod: true,
+	event.HookSysLink: true, event.HookSysTruncate: true, event.HookSysMknod: true,
 	event.HookSysConnect: true, event.HookSysAccept: true, event.HookSysBind: true, event.HookInetSockSetState: true}
 
 // TestEnumTwins: every Go mirror equals its generated constant, the generated

@@ -82,16 +82,19 @@ func decodeEvent(raw []byte, n names, sys *Syscall) (event.Event, error) {
 		}
 		ev = header(r.Hdr, r.Proc, n)
 		ev.Filename = cstring(r.Filename[:])
-		ev.Executable = cstring(r.Exe[:])
-		ev.Cwd = cstring(r.Cwd[:])
 		ev.PathTruncated = r.ExeTruncated != 0 || r.CwdTruncated != 0
-		// argv follows the fixed part, in a record of one of three sizes.
+		// The tail follows the fixed part, in a record of one of six sizes:
+		// args_cap bytes for argv, then path_cap for the executable and for the
+		// cwd.
 		fixed := int(unsafe.Offsetof(r.Args)) // not Sizeof: args starts before the tail padding
-		n := min(int(r.ArgsLen), int(r.ArgsCap), len(raw)-fixed)
-		if n < 0 {
-			return ev, fmt.Errorf("short exec record: %d bytes", len(raw))
+		tail := raw[fixed:]
+		acap, pcap := int(r.ArgsCap), int(r.PathCap)
+		if acap+2*pcap > len(tail) || acap < 0 || pcap < 0 {
+			return ev, fmt.Errorf("short exec record: %d bytes for a tail of %d+2*%d", len(raw), acap, pcap)
 		}
-		ev.Args = splitArgs(raw[fixed : fixed+n])
+		ev.Args = splitArgs(tail[:min(int(r.ArgsLen), acap)])
+		ev.Executable = string(tail[acap : acap+min(int(r.ExeLen), pcap)])
+		ev.Cwd = string(tail[acap+pcap : acap+pcap+min(int(r.CwdLen), pcap)])
 		ev.ArgsTruncated = r.ArgsTruncated != 0
 		ev.ArgsCount = int(r.Argc)
 		ev.Layer = event.Layer(r.ExeLayer)

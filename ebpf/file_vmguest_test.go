@@ -114,8 +114,11 @@ func TestVMFileEnforcement(t *testing.T) {
 	writeFile(t, "/tmp/datavol/file", 0o644)
 	writeFile(t, "/tmp/app.conf", 0o644)
 	writeFile(t, "/config/app.conf", 0o644)
-	os.MkdirAll("/data", 0o755)
-	os.MkdirAll("/var/log", 0o755)
+	for _, d := range []string{"/data", "/var/log"} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	bindMount(t, "/tmp/datavol", "/data")
 	bindMount(t, "/tmp/app.conf", "/config/app.conf")
 	if err := os.Symlink("/etc/passwd", "/tmp/pw"); err != nil && !os.IsExist(err) {
@@ -231,7 +234,9 @@ func TestVMDefaultPolicyDrift(t *testing.T) {
 		t.Fatal(err)
 	}
 	installExecutables(t, exitZero, "/bin/ls-copy-src")
-	os.MkdirAll("/usr/local/bin", 0o755)
+	if err := os.MkdirAll("/usr/local/bin", 0o755); err != nil {
+		t.Fatal(err)
+	}
 	writeFile(t, "/tmp/script.sh", 0o644)
 	writeFile(t, "/tmp/notes.txt", 0o644)
 	for _, c := range []struct {
@@ -295,7 +300,9 @@ func TestVMFileDifferential(t *testing.T) {
 		}
 	}
 	for _, p := range genFiles {
-		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	cases := 0
 	for range 40 {

@@ -86,6 +86,20 @@ type fileSyscallPrograms struct {
 	WatchUnlinkExit    *ebpf.Program `ebpf:"watch_unlink_exit"`
 	WatchUnlinkat      *ebpf.Program `ebpf:"watch_unlinkat"`
 	WatchUnlinkatExit  *ebpf.Program `ebpf:"watch_unlinkat_exit"`
+	WatchLink          *ebpf.Program `ebpf:"watch_link"`
+	WatchLinkExit      *ebpf.Program `ebpf:"watch_link_exit"`
+	WatchLinkat        *ebpf.Program `ebpf:"watch_linkat"`
+	WatchLinkatExit    *ebpf.Program `ebpf:"watch_linkat_exit"`
+	WatchTruncate      *ebpf.Program `ebpf:"watch_truncate"`
+	WatchTruncateExit  *ebpf.Program `ebpf:"watch_truncate_exit"`
+	WatchFtruncate     *ebpf.Program `ebpf:"watch_ftruncate"`
+	WatchFtruncateExit *ebpf.Program `ebpf:"watch_ftruncate_exit"`
+	WatchFchmod        *ebpf.Program `ebpf:"watch_fchmod"`
+	WatchFchmodExit    *ebpf.Program `ebpf:"watch_fchmod_exit"`
+	WatchMknod         *ebpf.Program `ebpf:"watch_mknod"`
+	WatchMknodExit     *ebpf.Program `ebpf:"watch_mknod_exit"`
+	WatchMknodat       *ebpf.Program `ebpf:"watch_mknodat"`
+	WatchMknodatExit   *ebpf.Program `ebpf:"watch_mknodat_exit"`
 }
 
 // networkPrograms are the BPF LSM programs of network selectors

@@ -65,7 +65,7 @@ func persistDaemon() int {
 	var mu sync.Mutex
 	say := func(l daemonLine) {
 		mu.Lock()
-		out.Encode(l)
+		_ = out.Encode(l) // stdout is the test reading it; it is gone only when it stopped listening
 		mu.Unlock()
 	}
 	e, err := Open(Options{PinPath: os.Getenv("PERSIST_PIN"), StateDir: os.Getenv("PERSIST_STATE"),
@@ -246,7 +246,12 @@ func TestVMPersist(t *testing.T) {
 	}
 	pin = filepath.Join(pin, "cloud-defend")
 	state := t.TempDir()
-	t.Cleanup(func() { RemovePinned(pin, state); os.Remove(filepath.Dir(pin)) })
+	t.Cleanup(func() {
+		if _, _, err := RemovePinned(pin, state); err != nil {
+			t.Error(err)
+		}
+		_ = os.Remove(filepath.Dir(pin)) // may hold other pins
+	})
 	installExecutables(t, exitZero, "/usr/bin/tool-a", "/usr/bin/tool-b")
 	if err := os.MkdirAll("/locked", 0o755); err != nil {
 		t.Fatal(err)

@@ -243,7 +243,7 @@ func layoutOf(ms *ebpf.MapSpec) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%v %d %d %d|", ms.Type, ms.KeySize, ms.ValueSize, ms.MaxEntries)
 	btfLayout(h, ms.Key, 0)
-	io.WriteString(h, "|")
+	fmt.Fprint(h, "|")
 	btfLayout(h, ms.Value, 0)
 	if ms.Type == ebpf.RingBuf {
 		for _, r := range ringRecords {
@@ -255,7 +255,7 @@ func layoutOf(ms *ebpf.MapSpec) string {
 
 func btfLayout(w io.Writer, t btf.Type, depth int) {
 	if t == nil || depth > 16 {
-		io.WriteString(w, "-")
+		fmt.Fprint(w, "-")
 		return
 	}
 	switch t := btf.UnderlyingType(t).(type) {
@@ -264,17 +264,17 @@ func btfLayout(w io.Writer, t btf.Type, depth int) {
 		for _, m := range t.Members {
 			fmt.Fprintf(w, "%s@%d/%d:", m.Name, m.Offset, m.BitfieldSize)
 			btfLayout(w, m.Type, depth+1)
-			io.WriteString(w, ";")
+			fmt.Fprint(w, ";")
 		}
-		io.WriteString(w, "}")
+		fmt.Fprint(w, "}")
 	case *btf.Union:
 		fmt.Fprintf(w, "union %s %d{", t.Name, t.Size)
 		for _, m := range t.Members {
 			fmt.Fprintf(w, "%s@%d:", m.Name, m.Offset)
 			btfLayout(w, m.Type, depth+1)
-			io.WriteString(w, ";")
+			fmt.Fprint(w, ";")
 		}
-		io.WriteString(w, "}")
+		fmt.Fprint(w, "}")
 	case *btf.Array:
 		fmt.Fprintf(w, "[%d]", t.Nelems)
 		btfLayout(w, t.Type, depth+1)
@@ -283,7 +283,7 @@ func btfLayout(w io.Writer, t btf.Type, depth int) {
 	case *btf.Enum:
 		fmt.Fprintf(w, "enum%d", t.Size)
 	case *btf.Pointer:
-		io.WriteString(w, "ptr")
+		fmt.Fprint(w, "ptr")
 	default:
 		fmt.Fprintf(w, "%T", t)
 	}
@@ -301,12 +301,12 @@ func goLayout(w io.Writer, t reflect.Type) {
 			fmt.Fprintf(w, " %s@%d:", f.Name, f.Offset)
 			goLayout(w, f.Type)
 		}
-		io.WriteString(w, "}")
+		fmt.Fprint(w, "}")
 	case reflect.Array:
 		fmt.Fprintf(w, "[%d]", t.Len())
 		goLayout(w, t.Elem())
 	default:
-		io.WriteString(w, t.Kind().String())
+		fmt.Fprint(w, t.Kind().String())
 	}
 }
 
@@ -672,7 +672,7 @@ func (e *Engine) carryOver(old *pinned) {
 		}
 		// The new programs run already: an increment between the lookup and
 		// this update is lost (a counter, not an event).
-		newStats.Update(i, cur, ebpf.UpdateAny)
+		_ = newStats.Update(i, cur, ebpf.UpdateAny) // an array index in range: it cannot fail but for ENOMEM
 	}
 }
 

@@ -25,6 +25,9 @@ type reader struct {
 	rec       ringbuf.Record
 	names     names   // interned command names
 	sys       Syscall // the last file syscall record read (no BPF LSM)
+	// mounts: workloads' mount tables by mount namespace, for the volume
+	// conditions of file syscalls (no BPF LSM; sysfile.go).
+	mounts map[uint32]*mountTable
 	// flushInterval: see Options.FlushInterval.
 	flushInterval time.Duration
 	hostNS        uint32 // the node's pid namespace: processes outside it are workloads

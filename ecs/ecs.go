@@ -241,6 +241,11 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 		// process.args holds argv's beginning only: say so, never silently.
 		w.bool("args_truncated", true)
 	}
+	if v := ctx.Process; v != nil && v.Process.PathTruncated && (v.Process.Executable != "" || v.Process.WorkingDirectory != "") {
+		// process.executable or process.working_directory holds the path's
+		// beginning only.
+		w.bool("path_truncated", true)
+	}
 	if ev.Layer != event.LayerNone {
 		w.str("executable_layer", ev.Layer.String())
 	}

@@ -313,6 +313,31 @@ func TestHeartbeatAndMetrics(t *testing.T) {
 	}
 }
 
+// TestTruncatedPath: when the kernel cut the executable's path or the working
+// directory, the document says so; otherwise the field is absent.
+func TestTruncatedPath(t *testing.T) {
+	e := testEncoder()
+	long := "/" + strings.Repeat("d", 4095)
+	p := proctree.Process{PID: 42, Start: time.Second, EntityID: "e", Executable: long, Name: "x",
+		WorkingDirectory: long, PathTruncated: true}
+	ev := event.Event{Kind: event.ProcessDecision, Time: 2 * time.Second, Op: policy.OpExec, Actions: policy.ActionLog,
+		Path: long, Process: event.Process{PID: 42, Start: time.Second}}
+	d, _, err := e.Encode(&ev, &enrich.Context{Process: &proctree.View{Process: p}}, Meta{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := decode(t, d)
+	if field(m, "cloud_defend", "path_truncated") != true || field(m, "process", "executable") != long {
+		t.Errorf("path_truncated %v, executable %d bytes", field(m, "cloud_defend", "path_truncated"), len(field(m, "process", "executable").(string)))
+	}
+	p.PathTruncated = false
+	d, _, _ = e.Encode(&ev, &enrich.Context{Process: &proctree.View{Process: p}}, Meta{})
+	m = decode(t, d)
+	if field(m, "cloud_defend", "path_truncated") != nil {
+		t.Errorf("whole paths: path_truncated %v", field(m, "cloud_defend", "path_truncated"))
+	}
+}
+
 // TestTruncatedArgs: when the kernel cut argv, the document says so and
 // process.args_count is the true count, not the number of args kept.
 func TestTruncatedArgs(t *testing.T) {

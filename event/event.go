@@ -85,12 +85,16 @@ const (
 	HookSysOpen   HookPoint = 20 // openat, openat2, creat with write intent
 	HookSysUnlink HookPoint = 21 // unlink, unlinkat
 	HookSysRename HookPoint = 22 // rename, renameat, renameat2
-	HookSysChmod  HookPoint = 23 // chmod, fchmodat
+	HookSysChmod  HookPoint = 23 // chmod, fchmodat, fchmod
 	// Network operations seen without BPF LSM.
 	HookSysConnect       HookPoint = 24 // connect(2) returned (or is in progress)
 	HookSysAccept        HookPoint = 25 // accept(2), accept4(2) returned
 	HookSysBind          HookPoint = 26 // bind(2) returned
 	HookInetSockSetState HookPoint = 27 // sock:inet_sock_set_state (TCP state changes)
+	// More file operations seen at a syscall's exit (no BPF LSM).
+	HookSysLink     HookPoint = 30 // link, linkat
+	HookSysTruncate HookPoint = 31 // truncate, ftruncate
+	HookSysMknod    HookPoint = 32 // mknod, mknodat of a regular file
 )
 
 var hookNames = map[HookPoint]string{
@@ -105,6 +109,8 @@ var hookNames = map[HookPoint]string{
 	HookInetSockSetState: "tracepoint__sock__inet_sock_set_state",
 	HookSysOpen:          "tracepoint__sys_exit_openat", HookSysUnlink: "tracepoint__sys_exit_unlinkat",
 	HookSysRename: "tracepoint__sys_exit_renameat2", HookSysChmod: "tracepoint__sys_exit_fchmodat",
+	HookSysLink: "tracepoint__sys_exit_linkat", HookSysTruncate: "tracepoint__sys_exit_truncate",
+	HookSysMknod: "tracepoint__sys_exit_mknodat",
 }
 
 func (h HookPoint) String() string {
@@ -167,7 +173,7 @@ type Event struct {
 	Filename      string   // exec: the name as executed (may be relative, or a symlink)
 	Executable    string   // exec: the resolved executable, as the process's root sees it
 	Cwd           string   // exec: the working directory, as the process's root sees it
-	PathTruncated bool     // exec: Executable or Cwd is longer than 255 bytes and was cut
+	PathTruncated bool     // exec: Executable or Cwd is longer than 4096 bytes (or deeper than the walk goes) and holds its beginning
 	Args          []string // exec: argv
 	ArgsTruncated bool     // exec: argv was longer than the kernel copies (20 KiB)
 	ArgsCount     int      // exec: the true argument count, also when Args was cut

@@ -42,7 +42,7 @@ func TestEncoderFieldsDeclared(t *testing.T) {
 			Executable: exe, Name: exe[strings.LastIndexByte(exe, '/')+1:], Args: []string{exe, "-x"}, WorkingDirectory: "/",
 			Interactive: true, TTYMajor: 136, TTYMinor: 1, EntryMetaType: proctree.EntryContainer,
 			Previous: []proctree.Exec{{Executable: "/bin/sh", Args: []string{"sh"}}}, Exited: true, ExitKnown: true, End: 2 * time.Second,
-			ArgsTruncated: true}
+			ArgsTruncated: true, PathTruncated: true}
 	}
 	self, parent := rec(10, "/bin/cat"), rec(9, "/bin/sh")
 	view := &proctree.View{Process: self, Parent: &parent,

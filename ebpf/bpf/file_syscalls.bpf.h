@@ -2,16 +2,18 @@
  *
  * Where the LSM programs cannot load, file operations are seen after the
  * fact at the exit of the syscalls that make them: openat/openat2/creat with
- * write intent, unlink/unlinkat, rename/renameat/renameat2, chmod/fchmodat.
+ * write intent, unlink/unlinkat, rename/renameat/renameat2, chmod/fchmodat/
+ * fchmod, link/linkat, truncate/ftruncate, mknod/mknodat of a regular file.
  * The kernel keeps only workloads (tasks outside the node's pid namespace),
  * successful calls, write intent (read from the opened file itself: no
  * sys_enter program for opens, the most frequent call) and operations the
  * live file policy has a selector for; user space maps the call to the
  * policy's operations and evaluates the file selectors (reported, never
  * blocked). An opened file's path is resolved from the file, as the LSM hooks
- * resolve it; the other calls' paths are the ones the task passed, made
- * absolute against the directory they start from (symlinks and ".." in them
- * are not resolved).
+ * resolve it, and so is a call by descriptor's (fchmod, ftruncate); the other
+ * calls' paths are the ones the task passed, with the directory they start
+ * from resolved at the call: user space resolves their symlinks and ".." (it
+ * needs the task's root, which is not walked here).
  *
  * Included at the end of cloud_defend.bpf.c: it uses its maps and helpers. */
 
@@ -21,10 +23,14 @@ enum sys_op {
 	SYS_UNLINK = 2,
 	SYS_RENAME = 3,
 	SYS_CHMOD = 4,
+	SYS_LINK = 5,     /* link, linkat: path is the source, path2 the new name */
+	SYS_TRUNCATE = 6, /* truncate, ftruncate */
+	SYS_MKNOD = 7,    /* mknod, mknodat of a regular file */
 };
 
 #define AT_FDCWD -100
 #define AT_REMOVEDIR 0x200
+#define SYSFILE_BY_FD 1 /* sysfile_event.created for a call by descriptor: path was resolved from the file */
 
 struct sysfile_event {
 	struct event_header hdr;
@@ -32,7 +38,7 @@ struct sysfile_event {
 	__u32 op;      /* enum sys_op */
 	__u32 flags;   /* open: the flags; unlinkat: its flags; renameat2: its flags */
 	__u32 mode;    /* chmod: the new mode; open: the file's mode after it */
-	__u32 created; /* open: this open created the file (FMODE_CREATED) */
+	__u32 created; /* open: this open created the file (FMODE_CREATED); fchmod, ftruncate: SYSFILE_BY_FD */
 	__s32 dfd;     /* the directory fd path is relative to (AT_FDCWD: the cwd) */
 	__s32 dfd2;    /* rename: newpath's */
 	char path[MAX_PATH + 1];
@@ -58,6 +64,18 @@ struct {
 	__type(key, __u32);
 	__type(value, struct sysfile_event);
 } sysfile_scratch SEC(".maps");
+
+/* sys_in_scope is in_scope for the syscall tracepoints, which run for every
+ * task's calls: when the node's pid namespace is the initial one (the agent runs
+ * with hostPID), a task is a workload exactly when its pid is not at level 0, and
+ * that is two direct loads; otherwise the namespace is compared as in_scope does. */
+static __always_inline struct task_struct *sys_in_scope(void)
+{
+	struct task_struct *t = (struct task_struct *)bpf_get_current_task_btf();
+	if (host_pidns == PID_NS_INIT_INO)
+		return t->thread_pid->level ? t : 0;
+	return task_pidns(t) == host_pidns ? 0 : t;
+}
 
 /* dir_of resolves the directory a relative path starts from: the task's
  * working directory, or the directory open at dfd. dfd is an int: the
@@ -85,11 +103,17 @@ static __always_inline void dir_of(struct task_struct *t, int dfd, char *dst)
 
 /* enter records a workload's call: its user-space path arguments are only
  * readable now. */
+static __always_inline int sysfile_covered(__u32 op, __u32 mode);
+
 static __always_inline int sysfile_enter(__u32 op, __u32 flags, __u32 mode, int dfd, const char *path, int dfd2,
 					 const char *path2)
 {
-	struct task_struct *t = in_scope();
+	struct task_struct *t = sys_in_scope();
 	if (!t)
+		return 0;
+	/* Calls no selector covers leave before the copies and the directory walk
+	 * (sysfile_exit asks again, of the policy live then). */
+	if (!sysfile_covered(op, mode))
 		return 0;
 	__u32 zero = 0;
 	struct sysfile_event *e = bpf_map_lookup_elem(&sysfile_scratch, &zero);
@@ -117,6 +141,54 @@ static __always_inline int sysfile_enter(__u32 op, __u32 flags, __u32 mode, int 
 	return 0;
 }
 
+/* fd_file is the file open at fd in t, or 0. */
+static __always_inline struct file *fd_file(struct task_struct *t, long fd)
+{
+	struct fdtable *fdt = t->files->fdt;
+	if (fd < 0 || fd >= fdt->max_fds)
+		return 0;
+	struct file **fds = fdt->fd;
+	struct file *f = 0;
+	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xfffff]);
+	return f;
+}
+
+/* sysfile_enter_fd records a workload's call on a regular file by descriptor
+ * (fchmod, ftruncate): its path is resolved from the file, as for opens. mode
+ * is the new mode (fchmod), or 0 for the file's own. */
+static __always_inline int sysfile_enter_fd(__u32 op, long fd, __u32 mode)
+{
+	struct task_struct *t = sys_in_scope();
+	if (!t)
+		return 0;
+	struct file *f = fd_file(t, fd);
+	if (!f)
+		return 0;
+	__u32 imode = BPF_CORE_READ(f, f_inode, i_mode);
+	if ((imode & S_IFMT) != S_IFREG)
+		return 0;
+	if (!sysfile_covered(op, mode ? mode : imode))
+		return 0;
+	__u32 zero = 0;
+	struct sysfile_event *e = bpf_map_lookup_elem(&sysfile_scratch, &zero);
+	struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
+	if (!e || !s)
+		return 0;
+	e->op = op;
+	e->flags = 0;
+	e->mode = mode ? mode : imode;
+	e->created = SYSFILE_BY_FD;
+	e->dfd = AT_FDCWD;
+	e->dfd2 = 0;
+	resolve(s, BPF_CORE_READ(f, f_path.mnt), BPF_CORE_READ(f, f_path.dentry), e->path);
+	e->path2[0] = 0;
+	e->base[0] = 0;
+	e->base2[0] = 0;
+	__u32 tid = t->pid;
+	bpf_map_update_elem(&sysfile_inflight, &tid, e, BPF_ANY);
+	return 0;
+}
+
 /* sysfile_covered says whether the live file policy has a selector for an
  * operation the call makes: only those reach user space. */
 static __always_inline int sysfile_covered(__u32 op, __u32 mode)
@@ -130,6 +202,15 @@ static __always_inline int sysfile_covered(__u32 op, __u32 mode)
 		       covered(FOP_CREATE_EXECUTABLE, &gen);
 	case SYS_CHMOD:
 		return covered(exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_MODIFY_FILE), &gen);
+	case SYS_LINK: /* the source is modified, the new name created (the mode is read later) */
+		return covered(FOP_MODIFY_FILE, &gen) || covered(FOP_MODIFY_EXECUTABLE, &gen) ||
+		       covered(FOP_CREATE_FILE, &gen) || covered(FOP_CREATE_EXECUTABLE, &gen);
+	case SYS_TRUNCATE: /* by name, the mode is read later: 0 */
+		if (!mode)
+			return covered(FOP_MODIFY_FILE, &gen) || covered(FOP_MODIFY_EXECUTABLE, &gen);
+		return covered(exec_or(mode, FOP_MODIFY_EXECUTABLE, FOP_MODIFY_FILE), &gen);
+	case SYS_MKNOD:
+		return covered(exec_or(mode, FOP_CREATE_EXECUTABLE, FOP_CREATE_FILE), &gen);
 	}
 	return 0;
 }
@@ -137,7 +218,7 @@ static __always_inline int sysfile_covered(__u32 op, __u32 mode)
 /* exit reports a recorded call that succeeded. */
 static __always_inline int sysfile_exit(long ret)
 {
-	struct task_struct *t = in_scope();
+	struct task_struct *t = sys_in_scope();
 	if (!t)
 		return 0;
 	__u32 tid = t->pid;
@@ -172,11 +253,12 @@ static __always_inline int open_exit(long fd)
 {
 	if (fd < 0)
 		return 0;
-	struct task_struct *t = in_scope();
+	struct task_struct *t = sys_in_scope();
 	if (!t)
 		return 0;
 	/* Direct loads through the task's BTF pointers; the fd array's slot and
-	 * the file need a probe read each: two helper calls for a read-only open. */
+	 * the file's mode need a probe read each: two helper calls for a read-only
+	 * open, the whole cost of the commonest call. */
 	struct fdtable *fdt = t->files->fdt;
 	if (fd >= fdt->max_fds)
 		return 0;
@@ -185,7 +267,8 @@ static __always_inline int open_exit(long fd)
 	bpf_probe_read_kernel(&f, sizeof(f), &fds[fd & 0xfffff]);
 	if (!f)
 		return 0;
-	__u32 fmode = BPF_CORE_READ(f, f_mode);
+	__u32 fmode = 0;
+	bpf_probe_read_kernel(&fmode, sizeof(fmode), (void *)f + bpf_core_field_offset(struct file, f_mode));
 	if (!(fmode & FMODE_WRITE))
 		return 0;
 	__u32 mode = BPF_CORE_READ(f, f_inode, i_mode);
@@ -289,6 +372,61 @@ int watch_chmod(struct trace_event_raw_sys_enter *ctx)
 	return sysfile_enter(SYS_CHMOD, 0, ctx->args[1], AT_FDCWD, (const char *)ctx->args[0], 0, 0);
 }
 
+#define AT_SYMLINK_FOLLOW 0x400
+
+SEC("tracepoint/syscalls/sys_enter_linkat")
+int watch_linkat(struct trace_event_raw_sys_enter *ctx)
+{
+	return sysfile_enter(SYS_LINK, ctx->args[4], 0, ctx->args[0], (const char *)ctx->args[1], ctx->args[2],
+			     (const char *)ctx->args[3]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_link")
+int watch_link(struct trace_event_raw_sys_enter *ctx)
+{
+	return sysfile_enter(SYS_LINK, 0, 0, AT_FDCWD, (const char *)ctx->args[0], AT_FDCWD, (const char *)ctx->args[1]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_truncate")
+int watch_truncate(struct trace_event_raw_sys_enter *ctx)
+{
+	return sysfile_enter(SYS_TRUNCATE, 0, 0, AT_FDCWD, (const char *)ctx->args[0], 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_ftruncate")
+int watch_ftruncate(struct trace_event_raw_sys_enter *ctx)
+{
+	return sysfile_enter_fd(SYS_TRUNCATE, ctx->args[0], 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_fchmod")
+int watch_fchmod(struct trace_event_raw_sys_enter *ctx)
+{
+	__u32 mode = ctx->args[1];
+	return sysfile_enter_fd(SYS_CHMOD, ctx->args[0], mode | S_IFREG); /* never 0: the new mode */
+}
+
+/* mknod of anything but a regular file (a device, a fifo, a socket) makes no file
+ * the policy names; mode 0 is a regular file. */
+static __always_inline int mknod_enter(int dfd, const char *path, __u32 mode)
+{
+	if ((mode & S_IFMT) != S_IFREG && (mode & S_IFMT) != 0)
+		return 0;
+	return sysfile_enter(SYS_MKNOD, 0, mode, dfd, path, 0, 0);
+}
+
+SEC("tracepoint/syscalls/sys_enter_mknodat")
+int watch_mknodat(struct trace_event_raw_sys_enter *ctx)
+{
+	return mknod_enter(ctx->args[0], (const char *)ctx->args[1], ctx->args[2]);
+}
+
+SEC("tracepoint/syscalls/sys_enter_mknod")
+int watch_mknod(struct trace_event_raw_sys_enter *ctx)
+{
+	return mknod_enter(AT_FDCWD, (const char *)ctx->args[0], ctx->args[1]);
+}
+
 /* One exit program per syscall: each runs only for its own call. */
 #define SYSFILE_EXIT(name)                                            \
 	SEC("tracepoint/syscalls/sys_exit_" #name)                    \
@@ -303,5 +441,12 @@ SYSFILE_EXIT(renameat)
 SYSFILE_EXIT(rename)
 SYSFILE_EXIT(fchmodat)
 SYSFILE_EXIT(chmod)
+SYSFILE_EXIT(linkat)
+SYSFILE_EXIT(link)
+SYSFILE_EXIT(truncate)
+SYSFILE_EXIT(ftruncate)
+SYSFILE_EXIT(fchmod)
+SYSFILE_EXIT(mknodat)
+SYSFILE_EXIT(mknod)
 
 struct sysfile_event *unused_sysfile_event __attribute__((unused));

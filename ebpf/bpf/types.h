@@ -12,6 +12,7 @@
 #define ARGS_LEN 1024 /* the argv an exec record has room for in its common (smallest) size */
 #define ARGS_MID 4096
 #define ARGS_MAX 20480 /* the most argv copied, as Elastic's probe: longer is cut, and says so */
+#define EXEC_PATH_MIN 256 /* room for the executable and the cwd in an exec record's smallest size; PATH_BUF in its larger */
 #define MAX_RESPONSES 64
 
 enum event_type {
@@ -211,18 +212,22 @@ struct exec_event {
 	__u32 args_len;
 	__u32 args_truncated;
 	__u32 pad;
-	__u8 exe_truncated; /* exe or cwd longer than 255 bytes (the field holds the first 255), or deeper than MAX_STEPS */
+	__u8 exe_truncated; /* exe longer than PATH_BUF bytes (the tail holds its first PATH_BUF), or its walk incomplete */
 	__u8 cwd_truncated;
 	__u8 exe_layer; /* enum layer */
 	__u8 pad2[5];
 	char filename[MAX_PATH + 1];
-	char exe[MAX_PATH + 1]; /* resolved, as the task's root sees it */
-	char cwd[MAX_PATH + 1];
 	__u32 argc;     /* the true argument count, even when args is cut */
-	__u32 args_cap; /* bytes of args this record has: ARGS_LEN, ARGS_MID or ARGS_MAX */
-	/* argv follows, args_len bytes: the record is reserved in one of three sizes
-	 * (ringbuf reservations are of constant size), the smallest that holds it, so
-	 * the common exec pays for 1 KiB, not 20. */
+	__u32 args_cap; /* bytes of the tail for argv: ARGS_LEN, ARGS_MID or ARGS_MAX */
+	__u32 path_cap; /* bytes of the tail for each of exe and cwd: EXEC_PATH_MIN or PATH_BUF */
+	__u32 exe_len;  /* bytes of exe (resolved, as the task's mount tree sees it), at args[args_cap] */
+	__u32 cwd_len;  /* bytes of cwd, at args[args_cap + path_cap] */
+	__u32 pad3;
+	/* The tail: argv (args_len bytes of args_cap), then exe (path_cap bytes), then
+	 * cwd (path_cap bytes), none NUL-terminated. The record is reserved in one of
+	 * six sizes (ringbuf reservations are of constant size), the smallest that
+	 * holds it, so the common exec pays for 1 KiB of argv and 256 bytes per path,
+	 * not 20 KiB and 4. */
 	char args[];
 };
 

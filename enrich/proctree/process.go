@@ -35,6 +35,7 @@ type Process struct {
 	ArgsTruncated    bool
 	ArgsCount        int // the true argc (Args may hold fewer when cut); 0: unknown, len(Args)
 	WorkingDirectory string
+	PathTruncated    bool // Executable or WorkingDirectory was longer than the kernel copies (4096 bytes) and holds its beginning
 
 	UID, EUID, GID, EGID uint32
 	TTYMajor, TTYMinor   uint32 // 0/0 without a controlling terminal

@@ -233,7 +233,7 @@ func (t *Table) fork(ev *event.Event) {
 	if parent != nil {
 		// Before its exec, a child runs its parent's image.
 		p.Executable, p.Name, p.Args, p.ArgsTruncated, p.ArgsCount = parent.Executable, parent.Name, parent.Args, parent.ArgsTruncated, parent.ArgsCount
-		p.WorkingDirectory = parent.WorkingDirectory
+		p.WorkingDirectory, p.PathTruncated = parent.WorkingDirectory, parent.PathTruncated
 		if p.Name == "" {
 			p.Name = pp.Comm
 		}
@@ -257,7 +257,7 @@ func (t *Table) exec(ev *event.Event) {
 		p.Name = ev.Process.Comm
 	}
 	p.Args, p.ArgsTruncated, p.ArgsCount = ev.Args, ev.ArgsTruncated, ev.ArgsCount
-	p.WorkingDirectory = ev.Cwd
+	p.WorkingDirectory, p.PathTruncated = ev.Cwd, ev.PathTruncated
 	t.observe(p, &ev.Process)
 }
 

@@ -101,10 +101,12 @@ type ProbeExecEvent struct {
 	ExeLayer      uint8
 	Pad2          [5]uint8
 	Filename      [256]int8
-	Exe           [256]int8
-	Cwd           [256]int8
 	Argc          uint32
 	ArgsCap       uint32
+	PathCap       uint32
+	ExeLen        uint32
+	CwdLen        uint32
+	Pad3          uint32
 	Args          [0]int8
 }
 
@@ -335,10 +337,13 @@ type ProbeSetsidEvent struct {
 type ProbeSysOp uint32
 
 const (
-	ProbeSysOpSYS_OPEN   ProbeSysOp = 1
-	ProbeSysOpSYS_UNLINK ProbeSysOp = 2
-	ProbeSysOpSYS_RENAME ProbeSysOp = 3
-	ProbeSysOpSYS_CHMOD  ProbeSysOp = 4
+	ProbeSysOpSYS_OPEN     ProbeSysOp = 1
+	ProbeSysOpSYS_UNLINK   ProbeSysOp = 2
+	ProbeSysOpSYS_RENAME   ProbeSysOp = 3
+	ProbeSysOpSYS_CHMOD    ProbeSysOp = 4
+	ProbeSysOpSYS_LINK     ProbeSysOp = 5
+	ProbeSysOpSYS_TRUNCATE ProbeSysOp = 6
+	ProbeSysOpSYS_MKNOD    ProbeSysOp = 7
 )
 
 type ProbeSysfileEvent struct {
@@ -376,6 +381,7 @@ const (
 	ProbeMapConfigMap                = "config_map"
 	ProbeMapContainers               = "containers"
 	ProbeMapEvents                   = "events"
+	ProbeMapExecPathsMap             = "exec_paths_map"
 	ProbeMapFileContainers           = "file_containers"
 	ProbeMapFilePaths                = "file_paths"
 	ProbeMapFilePolicies             = "file_policies"
@@ -431,8 +437,20 @@ const (
 	ProbeProgWatchConnect            = "watch_connect"
 	ProbeProgWatchConnectExit        = "watch_connect_exit"
 	ProbeProgWatchCreatExit          = "watch_creat_exit"
+	ProbeProgWatchFchmod             = "watch_fchmod"
+	ProbeProgWatchFchmodExit         = "watch_fchmod_exit"
 	ProbeProgWatchFchmodat           = "watch_fchmodat"
 	ProbeProgWatchFchmodatExit       = "watch_fchmodat_exit"
+	ProbeProgWatchFtruncate          = "watch_ftruncate"
+	ProbeProgWatchFtruncateExit      = "watch_ftruncate_exit"
+	ProbeProgWatchLink               = "watch_link"
+	ProbeProgWatchLinkExit           = "watch_link_exit"
+	ProbeProgWatchLinkat             = "watch_linkat"
+	ProbeProgWatchLinkatExit         = "watch_linkat_exit"
+	ProbeProgWatchMknod              = "watch_mknod"
+	ProbeProgWatchMknodExit          = "watch_mknod_exit"
+	ProbeProgWatchMknodat            = "watch_mknodat"
+	ProbeProgWatchMknodatExit        = "watch_mknodat_exit"
 	ProbeProgWatchOpenat2Exit        = "watch_openat2_exit"
 	ProbeProgWatchOpenatExit         = "watch_openat_exit"
 	ProbeProgWatchRename             = "watch_rename"
@@ -445,6 +463,8 @@ const (
 	ProbeProgWatchSendmsgExit        = "watch_sendmsg_exit"
 	ProbeProgWatchSendto             = "watch_sendto"
 	ProbeProgWatchSendtoExit         = "watch_sendto_exit"
+	ProbeProgWatchTruncate           = "watch_truncate"
+	ProbeProgWatchTruncateExit       = "watch_truncate_exit"
 	ProbeProgWatchUnlink             = "watch_unlink"
 	ProbeProgWatchUnlinkExit         = "watch_unlink_exit"
 	ProbeProgWatchUnlinkat           = "watch_unlinkat"
@@ -547,8 +567,20 @@ type ProbeProgramSpecs struct {
 	WatchConnect            *ebpf.ProgramSpec `ebpf:"watch_connect"`
 	WatchConnectExit        *ebpf.ProgramSpec `ebpf:"watch_connect_exit"`
 	WatchCreatExit          *ebpf.ProgramSpec `ebpf:"watch_creat_exit"`
+	WatchFchmod             *ebpf.ProgramSpec `ebpf:"watch_fchmod"`
+	WatchFchmodExit         *ebpf.ProgramSpec `ebpf:"watch_fchmod_exit"`
 	WatchFchmodat           *ebpf.ProgramSpec `ebpf:"watch_fchmodat"`
 	WatchFchmodatExit       *ebpf.ProgramSpec `ebpf:"watch_fchmodat_exit"`
+	WatchFtruncate          *ebpf.ProgramSpec `ebpf:"watch_ftruncate"`
+	WatchFtruncateExit      *ebpf.ProgramSpec `ebpf:"watch_ftruncate_exit"`
+	WatchLink               *ebpf.ProgramSpec `ebpf:"watch_link"`
+	WatchLinkExit           *ebpf.ProgramSpec `ebpf:"watch_link_exit"`
+	WatchLinkat             *ebpf.ProgramSpec `ebpf:"watch_linkat"`
+	WatchLinkatExit         *ebpf.ProgramSpec `ebpf:"watch_linkat_exit"`
+	WatchMknod              *ebpf.ProgramSpec `ebpf:"watch_mknod"`
+	WatchMknodExit          *ebpf.ProgramSpec `ebpf:"watch_mknod_exit"`
+	WatchMknodat            *ebpf.ProgramSpec `ebpf:"watch_mknodat"`
+	WatchMknodatExit        *ebpf.ProgramSpec `ebpf:"watch_mknodat_exit"`
 	WatchOpenat2Exit        *ebpf.ProgramSpec `ebpf:"watch_openat2_exit"`
 	WatchOpenatExit         *ebpf.ProgramSpec `ebpf:"watch_openat_exit"`
 	WatchRename             *ebpf.ProgramSpec `ebpf:"watch_rename"`
@@ -561,6 +593,8 @@ type ProbeProgramSpecs struct {
 	WatchSendmsgExit        *ebpf.ProgramSpec `ebpf:"watch_sendmsg_exit"`
 	WatchSendto             *ebpf.ProgramSpec `ebpf:"watch_sendto"`
 	WatchSendtoExit         *ebpf.ProgramSpec `ebpf:"watch_sendto_exit"`
+	WatchTruncate           *ebpf.ProgramSpec `ebpf:"watch_truncate"`
+	WatchTruncateExit       *ebpf.ProgramSpec `ebpf:"watch_truncate_exit"`
 	WatchUnlink             *ebpf.ProgramSpec `ebpf:"watch_unlink"`
 	WatchUnlinkExit         *ebpf.ProgramSpec `ebpf:"watch_unlink_exit"`
 	WatchUnlinkat           *ebpf.ProgramSpec `ebpf:"watch_unlinkat"`
@@ -574,6 +608,7 @@ type ProbeMapSpecs struct {
 	ConfigMap       *ebpf.MapSpec `ebpf:"config_map"`
 	Containers      *ebpf.MapSpec `ebpf:"containers"`
 	Events          *ebpf.MapSpec `ebpf:"events"`
+	ExecPathsMap    *ebpf.MapSpec `ebpf:"exec_paths_map"`
 	FileContainers  *ebpf.MapSpec `ebpf:"file_containers"`
 	FilePaths       *ebpf.MapSpec `ebpf:"file_paths"`
 	FilePolicies    *ebpf.MapSpec `ebpf:"file_policies"`
@@ -644,6 +679,7 @@ type ProbeMaps struct {
 	ConfigMap       *ebpf.Map `ebpf:"config_map"`
 	Containers      *ebpf.Map `ebpf:"containers"`
 	Events          *ebpf.Map `ebpf:"events"`
+	ExecPathsMap    *ebpf.Map `ebpf:"exec_paths_map"`
 	FileContainers  *ebpf.Map `ebpf:"file_containers"`
 	FilePaths       *ebpf.Map `ebpf:"file_paths"`
 	FilePolicies    *ebpf.Map `ebpf:"file_policies"`
@@ -671,6 +707,7 @@ func (m *ProbeMaps) Close() error {
 		m.ConfigMap,
 		m.Containers,
 		m.Events,
+		m.ExecPathsMap,
 		m.FileContainers,
 		m.FilePaths,
 		m.FilePolicies,
@@ -758,8 +795,20 @@ type ProbePrograms struct {
 	WatchConnect            *ebpf.Program `ebpf:"watch_connect"`
 	WatchConnectExit        *ebpf.Program `ebpf:"watch_connect_exit"`
 	WatchCreatExit          *ebpf.Program `ebpf:"watch_creat_exit"`
+	WatchFchmod             *ebpf.Program `ebpf:"watch_fchmod"`
+	WatchFchmodExit         *ebpf.Program `ebpf:"watch_fchmod_exit"`
 	WatchFchmodat           *ebpf.Program `ebpf:"watch_fchmodat"`
 	WatchFchmodatExit       *ebpf.Program `ebpf:"watch_fchmodat_exit"`
+	WatchFtruncate          *ebpf.Program `ebpf:"watch_ftruncate"`
+	WatchFtruncateExit      *ebpf.Program `ebpf:"watch_ftruncate_exit"`
+	WatchLink               *ebpf.Program `ebpf:"watch_link"`
+	WatchLinkExit           *ebpf.Program `ebpf:"watch_link_exit"`
+	WatchLinkat             *ebpf.Program `ebpf:"watch_linkat"`
+	WatchLinkatExit         *ebpf.Program `ebpf:"watch_linkat_exit"`
+	WatchMknod              *ebpf.Program `ebpf:"watch_mknod"`
+	WatchMknodExit          *ebpf.Program `ebpf:"watch_mknod_exit"`
+	WatchMknodat            *ebpf.Program `ebpf:"watch_mknodat"`
+	WatchMknodatExit        *ebpf.Program `ebpf:"watch_mknodat_exit"`
 	WatchOpenat2Exit        *ebpf.Program `ebpf:"watch_openat2_exit"`
 	WatchOpenatExit         *ebpf.Program `ebpf:"watch_openat_exit"`
 	WatchRename             *ebpf.Program `ebpf:"watch_rename"`
@@ -772,6 +821,8 @@ type ProbePrograms struct {
 	WatchSendmsgExit        *ebpf.Program `ebpf:"watch_sendmsg_exit"`
 	WatchSendto             *ebpf.Program `ebpf:"watch_sendto"`
 	WatchSendtoExit         *ebpf.Program `ebpf:"watch_sendto_exit"`
+	WatchTruncate           *ebpf.Program `ebpf:"watch_truncate"`
+	WatchTruncateExit       *ebpf.Program `ebpf:"watch_truncate_exit"`
 	WatchUnlink             *ebpf.Program `ebpf:"watch_unlink"`
 	WatchUnlinkExit         *ebpf.Program `ebpf:"watch_unlink_exit"`
 	WatchUnlinkat           *ebpf.Program `ebpf:"watch_unlinkat"`
@@ -815,8 +866,20 @@ func (p *ProbePrograms) Close() error {
 		p.WatchConnect,
 		p.WatchConnectExit,
 		p.WatchCreatExit,
+		p.WatchFchmod,
+		p.WatchFchmodExit,
 		p.WatchFchmodat,
 		p.WatchFchmodatExit,
+		p.WatchFtruncate,
+		p.WatchFtruncateExit,
+		p.WatchLink,
+		p.WatchLinkExit,
+		p.WatchLinkat,
+		p.WatchLinkatExit,
+		p.WatchMknod,
+		p.WatchMknodExit,
+		p.WatchMknodat,
+		p.WatchMknodatExit,
 		p.WatchOpenat2Exit,
 		p.WatchOpenatExit,
 		p.WatchRename,
@@ -829,6 +892,8 @@ func (p *ProbePrograms) Close() error {
 		p.WatchSendmsgExit,
 		p.WatchSendto,
 		p.WatchSendtoExit,
+		p.WatchTruncate,
+		p.WatchTruncateExit,
 		p.WatchUnlink,
 		p.WatchUnlinkExit,
 		p.WatchUnlinkat,

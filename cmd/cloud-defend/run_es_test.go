@@ -147,11 +147,15 @@ func TestRunElasticsearch(t *testing.T) {
 	if args := field(a, "process.args"); fmt.Sprint(args) != "[/bin/true]" {
 		t.Errorf("process.args %v", args)
 	}
-	hb := es.Docs("metrics-cloud_defend.heartbeat-test")[0]
+	hbs, mts := es.Docs("metrics-cloud_defend.heartbeat-test"), es.Docs("metrics-cloud_defend.metrics-test")
+	if len(hbs) == 0 || len(mts) == 0 {
+		t.Fatalf("%d heartbeat and %d metrics documents 30 s after the restart (periods 1s); streams %v", len(hbs), len(mts), es.Streams())
+	}
+	hb := hbs[0]
 	if field(hb, "cloud_defend.block_action_enabled") != false || field(hb, "event.kind") != "metric" {
 		t.Errorf("heartbeat %v (this host cannot block)", hb)
 	}
-	mt := es.Docs("metrics-cloud_defend.metrics-test")[0]
+	mt := mts[0]
 	if ev, _ := field(mt, "cloud_defend.metrics.events").(float64); ev == 0 {
 		t.Errorf("metrics %v", mt)
 	}

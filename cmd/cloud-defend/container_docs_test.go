@@ -154,7 +154,7 @@ func newPodmanEnv(t *testing.T) *podmanEnv {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = os.RemoveAll(dir) }) // best effort: what podman left mounted is reported by unmountUnder
-	t.Cleanup(func() { unmountUnder(t, dir) }) // podman's storage mounts, after the containers are gone
+	t.Cleanup(func() { unmountUnder(t, dir) })  // podman's storage mounts, after the containers are gone
 	// podman with its own storage, so the test leaves nothing behind.
 	store := []string{"--root", filepath.Join(dir, "storage"), "--runroot", filepath.Join(dir, "run"), "--cgroup-manager", "cgroupfs"}
 	podman := func(args ...string) string {

@@ -150,7 +150,9 @@ func netStep(step string, listener *int) error {
 			return err
 		}
 		if g[0] == "bind" {
-			unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+			if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+				return err
+			}
 			err = unix.Bind(fd, sa)
 		} else {
 			err = unix.Connect(fd, sa)
@@ -202,7 +204,9 @@ func netStep(step string, listener *int) error {
 	}
 	switch f[0] {
 	case "listen":
-		unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1)
+		if err := unix.SetsockoptInt(fd, unix.SOL_SOCKET, unix.SO_REUSEADDR, 1); err != nil {
+			return err
+		}
 		if err := unix.Bind(fd, sa); err != nil {
 			return err
 		}

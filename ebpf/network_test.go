@@ -1,6 +1,7 @@
 package ebpf
 
 import (
+	"errors"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -36,7 +37,7 @@ func runNetOps(t testing.TB, steps ...string) (string, int) {
 	cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID | syscall.CLONE_NEWNS | syscall.CLONE_NEWNET}
 	out, err := cmd.CombinedOutput()
 	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
+	if ee := (*exec.ExitError)(nil); errors.As(err, &ee) {
 		code = ee.ExitCode()
 	} else if err != nil {
 		t.Fatalf("network helper: %v", err)

@@ -250,7 +250,11 @@ loop:
 		time.Sleep(2 * time.Millisecond)
 	}
 	var ok, eperm int
-	if _, err := fmt.Sscanf(out[strings.Index(out, "udptry ok="):], "udptry ok=%d eperm=%d", &ok, &eperm); err != nil {
+	i := strings.Index(out, "udptry ok=")
+	if i < 0 {
+		t.Fatalf("helper output %q: no udptry line", out)
+	}
+	if _, err := fmt.Sscanf(out[i:], "udptry ok=%d eperm=%d", &ok, &eperm); err != nil {
 		t.Fatalf("helper output %q: %v", out, err)
 	}
 	decs := netDecisions(ch, time.Second)

@@ -388,9 +388,7 @@ func recordLive(d time.Duration, keep string, stderr io.Writer) (string, int) {
 		return "", exitUsage
 	}
 	defer f.Close()
-	log := stdLogger(func(format string, a ...any) {
-		fmt.Fprintf(stderr, "%s cloud-defend: %s\n", time.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, a...))
-	})
+	log := stderrLogger(stderr)
 	ctx, cancel := context.WithTimeout(context.Background(), d)
 	defer cancel()
 	sigs := make(chan os.Signal, 2)

@@ -58,9 +58,7 @@ func runDaemon(args []string, stdout, stderr io.Writer) int {
 		}
 		return exitUsage
 	}
-	log := stdLogger(func(format string, a ...any) {
-		fmt.Fprintf(stderr, "%s cloud-defend: %s\n", time.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, a...))
-	})
+	log := stderrLogger(stderr)
 
 	load := func() (*policy.Policy, error) {
 		if *policyFile == "" {
@@ -176,6 +174,14 @@ type listFlag []string
 
 func (l *listFlag) String() string     { return strings.Join(*l, ",") }
 func (l *listFlag) Set(v string) error { *l = append(*l, v); return nil }
+
+// stderrLogger logs to w, one time-stamped line a message: what the daemon
+// says standalone and while learning live.
+func stderrLogger(w io.Writer) stdLogger {
+	return func(format string, a ...any) {
+		fmt.Fprintf(w, "%s cloud-defend: %s\n", time.Now().UTC().Format(time.RFC3339), fmt.Sprintf(format, a...))
+	}
+}
 
 // stdLogger adapts a printf logger to output.Logger.
 type stdLogger func(string, ...any)

@@ -26,7 +26,10 @@
  * (generation, kind, bytes), kind saying which endpoint and family; port ranges
  * are split into aligned prefixes of the 16-bit port. An endpoint the operation
  * does not have contributes 0. Each lookup is one trie walk, at most 4 per
- * operation, and only for conditions a candidate selector has. */
+ * operation, and only for conditions a candidate selector has. A hook reads the
+ * live slot's ops mask first (net_live) and leaves before touching the socket
+ * or an address when no selector covers the operation; a connect's local end is
+ * read only for a candidate with a source condition, or for an event. */
 #ifndef __CLOUD_DEFEND_NETWORK_BPF_H__
 #define __CLOUD_DEFEND_NETWORK_BPF_H__
 
@@ -306,13 +309,24 @@ static __always_inline void net_emit(struct task_struct *t, __u32 counter, __u32
 	submit(e, actions & (ACTION_ALERT | ACTION_BLOCK));
 }
 
-/* judge_net evaluates the network policy for task t doing op (seen at hook) on
- * a socket of protocol proto between src and dst, reports a decision when a
- * response fires, and says whether it blocks (*block). */
-static __always_inline __u8 judge_net(struct task_struct *t, __u32 op, __u32 hook, __u8 proto, struct endpoint *src,
-				      struct endpoint *dst, int *block)
+/* The live slot's network policy, read once per operation: net_live reads it
+ * before anything of the socket, and judge_net goes on with the same slot. */
+struct net_live {
+	struct cd_config *cfg;
+	struct net_policy *pol;
+	__u32 counter;
+	__u32 gen;
+};
+
+#define NP_TCP 1
+#define NP_UDP 2
+
+/* net_live gives the selectors of the live policy that cover op on any of the
+ * protocols in protos (NP_TCP, NP_UDP): 0, the common case (no network
+ * selectors, or none for this operation), lets a hook leave before it reads
+ * the socket or an address. */
+static __always_inline __u64 net_live(__u32 op, int protos, struct net_live *l)
 {
-	*block = 0;
 	__u32 zero = 0;
 	struct cd_config *cfg = bpf_map_lookup_elem(&config_map, &zero);
 	if (!cfg)
@@ -322,6 +336,29 @@ static __always_inline __u8 judge_net(struct task_struct *t, __u32 op, __u32 hoo
 	struct net_policy *pol = bpf_map_lookup_elem(&net_policies, &gen);
 	if (!pol || !pol->r.valid)
 		return 0;
+	__u64 p = 0;
+	if (protos & NP_TCP)
+		p |= pol->tcp;
+	if (protos & NP_UDP)
+		p |= pol->udp;
+	l->cfg = cfg;
+	l->pol = pol;
+	l->counter = counter;
+	l->gen = gen;
+	return pol->ops[(op - NOP_CONNECT) & 3] & p;
+}
+
+/* judge_net evaluates the network policy l (net_live's, for op) for task t
+ * doing op (seen at hook) on a socket of protocol proto between src and dst,
+ * reports a decision when a response fires, and says whether it blocks
+ * (*block). With lsk, src is that socket's local end, read only when a
+ * candidate has a source condition or a response reports it. */
+static __always_inline __u8 judge_net(struct net_live *l, struct task_struct *t, __u32 op, __u32 hook, __u8 proto,
+				      struct endpoint *src, struct endpoint *dst, struct sock *lsk, int *block)
+{
+	*block = 0;
+	struct net_policy *pol = l->pol;
+	__u32 gen = l->gen;
 	__u64 m = pol->ops[(op - NOP_CONNECT) & 3] & (proto == IPPROTO_TCP ? pol->tcp : pol->udp);
 	if (!m)
 		return 0;
@@ -329,6 +366,12 @@ static __always_inline __u8 judge_net(struct task_struct *t, __u32 op, __u32 hoo
 	__u64 *cm = bpf_map_lookup_elem(&net_containers, &ck);
 	m &= pol->agnostic | (cm ? *cm : 0);
 	m = endpoint_mask(gen, dst, NK_DST4, NK_DST6, NK_DPORT, pol->no_daddr, pol->no_dport, m);
+	if (!m)
+		return 0;
+	if (lsk && (m & ~(pol->no_saddr & pol->no_sport))) {
+		sock_local(src, lsk);
+		lsk = 0;
+	}
 	m = endpoint_mask(gen, src, NK_SRC4, NK_SRC6, NK_SPORT, pol->no_saddr, pol->no_sport, m);
 	if (!m)
 		return 0;
@@ -345,6 +388,7 @@ static __always_inline __u8 judge_net(struct task_struct *t, __u32 op, __u32 hoo
 	/* The executable, walked only for a selector still in the race that names it. */
 	if (m & ~pol->no_exe) {
 		__u64 em = pol->no_exe;
+		__u32 zero = 0;
 		struct scratch *s = bpf_map_lookup_elem(&scratch_map, &zero);
 		struct mm_struct *mm = t->mm;
 		struct file *exe = mm ? mm->exe_file : 0;
@@ -361,9 +405,12 @@ static __always_inline __u8 judge_net(struct task_struct *t, __u32 op, __u32 hoo
 		if (!m)
 			return 0;
 	}
-	__u8 actions = respond(&pol->r, m, cfg, block);
-	if (actions)
-		net_emit(t, counter, op, hook, proto, src, dst, m, actions, *block, interactive);
+	__u8 actions = respond(&pol->r, m, l->cfg, block);
+	if (actions) {
+		if (lsk)
+			sock_local(src, lsk);
+		net_emit(t, l->counter, op, hook, proto, src, dst, m, actions, *block, interactive);
+	}
 	return actions;
 }
 
@@ -372,6 +419,9 @@ int BPF_PROG(enforce_socket_connect, struct socket *sock, struct sockaddr *addre
 {
 	if (ret)
 		return ret;
+	struct net_live l;
+	if (!net_live(NOP_CONNECT, NP_TCP | NP_UDP, &l))
+		return 0;
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
@@ -385,9 +435,8 @@ int BPF_PROG(enforce_socket_connect, struct socket *sock, struct sockaddr *addre
 	/* AF_UNSPEC dissolves a UDP association: not a connection. */
 	if (!sockaddr_endpoint(&dst, address, addrlen, 0, 0))
 		return 0;
-	sock_local(&src, sk);
 	int block;
-	judge_net(t, NOP_CONNECT, HOOK_SOCKET_CONNECT, proto, &src, &dst, &block);
+	judge_net(&l, t, NOP_CONNECT, HOOK_SOCKET_CONNECT, proto, &src, &dst, sk, &block);
 	return block ? -EPERM : 0;
 }
 
@@ -396,6 +445,9 @@ int BPF_PROG(enforce_socket_bind, struct socket *sock, struct sockaddr *address,
 {
 	if (ret)
 		return ret;
+	struct net_live l;
+	if (!net_live(NOP_BIND, NP_TCP | NP_UDP, &l))
+		return 0;
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
@@ -410,7 +462,7 @@ int BPF_PROG(enforce_socket_bind, struct socket *sock, struct sockaddr *address,
 	if (!sockaddr_endpoint(&src, address, addrlen, BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET, 0))
 		return 0;
 	int block;
-	judge_net(t, NOP_BIND, HOOK_SOCKET_BIND, proto, &src, &dst, &block);
+	judge_net(&l, t, NOP_BIND, HOOK_SOCKET_BIND, proto, &src, &dst, 0, &block);
 	return block ? -EPERM : 0;
 }
 
@@ -433,6 +485,9 @@ int BPF_PROG(enforce_socket_sendmsg, struct socket *sock, struct msghdr *msg, in
 	void *name = msg->msg_name;
 	if (!name)
 		return 0; /* to the connected address, judged at connect */
+	struct net_live l;
+	if (!net_live(NOP_CONNECT, NP_UDP, &l))
+		return 0;
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
@@ -442,9 +497,8 @@ int BPF_PROG(enforce_socket_sendmsg, struct socket *sock, struct msghdr *msg, in
 	struct endpoint src = {}, dst = {};
 	if (!sockaddr_endpoint(&dst, name, msg->msg_namelen, BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET, 0))
 		return 0;
-	sock_local(&src, sk);
 	int block;
-	judge_net(t, NOP_CONNECT, HOOK_SOCKET_SENDMSG, proto, &src, &dst, &block);
+	judge_net(&l, t, NOP_CONNECT, HOOK_SOCKET_SENDMSG, proto, &src, &dst, sk, &block);
 	return block ? -EPERM : 0;
 }
 
@@ -463,6 +517,9 @@ static __always_inline int accepted(struct sock *newsk)
 {
 	if (!newsk)
 		return 0;
+	struct net_live l;
+	if (!net_live(NOP_ACCEPT, NP_TCP, &l))
+		return 0;
 	struct task_struct *t = in_scope();
 	if (!t)
 		return 0;
@@ -472,7 +529,7 @@ static __always_inline int accepted(struct sock *newsk)
 	sock_peer(&src, newsk);
 	sock_local(&dst, newsk);
 	int block;
-	judge_net(t, NOP_ACCEPT, HOOK_SOCKET_ACCEPT, IPPROTO_TCP, &src, &dst, &block);
+	judge_net(&l, t, NOP_ACCEPT, HOOK_SOCKET_ACCEPT, IPPROTO_TCP, &src, &dst, 0, &block);
 	if (block)
 		bpf_sk_storage_get(&net_refused, newsk, 0, BPF_SK_STORAGE_GET_F_CREATE);
 	return 0;

@@ -13,7 +13,9 @@ import (
 	"time"
 
 	"github.com/cilium/ebpf"
+	"github.com/cilium/ebpf/link"
 
+	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -78,15 +80,23 @@ func main() {
 // BenchmarkFileSyscalls measures what watching file syscalls without BPF LSM
 // costs a workload (a loop in a new pid namespace): read-only opens, write
 // opens, create+unlink and fork+exec, in one run, configurations alternating
-// round by round so they compare as ratios (medians): none (no programs),
-// telemetry (the engine without the file syscall programs, default policy),
-// default (with them, default policy: the kernel drops the loops' plain-file
-// writes, which no selector covers) and logall (default policy plus a
-// selector logging every file operation under the loop's directory: every
-// write reaches user space and becomes a document). x: are wall-time ratios;
-// xcpu: ratios of the loop's CPU time (its own and its children's, user and
-// system), which other work on a shared node stretches far less; bpfns/run:
-// the openat exit program's own time per run.
+// round by round (each round in another order, so none always follows
+// another's teardown) so they compare as ratios of medians: none (no
+// programs), telemetry (the engine without the file syscall programs, default
+// policy), empty (telemetry plus an empty program on every syscall tracepoint
+// the file syscall programs use: the floor of watching a syscall at all here),
+// default (the file syscall programs, default policy: the kernel drops the
+// loops' plain-file writes, which no selector covers) and logall (default
+// policy plus a selector logging every file operation under the loop's
+// directory: every write reaches user space and becomes a document).
+//
+// x: wall-time ratios to none; xcpu: ratios of the loop's CPU time (its own
+// and its children's, user and system), which other work on a shared node
+// stretches far less; xempty: CPU-time ratios to empty (what our programs add
+// over the empty hook). bpfns/op and bpfns/run (the openat exit program's own
+// time per run) come from a pass of their own with kernel.bpf_stats_enabled,
+// which adds two clock reads to every program run and so stays off while the
+// loops are timed.
 func BenchmarkFileSyscalls(b *testing.B) {
 	dir := b.TempDir()
 	src := filepath.Join(dir, "loop.go")
@@ -119,48 +129,46 @@ func BenchmarkFileSyscalls(b *testing.B) {
 	}
 	loops := map[string]int{"read": 100000, "write": 50000, "create": 25000, "exec": 300}
 	rounds := 5
-	cfgs := []string{"none", "telemetry", "default", "logall"}
+	cfgs := []string{"none", "telemetry", "empty", "default", "logall"}
 	results := map[string]map[string][]float64{}
 	cpus := map[string]map[string][]float64{}
-	for _, cfg := range cfgs {
-		results[cfg] = map[string][]float64{}
-		cpus[cfg] = map[string][]float64{}
-	}
-	// The programs' own time per loop iteration (kernel.bpf_stats_enabled),
-	// steadier than wall time on a shared machine.
-	if err := os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte("1"), 0); err != nil {
-		b.Fatal(err)
-	}
 	progNs := map[string]map[string][]float64{}
 	openNs := map[string][]float64{} // ns per run of the openat exit program, in the read loop
 	for _, cfg := range cfgs {
+		results[cfg] = map[string][]float64{}
+		cpus[cfg] = map[string][]float64{}
 		progNs[cfg] = map[string][]float64{}
 	}
+	setStats(b, false)
+	b.Cleanup(func() { setStats(b, false) })
 	b.ResetTimer()
 	for range b.N {
 		for r := 0; r < rounds; r++ {
-			for _, cfg := range cfgs {
-				var stop func()
-				var e *Engine
-				if cfg != "none" {
-					e, stop = startWatching(b, work, cfg)
-				}
+			for i := range cfgs {
+				cfg := cfgs[(i+r)%len(cfgs)]
+				w := startWatching(b, work, cfg)
 				for loop, n := range loops {
-					before := progTime(e)
-					openBefore := openatStats(e)
 					wall, cpu := run(loop, n)
 					results[cfg][loop] = append(results[cfg][loop], wall)
 					cpus[cfg][loop] = append(cpus[cfg][loop], cpu)
-					progNs[cfg][loop] = append(progNs[cfg][loop], float64(progTime(e)-before)/float64(n))
-					if after := openatStats(e); loop == "read" && after.RunCount > openBefore.RunCount {
-						openNs[cfg] = append(openNs[cfg], float64(after.Runtime-openBefore.Runtime)/float64(after.RunCount-openBefore.RunCount))
-					}
 				}
-				if stop != nil {
-					stop()
-				}
+				w.stop()
 			}
 		}
+		setStats(b, true)
+		for _, cfg := range cfgs[1:] {
+			w := startWatching(b, work, cfg)
+			for loop, n := range loops {
+				before, openBefore := w.progTime(), w.openatStats()
+				run(loop, n)
+				progNs[cfg][loop] = append(progNs[cfg][loop], float64(w.progTime()-before)/float64(n))
+				if after := w.openatStats(); loop == "read" && after.RunCount > openBefore.RunCount {
+					openNs[cfg] = append(openNs[cfg], float64(after.Runtime-openBefore.Runtime)/float64(after.RunCount-openBefore.RunCount))
+				}
+			}
+			w.stop()
+		}
+		setStats(b, false)
 	}
 	b.StopTimer()
 	median := func(v []float64) float64 {
@@ -173,10 +181,14 @@ func BenchmarkFileSyscalls(b *testing.B) {
 		b.ReportMetric(none, "ns/op:"+loop+"-none")
 		noneCPU := median(cpus["none"][loop])
 		b.ReportMetric(noneCPU, "cpuns/op:"+loop+"-none")
+		emptyCPU := median(cpus["empty"][loop])
 		for _, cfg := range cfgs[1:] {
 			b.ReportMetric(median(results[cfg][loop])/none, "x:"+loop+"-"+cfg)
 			b.ReportMetric(median(cpus[cfg][loop])/noneCPU, "xcpu:"+loop+"-"+cfg)
 			b.ReportMetric(median(progNs[cfg][loop]), "bpfns/op:"+loop+"-"+cfg)
+		}
+		for _, cfg := range []string{"default", "logall"} {
+			b.ReportMetric(median(cpus[cfg][loop])/emptyCPU, "xempty:"+loop+"-"+cfg)
 		}
 	}
 	for _, cfg := range cfgs[2:] {
@@ -186,10 +198,36 @@ func BenchmarkFileSyscalls(b *testing.B) {
 	}
 }
 
-// startWatching opens the engine without BPF LSM in configuration cfg and
-// drains its events.
-func startWatching(b *testing.B, dir, cfg string) (*Engine, func()) {
-	e, err := Open(Options{DisableLSM: true, DisableFileSyscalls: cfg == "telemetry"})
+// setStats turns kernel.bpf_stats_enabled on or off.
+func setStats(tb testing.TB, on bool) {
+	v := "0"
+	if on {
+		v = "1"
+	}
+	if err := os.WriteFile("/proc/sys/kernel/bpf_stats_enabled", []byte(v), 0); err != nil {
+		tb.Fatal(err)
+	}
+}
+
+// watching is one configuration of BenchmarkFileSyscalls in place.
+type watching struct {
+	e          *Engine       // nil: none
+	empty      *ebpf.Program // the empty syscall program (empty)
+	links      []link.Link   // its attachments
+	drain      chan struct{} // closed when the engine's reader is done
+	closeBench func()
+}
+
+// startWatching puts configuration cfg in place: the engine without BPF LSM
+// (none: nothing), its events drained, and for empty the empty syscall
+// program on the file syscall programs' tracepoints.
+func startWatching(b *testing.B, dir, cfg string) *watching {
+	w := &watching{}
+	if cfg == "none" {
+		return w
+	}
+	var err error
+	w.e, err = Open(Options{DisableLSM: true, DisableFileSyscalls: cfg == "telemetry" || cfg == "empty"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -220,47 +258,106 @@ file:
 	if err != nil {
 		b.Fatal(err)
 	}
-	if err := e.Swap(p); err != nil {
+	if err := w.e.Swap(p); err != nil {
 		b.Fatal(err)
 	}
-	done := make(chan struct{})
+	if cfg == "empty" {
+		w.attachEmpty(b)
+	}
+	w.drain = make(chan struct{})
 	go func() {
-		defer close(done)
+		defer close(w.drain)
 		for {
-			if _, err := e.Read(); errors.Is(err, ErrClosed) {
+			if _, err := w.e.Read(); errors.Is(err, ErrClosed) {
 				return
 			}
 		}
 	}()
 	time.Sleep(100 * time.Millisecond)
-	return e, func() { e.Close(); <-done }
+	return w
 }
 
-// openatStats are the run statistics of the openat exit program (zero
-// without it).
-func openatStats(e *Engine) ebpf.ProgramStats {
-	if e == nil {
-		return ebpf.ProgramStats{}
+// attachEmpty attaches the benchmark object's empty syscall program to every
+// tracepoint a file syscall program of the production object attaches to.
+func (w *watching) attachEmpty(b *testing.B) {
+	var set struct {
+		EmptySyscall *ebpf.Program `ebpf:"empty_syscall"`
 	}
-	for _, p := range e.programs() {
-		if p.name == "watch_openat_exit" {
-			if st, err := p.prog.Stats(); err == nil {
-				return *st
+	_, closeBench := loadBench(b, &set, nil)
+	w.closeBench = closeBench
+	w.empty = set.EmptySyscall
+	prod, err := bpfobj.LoadProbe()
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, name := range programNames((*fileSyscallPrograms)(nil)) {
+		parts := strings.Split(prod.Programs[name].SectionName, "/")
+		if len(parts) != 3 {
+			b.Fatalf("%s: section %q names no tracepoint", name, prod.Programs[name].SectionName)
+		}
+		l, err := link.Tracepoint(parts[1], parts[2], w.empty, nil)
+		if err != nil {
+			b.Fatalf("attach the empty program at %s: %v", prod.Programs[name].SectionName, err)
+		}
+		w.links = append(w.links, l)
+	}
+}
+
+func (w *watching) stop() {
+	for _, l := range w.links {
+		l.Close()
+	}
+	if w.closeBench != nil {
+		w.closeBench()
+	}
+	if w.e != nil {
+		w.e.Close()
+		<-w.drain
+	}
+}
+
+// programs are the configuration's programs.
+func (w *watching) programs() []*ebpf.Program {
+	var out []*ebpf.Program
+	if w.e != nil {
+		for _, p := range w.e.programs() {
+			out = append(out, p.prog)
+		}
+	}
+	if w.empty != nil {
+		out = append(out, w.empty)
+	}
+	return out
+}
+
+// openatStats are the run statistics of the program on openat's exit (the
+// file syscall program or the empty one; zero without either).
+func (w *watching) openatStats() ebpf.ProgramStats {
+	var p *ebpf.Program
+	if w.e != nil {
+		for _, np := range w.e.programs() {
+			if np.name == "watch_openat_exit" {
+				p = np.prog
 			}
+		}
+	}
+	if w.empty != nil {
+		p = w.empty // runs on every watched syscall: in the read loop, openat's exit is the one
+	}
+	if p != nil {
+		if st, err := p.Stats(); err == nil {
+			return *st
 		}
 	}
 	return ebpf.ProgramStats{}
 }
 
-// progTime is the time all of the engine's programs have run, in ns (on
-// every task: other work on the node counts too, a little).
-func progTime(e *Engine) uint64 {
-	if e == nil {
-		return 0
-	}
+// progTime is the time all of the configuration's programs have run, in ns
+// (on every task: other work on the node counts too, a little).
+func (w *watching) progTime() uint64 {
 	var total uint64
-	for _, p := range e.programs() {
-		if st, err := p.prog.Stats(); err == nil {
+	for _, p := range w.programs() {
+		if st, err := p.Stats(); err == nil {
 			total += uint64(st.Runtime)
 		}
 	}

@@ -51,6 +51,7 @@ const (
 	BenchProgEmptySocketConnect    = "empty_socket_connect"
 	BenchProgEmptySocketRecvmsg    = "empty_socket_recvmsg"
 	BenchProgEmptySocketSendmsg    = "empty_socket_sendmsg"
+	BenchProgEmptySyscall          = "empty_syscall"
 	BenchProgEmptyTaskAlloc        = "empty_task_alloc"
 	BenchVarBenchBurst             = "bench_burst"
 	BenchVarHostPidns              = "host_pidns"
@@ -120,6 +121,7 @@ type BenchProgramSpecs struct {
 	EmptySocketConnect    *ebpf.ProgramSpec `ebpf:"empty_socket_connect"`
 	EmptySocketRecvmsg    *ebpf.ProgramSpec `ebpf:"empty_socket_recvmsg"`
 	EmptySocketSendmsg    *ebpf.ProgramSpec `ebpf:"empty_socket_sendmsg"`
+	EmptySyscall          *ebpf.ProgramSpec `ebpf:"empty_syscall"`
 	EmptyTaskAlloc        *ebpf.ProgramSpec `ebpf:"empty_task_alloc"`
 }
 
@@ -237,6 +239,7 @@ type BenchPrograms struct {
 	EmptySocketConnect    *ebpf.Program `ebpf:"empty_socket_connect"`
 	EmptySocketRecvmsg    *ebpf.Program `ebpf:"empty_socket_recvmsg"`
 	EmptySocketSendmsg    *ebpf.Program `ebpf:"empty_socket_sendmsg"`
+	EmptySyscall          *ebpf.Program `ebpf:"empty_syscall"`
 	EmptyTaskAlloc        *ebpf.Program `ebpf:"empty_task_alloc"`
 }
 
@@ -264,6 +267,7 @@ func (p *BenchPrograms) Close() error {
 		p.EmptySocketConnect,
 		p.EmptySocketRecvmsg,
 		p.EmptySocketSendmsg,
+		p.EmptySyscall,
 		p.EmptyTaskAlloc,
 	)
 }

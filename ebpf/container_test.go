@@ -16,9 +16,9 @@ import (
 	"github.com/cloud-defend/cloud-defend/event"
 )
 
-// TestRuncContainerTelemetry runs a real runc container on the host and checks the
-// telemetry of its processes against what /proc says about them while they run.
-func TestRuncContainerTelemetry(t *testing.T) {
+// busyboxBundle writes a runc bundle (a busybox root, a tmpfs /tmp) whose process
+// runs args, and returns runc's path and the bundle's.
+func busyboxBundle(t *testing.T, args ...string) (runc, bundle string) {
 	runc, err := exec.LookPath("runc")
 	if err != nil {
 		if os.Getenv("CI") == "true" {
@@ -26,9 +26,11 @@ func TestRuncContainerTelemetry(t *testing.T) {
 		}
 		t.Skip("runc is not installed")
 	}
-	bundle := t.TempDir()
-	if err := os.MkdirAll(filepath.Join(bundle, "rootfs/bin"), 0o755); err != nil {
-		t.Fatal(err)
+	bundle = t.TempDir()
+	for _, d := range []string{"rootfs/bin", "rootfs/tmp"} {
+		if err := os.MkdirAll(filepath.Join(bundle, d), 0o755); err != nil {
+			t.Fatal(err)
+		}
 	}
 	bb, err := os.ReadFile("/bin/busybox")
 	if err != nil {
@@ -46,15 +48,72 @@ func TestRuncContainerTelemetry(t *testing.T) {
 	if err := json.Unmarshal(data, &spec); err != nil {
 		t.Fatal(err)
 	}
-	marker := strconv.Itoa(1000 + os.Getpid()%9000) // a sleep length no other process uses
 	proc := spec["process"].(map[string]any)
 	proc["terminal"] = false
-	// The shell announces its child (a sleep we can inspect), waits for stdin to close, exits 7.
-	proc["args"] = []string{"/bin/busybox", "sh", "-c", "/bin/busybox sleep " + marker + " & echo $!; read x; kill $!; exit 7"}
+	proc["args"] = args
+	// The root stays read-only, as runc spec makes it; /tmp is a tmpfs; the
+	// node's /etc/hostname is bind-mounted where the root has no file, so runc
+	// creates one (its setup's own file operation, before the pivot), as
+	// runtimes do for /etc/hosts and /etc/resolv.conf.
+	spec["mounts"] = append(spec["mounts"].([]any),
+		map[string]any{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev"}},
+		map[string]any{"destination": "/etc/hostname", "type": "bind", "source": "/etc/hostname", "options": []string{"rbind", "ro"}})
 	data, _ = json.Marshal(spec)
 	if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
+	return runc, bundle
+}
+
+// TestRuntimeSetupIsNotTheWorkload: without BPF LSM, what runc does in the
+// container's namespaces before it execs the entrypoint (its process forked
+// there by a node process, still running runc: mount points made and
+// chmod'ed, paths still the node's, e.g. <bundle>/rootfs/sys/fs/cgroup) is the
+// runtime's setup, not the workload's: no file decision names it. What the
+// entrypoint then does is judged.
+func TestRuntimeSetupIsNotTheWorkload(t *testing.T) {
+	runc, bundle := busyboxBundle(t, "/bin/busybox", "sh", "-c", "/bin/busybox cp /bin/busybox /tmp/drift && /bin/busybox chmod +x /tmp/drift")
+	e, ch := openEngine(t, Options{DisableLSM: true})
+	if err := e.Swap(mustParse(t, `file:
+  selectors:
+    - name: all
+      operation: [createFile, modifyFile, deleteFile, createExecutable, modifyExecutable]
+  responses:
+    - match: [all]
+      actions: [alert]
+`)); err != nil {
+		t.Fatal(err)
+	}
+	hostNS, _ := pidNamespace("self")
+	cmd := exec.Command(runc, "run", "-b", bundle, "cd-setup-"+strconv.Itoa(os.Getpid()))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("runc: %v %s", err, out)
+	}
+	var got []string
+	waitFor(t, ch, "the container's chmod", func(ev *event.Event) bool {
+		if ev.Kind != event.FileDecision || ev.Process.PIDNamespace == hostNS {
+			return false
+		}
+		if strings.HasPrefix(ev.Path, bundle) {
+			t.Errorf("runc's setup judged as the workload: %s %s by %s (pid %d)", ev.Op, ev.Path, ev.Process.Comm, ev.Process.PID)
+		}
+		if strings.HasPrefix(ev.Path, "/tmp/") {
+			got = append(got, ev.Op.String()+" "+ev.Path+" "+ev.Hook.String())
+		}
+		return ev.Hook == event.HookSysChmod && ev.Path == "/tmp/drift"
+	})
+	want := []string{"createExecutable /tmp/drift tracepoint__sys_exit_openat", "createExecutable /tmp/drift tracepoint__sys_exit_fchmodat"}
+	if !slices.Equal(got, want) {
+		t.Errorf("the entrypoint's file operations: got %q, want %q", got, want)
+	}
+}
+
+// TestRuncContainerTelemetry runs a real runc container on the host and checks the
+// telemetry of its processes against what /proc says about them while they run.
+func TestRuncContainerTelemetry(t *testing.T) {
+	marker := strconv.Itoa(1000 + os.Getpid()%9000) // a sleep length no other process uses
+	// The shell announces its child (a sleep we can inspect), waits for stdin to close, exits 7.
+	runc, bundle := busyboxBundle(t, "/bin/busybox", "sh", "-c", "/bin/busybox sleep "+marker+" & echo $!; read x; kill $!; exit 7")
 
 	_, ch := openEngine(t, Options{})
 	id := "cd-test-" + strconv.Itoa(os.Getpid())

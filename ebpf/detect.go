@@ -16,13 +16,22 @@ import (
 // scope), executable, comm, terminal, container. The fork event names only
 // the child, so the engine remembers each workloadProc process's executable from
 // its exec (inherited at fork, forgotten at exit); a process that was running
-// before the engine started is read once from /proc.
+// before the engine started is read once from /proc. A node process's fork into
+// a namespace runs the node's image until it execs (workloadProc.setup): its file
+// and network calls are the runtime's, not the workload's.
 
 // workloadProc is what fork decisions need of a workload process.
 type workloadProc struct {
 	exe   string
 	layer event.Layer
 	pidns uint32
+	// setup: forked into the namespace by a node process (a runtime's
+	// "runc init", an exec into the container) and not exec'd since, so still
+	// running the node's image: the runtime's setup, before the pivot into the
+	// container's root, not the workload. The kernel's hooks cannot tell it
+	// apart; here its file and network calls (paths still the node's) and forks
+	// are out of scope, as the fork that made it is. Its exec ends it.
+	setup bool
 }
 
 // maxWorkloads bounds the remembered processes; past it (exits lost) they
@@ -52,12 +61,20 @@ func (e *Engine) observe(ev *event.Event) (event.Event, bool) {
 		}
 		// The child runs its parent's image, in its own namespace (a new one
 		// with CLONE_NEWPID).
-		e.remember(ev.Process.PID, workloadProc{exe: parent.exe, layer: parent.layer, pidns: ev.Process.PIDNamespace})
+		// Whether the parent is the node's is the kernel's word (a parent that
+		// exits at once, as runc's intermediate process does, is gone from /proc).
+		if ev.ParentPIDNS != 0 {
+			parent.pidns = ev.ParentPIDNS
+		}
+		e.remember(ev.Process.PID, workloadProc{exe: parent.exe, layer: parent.layer, pidns: ev.Process.PIDNamespace,
+			setup: parent.setup || parent.pidns == e.hostNS})
 		return e.detectFork(ev, parent)
 	case event.Exit:
 		delete(e.workloads, ev.Process.PID)
 	case kindSysfile:
-		e.detectFile(ev, &e.sys)
+		if !e.workloads[ev.Process.PID].setup {
+			e.detectFile(ev, &e.sys)
+		}
 	case event.NetworkDecision:
 		if netSyscall(ev.Hook) {
 			return e.detectNet(ev)

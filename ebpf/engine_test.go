@@ -504,7 +504,7 @@ func TestLongArgv(t *testing.T) {
 
 // TestFileSyscallDetection: without BPF LSM, a workload's file operations are
 // seen at the exit of their syscalls and judged in user space as the LSM hooks
-// would name them: a new file is createFile, a new executable (cp keeps the x
+// would name them: a new file is createFile (opened for writing or not), a new executable (cp keeps the x
 // bit) createExecutable, an append to an existing one modifyFile, chmod +x
 // createExecutable, rename a deletion and a creation, rm deleteFile. Read-only
 // opens and the node's own processes make nothing.
@@ -533,6 +533,18 @@ func TestFileSyscallDetection(t *testing.T) {
 	if err := exec.Command("sh", "-c", "echo >> "+dir+"/host; cat "+dir+"/old >/dev/null").Run(); err != nil {
 		t.Fatal(err)
 	}
+	// A creation without write intent first, by the test binary in a pid
+	// namespace of its own.
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rd := exec.Command(self, dir+"/rdonly")
+	rd.Env = append(os.Environ(), "CLOUD_DEFEND_HELPER=rdcreate")
+	rd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	if out, err := rd.CombinedOutput(); err != nil {
+		t.Fatalf("rdcreate: %v %s", err, out)
+	}
 	script := fmt.Sprintf("cd %[1]s && echo a > new && cat old > /dev/null && echo b >> old && cp /bin/true tool && touch plain && chmod +x plain && mv new renamed && rm renamed", dir)
 	cmd := exec.Command("/bin/busybox", "unshare", "-p", "-f", "--", "/bin/sh", "-c", script)
 	if out, err := cmd.CombinedOutput(); err != nil {
@@ -550,6 +562,7 @@ func TestFileSyscallDetection(t *testing.T) {
 		return ev.Kind == event.Exit && ev.Process.PID == unshare
 	})
 	want := []string{
+		"createFile rdonly tracepoint__sys_exit_openat",
 		"createFile new tracepoint__sys_exit_openat",
 		"modifyFile old tracepoint__sys_exit_openat",
 		"createExecutable tool tracepoint__sys_exit_openat",

@@ -74,7 +74,7 @@ func decodeEvent(raw []byte, n names, sys *Syscall) (event.Event, error) {
 			return ev, err
 		}
 		ev = header(r.Hdr, r.Proc, n)
-		ev.ParentTID = r.ParentTid
+		ev.ParentTID, ev.ParentPIDNS = r.ParentTid, r.ParentPidns
 	case event.Exec:
 		r, err := view[bpfobj.ProbeExecEvent](raw)
 		if err != nil {

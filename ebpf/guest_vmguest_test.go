@@ -533,7 +533,7 @@ func TestVMForkEnforcement(t *testing.T) {
 // it with CLOUD_DEFEND_HELPER=memfd: it execs a program from a memfd and exits 77
 // when the kernel refuses with EPERM.
 func TestMain(m *testing.M) {
-	netHelper()
+	testHelper()
 	switch os.Getenv("CLOUD_DEFEND_HELPER") {
 	case "attack":
 		os.Exit(attackMain(os.Args[1:]))

@@ -10,6 +10,6 @@ import (
 // TestMain turns the test binary into the network helper (netop_test.go) when
 // a test starts it so; the VM's TestMain does the same.
 func TestMain(m *testing.M) {
-	netHelper()
+	testHelper()
 	os.Exit(m.Run())
 }

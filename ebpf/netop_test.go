@@ -242,9 +242,20 @@ func loopbackUp() error {
 	return nil
 }
 
-// netHelper runs netOps when the test binary was started as the network helper.
-func netHelper() {
-	if os.Getenv("CLOUD_DEFEND_HELPER") == "netop" {
+// testHelper runs the helper the test binary was started as: netop (netOps),
+// or rdcreate, which opens its argument O_RDONLY|O_CREAT (a creation without
+// write intent, as runtimes make mount points).
+func testHelper() {
+	switch os.Getenv("CLOUD_DEFEND_HELPER") {
+	case "netop":
 		os.Exit(netOps(os.Args[1:]))
+	case "rdcreate":
+		fd, err := unix.Open(os.Args[1], unix.O_RDONLY|unix.O_CREAT, 0o644)
+		if err != nil {
+			fmt.Fprintln(os.Stderr, err)
+			os.Exit(1)
+		}
+		unix.Close(fd)
+		os.Exit(0)
 	}
 }

@@ -95,6 +95,9 @@ func (e *Engine) detectNet(ev *event.Event) (event.Event, bool) {
 		w = e.fromProc(ev.Process.PID, ev.Process.PIDNamespace)
 		e.remember(ev.Process.PID, w)
 	}
+	if w.setup {
+		return event.Event{}, false // a runtime's setup, not the workload (workloadProc.setup)
+	}
 	op := netOperation(ev, w.exe, meta)
 	d := p.Evaluate(&op)
 	if d.Actions == 0 {

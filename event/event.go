@@ -168,7 +168,8 @@ type Event struct {
 	Time    time.Duration
 	Process Process
 
-	ParentTID uint32 // fork: the thread that forked
+	ParentTID   uint32 // fork: the thread that forked
+	ParentPIDNS uint32 // fork: the forking task's pid namespace (the node's: a node process forked into a new one)
 
 	Filename      string   // exec: the name as executed (may be relative, or a symlink)
 	Executable    string   // exec: the resolved executable, as the process's root sees it

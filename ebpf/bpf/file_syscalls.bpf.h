@@ -269,7 +269,9 @@ static __always_inline int open_exit(long fd)
 		return 0;
 	__u32 fmode = 0;
 	bpf_probe_read_kernel(&fmode, sizeof(fmode), (void *)f + bpf_core_field_offset(struct file, f_mode));
-	if (!(fmode & FMODE_WRITE))
+	/* A creation counts without write intent too (open(O_RDONLY|O_CREAT),
+	 * as runtimes make mount points): path_mknod judges it with BPF LSM. */
+	if (!(fmode & (FMODE_WRITE | FMODE_CREATED)))
 		return 0;
 	__u32 mode = BPF_CORE_READ(f, f_inode, i_mode);
 	if ((mode & S_IFMT) != S_IFREG)

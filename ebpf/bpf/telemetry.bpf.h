@@ -53,6 +53,7 @@ int BPF_PROG(on_fork, struct task_struct *parent, struct task_struct *child)
 	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
 	fill_proc(&e->proc, child);
 	e->parent_tid = BPF_CORE_READ(parent, pid);
+	e->parent_pidns = task_pidns(parent);
 	submit(e, 0);
 	return 0;
 }

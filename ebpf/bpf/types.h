@@ -176,7 +176,7 @@ struct fork_event {
 	struct event_header hdr;
 	struct proc_info proc;
 	__u32 parent_tid;
-	__u32 pad;
+	__u32 parent_pidns; /* the forking task's: the node's when a node process forks into a new namespace */
 };
 
 struct setsid_event {

@@ -154,11 +154,11 @@ type ProbeFilePolicy struct {
 }
 
 type ProbeForkEvent struct {
-	_         structs.HostLayout
-	Hdr       ProbeEventHeader
-	Proc      ProbeProcInfo
-	ParentTid uint32
-	Pad       uint32
+	_           structs.HostLayout
+	Hdr         ProbeEventHeader
+	Proc        ProbeProcInfo
+	ParentTid   uint32
+	ParentPidns uint32
 }
 
 type ProbeHookPoint uint32

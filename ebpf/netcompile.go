@@ -82,30 +82,35 @@ func portPrefixes(kind bpfobj.ProbeNetKind, r policy.PortRange) []netPrefix {
 	return out
 }
 
-// netPrefixEntries are the trie's entries for the prefixes of each selector: for
-// every distinct prefix, the selectors of every prefix that contains it.
-func netPrefixEntries(sels []policy.Selector) map[netPrefix]uint64 {
-	own := map[netPrefix]uint64{}
+// eachPrefix calls f with every prefix of every selector and the selector's bit.
+func eachPrefix(sels []policy.Selector, f func(bit uint64, p netPrefix)) {
 	for i := range sels {
 		s := &sels[i]
 		bit := uint64(1) << i
 		for _, p := range s.DestinationAddress {
-			own[addrPrefix(bpfobj.ProbeNetKindNK_DST4, p)] |= bit
+			f(bit, addrPrefix(bpfobj.ProbeNetKindNK_DST4, p))
 		}
 		for _, p := range s.SourceAddress {
-			own[addrPrefix(bpfobj.ProbeNetKindNK_SRC4, p)] |= bit
+			f(bit, addrPrefix(bpfobj.ProbeNetKindNK_SRC4, p))
 		}
 		for _, r := range s.DestinationPort {
 			for _, n := range portPrefixes(bpfobj.ProbeNetKindNK_DPORT, r) {
-				own[n] |= bit
+				f(bit, n)
 			}
 		}
 		for _, r := range s.SourcePort {
 			for _, n := range portPrefixes(bpfobj.ProbeNetKindNK_SPORT, r) {
-				own[n] |= bit
+				f(bit, n)
 			}
 		}
 	}
+}
+
+// netPrefixEntries are the trie's entries for the prefixes of each selector: for
+// every distinct prefix, the selectors of every prefix that contains it.
+func netPrefixEntries(sels []policy.Selector) map[netPrefix]uint64 {
+	own := map[netPrefix]uint64{}
+	eachPrefix(sels, func(bit uint64, p netPrefix) { own[p] |= bit })
 	out := make(map[netPrefix]uint64, len(own))
 	for q := range own {
 		var m uint64
@@ -117,6 +122,24 @@ func netPrefixEntries(sels []policy.Selector) map[netPrefix]uint64 {
 		out[q] = m
 	}
 	return out
+}
+
+// netFirstBytes is net_policy.first: by kind and first byte of a key, the
+// selectors with a prefix that can hold such a key (a prefix of 8 bits or
+// more holds one first byte; a shorter one, every byte it begins).
+func netFirstBytes(sels []policy.Selector) (first [6][256]uint64) {
+	eachPrefix(sels, func(bit uint64, p netPrefix) {
+		if p.bits >= 8 {
+			first[p.kind][p.data[0]] |= bit
+			return
+		}
+		span := 1 << (8 - p.bits)
+		lo := int(p.data[0]) &^ (span - 1)
+		for b := lo; b < lo+span; b++ {
+			first[p.kind][b] |= bit
+		}
+	})
+	return first
 }
 
 // netCompiled is a policy's network section in the kernel's terms.
@@ -189,6 +212,7 @@ func compileNetwork(p *policy.Policy) (*netCompiled, error) {
 		return nil, err
 	}
 	c.prefixes = netPrefixEntries(c.sels)
+	kp.First = netFirstBytes(c.sels)
 	kp.R = responses(p.Responses(policy.Network))
 	return c, nil
 }

@@ -104,12 +104,20 @@ func (c *compiled) decideNet(op *policy.Operation, containerMask uint64) (uint64
 		}
 		a = a.Unmap()
 		am, pm := noAddr, noPort
-		am |= c.net.lpm(addrPrefix(k4, netip.PrefixFrom(a, a.BitLen())))
+		// The trie is walked only when a candidate's prefixes can hold the
+		// key's first byte (net_policy.first).
+		ak := addrPrefix(k4, netip.PrefixFrom(a, a.BitLen()))
+		if m&^noAddr&kp.First[ak.kind][ak.data[0]] != 0 {
+			am |= c.net.lpm(ak)
+		}
+		m &= am
 		var pk netPrefix
 		pk.kind, pk.bits = kport, 16
 		pk.data[0], pk.data[1] = byte(port>>8), byte(port)
-		pm |= c.net.lpm(pk)
-		m &= am & pm
+		if m&^noPort&kp.First[kport][pk.data[0]] != 0 {
+			pm |= c.net.lpm(pk)
+		}
+		m &= pm
 	}
 	end(op.DestinationAddress, op.DestinationPort, bpfobj.ProbeNetKindNK_DST4, bpfobj.ProbeNetKindNK_DPORT, kp.NoDaddr, kp.NoDport)
 	end(op.SourceAddress, op.SourcePort, bpfobj.ProbeNetKindNK_SRC4, bpfobj.ProbeNetKindNK_SPORT, kp.NoSaddr, kp.NoSport)

@@ -371,3 +371,29 @@ func TestNetSel64Policy(t *testing.T) {
 		}
 	}
 }
+
+// TestNetFirstBytes: net_policy.first holds, for every key, every selector
+// whose prefixes hold it (the filter may let more through, never fewer).
+func TestNetFirstBytes(t *testing.T) {
+	for seed := range uint64(200) {
+		r := rand.New(rand.NewPCG(seed, 7))
+		p := mustParse(t, genNetPolicy(r, 12))
+		sels := p.Selectors(policy.Network)
+		first := netFirstBytes(sels)
+		own := map[netPrefix]uint64{}
+		eachPrefix(sels, func(bit uint64, q netPrefix) { own[q] |= bit })
+		for q, bits := range own {
+			// Keys at the prefix's edges and inside it, of every first byte it spans.
+			for b := range 256 {
+				k := q
+				k.data[0], k.bits = byte(b), 128
+				if q.kind >= bpfobj.ProbeNetKindNK_DPORT {
+					k.bits = 16
+				}
+				if q.contains(k) && first[q.kind][b]&bits != bits {
+					t.Fatalf("seed %d: %v holds a key of first byte %d, first has %b of %b", seed, q, b, first[q.kind][b], bits)
+				}
+			}
+		}
+	}
+}

@@ -26,7 +26,8 @@
  * (generation, kind, bytes), kind saying which endpoint and family; port ranges
  * are split into aligned prefixes of the 16-bit port. An endpoint the operation
  * does not have contributes 0. Each lookup is one trie walk, at most 4 per
- * operation, and only for conditions a candidate selector has. A hook reads the
+ * operation, and only for conditions a candidate selector has and whose
+ * prefixes can hold the key's first byte (net_policy.first). A hook reads the
  * live slot's ops mask first (net_live) and leaves before touching the socket
  * or an address when no selector covers the operation; a connect's local end is
  * read only for a candidate with a source condition, or for an event. */
@@ -65,6 +66,10 @@ struct net_policy {
 	__u64 no_name, no_exe, interactive, batch, agnostic;
 	__u64 any; /* selectors of any operation: 0 when the policy has no network selectors */
 	struct responses r;
+	/* first[kind][b]: the selectors with a prefix of that kind that can hold a
+	 * key whose first byte is b (an address's first octet, a port's high byte).
+	 * An array read that spares the trie walk when no candidate can match. */
+	__u64 first[6][256];
 };
 
 struct net_key {
@@ -245,9 +250,10 @@ static __always_inline __u8 sock_proto(struct sock *sk)
 }
 
 /* endpoint_mask is the selectors whose address and port conditions on one end
- * hold (the no_* masks included). */
-static __always_inline __u64 endpoint_mask(__u32 gen, struct endpoint *e, __u8 kind4, __u8 kind6, __u8 kport,
-					   __u64 no_addr, __u64 no_port, __u64 m)
+ * hold (the no_* masks included). Each condition first asks pol->first whether
+ * a candidate has a prefix that can hold the key, and walks the trie only then. */
+static __always_inline __u64 endpoint_mask(struct net_policy *pol, __u32 gen, struct endpoint *e, __u8 kind4,
+					   __u8 kind6, __u8 kport, __u64 no_addr, __u64 no_port, __u64 m)
 {
 	if (!(m & ~(no_addr & no_port)))
 		return m; /* no candidate has a condition on this end */
@@ -256,29 +262,29 @@ static __always_inline __u64 endpoint_mask(__u32 gen, struct endpoint *e, __u8 k
 	struct net_key k = {.generation = gen};
 	if (m & ~no_addr) {
 		__u64 am = no_addr;
-		if (e->family == AF_INET) {
-			k.prefixlen = 16 + 32;
-			k.kind = kind4;
-		} else {
-			k.prefixlen = 16 + 128;
-			k.kind = kind6;
+		__u8 kind = e->family == AF_INET ? kind4 : kind6;
+		if (m & ~no_addr & pol->first[kind % 6][e->addr[0]]) {
+			k.prefixlen = 16 + (e->family == AF_INET ? 32 : 128);
+			k.kind = kind;
+			__builtin_memcpy(k.data, e->addr, 16);
+			__u64 *v = bpf_map_lookup_elem(&net_prefixes, &k);
+			if (v)
+				am |= *v;
 		}
-		__builtin_memcpy(k.data, e->addr, 16);
-		__u64 *v = bpf_map_lookup_elem(&net_prefixes, &k);
-		if (v)
-			am |= *v;
 		m &= am;
 	}
 	if (m & ~no_port) {
 		__u64 pm = no_port;
-		__builtin_memset(k.data, 0, sizeof(k.data));
-		k.prefixlen = 16 + 16;
-		k.kind = kport;
-		k.data[0] = e->port >> 8;
-		k.data[1] = e->port & 0xff;
-		__u64 *v = bpf_map_lookup_elem(&net_prefixes, &k);
-		if (v)
-			pm |= *v;
+		if (m & ~no_port & pol->first[kport % 6][(__u8)(e->port >> 8)]) {
+			__builtin_memset(k.data, 0, sizeof(k.data));
+			k.prefixlen = 16 + 16;
+			k.kind = kport;
+			k.data[0] = e->port >> 8;
+			k.data[1] = e->port & 0xff;
+			__u64 *v = bpf_map_lookup_elem(&net_prefixes, &k);
+			if (v)
+				pm |= *v;
+		}
 		m &= pm;
 	}
 	return m;
@@ -365,14 +371,14 @@ static __always_inline __u8 judge_net(struct net_live *l, struct task_struct *t,
 	struct container_key ck = {.cgroup_id = bpf_get_current_cgroup_id(), .generation = gen};
 	__u64 *cm = bpf_map_lookup_elem(&net_containers, &ck);
 	m &= pol->agnostic | (cm ? *cm : 0);
-	m = endpoint_mask(gen, dst, NK_DST4, NK_DST6, NK_DPORT, pol->no_daddr, pol->no_dport, m);
+	m = endpoint_mask(pol, gen, dst, NK_DST4, NK_DST6, NK_DPORT, pol->no_daddr, pol->no_dport, m);
 	if (!m)
 		return 0;
 	if (lsk && (m & ~(pol->no_saddr & pol->no_sport))) {
 		sock_local(src, lsk);
 		lsk = 0;
 	}
-	m = endpoint_mask(gen, src, NK_SRC4, NK_SRC6, NK_SPORT, pol->no_saddr, pol->no_sport, m);
+	m = endpoint_mask(pol, gen, src, NK_SRC4, NK_SRC6, NK_SPORT, pol->no_saddr, pol->no_sport, m);
 	if (!m)
 		return 0;
 	int interactive = t->signal->tty != 0;

@@ -259,6 +259,7 @@ type ProbeNetPolicy struct {
 	Agnostic    uint64
 	Any         uint64
 	R           ProbeResponses
+	First       [6][256]uint64
 }
 
 type ProbePathKey struct {

@@ -105,7 +105,7 @@ func TestInVMPeers(t *testing.T) {
 	files[ConfigPath] = cf
 	vmtest.Run(t, vmtest.Options{
 		Package: "./internal/peerbench", Tags: []string{"vmguest"}, Run: "^$", Timeout: 60 * time.Minute,
-		Memory:           2048,
+		Memory:           4096, // the guest's files are in its memory: three runs of every agent's output and the peers' binaries
 		InstructionClock: os.Getenv("VM_BENCH_CLOCK") != "host",
 		Binaries:         binaries,
 		Modules:          modules,

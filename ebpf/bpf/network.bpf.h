@@ -249,6 +249,15 @@ static __always_inline __u8 sock_proto(struct sock *sk)
 	return 0;
 }
 
+/* first_byte is b as an index the verifier knows is below 256: the compiler
+ * may drop a mask it knows holds (a port's high byte), while the verifier,
+ * reading the value back from the stack, does not. */
+static __always_inline __u32 first_byte(__u32 b)
+{
+	asm volatile("%[b] &= 0xff" : [b] "+r"(b));
+	return b;
+}
+
 /* endpoint_mask is the selectors whose address and port conditions on one end
  * hold (the no_* masks included). Each condition first asks pol->first whether
  * a candidate has a prefix that can hold the key, and walks the trie only then. */
@@ -263,7 +272,7 @@ static __always_inline __u64 endpoint_mask(struct net_policy *pol, __u32 gen, st
 	if (m & ~no_addr) {
 		__u64 am = no_addr;
 		__u8 kind = e->family == AF_INET ? kind4 : kind6;
-		if (m & ~no_addr & pol->first[kind % 6][e->addr[0]]) {
+		if (m & ~no_addr & pol->first[kind % 6][first_byte(e->addr[0])]) {
 			k.prefixlen = 16 + (e->family == AF_INET ? 32 : 128);
 			k.kind = kind;
 			__builtin_memcpy(k.data, e->addr, 16);
@@ -275,7 +284,7 @@ static __always_inline __u64 endpoint_mask(struct net_policy *pol, __u32 gen, st
 	}
 	if (m & ~no_port) {
 		__u64 pm = no_port;
-		if (m & ~no_port & pol->first[kport % 6][(__u8)(e->port >> 8)]) {
+		if (m & ~no_port & pol->first[kport % 6][first_byte(e->port >> 8)]) {
 			__builtin_memset(k.data, 0, sizeof(k.data));
 			k.prefixlen = 16 + 16;
 			k.kind = kport;

@@ -94,6 +94,7 @@ struct net_event {
 	__u32 fd;      /* without BPF LSM: the syscall's socket (not reported) */
 	struct endpoint src, dst;
 };
+DECISION_HEAD(net_event);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
@@ -289,17 +290,9 @@ static __always_inline void net_emit(struct task_struct *t, __u32 counter, __u32
 				     struct endpoint *src, struct endpoint *dst, __u64 m, __u8 actions, int block,
 				     int interactive)
 {
-	struct net_event *e = reserve(sizeof(*e));
+	struct net_event *e = reserve_decision(sizeof(*e), EVENT_NETWORK, counter, t, m, actions, block);
 	if (!e)
 		return;
-	__builtin_memset(e, 0, sizeof(*e));
-	e->hdr.type = EVENT_NETWORK;
-	e->hdr.generation = counter;
-	e->hdr.ts_ns = bpf_ktime_get_boot_ns();
-	fill_proc(&e->proc, t);
-	e->matched = m;
-	e->actions = actions;
-	e->blocked = block;
 	e->interactive = interactive;
 	e->protocol = proto;
 	e->op = op;

@@ -111,27 +111,9 @@ struct {
 	__type(value, __u64);
 } net_prefixes SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2 * 64 * 64);
-	__type(key, struct name_key);
-	__type(value, __u64);
-} net_names SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 2 * 64 * 64);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct path_key);
-	__type(value, struct path_val);
-} net_paths SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2 * 16384);
-	__type(key, struct container_key);
-	__type(value, __u64);
-} net_containers SEC(".maps");
+NAME_MAP(net_names);
+PATH_TRIE(net_paths);
+CONTAINER_MAP(net_containers);
 
 /* Accepted sockets a blocking response refused (see the top of this file). */
 struct {

@@ -389,13 +389,15 @@ static __always_inline __u8 judge_net(struct net_live *l, struct task_struct *t,
 	return actions;
 }
 
-SEC("lsm/socket_connect")
-int BPF_PROG(enforce_socket_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+/* judge_sockaddr judges a connect (to address) or a bind (to it as the local
+ * end) on sock: op is constant in each program, so what the other one does
+ * folds away. */
+static __always_inline int judge_sockaddr(struct socket *sock, struct sockaddr *address, int addrlen, __u32 op,
+					  __u32 hook)
 {
-	if (ret)
-		return ret;
+	int local = op == NOP_BIND; /* address is the socket's own end */
 	struct net_live l;
-	if (!net_live(NOP_CONNECT, NP_TCP | NP_UDP, &l))
+	if (!net_live(op, NP_TCP | NP_UDP, &l))
 		return 0;
 	struct task_struct *t = in_scope();
 	if (!t)
@@ -407,12 +409,22 @@ int BPF_PROG(enforce_socket_connect, struct socket *sock, struct sockaddr *addre
 	if (!proto)
 		return 0;
 	struct endpoint src = {}, dst = {};
-	/* AF_UNSPEC dissolves a UDP association: not a connection. */
-	if (!sockaddr_endpoint(&dst, address, addrlen, 0, 0))
+	/* A connect to AF_UNSPEC dissolves a UDP association: not a connection. An
+	 * IPv4 socket's bind takes AF_UNSPEC with INADDR_ANY as AF_INET. */
+	if (!sockaddr_endpoint(local ? &src : &dst, address, addrlen,
+			       local && BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET, 0))
 		return 0;
 	int block;
-	judge_net(&l, t, NOP_CONNECT, HOOK_SOCKET_CONNECT, proto, &src, &dst, sk, &block);
+	judge_net(&l, t, op, hook, proto, &src, &dst, local ? 0 : sk, &block);
 	return block ? -EPERM : 0;
+}
+
+SEC("lsm/socket_connect")
+int BPF_PROG(enforce_socket_connect, struct socket *sock, struct sockaddr *address, int addrlen, int ret)
+{
+	if (ret)
+		return ret;
+	return judge_sockaddr(sock, address, addrlen, NOP_CONNECT, HOOK_SOCKET_CONNECT);
 }
 
 SEC("lsm/socket_bind")
@@ -420,25 +432,7 @@ int BPF_PROG(enforce_socket_bind, struct socket *sock, struct sockaddr *address,
 {
 	if (ret)
 		return ret;
-	struct net_live l;
-	if (!net_live(NOP_BIND, NP_TCP | NP_UDP, &l))
-		return 0;
-	struct task_struct *t = in_scope();
-	if (!t)
-		return 0;
-	struct sock *sk = sock->sk;
-	if (!sk)
-		return 0;
-	__u8 proto = sock_proto(sk);
-	if (!proto)
-		return 0;
-	struct endpoint src = {}, dst = {};
-	/* An IPv4 socket's bind takes AF_UNSPEC with INADDR_ANY as AF_INET. */
-	if (!sockaddr_endpoint(&src, address, addrlen, BPF_CORE_READ(sk, __sk_common.skc_family) == AF_INET, 0))
-		return 0;
-	int block;
-	judge_net(&l, t, NOP_BIND, HOOK_SOCKET_BIND, proto, &src, &dst, 0, &block);
-	return block ? -EPERM : 0;
+	return judge_sockaddr(sock, address, addrlen, NOP_BIND, HOOK_SOCKET_BIND);
 }
 
 /* refused says whether sk is an accepted connection a blocking response refused. */

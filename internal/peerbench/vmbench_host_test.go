@@ -135,13 +135,7 @@ spec:
     - index: 1
       type: "int"
     selectors:
-    - matchArgs:
-      - index: 0
-        operator: "Prefix"
-        values:
-        - "/etc/"
-        - "/usr/bin/"
-      - index: 1
+` + watchedPrefixes + `      - index: 1
         operator: "Equal"
         values:
         - "2"
@@ -175,14 +169,18 @@ func tetragonPathKprobe(call string, dentry bool) string {
     syscall: false
     args:
 ` + args + `    selectors:
-    - matchArgs:
+` + watchedPrefixes
+}
+
+// watchedPrefixes is a selector's first condition: argument 0 under /etc or
+// /usr/bin.
+const watchedPrefixes = `    - matchArgs:
       - index: 0
         operator: "Prefix"
         values:
         - "/etc/"
         - "/usr/bin/"
 `
-}
 
 func readFile(p string) string { b, _ := os.ReadFile(p); return string(b) }
 

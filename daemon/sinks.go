@@ -51,8 +51,7 @@ func (s *local) Counters(c *ecs.Counters) {
 // NewWriterSink writes each document as one NDJSON line, the bytes
 // Elasticsearch would get, to w (stdout); name is how messages call it.
 func NewWriterSink(w io.Writer, name string, log Logger) Sink {
-	x := ndjson.New(w, name, ndjson.Config{}, log)
-	return &local{w: x, stats: func() (int64, int64, int64) { st := x.Stats(); return st.Published, st.Written, st.Dropped }}
+	return ndjsonSink(ndjson.New(w, name, ndjson.Config{}, log))
 }
 
 // NewFileSink writes NDJSON to path, rotated at rotateKB into at most keep
@@ -62,7 +61,12 @@ func NewFileSink(path string, rotateKB, keep int, log Logger) (Sink, error) {
 	if err != nil {
 		return nil, err
 	}
-	return &local{w: x, stats: func() (int64, int64, int64) { st := x.Stats(); return st.Published, st.Written, st.Dropped }}, nil
+	return ndjsonSink(x), nil
+}
+
+// ndjsonSink is the Sink over an NDJSON writer, stdout's or a file's.
+func ndjsonSink(x *ndjson.Writer) *local {
+	return &local{w: x, stats: func() (int64, int64, int64) { st := x.Stats(); return st.Published, st.Written, st.Dropped }}
 }
 
 // NewConsoleSink renders documents as one readable line each for a terminal.

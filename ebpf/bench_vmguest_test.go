@@ -8,21 +8,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime/debug"
 	"slices"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
 	"github.com/cilium/ebpf"
 	"github.com/cilium/ebpf/link"
 	"github.com/cilium/ebpf/ringbuf"
-	"golang.org/x/sys/unix"
 
 	"github.com/cloud-defend/cloud-defend/event"
+	"github.com/cloud-defend/cloud-defend/internal/fileloop"
 	"github.com/cloud-defend/cloud-defend/policy"
 )
 
@@ -152,104 +150,19 @@ func emptyPrograms(b *testing.B) (map[string]*ebpf.Program, func()) {
 	}
 }
 
-// fileLoop is the file benchmarks' workload, run in a container by the test binary
-// itself: n iterations of one file operation pattern, raw system calls on paths
-// prepared beforehand, with the garbage collector off, so the loop's own cost is
-// the same under every configuration and only the kernel's differs.
+// fileLoop is the file benchmarks' workload (internal/fileloop), run in a
+// container by the test binary itself on the files under /srv/bench:
+// open-ro-match opens a path the policies name, open-ro-other one they do not.
 func fileLoop(kind, count string) int {
-	n, err := strconv.Atoi(count)
-	if err != nil {
-		return 2
-	}
-	debug.SetGCPercent(-1)
 	const dir = "/srv/bench"
-	cstr := func(s string) uintptr {
-		p, err := unix.BytePtrFromString(s)
-		if err != nil {
-			panic(err)
-		}
-		return uintptr(unsafe.Pointer(p))
-	}
-	passwd, other, data, created, a, b := cstr(dir+"/etc/passwd"), cstr(dir+"/other"), cstr(dir+"/data"), cstr(dir+"/new"), cstr(dir+"/a"), cstr(dir+"/b")
-	sys := func(trap, a1, a2, a3 uintptr) (uintptr, syscall.Errno) {
-		r, _, errno := unix.RawSyscall(trap, a1, a2, a3)
-		return r, errno
-	}
-	cwd := unix.AT_FDCWD
-	at := uintptr(cwd)
-	var op func(i int) syscall.Errno
+	p := fileloop.Paths{Read: dir + "/etc/passwd", Write: dir + "/data", New: dir + "/new", A: dir + "/a", B: dir + "/b"}
 	switch kind {
-	case "open-ro-match", "open-ro-other", "open-wr":
-		path, flags := passwd, uintptr(unix.O_RDONLY)
-		if kind == "open-ro-other" {
-			path = other
-		} else if kind == "open-wr" {
-			path, flags = data, unix.O_WRONLY
-		}
-		op = func(int) syscall.Errno {
-			fd, errno := sys(unix.SYS_OPENAT, at, path, flags)
-			if errno == 0 {
-				_, errno = sys(unix.SYS_CLOSE, fd, 0, 0)
-			}
-			return errno
-		}
-	case "create-unlink":
-		op = func(int) syscall.Errno {
-			fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT, at, created, unix.O_CREAT|unix.O_WRONLY|unix.O_EXCL, 0o644, 0, 0)
-			if errno == 0 {
-				_, _ = sys(unix.SYS_CLOSE, fd, 0, 0)
-				_, errno = sys(unix.SYS_UNLINKAT, at, created, 0)
-			}
-			return errno
-		}
-	case "chmod":
-		op = func(i int) syscall.Errno {
-			_, errno := sys(unix.SYS_FCHMODAT, at, data, uintptr(0o600+i%2*0o40))
-			return errno
-		}
-	case "rename":
-		op = func(i int) syscall.Errno {
-			from, to := a, b
-			if i%2 == 1 {
-				from, to = to, from
-			}
-			_, _, errno := unix.RawSyscall6(unix.SYS_RENAMEAT, at, from, at, to, 0, 0)
-			return errno
-		}
-	case "mmap-shared":
-		// A shared writable mapping of a file opened once, before the loop.
-		fd, err := unix.Open(dir+"/data", unix.O_RDWR, 0)
-		if err != nil {
-			return 1
-		}
-		op = func(int) syscall.Errno {
-			addr, _, errno := unix.RawSyscall6(unix.SYS_MMAP, 0, 4096, unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED, uintptr(fd), 0)
-			if errno == 0 {
-				_, errno = sys(unix.SYS_MUNMAP, addr, 4096, 0)
-			}
-			return errno
-		}
-	case "setxattr":
-		name, value := cstr("trusted.bench"), cstr("1")
-		op = func(int) syscall.Errno {
-			_, _, errno := unix.RawSyscall6(unix.SYS_SETXATTR, data, name, value, 1, 0, 0)
-			if errno == unix.EOPNOTSUPP {
-				errno = 0 // the hooks ran; the file system has no such xattrs
-			}
-			return errno
-		}
-	default:
-		return 2
+	case "open-ro-match":
+		kind = "open-ro"
+	case "open-ro-other":
+		kind, p.Read = "open-ro", dir+"/other"
 	}
-	start := time.Now()
-	for i := range n {
-		if errno := op(i); errno != 0 {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", kind, errno)
-			return 1
-		}
-	}
-	fmt.Println(time.Since(start).Nanoseconds()) // the loop alone, without process start-up
-	return 0
+	return fileloop.Run(kind, count, p)
 }
 
 const fileLoopScale = 200

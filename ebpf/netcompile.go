@@ -154,6 +154,7 @@ type netCompiled struct {
 func compileNetwork(p *policy.Policy) (*netCompiled, error) {
 	c := &netCompiled{sels: p.Selectors(policy.Network), names: map[string]uint64{}}
 	kp := &c.policy
+	pm := processMasks{noName: &kp.NoName, noExe: &kp.NoExe, interactive: &kp.Interactive, batch: &kp.Batch, agnostic: &kp.Agnostic}
 	for i := range c.sels {
 		s := &c.sels[i]
 		bit := uint64(1) << i
@@ -185,27 +186,7 @@ func compileNetwork(p *policy.Policy) (*netCompiled, error) {
 		if len(s.SourcePort) == 0 {
 			kp.NoSport |= bit
 		}
-		if len(s.ProcessName) == 0 {
-			kp.NoName |= bit
-		}
-		for _, n := range s.ProcessName {
-			c.names[n] |= bit
-		}
-		if len(s.ProcessExecutable) == 0 {
-			kp.NoExe |= bit
-		}
-		switch s.SessionLeaderInteractive {
-		case policy.Unset:
-			kp.Interactive |= bit
-			kp.Batch |= bit
-		case policy.True:
-			kp.Interactive |= bit
-		case policy.False:
-			kp.Batch |= bit
-		}
-		if !s.ContainerScoped() {
-			kp.Agnostic |= bit
-		}
+		pm.add(s, bit, c.names)
 	}
 	var err error
 	if c.paths, _, err = pathEntries(c.sels, func(s *policy.Selector) []policy.PathPattern { return s.ProcessExecutable }); err != nil {

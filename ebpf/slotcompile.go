@@ -61,6 +61,39 @@ type pathEntry struct {
 	len, dirlen           uint32
 }
 
+// processMasks are a compiled policy's masks of the conditions process and
+// network selectors share: processName, processExecutable,
+// sessionLeaderInteractive and the container conditions.
+type processMasks struct {
+	noName, noExe, interactive, batch, agnostic *uint64
+}
+
+// add adds selector s, bit, to the masks of the conditions it lets through
+// without a lookup, and to names under each process name it has.
+func (m processMasks) add(s *policy.Selector, bit uint64, names map[string]uint64) {
+	if len(s.ProcessName) == 0 {
+		*m.noName |= bit
+	}
+	for _, n := range s.ProcessName {
+		names[n] |= bit
+	}
+	if len(s.ProcessExecutable) == 0 {
+		*m.noExe |= bit
+	}
+	switch s.SessionLeaderInteractive {
+	case policy.Unset:
+		*m.interactive |= bit
+		*m.batch |= bit
+	case policy.True:
+		*m.interactive |= bit
+	case policy.False:
+		*m.batch |= bit
+	}
+	if !s.ContainerScoped() {
+		*m.agnostic |= bit
+	}
+}
+
 func compile(p *policy.Policy) (*compiled, error) {
 	c := &compiled{names: map[string]uint64{}, sels: p.Selectors(policy.Process), resps: p.Responses(policy.Process),
 		fileSels: p.Selectors(policy.File)}
@@ -72,6 +105,7 @@ func compile(p *policy.Policy) (*compiled, error) {
 		}
 	}
 	kp := &c.policy
+	pm := processMasks{noName: &kp.NoName, noExe: &kp.NoExe, interactive: &kp.Interactive, batch: &kp.Batch, agnostic: &kp.Agnostic}
 	for i := range c.sels {
 		s := &c.sels[i]
 		bit := uint64(1) << i
@@ -84,27 +118,7 @@ func compile(p *policy.Policy) (*compiled, error) {
 		} else if ops.Has(policy.OpExecMemfd) {
 			kp.MemfdOps |= bit
 		}
-		if len(s.ProcessName) == 0 {
-			kp.NoName |= bit
-		}
-		for _, n := range s.ProcessName {
-			c.names[n] |= bit
-		}
-		if len(s.ProcessExecutable) == 0 {
-			kp.NoExe |= bit
-		}
-		switch s.SessionLeaderInteractive {
-		case policy.Unset:
-			kp.Interactive |= bit
-			kp.Batch |= bit
-		case policy.True:
-			kp.Interactive |= bit
-		case policy.False:
-			kp.Batch |= bit
-		}
-		if !s.ContainerScoped() {
-			kp.Agnostic |= bit
-		}
+		pm.add(s, bit, c.names)
 		if len(s.ExecutableLayer) == 0 {
 			for l := range kp.Layers {
 				kp.Layers[l] |= bit

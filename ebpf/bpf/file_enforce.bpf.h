@@ -98,16 +98,8 @@ static __always_inline int judge(struct task_struct *t, __u32 op, __u32 also, __
 			len = walk(s, mnt, d, &complete, tree, &leaf);
 		if (also && !(m & pol->ops[op & 7]))
 			op = also; /* report the operation that matched */
-		struct file_event *e = reserve(sizeof(*e));
+		struct file_event *e = reserve_decision(sizeof(*e), EVENT_FILE, counter, t, m, actions, block);
 		if (e) {
-			__builtin_memset(e, 0, sizeof(*e));
-			e->hdr.type = EVENT_FILE;
-			e->hdr.generation = counter;
-			e->hdr.ts_ns = bpf_ktime_get_boot_ns();
-			fill_proc(&e->proc, t);
-			e->matched = m;
-			e->actions = actions;
-			e->blocked = block;
 			e->on_volume = on_volume;
 			e->on_file_mount = on_file;
 			e->op = op;

@@ -18,6 +18,34 @@ struct {
 	__type(value, struct cd_config);
 } config_map SEC(".maps");
 
+/* Selector maps that the policy kinds (process, file, network) each have their
+ * own copy of, declared alike, each holding both generation slots. */
+/* Path patterns (executables, file targets), looked up by path_masks. */
+#define PATH_TRIE(name)                               \
+	struct {                                      \
+		__uint(type, BPF_MAP_TYPE_LPM_TRIE);  \
+		__uint(max_entries, 2 * 64 * 64);     \
+		__uint(map_flags, BPF_F_NO_PREALLOC); \
+		__type(key, struct path_key);         \
+		__type(value, struct path_val);       \
+	} name SEC(".maps")
+/* Process names (comm). */
+#define NAME_MAP(name)                            \
+	struct {                                  \
+		__uint(type, BPF_MAP_TYPE_HASH);  \
+		__uint(max_entries, 2 * 64 * 64); \
+		__type(key, struct name_key);     \
+		__type(value, __u64);             \
+	} name SEC(".maps")
+/* The containers (by cgroup id) of the selectors with container conditions. */
+#define CONTAINER_MAP(name)                        \
+	struct {                                   \
+		__uint(type, BPF_MAP_TYPE_HASH);   \
+		__uint(max_entries, 2 * 16384);    \
+		__type(key, struct container_key); \
+		__type(value, __u64);              \
+	} name SEC(".maps")
+
 struct {
 	__uint(type, BPF_MAP_TYPE_ARRAY);
 	__uint(max_entries, 2);
@@ -32,13 +60,7 @@ struct {
 	__type(value, struct file_policy);
 } file_policies SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 2 * 64 * 64);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct path_key);
-	__type(value, struct path_val);
-} file_paths SEC(".maps");
+PATH_TRIE(file_paths);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);
@@ -47,12 +69,7 @@ struct {
 	__type(value, __u64);
 } file_trees SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2 * 16384);
-	__type(key, struct container_key);
-	__type(value, __u64);
-} file_containers SEC(".maps");
+CONTAINER_MAP(file_containers);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_LRU_HASH);
@@ -61,27 +78,9 @@ struct {
 	__type(value, struct verdict);
 } write_verdicts SEC(".maps");
 
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2 * 64 * 64);
-	__type(key, struct name_key);
-	__type(value, __u64);
-} names SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
-	__uint(max_entries, 2 * 64 * 64);
-	__uint(map_flags, BPF_F_NO_PREALLOC);
-	__type(key, struct path_key);
-	__type(value, struct path_val);
-} paths SEC(".maps");
-
-struct {
-	__uint(type, BPF_MAP_TYPE_HASH);
-	__uint(max_entries, 2 * 16384);
-	__type(key, struct container_key);
-	__type(value, __u64);
-} containers SEC(".maps");
+NAME_MAP(names);
+PATH_TRIE(paths);
+CONTAINER_MAP(containers);
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);

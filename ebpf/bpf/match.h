@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: GPL-2.0 */
-/* Policy evaluation shared by process and file enforcement: the path trie
- * lookups, memfd detection, and the responses fired for matched selectors. */
+/* Policy evaluation shared by process, file and network enforcement: the path
+ * trie lookups, memfd detection, the responses fired for matched selectors, and
+ * the head of the decision records they report. */
 #ifndef __CLOUD_DEFEND_MATCH_H__
 #define __CLOUD_DEFEND_MATCH_H__
 
@@ -94,6 +95,27 @@ static __always_inline __u8 respond(struct responses *r, __u64 m, struct cd_conf
 	if (*block)
 		count(STAT_BLOCKS);
 	return rc.actions;
+}
+
+/* reserve_decision reserves a decision record of size bytes (one that starts as
+ * struct decision_head), zeroes it and fills its head: record type, generation
+ * counter, time, task t, the matched selectors m, the actions fired and whether
+ * they block. The caller fills the rest and submits it. 0 when the ring is full. */
+static __always_inline void *reserve_decision(__u64 size, __u32 type, __u32 counter, struct task_struct *t, __u64 m,
+					      __u8 actions, int block)
+{
+	struct decision_head *h = reserve(size);
+	if (!h)
+		return 0;
+	__builtin_memset(h, 0, size);
+	h->hdr.type = type;
+	h->hdr.generation = counter;
+	h->hdr.ts_ns = bpf_ktime_get_boot_ns();
+	fill_proc(&h->proc, t);
+	h->matched = m;
+	h->actions = actions;
+	h->blocked = block;
+	return h;
 }
 
 #endif /* __CLOUD_DEFEND_MATCH_H__ */

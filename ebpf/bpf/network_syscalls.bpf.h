@@ -125,46 +125,35 @@ static __always_inline int net_exit(long ret, int inprogress_ok)
 	return 0;
 }
 
-SEC("tracepoint/syscalls/sys_enter_connect")
-int watch_connect(struct trace_event_raw_sys_enter *ctx)
-{
-	return net_enter(NOP_CONNECT, HOOK_SYS_CONNECT, (int)ctx->args[0], (struct sockaddr *)ctx->args[1],
-			 (int)ctx->args[2]);
-}
+/* One enter and one exit program per syscall (watch_<name>, watch_<name>_exit),
+ * as for the file syscalls: each runs only for its own call. NET_ENTER is for the
+ * calls that take the socket, the address and its length as arguments (addr and
+ * addrlen are their indexes); inprogress_ok: EINPROGRESS is a success. */
+#define NET_ENTER(name, op, hook, addr, addrlen)                                                  \
+	SEC("tracepoint/syscalls/sys_enter_" #name)                                               \
+	int watch_##name(struct trace_event_raw_sys_enter *ctx)                                   \
+	{                                                                                         \
+		return net_enter(op, hook, (int)ctx->args[0], (struct sockaddr *)ctx->args[addr], \
+				 (int)ctx->args[addrlen]);                                        \
+	}
+#define NET_EXIT(name, inprogress_ok)                                 \
+	SEC("tracepoint/syscalls/sys_exit_" #name)                    \
+	int watch_##name##_exit(struct trace_event_raw_sys_exit *ctx) \
+	{                                                             \
+		return net_exit(ctx->ret, inprogress_ok);             \
+	}
 
-SEC("tracepoint/syscalls/sys_exit_connect")
-int watch_connect_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	return net_exit(ctx->ret, 1);
-}
+/* connect(fd, addr, addrlen), bind(fd, addr, addrlen) */
+NET_ENTER(connect, NOP_CONNECT, HOOK_SYS_CONNECT, 1, 2)
+NET_EXIT(connect, 1)
+NET_ENTER(bind, NOP_BIND, HOOK_SYS_BIND, 1, 2)
+NET_EXIT(bind, 0)
 
-SEC("tracepoint/syscalls/sys_enter_bind")
-int watch_bind(struct trace_event_raw_sys_enter *ctx)
-{
-	return net_enter(NOP_BIND, HOOK_SYS_BIND, (int)ctx->args[0], (struct sockaddr *)ctx->args[1],
-			 (int)ctx->args[2]);
-}
+/* sendto(fd, buf, len, flags, addr, addrlen) */
+NET_ENTER(sendto, NOP_CONNECT, HOOK_SOCKET_SENDMSG, 4, 5)
+NET_EXIT(sendto, 0)
 
-SEC("tracepoint/syscalls/sys_exit_bind")
-int watch_bind_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	return net_exit(ctx->ret, 0);
-}
-
-SEC("tracepoint/syscalls/sys_enter_sendto")
-int watch_sendto(struct trace_event_raw_sys_enter *ctx)
-{
-	/* sendto(fd, buf, len, flags, addr, addrlen) */
-	return net_enter(NOP_CONNECT, HOOK_SOCKET_SENDMSG, (int)ctx->args[0], (struct sockaddr *)ctx->args[4],
-			 (int)ctx->args[5]);
-}
-
-SEC("tracepoint/syscalls/sys_exit_sendto")
-int watch_sendto_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	return net_exit(ctx->ret, 0);
-}
-
+/* sendmsg(fd, msg, flags): the address is in the user's msghdr. */
 SEC("tracepoint/syscalls/sys_enter_sendmsg")
 int watch_sendmsg(struct trace_event_raw_sys_enter *ctx)
 {
@@ -174,12 +163,7 @@ int watch_sendmsg(struct trace_event_raw_sys_enter *ctx)
 	return net_enter(NOP_CONNECT, HOOK_SOCKET_SENDMSG, (int)ctx->args[0], (struct sockaddr *)mh.msg_name,
 			 mh.msg_namelen);
 }
-
-SEC("tracepoint/syscalls/sys_exit_sendmsg")
-int watch_sendmsg_exit(struct trace_event_raw_sys_exit *ctx)
-{
-	return net_exit(ctx->ret, 0);
-}
+NET_EXIT(sendmsg, 0)
 
 /* accept's new socket exists only at its exit: it is read from the new fd. */
 static __always_inline int accepted_fd(long fd)

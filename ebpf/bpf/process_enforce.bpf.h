@@ -108,17 +108,9 @@ named:;
 		return 0;
 
 	if (actions) {
-		struct decision_event *e = reserve(sizeof(*e));
+		struct decision_event *e = reserve_decision(sizeof(*e), EVENT_DECISION, counter, t, m, actions, block);
 		if (e) {
-			__builtin_memset(e, 0, sizeof(*e));
-			e->hdr.type = EVENT_DECISION;
-			e->hdr.generation = counter;
-			e->hdr.ts_ns = bpf_ktime_get_boot_ns();
-			fill_proc(&e->proc, t);
 			e->op = op;
-			e->matched = m;
-			e->actions = actions;
-			e->blocked = block;
 			e->memfd = memfd;
 			e->interactive = interactive;
 			e->exe_layer = layered ? layer : exe_layer(f);

@@ -12,7 +12,8 @@
 #define ARGS_LEN 1024 /* the argv an exec record has room for in its common (smallest) size */
 #define ARGS_MID 4096
 #define ARGS_MAX 20480 /* the most argv copied, as Elastic's probe: longer is cut, and says so */
-#define EXEC_PATH_MIN 256 /* room for the executable and the cwd in an exec record's smallest size; PATH_BUF in its larger */
+/* room for the executable and the cwd in an exec record's smallest size; PATH_BUF in its larger */
+#define EXEC_PATH_MIN 256
 #define MAX_RESPONSES 64
 
 enum event_type {
@@ -184,6 +185,23 @@ struct setsid_event {
 	struct proc_info proc; /* after setsid: sid == pid, no controlling tty */
 };
 
+/* The head of every decision record (file_event, decision_event, net_event):
+ * reserve_decision fills it. Each record repeats its fields rather than
+ * embedding it, so that bpf2go's Go twins keep them flat; DECISION_HEAD checks
+ * that a record lays them out as the head does. */
+struct decision_head {
+	struct event_header hdr;
+	struct proc_info proc;
+	__u64 matched;
+	__u8 actions;
+	__u8 blocked;
+};
+
+#define HEAD_AT(rec, f) (__builtin_offsetof(struct rec, f) == __builtin_offsetof(struct decision_head, f))
+#define DECISION_HEAD(rec)                                                                                            \
+	_Static_assert(HEAD_AT(rec, proc) && HEAD_AT(rec, matched) && HEAD_AT(rec, actions) && HEAD_AT(rec, blocked), \
+		       #rec " starts as struct decision_head")
+
 struct file_event {
 	struct event_header hdr;
 	struct proc_info proc;
@@ -197,6 +215,7 @@ struct file_event {
 	__u32 path_len;     /* full length; path holds the first 255 bytes */
 	char path[MAX_PATH + 1];
 };
+DECISION_HEAD(file_event);
 
 struct exit_event {
 	struct event_header hdr;
@@ -246,6 +265,7 @@ struct decision_event {
 	__u8 pad[2];
 	char path[MAX_PATH + 1];
 };
+DECISION_HEAD(decision_event);
 
 /* A directory ("dir/", NUL-padded) and its generation slot: the key of the
  * selectors with a file pattern at or below it, for directory renames only. Apart

@@ -12,15 +12,13 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
-	"runtime/debug"
 	"strconv"
 	"strings"
 	"syscall"
 	"testing"
 	"time"
-	"unsafe"
 
-	"golang.org/x/sys/unix"
+	"github.com/cloud-defend/cloud-defend/internal/fileloop"
 )
 
 func TestMain(m *testing.M) {
@@ -215,77 +213,11 @@ func runFileLoop(b *testing.B, self, kind string) {
 	b.ReportMetric(ns/float64(b.N), "loop-ns/op")
 }
 
-// fileLoop is ebpf's file benchmark loop on the paths under benchDir: raw
-// system calls, the garbage collector off, timed inside the container.
+// fileLoop is ebpf's file benchmark loop (internal/fileloop) on the files under
+// benchDir.
 func fileLoop(kind, count string) int {
-	n, err := strconv.Atoi(count)
-	if err != nil {
-		return 2
-	}
-	debug.SetGCPercent(-1)
-	cstr := func(s string) uintptr {
-		p, err := unix.BytePtrFromString(s)
-		if err != nil {
-			panic(err)
-		}
-		return uintptr(unsafe.Pointer(p))
-	}
-	passwd, data, created, a, bb := cstr(benchDir+"/passwd"), cstr(benchDir+"/data"), cstr(benchDir+"/new"), cstr(benchDir+"/a"), cstr(benchDir+"/b")
-	cwd := unix.AT_FDCWD
-	at := uintptr(cwd)
-	sys := func(trap, a1, a2, a3 uintptr) (uintptr, syscall.Errno) {
-		r, _, errno := unix.RawSyscall(trap, a1, a2, a3)
-		return r, errno
-	}
-	var op func(i int) syscall.Errno
-	switch kind {
-	case "open-ro", "open-wr":
-		path, flags := passwd, uintptr(unix.O_RDONLY)
-		if kind == "open-wr" {
-			path, flags = data, unix.O_WRONLY
-		}
-		op = func(int) syscall.Errno {
-			fd, errno := sys(unix.SYS_OPENAT, at, path, flags)
-			if errno == 0 {
-				_, errno = sys(unix.SYS_CLOSE, fd, 0, 0)
-			}
-			return errno
-		}
-	case "create-unlink":
-		op = func(int) syscall.Errno {
-			fd, _, errno := unix.RawSyscall6(unix.SYS_OPENAT, at, created, unix.O_CREAT|unix.O_WRONLY|unix.O_EXCL, 0o644, 0, 0)
-			if errno == 0 {
-				_, _ = sys(unix.SYS_CLOSE, fd, 0, 0)
-				_, errno = sys(unix.SYS_UNLINKAT, at, created, 0)
-			}
-			return errno
-		}
-	case "chmod":
-		op = func(i int) syscall.Errno {
-			_, errno := sys(unix.SYS_FCHMODAT, at, data, uintptr(0o600+i%2*0o40))
-			return errno
-		}
-	case "rename":
-		op = func(i int) syscall.Errno {
-			from, to := a, bb
-			if i%2 == 1 {
-				from, to = to, from
-			}
-			_, _, errno := unix.RawSyscall6(unix.SYS_RENAMEAT, at, from, at, to, 0, 0)
-			return errno
-		}
-	default:
-		return 2
-	}
-	start := time.Now()
-	for i := range n {
-		if errno := op(i); errno != 0 {
-			fmt.Fprintf(os.Stderr, "%s: %v\n", kind, errno)
-			return 1
-		}
-	}
-	fmt.Println(time.Since(start).Nanoseconds())
-	return 0
+	return fileloop.Run(kind, count, fileloop.Paths{Read: benchDir + "/passwd", Write: benchDir + "/data", New: benchDir + "/new",
+		A: benchDir + "/a", B: benchDir + "/b"})
 }
 
 // loadPhase runs execs of the agent's load marker in a container as fast as the

@@ -121,7 +121,7 @@ func TestInVMPeers(t *testing.T) {
 // process named bench-deny killed, which the loops never run: what blocking
 // costs when nothing is blocked, as our default policy's alert on executable
 // changes.
-const tetragonPolicy = `apiVersion: cilium.io/v1alpha1
+var tetragonPolicy = `apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
 metadata:
   name: peerbench-file-watch
@@ -135,13 +135,7 @@ spec:
     - index: 1
       type: "int"
     selectors:
-    - matchArgs:
-      - index: 0
-        operator: "Prefix"
-        values:
-        - "/etc/"
-        - "/usr/bin/"
-      - index: 1
+` + watchedPrefixes + `      - index: 1
         operator: "Equal"
         values:
         - "2"
@@ -156,55 +150,31 @@ spec:
         - "/usr/bin/"
       matchActions:
       - action: Sigkill
-  - call: "security_path_unlink"
-    syscall: false
-    args:
-    - index: 0
+` + tetragonPathKprobe("security_path_unlink", true) + tetragonPathKprobe("security_path_chmod", false) +
+	tetragonPathKprobe("security_path_rename", true) + tetragonPathKprobe("security_path_mknod", true)
+
+// tetragonPathKprobe is a kprobe on an LSM path hook reporting the operations
+// under /etc and /usr/bin: its path argument, and its dentry (the name made,
+// removed or moved) where the hook has one.
+func tetragonPathKprobe(call string, dentry bool) string {
+	args := `    - index: 0
       type: "path"
-    - index: 1
+`
+	if dentry {
+		args += `    - index: 1
       type: "dentry"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "Prefix"
-        values:
-        - "/etc/"
-        - "/usr/bin/"
-  - call: "security_path_chmod"
+`
+	}
+	return `  - call: "` + call + `"
     syscall: false
     args:
-    - index: 0
-      type: "path"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "Prefix"
-        values:
-        - "/etc/"
-        - "/usr/bin/"
-  - call: "security_path_rename"
-    syscall: false
-    args:
-    - index: 0
-      type: "path"
-    - index: 1
-      type: "dentry"
-    selectors:
-    - matchArgs:
-      - index: 0
-        operator: "Prefix"
-        values:
-        - "/etc/"
-        - "/usr/bin/"
-  - call: "security_path_mknod"
-    syscall: false
-    args:
-    - index: 0
-      type: "path"
-    - index: 1
-      type: "dentry"
-    selectors:
-    - matchArgs:
+` + args + `    selectors:
+` + watchedPrefixes
+}
+
+// watchedPrefixes is a selector's first condition: argument 0 under /etc or
+// /usr/bin.
+const watchedPrefixes = `    - matchArgs:
       - index: 0
         operator: "Prefix"
         values:

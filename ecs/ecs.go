@@ -59,9 +59,13 @@ type Encoder struct {
 	prefix  string
 	buf     jw
 	streams map[streamKey]string
+	// lastStream is the stream of the last document, looked at before streams.
+	lastStream lastStream
 }
 
 type streamKey struct{ dataset, ns string }
+
+type lastStream struct{ dataset, ns, stream string }
 
 // NewEncoder returns an encoder; boot is when CLOCK_BOOTTIME was zero. The
 // host and cloud are encoded once here: they do not change while we run.
@@ -178,21 +182,26 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 	w := &e.buf
 	w.b = w.b[:0]
 	idStart, idEnd := e.writeHead(w, e.boot.Add(ev.Time), "logs", dataset, ns)
-	w.str("kind", kind)
+	w.lit("kind", kind)
 	w.arr("category")
-	w.elem(category)
+	w.litElem(category)
 	w.end()
 	w.arr("type")
-	w.elem(typ)
+	w.litElem(typ)
 	w.end()
-	w.str("action", action)
-	w.str("module", "cloud_defend")
-	w.str("dataset", dataset)
-	w.time("created", now)
+	w.lit("action", action)
+	w.lit("module", "cloud_defend")
+	w.lit("dataset", dataset)
+	w.key("created")
+	t0 := len(w.b)
+	w.b = append(appendTime(append(w.b, '"'), now), '"')
+	t1 := len(w.b)
 	// Set here too for writes that bypass the ingest pipeline; the pipeline
-	// overwrites it with the time Elasticsearch took the document.
-	w.time("ingested", now)
-	w.str("outcome", outcome(ev))
+	// overwrites it with the time Elasticsearch took the document. The same
+	// time: its text is copied, not formatted again.
+	w.key("ingested")
+	w.b = append(w.b, w.b[t0:t1]...)
+	w.lit("outcome", outcome(ev))
 	w.close()
 
 	e.writeProcess(w, ev, ctx.Process)
@@ -228,12 +237,12 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 		if ev.Kind == event.NetworkDecision {
 			op = networkOp(ev)
 		}
-		w.str("operation", op.String())
+		w.lit("operation", op.String())
 	}
 	w.str("package_policy_id", m.PackagePolicyID)
 	w.uint("package_policy_revision", m.Revision)
 	w.arr("hook_point")
-	w.elem(hookPoint(ev))
+	w.litElem(hookPoint(ev))
 	w.end()
 	w.bool("blocked", ev.Blocked)
 	w.bool("detected_in_user_space", ev.UserSpace)
@@ -247,7 +256,7 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 		w.bool("path_truncated", true)
 	}
 	if ev.Layer != event.LayerNone {
-		w.str("executable_layer", ev.Layer.String())
+		w.lit("executable_layer", ev.Layer.String())
 	}
 	w.close()
 	if kind == "alert" {
@@ -264,6 +273,11 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 }
 
 func (e *Encoder) stream(dataset, ns string) string {
+	// The last one first: a node's documents go to few streams, and its
+	// strings are mostly the very same, which compare without a hash.
+	if l := &e.lastStream; l.dataset == dataset && l.ns == ns && l.stream != "" {
+		return l.stream
+	}
 	k := streamKey{dataset, ns}
 	s, ok := e.streams[k]
 	if !ok {
@@ -273,6 +287,7 @@ func (e *Encoder) stream(dataset, ns string) string {
 		s = "logs-" + dataset + "-" + ns
 		e.streams[k] = s
 	}
+	e.lastStream = lastStream{dataset, ns, s}
 	return s
 }
 
@@ -667,8 +682,8 @@ func (e *Encoder) writeHead(w *jw, ts time.Time, typ, dataset, ns string) (idSta
 	w.b = append(w.b, ',')
 	w.b = append(w.b, *e.common.Load()...)
 	w.obj("data_stream")
-	w.str("type", typ)
-	w.str("dataset", dataset)
+	w.lit("type", typ)
+	w.lit("dataset", dataset)
 	w.str("namespace", ns)
 	w.close()
 	w.obj("event")

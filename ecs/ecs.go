@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cloud-defend/cloud-defend/enrich"
 	"github.com/cloud-defend/cloud-defend/enrich/host"
@@ -61,6 +62,38 @@ type Encoder struct {
 	streams map[streamKey]string
 	// lastStream is the stream of the last document, looked at before streams.
 	lastStream lastStream
+	// records holds the encoding of the process records written as a
+	// relative (parent, leaders): the same few leaders are in every
+	// document of a session or container.
+	records map[recordKey]*record
+}
+
+type recordKey struct {
+	pid   uint32
+	start time.Duration
+}
+
+// record is a relative's encoding with what it was made from: it is used
+// again only while the fields writeRecord writes of a relative are as they
+// were. It holds the strings and args it compares, so their memory cannot
+// be reused for others under the same addresses.
+type record struct {
+	p proctree.Process
+	b []byte
+}
+
+// maxRecords bounds the relatives' encodings kept; past it they are
+// forgotten all at once.
+const maxRecords = 1024
+
+// sameRelative reports whether a and b encode the same as relatives:
+// pointer-equal strings compare in constant time, and args, shared and never
+// modified, are the same slice.
+func sameRelative(a, b *proctree.Process) bool {
+	return a.PID == b.PID && a.Start == b.Start && a.EntityID == b.EntityID && a.Executable == b.Executable &&
+		a.Name == b.Name && a.WorkingDirectory == b.WorkingDirectory && a.Interactive == b.Interactive &&
+		a.EUID == b.EUID && a.EGID == b.EGID && a.UID == b.UID && a.GID == b.GID &&
+		len(a.Args) == len(b.Args) && unsafe.SliceData(a.Args) == unsafe.SliceData(b.Args)
 }
 
 type streamKey struct{ dataset, ns string }
@@ -73,7 +106,7 @@ func NewEncoder(agent Agent, host host.Host, cloud *enrich.Cloud, boot time.Time
 	var r [8]byte
 	rand.Read(r[:])
 	e := &Encoder{agent: agent, boot: boot, names: names, prefix: base64.RawURLEncoding.EncodeToString(r[:]),
-		streams: map[streamKey]string{}, host: host}
+		streams: map[streamKey]string{}, host: host, records: map[recordKey]*record{}}
 	e.SetCloud(cloud)
 	return e
 }
@@ -329,7 +362,7 @@ func (e *Encoder) writeProcess(w *jw, ev *event.Event, v *proctree.View) {
 	if v != nil {
 		if v.Parent != nil {
 			w.obj("parent")
-			e.writeRecord(w, v.Parent, false)
+			e.writeRelative(w, v.Parent)
 			w.close()
 		} else {
 			w.obj("parent")
@@ -352,7 +385,7 @@ func (e *Encoder) writeLeader(w *jw, k string, l *proctree.Leader) {
 		return
 	}
 	w.obj(k)
-	e.writeRecord(w, &l.Process, false)
+	e.writeRelative(w, &l.Process)
 	w.bool("same_as_process", l.SameAsProcess)
 	if l.EntryMetaType != "" && k == "entry_leader" {
 		w.obj("entry_meta")
@@ -360,6 +393,31 @@ func (e *Encoder) writeLeader(w *jw, k string, l *proctree.Leader) {
 		w.close()
 	}
 	w.close()
+}
+
+// writeRelative writes a relative's record, just after its object opened:
+// from its last encoding when it has not changed since.
+func (e *Encoder) writeRelative(w *jw, p *proctree.Process) {
+	k := recordKey{p.PID, p.Start}
+	r := e.records[k]
+	if r != nil && sameRelative(&r.p, p) {
+		w.b = append(w.b, r.b...)
+		return
+	}
+	start := len(w.b)
+	e.writeRecord(w, p, false)
+	if r == nil {
+		if len(e.records) >= maxRecords {
+			clear(e.records)
+		}
+		r = &record{}
+		e.records[k] = r
+	}
+	// Only what the comparison reads is kept: not previous images, not the
+	// leader's entry type, which writeRecord leaves to its caller.
+	r.p = proctree.Process{PID: p.PID, Start: p.Start, EntityID: p.EntityID, Executable: p.Executable, Name: p.Name,
+		WorkingDirectory: p.WorkingDirectory, Interactive: p.Interactive, EUID: p.EUID, EGID: p.EGID, UID: p.UID, GID: p.GID, Args: p.Args}
+	r.b = append(r.b[:0], w.b[start:]...)
 }
 
 // writeRecord writes the fields of one process record; the event's own

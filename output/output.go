@@ -81,7 +81,8 @@ type Shipper struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed bool
-	bulk   bulkBody // the request body, reused
+	bulk   bulkBody     // the request body, reused
+	resp   bytes.Buffer // the response body, reused: it is read whole, then parsed
 
 	mu       sync.Mutex
 	st       Stats
@@ -469,10 +470,11 @@ func (s *Shipper) send(batch []record) ([]record, error) {
 		return batch, unreachableError{err}
 	}
 	defer res.Body.Close()
-	data, err := io.ReadAll(res.Body)
-	if err != nil {
+	s.resp.Reset()
+	if _, err := s.resp.ReadFrom(res.Body); err != nil {
 		return batch, fmt.Errorf("bulk response: %w", err)
 	}
+	data := s.resp.Bytes()
 	switch {
 	case res.StatusCode == 401 || res.StatusCode == 403:
 		s.mu.Lock()

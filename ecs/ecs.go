@@ -64,36 +64,36 @@ type Encoder struct {
 	lastStream lastStream
 	// records holds the encoding of the process records written as a
 	// relative (parent, leaders): the same few leaders are in every
-	// document of a session or container.
-	records map[recordKey]*record
+	// document of a session or container. Direct-mapped by pid, each slot
+	// reusing its buffer: no allocation, and a collision only costs an
+	// encoding.
+	records [numRecords]record
 }
 
-type recordKey struct {
-	pid   uint32
-	start time.Duration
-}
+// numRecords is how many relatives' encodings are kept (a power of two).
+const numRecords = 512
 
-// record is a relative's encoding with what it was made from: it is used
-// again only while the fields writeRecord writes of a relative are as they
-// were. It holds the strings and args it compares, so their memory cannot
-// be reused for others under the same addresses.
+// record is a relative's encoding with the fields it shows: it is used again
+// only while they are as they were. It holds the strings and args it
+// compares, so their memory cannot be reused for others under the same
+// addresses.
 type record struct {
-	p proctree.Process
-	b []byte
+	pid, euid, egid, uid, gid uint32
+	interactive               bool
+	start                     time.Duration
+	entityID, exe, name, cwd  string
+	args                      []string
+	b                         []byte // empty: the slot is free
 }
 
-// maxRecords bounds the relatives' encodings kept; past it they are
-// forgotten all at once.
-const maxRecords = 1024
-
-// sameRelative reports whether a and b encode the same as relatives:
-// pointer-equal strings compare in constant time, and args, shared and never
-// modified, are the same slice.
-func sameRelative(a, b *proctree.Process) bool {
-	return a.PID == b.PID && a.Start == b.Start && a.EntityID == b.EntityID && a.Executable == b.Executable &&
-		a.Name == b.Name && a.WorkingDirectory == b.WorkingDirectory && a.Interactive == b.Interactive &&
-		a.EUID == b.EUID && a.EGID == b.EGID && a.UID == b.UID && a.GID == b.GID &&
-		len(a.Args) == len(b.Args) && unsafe.SliceData(a.Args) == unsafe.SliceData(b.Args)
+// matches reports whether p encodes as the record did: pointer-equal strings
+// compare in constant time, and args, shared and never modified, are the
+// same slice.
+func (r *record) matches(p *proctree.Process) bool {
+	return len(r.b) > 0 && r.pid == p.PID && r.start == p.Start && r.entityID == p.EntityID && r.exe == p.Executable &&
+		r.name == p.Name && r.cwd == p.WorkingDirectory && r.interactive == p.Interactive &&
+		r.euid == p.EUID && r.egid == p.EGID && r.uid == p.UID && r.gid == p.GID &&
+		len(r.args) == len(p.Args) && unsafe.SliceData(r.args) == unsafe.SliceData(p.Args)
 }
 
 type streamKey struct{ dataset, ns string }
@@ -106,7 +106,7 @@ func NewEncoder(agent Agent, host host.Host, cloud *enrich.Cloud, boot time.Time
 	var r [8]byte
 	rand.Read(r[:])
 	e := &Encoder{agent: agent, boot: boot, names: names, prefix: base64.RawURLEncoding.EncodeToString(r[:]),
-		streams: map[streamKey]string{}, host: host, records: map[recordKey]*record{}}
+		streams: map[streamKey]string{}, host: host}
 	e.SetCloud(cloud)
 	return e
 }
@@ -398,25 +398,15 @@ func (e *Encoder) writeLeader(w *jw, k string, l *proctree.Leader) {
 // writeRelative writes a relative's record, just after its object opened:
 // from its last encoding when it has not changed since.
 func (e *Encoder) writeRelative(w *jw, p *proctree.Process) {
-	k := recordKey{p.PID, p.Start}
-	r := e.records[k]
-	if r != nil && sameRelative(&r.p, p) {
+	r := &e.records[p.PID%numRecords]
+	if r.matches(p) {
 		w.b = append(w.b, r.b...)
 		return
 	}
 	start := len(w.b)
 	e.writeRecord(w, p, false)
-	if r == nil {
-		if len(e.records) >= maxRecords {
-			clear(e.records)
-		}
-		r = &record{}
-		e.records[k] = r
-	}
-	// Only what the comparison reads is kept: not previous images, not the
-	// leader's entry type, which writeRecord leaves to its caller.
-	r.p = proctree.Process{PID: p.PID, Start: p.Start, EntityID: p.EntityID, Executable: p.Executable, Name: p.Name,
-		WorkingDirectory: p.WorkingDirectory, Interactive: p.Interactive, EUID: p.EUID, EGID: p.EGID, UID: p.UID, GID: p.GID, Args: p.Args}
+	r.pid, r.start, r.entityID, r.exe, r.name, r.cwd, r.args = p.PID, p.Start, p.EntityID, p.Executable, p.Name, p.WorkingDirectory, p.Args
+	r.interactive, r.euid, r.egid, r.uid, r.gid = p.Interactive, p.EUID, p.EGID, p.UID, p.GID
 	r.b = append(r.b[:0], w.b[start:]...)
 }
 

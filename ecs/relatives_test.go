@@ -36,6 +36,8 @@ func TestRelativesReencoded(t *testing.T) {
 		{"parent setgid", func() { v.Parent.EGID, v.Parent.GID = 1000, 1000 }},
 		{"parent lost its terminal", func() { v.Parent.Interactive = false }},
 		{"pid reused", func() { v.Parent.Start++; v.Parent.EntityID = "other" }},
+		{"another pid in the same slot", func() { v.Parent.PID += numRecords; v.Parent.EntityID = "third" }},
+		{"and back", func() { v.Parent.PID -= numRecords; v.Parent.EntityID = "other" }},
 		{"entry leader renamed", func() { v.EntryLeader.Name = "bash" }},
 		{"session leader is the parent again", func() { *v.Parent = parent; v.SessionLeader.Process = parent }},
 		{"entry leader back", func() { v.EntryLeader.Process = entry }},

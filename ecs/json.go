@@ -17,8 +17,6 @@ type jw struct{ b []byte }
 // written back at each append is a store (and, while the GC marks, a write
 // barrier) per byte range.
 
-func (w *jw) sep() { w.b = appendSep(w.b) }
-
 // appendSep appends the comma a value needs after the one before it.
 func appendSep(b []byte) []byte {
 	if n := len(b); n > 0 {
@@ -74,8 +72,6 @@ func (w *jw) strIf(k, v string) {
 		w.str(k, v)
 	}
 }
-
-func (w *jw) elem(v string) { w.b = appendString(appendSep(w.b), v) }
 
 func (w *jw) uint(k string, v uint64) { w.b = strconv.AppendUint(appendKey(w.b, k), v, 10) }
 func (w *jw) int(k string, v int64)   { w.b = strconv.AppendInt(appendKey(w.b, k), v, 10) }

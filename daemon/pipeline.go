@@ -83,6 +83,9 @@ type pipeline struct {
 	curCtx     *enrich.Context
 	publishDoc func(ecs.Doc)
 	emitFn     enrich.Emit
+	// ev is the event being handled: a field, not a local, so that passing
+	// it to the enricher (an interface) does not move every event to the heap.
+	ev event.Event
 }
 
 func newPipeline(src Source, enr Enricher, enc Encoder, sink Sink, meta func() (ecs.Meta, bool), lim *throttle.Limiter, log Logger) *pipeline {
@@ -96,7 +99,8 @@ func newPipeline(src Source, enr Enricher, enc Encoder, sink Sink, meta func() (
 // closes every open throttle window, so no count is lost.
 func (p *pipeline) run() {
 	for {
-		ev, err := p.source.Read()
+		var err error
+		p.ev, err = p.source.Read()
 		if err != nil {
 			if !errors.Is(err, ebpf.ErrClosed) {
 				p.log.Errorf("read kernel events: %v", err)
@@ -111,7 +115,7 @@ func (p *pipeline) run() {
 			return
 		}
 		p.events.Add(1)
-		p.enrich.Handle(&ev, p.emitFn)
+		p.enrich.Handle(&p.ev, p.emitFn)
 		// Documents go to the OS once per batch the kernel delivered, not one
 		// write each: until then they are as safe as the events still in the ring.
 		if !p.source.Buffered() {

@@ -15,10 +15,12 @@ import (
 // in the forking process: its pid namespace (the node's own are out of
 // scope), executable, comm, terminal, container. The fork event names only
 // the child, so the engine remembers each workloadProc process's executable from
-// its exec (inherited at fork, forgotten at exit); a process that was running
-// before the engine started is read once from /proc. A node process's fork into
-// a namespace runs the node's image until it execs (workloadProc.setup): its file
-// and network calls are the runtime's, not the workload's.
+// its exec (inherited at fork, forgotten at exit), and each node process's
+// that execs, since a container's first fork is a node process's; a process
+// that was running before the engine started is read once from /proc. A node
+// process's fork into a namespace runs the node's image until it execs
+// (workloadProc.setup): its file and network calls are the runtime's, not the
+// workload's.
 
 // workloadProc is what fork decisions need of a workload process.
 type workloadProc struct {
@@ -49,6 +51,12 @@ func (e *Engine) observe(ev *event.Event) (event.Event, bool) {
 	case event.Exec:
 		if ev.Process.PIDNamespace != e.hostNS {
 			e.remember(ev.Process.PID, workloadProc{exe: ev.Executable, layer: ev.Layer, pidns: ev.Process.PIDNamespace})
+		} else {
+			// A node process too: when it forks into a new pid namespace (a
+			// container's start, unshare), its fork is judged from this, not
+			// from two reads of /proc. The layer stays unknown, as fromProc
+			// leaves it.
+			e.remember(ev.Process.PID, workloadProc{exe: ev.Executable, pidns: e.hostNS})
 		}
 		return e.detect(ev)
 	case event.Fork:
@@ -57,7 +65,11 @@ func (e *Engine) observe(ev *event.Event) (event.Event, bool) {
 		}
 		parent, ok := e.workloads[ev.Process.PPID]
 		if !ok {
-			parent = e.fromProc(ev.Process.PPID, ev.Process.PIDNamespace)
+			var found bool
+			if parent, found = e.fromProc(ev.Process.PPID, ev.Process.PIDNamespace); found {
+				// Read once: its exec or exit updates or forgets it.
+				e.remember(ev.Process.PPID, parent)
+			}
 		}
 		// The child runs its parent's image, in its own namespace (a new one
 		// with CLONE_NEWPID).
@@ -94,17 +106,19 @@ func (e *Engine) remember(pid uint32, w workloadProc) {
 // its own root shows it (the kernel resolves /proc/<pid>/exe against the
 // process's mount namespace for a process outside ours) and its pid
 // namespace. A process already gone reads as the namespace the caller
-// supplies, with no executable.
-func (e *Engine) fromProc(pid, pidns uint32) workloadProc {
-	w := workloadProc{pidns: pidns}
+// supplies, with no executable; found says whether both were read.
+func (e *Engine) fromProc(pid, pidns uint32) (w workloadProc, found bool) {
+	w = workloadProc{pidns: pidns}
 	p := strconv.FormatUint(uint64(pid), 10)
-	if exe, err := os.Readlink("/proc/" + p + "/exe"); err == nil {
+	exe, err := os.Readlink("/proc/" + p + "/exe")
+	if err == nil {
 		w.exe = exe
 	}
-	if ns, err := pidNamespace(p); err == nil {
+	ns, nerr := pidNamespace(p)
+	if nerr == nil {
 		w.pidns = ns
 	}
-	return w
+	return w, err == nil && nerr == nil
 }
 
 // detectFork evaluates a fork that already happened against the live policy,

@@ -92,7 +92,7 @@ func (e *Engine) detectNet(ev *event.Event) (event.Event, bool) {
 	}
 	w, ok := e.workloads[ev.Process.PID]
 	if !ok {
-		w = e.fromProc(ev.Process.PID, ev.Process.PIDNamespace)
+		w, _ = e.fromProc(ev.Process.PID, ev.Process.PIDNamespace)
 		e.remember(ev.Process.PID, w)
 	}
 	if w.setup {

@@ -68,9 +68,7 @@ func (e *Engine) Buffered() bool {
 // blocking cannot.
 func (e *Engine) Read() (event.Event, error) {
 	if len(e.pending) > 0 {
-		ev := e.pending[0]
-		e.pending = e.pending[1:]
-		return ev, nil
+		return e.popPending(), nil
 	}
 	for {
 		// One record buffer, reused: Event copies out what it keeps. The
@@ -98,12 +96,22 @@ func (e *Engine) Read() (event.Event, error) {
 		if err == nil && (ev.Kind == kindSysfile || ev.Kind == event.NetworkDecision && netSyscall(ev.Hook)) {
 			// Only its decisions (detectFile) go on.
 			if len(e.pending) > 0 {
-				ev = e.pending[0]
-				e.pending = e.pending[1:]
-				return ev, nil
+				return e.popPending(), nil
 			}
 			continue
 		}
 		return ev, err
 	}
+}
+
+// popPending takes the first waiting decision. The rest move to the front
+// (there are rarely more than one or two) rather than the slice moving on:
+// slicing off the front would shrink its capacity until every append of a
+// decision reallocated it.
+func (e *Engine) popPending() event.Event {
+	ev := e.pending[0]
+	n := copy(e.pending, e.pending[1:])
+	e.pending[n] = event.Event{} // keeps no strings alive
+	e.pending = e.pending[:n]
+	return ev
 }

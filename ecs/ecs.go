@@ -14,6 +14,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/cloud-defend/cloud-defend/enrich"
 	"github.com/cloud-defend/cloud-defend/enrich/host"
@@ -59,9 +60,45 @@ type Encoder struct {
 	prefix  string
 	buf     jw
 	streams map[streamKey]string
+	// lastStream is the stream of the last document, looked at before streams.
+	lastStream lastStream
+	// records holds the encoding of the process records written as a
+	// relative (parent, leaders): the same few leaders are in every
+	// document of a session or container. Direct-mapped by pid, each slot
+	// reusing its buffer: no allocation, and a collision only costs an
+	// encoding.
+	records [numRecords]record
+}
+
+// numRecords is how many relatives' encodings are kept (a power of two).
+const numRecords = 512
+
+// record is a relative's encoding with the fields it shows: it is used again
+// only while they are as they were. It holds the strings and args it
+// compares, so their memory cannot be reused for others under the same
+// addresses.
+type record struct {
+	pid, euid, egid, uid, gid uint32
+	interactive               bool
+	start                     time.Duration
+	entityID, exe, name, cwd  string
+	args                      []string
+	b                         []byte // empty: the slot is free
+}
+
+// matches reports whether p encodes as the record did: pointer-equal strings
+// compare in constant time, and args, shared and never modified, are the
+// same slice.
+func (r *record) matches(p *proctree.Process) bool {
+	return len(r.b) > 0 && r.pid == p.PID && r.start == p.Start && r.entityID == p.EntityID && r.exe == p.Executable &&
+		r.name == p.Name && r.cwd == p.WorkingDirectory && r.interactive == p.Interactive &&
+		r.euid == p.EUID && r.egid == p.EGID && r.uid == p.UID && r.gid == p.GID &&
+		len(r.args) == len(p.Args) && unsafe.SliceData(r.args) == unsafe.SliceData(p.Args)
 }
 
 type streamKey struct{ dataset, ns string }
+
+type lastStream struct{ dataset, ns, stream string }
 
 // NewEncoder returns an encoder; boot is when CLOCK_BOOTTIME was zero. The
 // host and cloud are encoded once here: they do not change while we run.
@@ -178,21 +215,26 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 	w := &e.buf
 	w.b = w.b[:0]
 	idStart, idEnd := e.writeHead(w, e.boot.Add(ev.Time), "logs", dataset, ns)
-	w.str("kind", kind)
+	w.lit("kind", kind)
 	w.arr("category")
-	w.elem(category)
+	w.litElem(category)
 	w.end()
 	w.arr("type")
-	w.elem(typ)
+	w.litElem(typ)
 	w.end()
-	w.str("action", action)
-	w.str("module", "cloud_defend")
-	w.str("dataset", dataset)
-	w.time("created", now)
+	w.lit("action", action)
+	w.lit("module", "cloud_defend")
+	w.lit("dataset", dataset)
+	w.key("created")
+	t0 := len(w.b)
+	w.b = append(appendTime(append(w.b, '"'), now), '"')
+	t1 := len(w.b)
 	// Set here too for writes that bypass the ingest pipeline; the pipeline
-	// overwrites it with the time Elasticsearch took the document.
-	w.time("ingested", now)
-	w.str("outcome", outcome(ev))
+	// overwrites it with the time Elasticsearch took the document. The same
+	// time: its text is copied, not formatted again.
+	w.key("ingested")
+	w.b = append(w.b, w.b[t0:t1]...)
+	w.lit("outcome", outcome(ev))
 	w.close()
 
 	e.writeProcess(w, ev, ctx.Process)
@@ -228,12 +270,12 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 		if ev.Kind == event.NetworkDecision {
 			op = networkOp(ev)
 		}
-		w.str("operation", op.String())
+		w.lit("operation", op.String())
 	}
 	w.str("package_policy_id", m.PackagePolicyID)
 	w.uint("package_policy_revision", m.Revision)
 	w.arr("hook_point")
-	w.elem(hookPoint(ev))
+	w.litElem(hookPoint(ev))
 	w.end()
 	w.bool("blocked", ev.Blocked)
 	w.bool("detected_in_user_space", ev.UserSpace)
@@ -247,7 +289,7 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 		w.bool("path_truncated", true)
 	}
 	if ev.Layer != event.LayerNone {
-		w.str("executable_layer", ev.Layer.String())
+		w.lit("executable_layer", ev.Layer.String())
 	}
 	w.close()
 	if kind == "alert" {
@@ -264,6 +306,11 @@ func (e *Encoder) encode(ev *event.Event, ctx *enrich.Context, m Meta, alert boo
 }
 
 func (e *Encoder) stream(dataset, ns string) string {
+	// The last one first: a node's documents go to few streams, and its
+	// strings are mostly the very same, which compare without a hash.
+	if l := &e.lastStream; l.dataset == dataset && l.ns == ns && l.stream != "" {
+		return l.stream
+	}
 	k := streamKey{dataset, ns}
 	s, ok := e.streams[k]
 	if !ok {
@@ -273,6 +320,7 @@ func (e *Encoder) stream(dataset, ns string) string {
 		s = "logs-" + dataset + "-" + ns
 		e.streams[k] = s
 	}
+	e.lastStream = lastStream{dataset, ns, s}
 	return s
 }
 
@@ -314,7 +362,7 @@ func (e *Encoder) writeProcess(w *jw, ev *event.Event, v *proctree.View) {
 	if v != nil {
 		if v.Parent != nil {
 			w.obj("parent")
-			e.writeRecord(w, v.Parent, false)
+			e.writeRelative(w, v.Parent)
 			w.close()
 		} else {
 			w.obj("parent")
@@ -337,7 +385,7 @@ func (e *Encoder) writeLeader(w *jw, k string, l *proctree.Leader) {
 		return
 	}
 	w.obj(k)
-	e.writeRecord(w, &l.Process, false)
+	e.writeRelative(w, &l.Process)
 	w.bool("same_as_process", l.SameAsProcess)
 	if l.EntryMetaType != "" && k == "entry_leader" {
 		w.obj("entry_meta")
@@ -345,6 +393,21 @@ func (e *Encoder) writeLeader(w *jw, k string, l *proctree.Leader) {
 		w.close()
 	}
 	w.close()
+}
+
+// writeRelative writes a relative's record, just after its object opened:
+// from its last encoding when it has not changed since.
+func (e *Encoder) writeRelative(w *jw, p *proctree.Process) {
+	r := &e.records[p.PID%numRecords]
+	if r.matches(p) {
+		w.b = append(w.b, r.b...)
+		return
+	}
+	start := len(w.b)
+	e.writeRecord(w, p, false)
+	r.pid, r.start, r.entityID, r.exe, r.name, r.cwd, r.args = p.PID, p.Start, p.EntityID, p.Executable, p.Name, p.WorkingDirectory, p.Args
+	r.interactive, r.euid, r.egid, r.uid, r.gid = p.Interactive, p.EUID, p.EGID, p.UID, p.GID
+	r.b = append(r.b[:0], w.b[start:]...)
 }
 
 // writeRecord writes the fields of one process record; the event's own
@@ -667,8 +730,8 @@ func (e *Encoder) writeHead(w *jw, ts time.Time, typ, dataset, ns string) (idSta
 	w.b = append(w.b, ',')
 	w.b = append(w.b, *e.common.Load()...)
 	w.obj("data_stream")
-	w.str("type", typ)
-	w.str("dataset", dataset)
+	w.lit("type", typ)
+	w.lit("dataset", dataset)
 	w.str("namespace", ns)
 	w.close()
 	w.obj("event")

@@ -31,8 +31,8 @@ const (
 // processes whose exit event was lost.
 const reconcileEvery = time.Minute
 
-// Emit receives a decision with its context. The context is only valid during
-// the call.
+// Emit receives a decision with its context. Both are only valid during the
+// call: the enricher reuses them.
 type Emit func(*event.Event, *Context)
 
 // Enricher turns the kernel's event stream into decisions with context. One
@@ -60,6 +60,11 @@ type Enricher struct {
 	ctx        Context // what emit passes, reused: valid during the call
 	view       proctree.View
 	rel        proctree.Relatives
+	// spare holds copies of waiting decisions already emitted, for the next
+	// to wait: one exec or fork in two waits, and an event is a few hundred
+	// bytes to allocate and collect each time.
+	spare []*event.Event
+	endEv event.Event // the end document's event, reused
 }
 
 // New returns an enricher over a process table and cgroup resolver.
@@ -103,12 +108,12 @@ func (e *Enricher) Handle(ev *event.Event, emit Emit) {
 	pid := ev.Process.PID
 	if p := e.pending[pid]; p != nil && ev.Kind != event.Exec {
 		delete(e.pending, pid)
-		e.emit(p, emit)
+		e.emitWaited(p, emit)
 	}
 	if p := e.forks[ev.Process.TID]; p != nil && ev.Kind != event.Fork {
 		// The fork failed after it was decided: no child to describe.
 		delete(e.forks, ev.Process.TID)
-		e.emit(p, emit)
+		e.emitWaited(p, emit)
 	}
 	switch ev.Kind {
 	case event.Fork:
@@ -119,7 +124,7 @@ func (e *Enricher) Handle(ev *event.Event, emit Emit) {
 			// are (Session View draws a process from its fork).
 			delete(e.forks, ev.ParentTID)
 			p.Process, p.Time = ev.Process, ev.Time
-			e.emit(p, emit)
+			e.emitWaited(p, emit)
 		}
 	case event.Exit:
 		e.Table.Apply(ev)
@@ -132,19 +137,17 @@ func (e *Enricher) Handle(ev *event.Event, emit Emit) {
 		e.container(ev.Process.CgroupID)
 		if p := e.pending[pid]; p != nil {
 			delete(e.pending, pid)
-			e.emit(p, emit)
+			e.emitWaited(p, emit)
 		}
 	case event.ProcessDecision:
 		if ev.Op == policy.OpExec && !ev.Blocked && !ev.UserSpace {
 			// Wait for the exec to land in the table: the document should carry
 			// the new image's args and the old one as previous.
-			c := *ev
-			e.pending[pid] = &c
+			e.pending[pid] = e.copyOf(ev)
 			return
 		}
 		if ev.Op == policy.OpFork && !ev.Blocked && !ev.UserSpace {
-			c := *ev
-			e.forks[ev.Process.TID] = &c
+			e.forks[ev.Process.TID] = e.copyOf(ev)
 			return
 		}
 		e.emit(ev, emit)
@@ -170,11 +173,11 @@ func (e *Enricher) Handle(ev *event.Event, emit Emit) {
 func (e *Enricher) Flush(emit Emit) {
 	for pid, p := range e.pending {
 		delete(e.pending, pid)
-		e.emit(p, emit)
+		e.emitWaited(p, emit)
 	}
 	for tid, p := range e.forks {
 		delete(e.forks, tid)
-		e.emit(p, emit)
+		e.emitWaited(p, emit)
 	}
 	e.release(0, true, emit)
 }
@@ -209,13 +212,13 @@ func (e *Enricher) expire(now time.Duration, emit Emit) {
 	for pid, p := range e.pending {
 		if now-p.Time > execWait {
 			delete(e.pending, pid)
-			e.emit(p, emit)
+			e.emitWaited(p, emit)
 		}
 	}
 	for tid, p := range e.forks {
 		if now-p.Time > execWait {
 			delete(e.forks, tid)
-			e.emit(p, emit)
+			e.emitWaited(p, emit)
 		}
 	}
 }
@@ -233,9 +236,32 @@ func (e *Enricher) end(ev *event.Event, emit Emit) {
 	if proctree.TruncStart(l.start) != proctree.TruncStart(ev.Process.Start) {
 		return // a reused pid: the logged process ended unseen
 	}
-	end := *ev
-	end.Op, end.Generation, end.Matched, end.Actions = l.op, l.generation, l.matched, policy.ActionLog
-	e.emit(&end, emit)
+	e.endEv = *ev
+	e.endEv.Op, e.endEv.Generation, e.endEv.Matched, e.endEv.Actions = l.op, l.generation, l.matched, policy.ActionLog
+	e.emit(&e.endEv, emit)
+	e.endEv = event.Event{} // keeps no strings alive
+}
+
+// copyOf copies a decision that waits for its exec or fork.
+func (e *Enricher) copyOf(ev *event.Event) *event.Event {
+	if n := len(e.spare); n > 0 {
+		c := e.spare[n-1]
+		e.spare = e.spare[:n-1]
+		*c = *ev
+		return c
+	}
+	c := *ev
+	return &c
+}
+
+// emitWaited emits a decision that waited, and keeps its copy for the next:
+// emit is done with it when it returns (held documents copy their event).
+func (e *Enricher) emitWaited(p *event.Event, emit Emit) {
+	e.emit(p, emit)
+	*p = event.Event{}
+	if len(e.spare) < 64 {
+		e.spare = append(e.spare, p)
+	}
 }
 
 func (e *Enricher) emit(ev *event.Event, emit Emit) {

@@ -81,7 +81,8 @@ type Shipper struct {
 	stop   chan struct{}
 	done   chan struct{}
 	closed bool
-	bulk   bulkBody // the request body, reused
+	bulk   bulkBody     // the request body, reused
+	resp   bytes.Buffer // the response body, reused: it is read whole, then parsed
 
 	mu       sync.Mutex
 	st       Stats
@@ -158,7 +159,7 @@ func newClient(cfg Config) (*elasticsearch.Client, error) {
 	}
 	es, err := elasticsearch.NewClient(elasticsearch.Config{
 		Addresses: cfg.Hosts, APIKey: key, Username: cfg.Username, Password: cfg.Password, CACert: ca,
-		Transport:    tr,
+		Transport:    sizedBodies{tr},
 		DisableRetry: true, // retries are ours: they keep order and back off
 	})
 	if err != nil {
@@ -347,6 +348,21 @@ func (s *Shipper) run() {
 	}
 }
 
+// sizedBodies sends a _bulk body with its length. Without one, net/http
+// sends it chunked and flushes every chunk it copies (32 KiB) to the socket
+// on its own, whatever the write buffer; with one, the body is read straight
+// into the 256 KiB buffer and written out as it fills.
+type sizedBodies struct{ http.RoundTripper }
+
+func (t sizedBodies) RoundTrip(req *http.Request) (*http.Response, error) {
+	if b, ok := req.Body.(*bulkBody); ok && req.ContentLength == 0 {
+		r := *req // a RoundTripper leaves its caller's request as it was
+		r.ContentLength = b.size()
+		req = &r
+	}
+	return t.RoundTripper.RoundTrip(req)
+}
+
 // bulkBody streams a batch as a _bulk body, an action line and a document per
 // record, straight from the spool's read buffer: no copy of the whole batch.
 type bulkBody struct {
@@ -356,6 +372,21 @@ type bulkBody struct {
 	line []byte // what is left of the current record's action line, in buf
 	doc  []byte // what is left of its document
 	nl   bool   // the newline after the document is still to come
+}
+
+// Close lets http.NewRequest take the body as it is (an io.ReadCloser), so
+// sizedBodies can tell it.
+func (b *bulkBody) Close() error { return nil }
+
+// size is the length of the whole body, as Read writes it.
+func (b *bulkBody) size() int64 {
+	var n int64
+	for _, r := range b.recs {
+		b.buf = appendAction(b.buf[:0], r.Stream, r.ID)
+		n += int64(len(b.buf) + len(r.Body) + 1)
+	}
+	b.buf = b.buf[:0]
+	return n
 }
 
 func (b *bulkBody) Read(p []byte) (int, error) {
@@ -469,10 +500,11 @@ func (s *Shipper) send(batch []record) ([]record, error) {
 		return batch, unreachableError{err}
 	}
 	defer res.Body.Close()
-	data, err := io.ReadAll(res.Body)
-	if err != nil {
+	s.resp.Reset()
+	if _, err := s.resp.ReadFrom(res.Body); err != nil {
 		return batch, fmt.Errorf("bulk response: %w", err)
 	}
+	data := s.resp.Bytes()
 	switch {
 	case res.StatusCode == 401 || res.StatusCode == 403:
 		s.mu.Lock()

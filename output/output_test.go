@@ -1,11 +1,14 @@
 package output
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -343,6 +346,9 @@ func TestBulkBody(t *testing.T) {
 			t.Errorf("chunks of %d:\n%s\nwant\n%s", size, got, want)
 		}
 	}
+	if got := (&bulkBody{recs: recs}).size(); got != int64(len(want)) {
+		t.Errorf("size %d, want %d", got, len(want))
+	}
 	if !strings.Contains(string(want), `{"create":{"_index":"odd\"name","_id":"b\\2"}}`) {
 		t.Errorf("quoting: %s", want)
 	}
@@ -482,5 +488,50 @@ func TestUnreachableMessage(t *testing.T) {
 	re := regexp.MustCompile(`^Elasticsearch unreachable since \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ \(dial tcp [^)]*connection (refused|reset by peer)\); 3 documents spooled \(\d+(\.\d)? KiB of 256 MiB\)$`)
 	if !re.MatchString(msg) {
 		t.Errorf("health message %q does not match %s", msg, re)
+	}
+}
+
+// TestBulkSentWithLength: a _bulk request says its length rather than
+// coming chunked (net/http flushes each chunk to the socket on its own), and
+// the body is all there.
+func TestBulkSentWithLength(t *testing.T) {
+	type seen struct {
+		length  int64
+		chunked bool
+		body    int
+	}
+	got := make(chan seen, 10)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Elastic-Product", "Elasticsearch")
+		if !strings.HasSuffix(r.URL.Path, "/_bulk") {
+			return
+		}
+		data, _ := io.ReadAll(r.Body)
+		got <- seen{r.ContentLength, len(r.TransferEncoding) > 0, len(data)}
+		items := strings.Repeat(`{"create":{"status":201}},`, bytes.Count(data, []byte("\n"))/2)
+		fmt.Fprintf(w, `{"errors":false,"items":[%s]}`, strings.TrimSuffix(items, ","))
+	}))
+	defer srv.Close()
+	s, err := New(Config{Hosts: []string{srv.URL}, DataDir: t.TempDir(), FlushInterval: 10 * time.Millisecond, Timeout: 2 * time.Second}, &testLog{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer closeSoon(s)
+	for i := range 3 {
+		id, body := doc(i)
+		if err := s.Publish("logs-x-default", id, body); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := s.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case r := <-got:
+		if r.chunked || r.length <= 0 || int64(r.body) != r.length {
+			t.Errorf("request: Content-Length %d, chunked %v, %d bytes of body", r.length, r.chunked, r.body)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("no _bulk request")
 	}
 }

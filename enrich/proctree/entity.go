@@ -17,13 +17,16 @@ func TruncStart(start time.Duration) time.Duration { return start - start%Tick }
 // EntityID is Elastic's process.entity_id: base64 of "<agentID>-<pid>-<start>",
 // start being TruncStart(start) in nanoseconds (see the package documentation).
 func EntityID(agentID string, pid uint32, start time.Duration) string {
-	b := make([]byte, 0, len(agentID)+32)
-	b = append(b, agentID...)
+	// Built on the stack for ids of usual length: one allocation, the
+	// string, per new process.
+	var raw [96]byte
+	b := append(raw[:0], agentID...)
 	b = append(b, '-')
 	b = strconv.AppendUint(b, uint64(pid), 10)
 	b = append(b, '-')
 	b = strconv.AppendInt(b, int64(TruncStart(start)), 10)
-	return base64.StdEncoding.EncodeToString(b)
+	var enc [128]byte
+	return string(base64.StdEncoding.AppendEncode(enc[:0], b))
 }
 
 // sameStart says whether two start times are the same process's, one of them

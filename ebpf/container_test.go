@@ -39,6 +39,24 @@ func busyboxBundle(t *testing.T, args ...string) (runc, bundle string) {
 	if err := os.WriteFile(filepath.Join(bundle, "rootfs/bin/busybox"), bb, 0o755); err != nil {
 		t.Fatal(err)
 	}
+	writeRuncSpec(t, runc, bundle, func(spec, proc map[string]any) {
+		proc["terminal"] = false
+		proc["args"] = args
+		// The root stays read-only, as runc spec makes it; /tmp is a tmpfs; the
+		// node's /etc/hostname is bind-mounted where the root has no file, so runc
+		// creates one (its setup's own file operation, before the pivot), as
+		// runtimes do for /etc/hosts and /etc/resolv.conf.
+		spec["mounts"] = append(spec["mounts"].([]any),
+			map[string]any{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev"}},
+			map[string]any{"destination": "/etc/hostname", "type": "bind", "source": "/etc/hostname", "options": []string{"rbind", "ro"}})
+	})
+	return runc, bundle
+}
+
+// writeRuncSpec writes the bundle's config.json: runc spec's default, as edit
+// changes it (spec, and its process).
+func writeRuncSpec(t *testing.T, runc, bundle string, edit func(spec, proc map[string]any)) {
+	t.Helper()
 	if out, err := exec.Command(runc, "spec", "-b", bundle).CombinedOutput(); err != nil {
 		t.Fatalf("runc spec: %v %s", err, out)
 	}
@@ -48,21 +66,11 @@ func busyboxBundle(t *testing.T, args ...string) (runc, bundle string) {
 	if err := json.Unmarshal(data, &spec); err != nil {
 		t.Fatal(err)
 	}
-	proc := spec["process"].(map[string]any)
-	proc["terminal"] = false
-	proc["args"] = args
-	// The root stays read-only, as runc spec makes it; /tmp is a tmpfs; the
-	// node's /etc/hostname is bind-mounted where the root has no file, so runc
-	// creates one (its setup's own file operation, before the pivot), as
-	// runtimes do for /etc/hosts and /etc/resolv.conf.
-	spec["mounts"] = append(spec["mounts"].([]any),
-		map[string]any{"destination": "/tmp", "type": "tmpfs", "source": "tmpfs", "options": []string{"nosuid", "nodev"}},
-		map[string]any{"destination": "/etc/hostname", "type": "bind", "source": "/etc/hostname", "options": []string{"rbind", "ro"}})
+	edit(spec, spec["process"].(map[string]any))
 	data, _ = json.Marshal(spec)
 	if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	return runc, bundle
 }
 
 // TestRuntimeSetupIsNotTheWorkload: without BPF LSM, what runc does in the

@@ -2,7 +2,6 @@ package ebpf
 
 import (
 	"net/netip"
-	"strings"
 
 	"github.com/cloud-defend/cloud-defend/ebpf/internal/bpfobj"
 	"github.com/cloud-defend/cloud-defend/event"
@@ -111,15 +110,7 @@ func (e *Engine) detectNet(ev *event.Event) (event.Event, bool) {
 // netSyscallStatus says whether the network syscall programs watch workloads'
 // network operations (no BPF LSM), and which could not attach.
 func (l *loader) netSyscallStatus() FeatureStatus {
-	n := len(programsOf(l.netSyscalls))
-	if n == 0 || len(l.netMissing) == n {
-		return FeatureStatus{Reason: "network selectors are not evaluated: no syscall tracepoint attached: " + strings.Join(l.netMissing, "; ")}
-	}
-	st := FeatureStatus{Available: true}
-	if len(l.netMissing) > 0 {
-		st.Reason = "network syscalls not seen: " + strings.Join(l.netMissing, "; ")
-	}
-	return st
+	return syscallSetStatus(l.netSyscalls, l.netMissing, "network")
 }
 
 // NetworkSyscalls says whether network operations are detected at their

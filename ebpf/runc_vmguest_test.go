@@ -4,7 +4,6 @@ package ebpf
 
 import (
 	"bytes"
-	"encoding/json"
 	"maps"
 	"os"
 	"os/exec"
@@ -70,25 +69,13 @@ func finishBundle(t *testing.T, bundle, image, script string, edit func(spec, pr
 		t.Fatalf("mount the container's overlay: %v", err)
 	}
 	t.Cleanup(func() { syscall.Unmount(rootfs, syscall.MNT_DETACH) })
-	if out, err := exec.Command("/usr/sbin/runc", "spec", "-b", bundle).CombinedOutput(); err != nil {
-		t.Fatalf("runc spec: %v %s", err, out)
-	}
-	cfgPath := filepath.Join(bundle, "config.json")
-	var spec map[string]any
-	data, _ := os.ReadFile(cfgPath)
-	if err := json.Unmarshal(data, &spec); err != nil {
-		t.Fatal(err)
-	}
-	proc := spec["process"].(map[string]any)
-	proc["terminal"] = false
-	proc["args"] = []string{"/bin/busybox", "sh", "-c", script}
-	proc["env"] = []string{"PATH=/bin:/usr/bin"}
-	spec["root"] = map[string]any{"path": "rootfs", "readonly": false}
-	edit(spec, proc)
-	data, _ = json.Marshal(spec)
-	if err := os.WriteFile(cfgPath, data, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	writeRuncSpec(t, "/usr/sbin/runc", bundle, func(spec, proc map[string]any) {
+		proc["terminal"] = false
+		proc["args"] = []string{"/bin/busybox", "sh", "-c", script}
+		proc["env"] = []string{"PATH=/bin:/usr/bin"}
+		spec["root"] = map[string]any{"path": "rootfs", "readonly": false}
+		edit(spec, proc)
+	})
 }
 
 // TestVMRuncContainer runs the file operations of the list in a real runc

@@ -61,13 +61,20 @@ func decodeSysfile(raw []byte, n names, sys *Syscall) (event.Event, error) {
 // rest by attachAll) watch file syscalls, and which could not attach: openat2
 // (5.6) may be missing; the others are as old as Linux.
 func (l *loader) fileSyscallStatus() FeatureStatus {
-	n := len(programsOf(l.fileSyscalls))
-	if n == 0 || len(l.fileMissing) == n {
-		return FeatureStatus{Reason: "file selectors are not evaluated: no syscall tracepoint attached: " + strings.Join(l.fileMissing, "; ")}
+	return syscallSetStatus(l.fileSyscalls, l.fileMissing, "file")
+}
+
+// syscallSetStatus is the status of a set of syscall tracepoint programs
+// (what: the selectors they serve, "file" or "network"), given the reasons of
+// those that could not attach.
+func syscallSetStatus(set any, missing []string, what string) FeatureStatus {
+	n := len(programsOf(set))
+	if n == 0 || len(missing) == n {
+		return FeatureStatus{Reason: what + " selectors are not evaluated: no syscall tracepoint attached: " + strings.Join(missing, "; ")}
 	}
 	st := FeatureStatus{Available: true}
-	if len(l.fileMissing) > 0 {
-		st.Reason = "file syscalls not seen: " + strings.Join(l.fileMissing, "; ")
+	if len(missing) > 0 {
+		st.Reason = what + " syscalls not seen: " + strings.Join(missing, "; ")
 	}
 	return st
 }

@@ -291,13 +291,9 @@ func (w *watching) attachEmpty(b *testing.B) {
 		b.Fatal(err)
 	}
 	for _, name := range programNames((*fileSyscallPrograms)(nil)) {
-		parts := strings.Split(prod.Programs[name].SectionName, "/")
-		if len(parts) != 3 {
-			b.Fatalf("%s: section %q names no tracepoint", name, prod.Programs[name].SectionName)
-		}
-		l, err := link.Tracepoint(parts[1], parts[2], w.empty, nil)
-		if err != nil {
-			b.Fatalf("attach the empty program at %s: %v", prod.Programs[name].SectionName, err)
+		l, st := attachTracepoint(prod.Programs[name], w.empty)
+		if l == nil {
+			b.Fatalf("attach the empty program at %s: %s", prod.Programs[name].SectionName, st.Reason)
 		}
 		w.links = append(w.links, l)
 	}

@@ -204,8 +204,18 @@ func Bench() error {
 // that cannot be had is skipped with the reason), then internal/peerbench runs
 // the exec, fork and file loops under each agent and a load phase, and two
 // tables are printed: each loop's time as a ratio to no agent, and each agent's
-// CPU, memory and losses. Not part of Test: it needs peers and a long VM run.
+// CPU, memory and losses. PEERS_TABLES_FROM=<saved output> prints the tables of
+// an earlier run instead. Not part of Test: it needs peers and a long VM run.
 func BenchPeers() error {
+	if saved := os.Getenv("PEERS_TABLES_FROM"); saved != "" {
+		// The tables again from a saved run's output (its go test -v log), no VM.
+		f, err := os.Open(saved)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		return peerTables(f, os.Stdout)
+	}
 	if os.Getenv("PEERS_BUILD") != "0" {
 		build := exec.Command("scripts/peers-build.sh", strings.Split(envOr("PEERS", "auditd,tetragon,sysdig"), ",")...)
 		build.Stdout, build.Stderr = os.Stdout, os.Stderr
@@ -321,15 +331,15 @@ func peerTables(r io.Reader, w io.Writer) error {
 	}
 	fmt.Fprintln(w, "\nAgents under a container exec loop (medians of runs; CPU is the agent's threads, user and kernel, in guest-clock ns):")
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "agent\tagent-ns/event\tshare of a core at 5k events/s\tkernel-thread-ns/event\tevents/s reached\tRSS MiB\tlost (own counter)\tmarker execs missing\t")
+	fmt.Fprintln(tw, "agent\tagent-ns/event\tshare of a core at 5k events/s\tkernel-thread-ns/event\tevents/s reached\tRSS MiB\tof it anon MiB\tlost (own counter)\tmarker execs missing\t")
 	for _, a := range loadAgents {
 		m := load[a]
 		lost := fmt.Sprintf("%.0f", median(m["lost"]))
 		if median(m["lost"]) < 0 {
 			lost = "n/a (see notes)"
 		}
-		fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%.0f\t%.0f\t%.1f\t%s\t%.0f of %.0f\t\n", a, median(m["agent-ns/event"]), median(m["%core@5k-events/s"]),
-			median(m["kthread-ns/event"]), median(m["events/s"]), median(m["MiB-rss"]), lost, median(m["missing-execs"]), median(m["execs"]))
+		fmt.Fprintf(tw, "%s\t%.0f\t%.1f%%\t%.0f\t%.0f\t%.1f\t%.1f\t%s\t%.0f of %.0f\t\n", a, median(m["agent-ns/event"]), median(m["%core@5k-events/s"]),
+			median(m["kthread-ns/event"]), median(m["events/s"]), median(m["MiB-rss"]), median(m["MiB-anon"]), lost, median(m["missing-execs"]), median(m["execs"]))
 	}
 	if err := tw.Flush(); err != nil {
 		return err

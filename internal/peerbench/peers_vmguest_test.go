@@ -255,8 +255,9 @@ func loadPhase(b *testing.B, a *agent, i, n int) {
 	lost1, lostWhat := a.lost()
 	events := float64(3 * execs) // fork, exec, exit of each marker process
 	// One line a run, parsed by mage's peer table (a parent benchmark reports no metrics).
-	fmt.Printf("PEER-LOAD %s agent-ns/event=%.0f %%core@5k-events/s=%.2f kthread-ns/event=%.0f events/s=%.0f MiB-rss=%.1f lost=%d missing-execs=%d execs=%d\n",
-		a.name, float64(cpu)/events, float64(cpu)/events*5000/1e9*100, float64(kt)/events, events/elapsed.Seconds(), float64(a.rssKB())/1024, lostDelta(lost0, lost1), want-got, want)
+	fmt.Printf("PEER-LOAD %s agent-ns/event=%.0f %%core@5k-events/s=%.2f kthread-ns/event=%.0f events/s=%.0f MiB-rss=%.1f MiB-anon=%.1f lost=%d missing-execs=%d execs=%d\n",
+		a.name, float64(cpu)/events, float64(cpu)/events*5000/1e9*100, float64(kt)/events, events/elapsed.Seconds(), float64(a.memKB("VmRSS:"))/1024, float64(a.memKB("RssAnon:"))/1024,
+		lostDelta(lost0, lost1), want-got, want)
 	b.Logf("PEER-LOAD %s: %d of %d marker execs in its output; its loss counter (%s) rose by %d", a.name, got, want, lostWhat, lost1-lost0)
 }
 
@@ -411,12 +412,16 @@ func schedNanos(pids []int) int64 {
 	return sum
 }
 
-func (a *agent) rssKB() int64 {
+// memKB sums a memory line of the agent's processes' /proc status (kB): VmRSS,
+// everything resident in its address space, the pages of its binary and of the
+// BPF maps it mapped (ring buffers) included; RssAnon, the memory it allocated
+// itself (heap, stacks).
+func (a *agent) memKB(field string) int64 {
 	var sum int64
 	for _, p := range a.procs {
 		data, _ := os.ReadFile("/proc/" + strconv.Itoa(p.Process.Pid) + "/status")
 		for _, line := range strings.Split(string(data), "\n") {
-			if v, ok := strings.CutPrefix(line, "VmRSS:"); ok {
+			if v, ok := strings.CutPrefix(line, field); ok {
 				kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
 				sum += kb
 			}

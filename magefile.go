@@ -224,7 +224,7 @@ func BenchPeers() error {
 		}
 	}
 	var buf bytes.Buffer
-	vm := exec.Command("go", "test", "-tags", "vmbench", "-run=^TestInVMPeers$", "-v", "-count=1", "-timeout=65m", "./internal/peerbench")
+	vm := exec.Command("go", "test", "-tags", "vmbench", "-run=^TestInVMPeers$", "-v", "-count=1", "-timeout=170m", "./internal/peerbench")
 	vm.Stdout, vm.Stderr = io.MultiWriter(os.Stdout, &buf), os.Stderr
 	if err := vm.Run(); err != nil {
 		return err

@@ -104,14 +104,14 @@ func TestInVMPeers(t *testing.T) {
 	}
 	files[ConfigPath] = cf
 	vmtest.Run(t, vmtest.Options{
-		Package: "./internal/peerbench", Tags: []string{"vmguest"}, Run: "^$", Timeout: 60 * time.Minute,
+		Package: "./internal/peerbench", Tags: []string{"vmguest"}, Run: "^$", Timeout: 160 * time.Minute, // six agents, three runs each: about 15 min an agent under TCG
 		Memory:           4096, // the guest's files are in its memory: three runs of every agent's output and the peers' binaries
 		InstructionClock: os.Getenv("VM_BENCH_CLOCK") != "host",
 		Binaries:         binaries,
 		Modules:          modules,
 		Files:            files,
 		Args: []string{"-test.bench=^BenchmarkVMPeers$", "-test.benchtime=" + envOr("PEERS_LOOPS", "100") + "x",
-			"-test.count=" + envOr("PEERS_COUNT", "3"), "-test.timeout=58m"},
+			"-test.count=" + envOr("PEERS_COUNT", "3"), "-test.timeout=155m"},
 	})
 }
 

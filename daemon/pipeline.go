@@ -147,6 +147,8 @@ func (p *pipeline) publishThrottled(d ecs.Doc) {
 	k := throttle.Key{Selectors: p.cur.Matched, Generation: p.cur.Generation, Type: uint8(p.cur.Op.Type())}
 	if c := p.curCtx; c != nil && c.Container != nil {
 		k.Container = c.Container.ID
+	} else {
+		k.PIDNS = p.cur.Process.PIDNamespace
 	}
 	ok, closed := p.throttle.Allow(k, time.Now(), d.Body, d.Stream)
 	if closed != nil {

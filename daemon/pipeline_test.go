@@ -43,17 +43,7 @@ func (s *sliceSource) Read() (event.Event, error) {
 func TestPipelineToFile(t *testing.T) {
 	const execs = 30
 	shell := event.Process{PID: 100, TID: 100, PPID: 1, PGID: 100, SID: 100, PIDNamespace: 2, Start: time.Second, Comm: "sh"}
-	var evs []event.Event
-	now := 2 * time.Second
-	for i := range execs {
-		child := shell
-		child.PID, child.TID, child.PPID, child.Start = uint32(1000+i), uint32(1000+i), 100, now
-		now += time.Millisecond
-		evs = append(evs, event.Event{Kind: event.Fork, Time: now, Process: child, ParentTID: shell.TID})
-		now += time.Millisecond
-		evs = append(evs, event.Event{Kind: event.ProcessDecision, Time: now, Process: child, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert, Path: "/tmp/miner", Matched: 1})
-		evs = append(evs, event.Event{Kind: event.Exec, Time: now, Process: child, Executable: "/tmp/miner", Filename: "/tmp/miner", Args: []string{"/tmp/miner"}, Cwd: "/"})
-	}
+	evs := minerExecs(shell, execs, 2*time.Second)
 	path := filepath.Join(t.TempDir(), "events.ndjson")
 	sink, err := NewFileSink(path, 1024, 3, discardLog{})
 	if err != nil {
@@ -112,6 +102,69 @@ func TestPipelineToFile(t *testing.T) {
 	sink.Counters(&c)
 	if c.Dropped != 0 || c.Acked != c.Published {
 		t.Errorf("counters %+v: every document written, none dropped", c)
+	}
+}
+
+// minerExecs are n children of shell, each forked, then exec'ing /tmp/miner,
+// logged and alerted.
+func minerExecs(shell event.Process, n int, now time.Duration) []event.Event {
+	var evs []event.Event
+	for i := range n {
+		child := shell
+		child.PID, child.TID, child.PPID, child.Start = shell.PID+uint32(1+i), shell.PID+uint32(1+i), shell.PID, now
+		now += time.Millisecond
+		evs = append(evs, event.Event{Kind: event.Fork, Time: now, Process: child, ParentTID: shell.TID})
+		now += time.Millisecond
+		evs = append(evs, event.Event{Kind: event.ProcessDecision, Time: now, Process: child, Op: policy.OpExec, Actions: policy.ActionLog | policy.ActionAlert, Path: "/tmp/miner", Matched: 1})
+		evs = append(evs, event.Event{Kind: event.Exec, Time: now, Process: child, Executable: "/tmp/miner", Filename: "/tmp/miner", Args: []string{"/tmp/miner"}, Cwd: "/"})
+	}
+	return evs
+}
+
+// TestThrottleByPIDNamespace: two workloads without a container (sandboxes in
+// pid namespaces 2 and 3) each get their own burst of alerts; a noisy one does
+// not use up the other's.
+func TestThrottleByPIDNamespace(t *testing.T) {
+	noisy := event.Process{PID: 100, TID: 100, PPID: 1, PGID: 100, SID: 100, PIDNamespace: 2, Start: time.Second, Comm: "sh"}
+	quiet := event.Process{PID: 5000, TID: 5000, PPID: 1, PGID: 5000, SID: 5000, PIDNamespace: 3, Start: time.Second, Comm: "sh"}
+	evs := append(minerExecs(noisy, 30, 2*time.Second), minerExecs(quiet, 2, 3*time.Second)...)
+	tab := proctree.New(proctree.Config{AgentID: "agent-1", HostPIDNamespace: 1, ProcRoot: t.TempDir(), Grace: time.Millisecond})
+	enc := ecs.NewEncoder(ecs.Agent{ID: "agent-1", Version: "t"}, host.Host{}, nil, time.Now(),
+		func(*event.Event) ([]string, error) { return []string{"miner"}, nil })
+	sink := &memSink{}
+	meta := func() (ecs.Meta, bool) { return ecs.Meta{Namespace: "t"}, true }
+	p := newPipeline(&sliceSource{evs: evs}, enrich.New(tab, nil), enc, sink, meta, throttle.New(throttle.Config{Rate: 0.001, Burst: 5}), discardLog{})
+	p.run()
+	alerts := map[uint32]int{} // parent pid → alerts (summaries excluded)
+	var summaries []string
+	for _, d := range sink.docs {
+		if d.Stream != "logs-cloud_defend.alerts-t" {
+			continue
+		}
+		var doc struct {
+			Message string
+			Process struct {
+				Parent struct{ PID uint32 }
+			}
+			CloudDefend struct {
+				Throttle *struct{ Suppressed float64 }
+			} `json:"cloud_defend"`
+		}
+		if err := json.Unmarshal(d.Body, &doc); err != nil {
+			t.Fatal(err)
+		}
+		if doc.CloudDefend.Throttle != nil {
+			summaries = append(summaries, doc.Message)
+			continue
+		}
+		alerts[doc.Process.Parent.PID]++
+	}
+	if alerts[noisy.PID] != 5 || alerts[quiet.PID] != 2 {
+		t.Errorf("alerts by parent: %v, want 5 of the noisy workload's and both of the quiet one's", alerts)
+	}
+	// The noisy workload's window is summarized when the pipeline ends.
+	if len(summaries) != 1 || !strings.Contains(summaries[0], "25 alerts suppressed for container (none, pid namespace 2)") {
+		t.Errorf("summaries %q, want one for the noisy workload's pid namespace", summaries)
 	}
 }
 

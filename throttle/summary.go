@@ -60,7 +60,7 @@ func Document(s Summary, cfg Config, now time.Time) (id string, body []byte, err
 	}
 	container := s.Key.Container
 	if container == "" {
-		container = "(none)"
+		container = "(none, pid namespace " + strconv.FormatUint(uint64(s.Key.PIDNS), 10) + ")"
 	} else if len(container) > 12 {
 		container = container[:12]
 	}

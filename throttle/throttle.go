@@ -27,9 +27,13 @@ type Config struct {
 }
 
 // Key is what alerts are throttled by: the container, and the selectors that
-// matched (their bits, of one policy generation and type).
+// matched (their bits, of one policy generation and type). A workload with no
+// container (a sandbox a node process made with unshare, say) is keyed by its
+// pid namespace instead, so that one such workload's alerts never use up
+// another's burst.
 type Key struct {
 	Container  string
+	PIDNS      uint32 // when Container is "": the workload's pid namespace
 	Selectors  uint64
 	Generation uint32
 	Type       uint8

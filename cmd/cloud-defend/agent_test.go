@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -69,7 +70,15 @@ func TestAgentManaged(t *testing.T) {
 			}
 			time.Sleep(100 * time.Millisecond)
 		}
-		t.Fatalf("no alert for selector %s in %s (streams: %v)", selector, stream, es.Streams())
+		// What did come: each alert's selectors and parent, and summaries.
+		var seen []string
+		for _, d := range es.Docs(stream) {
+			cd, _ := d["cloud_defend"].(map[string]any)
+			proc, _ := d["process"].(map[string]any)
+			parent, _ := proc["parent"].(map[string]any)
+			seen = append(seen, fmt.Sprintf("%v by parent %v: %v", cd["matched_selectors"], parent["pid"], d["message"]))
+		}
+		t.Fatalf("no alert for selector %s with parent %d in %s within 15 s (streams: %v); its alerts:\n%s", selector, ctr.Process.Pid, stream, es.Streams(), strings.Join(seen, "\n"))
 		return nil
 	}
 	d := alertFor("trueRuns", 1)

@@ -250,6 +250,7 @@ func peerTables(r io.Reader, w io.Writer) error {
 	var agents, loops []string
 	cells := map[string]map[string]float64{}   // loop → agent → median loop-ns/op
 	drained := map[string]map[string]float64{} // loop → agent → median of loop + drain
+	reports := map[string]map[string]float64{} // loop → agent → median reports per file operation
 	for _, res := range results {
 		rest, ok := strings.CutPrefix(res.name, "BenchmarkVMPeers/")
 		if !ok {
@@ -263,10 +264,13 @@ func peerTables(r io.Reader, w io.Writer) error {
 			agents = append(agents, agent)
 		}
 		if cells[loop] == nil {
-			cells[loop], drained[loop] = map[string]float64{}, map[string]float64{}
+			cells[loop], drained[loop], reports[loop] = map[string]float64{}, map[string]float64{}, map[string]float64{}
 			loops = append(loops, loop)
 		}
 		cells[loop][agent] = median(res.metrics["loop-ns/op"])
+		if r := res.metrics["reports/fileop"]; len(r) > 0 {
+			reports[loop][agent] = median(r)
+		}
 		var sums []float64
 		for i, v := range res.metrics["loop-ns/op"] {
 			if i < len(res.metrics["drain-ns/op"]) {
@@ -303,6 +307,27 @@ func peerTables(r io.Reader, w io.Writer) error {
 	if err := ratios("\nThe same with the time each agent stays busy after the loop (events it had not finished with) added:", drained); err != nil {
 		return err
 	}
+	// Whether each agent did the job: its reports of the file loops' operations.
+	fmt.Fprintln(w, "\nReports in each agent's output per file operation of the loop (1: one per operation; 0: the loop's operations are not what it watches):")
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "loop\t"+strings.Join(agents[1:], "\t")+"\t")
+	for _, loop := range loops {
+		if len(reports[loop]) == 0 {
+			continue
+		}
+		row := []string{loop}
+		for _, a := range agents[1:] {
+			if v, ok := reports[loop][a]; ok {
+				row = append(row, fmt.Sprintf("%.2f", v))
+			} else {
+				row = append(row, "-")
+			}
+		}
+		fmt.Fprintln(tw, strings.Join(row, "\t")+"\t")
+	}
+	if err := tw.Flush(); err != nil {
+		return err
+	}
 	load := map[string]map[string][]float64{}
 	var loadAgents []string
 	var notes []string
@@ -330,7 +355,7 @@ func peerTables(r io.Reader, w io.Writer) error {
 		}
 	}
 	fmt.Fprintln(w, "\nAgents under a container exec loop (medians of runs; CPU is the agent's threads, user and kernel, in guest-clock ns):")
-	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	tw = tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(tw, "agent\tagent-ns/event\tshare of a core at 5k events/s\tkernel-thread-ns/event\tevents/s reached\tRSS MiB\tof it anon MiB\tlost (own counter)\tmarker execs missing\t")
 	for _, a := range loadAgents {
 		m := load[a]

@@ -105,7 +105,15 @@ func BenchmarkVMPeers(b *testing.B) {
 			for _, loop := range loops {
 				b.Run(loop, func(b *testing.B) {
 					if kind, ok := strings.CutPrefix(loop, "File/"); ok {
+						before := a.settled(fileOps)
 						runFileLoop(b, self, kind)
+						defer func() {
+							if a.fileOp == nil {
+								return
+							}
+							// After the drain: what the agent reported of the loop's operations.
+							b.ReportMetric(float64(a.settled(fileOps)-before)/float64(b.N*FileScale), "reports/fileop")
+						}()
 					} else {
 						body := "( : )"
 						if loop == "Exec" {
@@ -280,6 +288,7 @@ type agent struct {
 	kthreads []string // names of kernel threads working for it
 	warned   bool
 	match    func(line, marker string) bool // does this output line report an exec of marker?
+	fileOp   func(line string) bool         // does it report an operation on a file under benchDir (one line per operation)?
 	lostf    func() (int64, string)         // its own loss counter and what it is
 	stopf    func()
 }
@@ -307,7 +316,11 @@ func (a *agent) stop() {
 	}
 }
 
-// count is how many of the agent's output lines so far report an exec of marker.
+// fileOps is count's key for the reports of operations on the loops' files.
+const fileOps = "\x00file-ops"
+
+// count is how many of the agent's output lines so far report an exec of marker
+// (or, for fileOps, an operation on a file under benchDir).
 // Each agent writes one file, never rotated (rotation would take lines away from
 // the count), read once: from where the last count stopped, every whole line
 // checked against every marker.
@@ -333,6 +346,9 @@ func (a *agent) count(marker string) int {
 	}
 	a.offset += int64(end + 1)
 	for _, line := range strings.Split(string(data[:end]), "\n") {
+		if a.fileOp != nil && a.fileOp(line) {
+			a.seen[fileOps]++
+		}
 		for _, m := range a.markers {
 			if strings.Contains(line, m) && a.match(line, m) {
 				a.seen[m]++
@@ -357,6 +373,21 @@ func (a *agent) quiesce() time.Duration {
 		}
 	}
 	return time.Since(start)
+}
+
+// settled is count once it has stopped growing for a second (its output is
+// written behind its work; at most 20 s).
+func (a *agent) settled(marker string) int {
+	n := a.count(marker)
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
+		time.Sleep(time.Second)
+		m := a.count(marker)
+		if m == n {
+			break
+		}
+		n = m
+	}
+	return n
 }
 
 func (a *agent) lost() (int64, string) {
@@ -627,6 +658,9 @@ func startOurs(name string, i int) (*agent, error) {
 	a.match = func(line, marker string) bool {
 		return strings.Contains(line, `"executable":"`+marker+`"`) && strings.Contains(line, `"action":"exec"`)
 	}
+	a.fileOp = func(line string) bool {
+		return strings.Contains(line, `"dataset":"cloud_defend.file"`) && strings.Contains(line, `"`+benchDir+"/")
+	}
 	a.lostf = func() (int64, string) {
 		// The newest metrics document's count of kernel events the ring had no room for.
 		data, _ := os.ReadFile(out)
@@ -672,13 +706,18 @@ func startAuditd(name string) (*agent, error) {
 	a := &agent{name: name, procs: []*exec.Cmd{cmd}, out: out, kthreads: []string{"kauditd"}}
 	// auditd enables auditing once it has registered; rules go in after.
 	time.Sleep(2 * time.Second)
-	for _, rule := range [][]string{{"-D"}, {"-b", "8192"}, {"-a", "always,exit", "-F", "arch=b64", "-S", "execve"}, {"-w", "/etc", "-p", "wa"}, {"-w", "/usr/bin", "-p", "wa"}, {"-e", "1"}} {
+	for _, rule := range [][]string{{"-D"}, {"-b", "8192"}, {"-a", "always,exit", "-F", "arch=b64", "-S", "execve"}, {"-w", "/etc", "-p", "wa", "-k", "peerbench"}, {"-w", "/usr/bin", "-p", "wa", "-k", "peerbench"}, {"-e", "1"}} {
 		if o, err := exec.Command("/sbin/auditctl", rule...).CombinedOutput(); err != nil {
 			return a, fmt.Errorf("auditctl %s: %v: %s", strings.Join(rule, " "), err, o)
 		}
 	}
 	a.match = func(line, marker string) bool {
 		return strings.HasPrefix(line, "type=SYSCALL") && strings.Contains(line, " syscall=59 ") && strings.Contains(line, `exe="`+marker+`"`)
+	}
+	// A watch's event is a SYSCALL record with the watch's key (its PATH
+	// records follow); only the loops write under /etc.
+	a.fileOp = func(line string) bool {
+		return strings.HasPrefix(line, "type=SYSCALL") && strings.Contains(line, ` key="peerbench"`)
 	}
 	a.lostf = func() (int64, string) {
 		o, _ := exec.Command("/sbin/auditctl", "-s").Output()
@@ -718,6 +757,9 @@ func startTetragon(name string) (*agent, error) {
 	a := &agent{name: name, procs: []*exec.Cmd{cmd}, out: out}
 	a.match = func(line, marker string) bool {
 		return strings.HasPrefix(line, `{"process_exec"`) && strings.Contains(line, `"binary":"`+marker+`"`)
+	}
+	a.fileOp = func(line string) bool {
+		return strings.HasPrefix(line, `{"process_kprobe"`) && strings.Contains(line, `"`+benchDir) // a path hook's path is the directory
 	}
 	a.lostf = func() (int64, string) {
 		o, err := exec.Command("/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:2112/metrics").Output()

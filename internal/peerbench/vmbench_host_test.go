@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -23,7 +24,8 @@ import (
 // not built is skipped with the reason, printed in the benchmark output.
 // $PEERS (default "auditd,tetragon") chooses the peers; $PEERS_LOOPS (default
 // 100) the iterations of a loop; $PEERS_LOAD (default 1700) the load phase's
-// marker execs; $PEERS_COUNT (default 3) the runs of each loop.
+// marker execs; $PEERS_COUNT (default 3) the runs of each loop; $PEERS_OURS
+// (default all three) which of our configurations run.
 func TestInVMPeers(t *testing.T) {
 	cache := envOr("PEERS_CACHE", "/var/cache/cloud-defend-peers")
 	dir := t.TempDir()
@@ -37,10 +39,19 @@ func TestInVMPeers(t *testing.T) {
 	if out, err := build.CombinedOutput(); err != nil {
 		t.Fatalf("build cloud-defend: %v\n%s", err, out)
 	}
-	cfg := Config{Agents: []string{"none", "ours-default", "ours-sel64", "ours-job"}, Skipped: map[string]string{},
+	cfg := Config{Agents: []string{"none"}, Skipped: map[string]string{},
 		Loops: atoi(t, envOr("PEERS_LOOPS", "100")), Load: atoi(t, envOr("PEERS_LOAD", "1700"))}
 	files := map[string]string{"/peers/cloud-defend": bin}
 	var binaries, modules []string
+	// $PEERS_OURS: our configurations ("-": none, to look at a peer alone).
+	if ours := envOr("PEERS_OURS", "ours-default,ours-sel64,ours-job"); ours != "-" {
+		for _, o := range strings.Split(ours, ",") {
+			if !slices.Contains([]string{"ours-default", "ours-sel64", "ours-job"}, o) {
+				t.Fatalf("unknown configuration %q in $PEERS_OURS (known: ours-default, ours-sel64, ours-job)", o)
+			}
+			cfg.Agents = append(cfg.Agents, o)
+		}
+	}
 	for _, peer := range strings.Split(envOr("PEERS", "auditd,tetragon,sysdig"), ",") {
 		switch peer {
 		case "auditd":
@@ -116,27 +127,31 @@ func TestInVMPeers(t *testing.T) {
 }
 
 // tetragonPolicy is the job in Tetragon's terms (its base sensor reports every
-// exec without a policy): writes under /etc and /usr/bin reported from the
-// security_file_permission kprobe (MAY_WRITE), and a write to /usr/bin by a
-// process named bench-deny killed, which the loops never run: what blocking
-// costs when nothing is blocked, as our default policy's alert on executable
-// changes.
+// exec without a policy): opens with write intent under /etc and /usr/bin
+// reported from the security_file_open kprobe (the file's f_mode has
+// FMODE_WRITE, read with Tetragon's resolve: what auditd's -p w and our
+// modifyFile report; an open with O_CREAT is one of them), unlink, chmod and
+// rename there from the LSM path hooks, and an open for writing under /usr/bin
+// by a process named bench-deny killed (Sigkill), which the loops never run:
+// what blocking costs when nothing is blocked, as our default policy's alert
+// on executable changes.
 var tetragonPolicy = `apiVersion: cilium.io/v1alpha1
 kind: TracingPolicy
 metadata:
   name: peerbench-file-watch
 spec:
   kprobes:
-  - call: "security_file_permission"
+  - call: "security_file_open"
     syscall: false
     args:
     - index: 0
       type: "file"
-    - index: 1
+    - index: 0
       type: "int"
+      resolve: "f_mode"
     selectors:
-` + watchedPrefixes + `      - index: 1
-        operator: "Equal"
+` + watchedPrefixes + `      - args: [1]
+        operator: "Mask"
         values:
         - "2"
     - matchBinaries:
@@ -144,14 +159,18 @@ spec:
         values:
         - "/usr/bin/bench-deny"
       matchArgs:
-      - index: 0
+      - args: [0]
         operator: "Prefix"
         values:
         - "/usr/bin/"
+      - args: [1]
+        operator: "Mask"
+        values:
+        - "2"
       matchActions:
       - action: Sigkill
 ` + tetragonPathKprobe("security_path_unlink", true) + tetragonPathKprobe("security_path_chmod", false) +
-	tetragonPathKprobe("security_path_rename", true) + tetragonPathKprobe("security_path_mknod", true)
+	tetragonPathKprobe("security_path_rename", true)
 
 // tetragonPathKprobe is a kprobe on an LSM path hook reporting the operations
 // under /etc and /usr/bin: its path argument, and its dentry (the name made,
@@ -175,7 +194,7 @@ func tetragonPathKprobe(call string, dentry bool) string {
 // watchedPrefixes is a selector's first condition: argument 0 under /etc or
 // /usr/bin.
 const watchedPrefixes = `    - matchArgs:
-      - index: 0
+      - args: [0]
         operator: "Prefix"
         values:
         - "/etc/"

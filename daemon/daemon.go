@@ -10,6 +10,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"runtime/debug"
 	"strings"
 	"sync"
 	"time"
@@ -100,6 +101,10 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	d.engine = engine
 	defer engine.Close()
+	// Loading decoded the BPF object and the kernel's BTF: garbage now, and
+	// the largest heap this daemon has. Give it back rather than keep it
+	// resident until the scavenger gets to it.
+	debug.FreeOSMemory()
 	if cfg.Sink == nil {
 		// Nowhere to send events (the agent's data path failed): the
 		// controller reports why and the policy is still enforced.

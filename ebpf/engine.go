@@ -154,6 +154,7 @@ func Open(opts Options) (*Engine, error) {
 		e.Close()
 		return nil, err
 	}
+	e.releaseSpec()
 	return e, nil
 }
 

@@ -18,6 +18,9 @@ import (
 type loader struct {
 	spec  *ebpf.CollectionSpec
 	specs bpfobj.ProbeSpecs // typed view of spec
+	// btf is the kernel's (and its modules') BTF, decoded once for every
+	// program set's CO-RE relocations instead of once per set.
+	btf *btf.Cache
 
 	maps         bpfobj.ProbeMaps
 	telemetry    telemetryPrograms
@@ -61,7 +64,15 @@ func (l *loader) loadSpec(hostNS uint32, ringSize int) error {
 		l.specs.Events.MaxEntries = uint32(ringSize)
 	}
 	l.attached = map[string]link.Link{}
+	l.btf = btf.NewCache()
 	return nil
+}
+
+// releaseSpec drops the object's spec and the decoded kernel BTF once every
+// program is loaded and attached: several MiB of heap that nothing reads
+// again (a new policy fills maps; it loads no program).
+func (l *loader) releaseSpec() {
+	l.spec, l.specs, l.btf = nil, bpfobj.ProbeSpecs{}, nil
 }
 
 // load creates the maps (or takes the pinned ones, reused) and loads the
@@ -71,10 +82,10 @@ func (l *loader) loadSpec(hostNS uint32, ringSize int) error {
 // inode (the executable layer) is a module's type on many kernels. If overlayfs
 // is loaded only later, its files report LayerUnknown until the next start.
 func (l *loader) load(reused map[string]*ebpf.Map, fileSyscalls, netSyscalls bool) error {
-	if err := l.spec.LoadAndAssign(&l.maps, &ebpf.CollectionOptions{MapReplacements: reused}); err != nil {
+	if err := l.spec.LoadAndAssign(&l.maps, &ebpf.CollectionOptions{MapReplacements: reused, Cache: l.btf}); err != nil {
 		return fmt.Errorf("create BPF maps: %w", err)
 	}
-	shared := &ebpf.CollectionOptions{MapReplacements: mapsByName(&l.maps)}
+	shared := &ebpf.CollectionOptions{MapReplacements: mapsByName(&l.maps), Cache: l.btf}
 	if err := l.loadSet(&l.telemetry, shared); err != nil {
 		return err
 	}
@@ -83,7 +94,7 @@ func (l *loader) load(reused map[string]*ebpf.Map, fileSyscalls, netSyscalls boo
 		if err := l.loadSet(l.enforcement, shared); err != nil {
 			return err
 		}
-		if !lsmHookMissing(l.specs.EnforceInodeSetAcl.AttachTo) {
+		if !l.lsmHookMissing(l.specs.EnforceInodeSetAcl.AttachTo) {
 			l.acl = &aclPrograms{}
 			if err := l.loadSet(l.acl, shared); err != nil {
 				return err
@@ -95,7 +106,7 @@ func (l *loader) load(reused map[string]*ebpf.Map, fileSyscalls, netSyscalls boo
 		if err := l.loadSet(l.network, shared); err != nil {
 			return err
 		}
-		if acceptTakesArg() {
+		if l.acceptTakesArg() {
 			l.accept = &acceptArgPrograms{}
 		} else {
 			l.accept = &acceptPrograms{}
@@ -185,8 +196,8 @@ func (l *loader) closeObjects() {
 // lsmHookMissing reports whether this kernel lacks an LSM hook some kernels have
 // (inode_set_acl came in 6.2; before it, ACLs are set as xattrs, which
 // inode_setxattr sees).
-func lsmHookMissing(hook string) bool {
-	kernel, err := btf.LoadKernelSpec()
+func (l *loader) lsmHookMissing(hook string) bool {
+	kernel, err := l.btf.Kernel()
 	if err != nil {
 		return false // the load reports what is wrong
 	}
@@ -196,8 +207,8 @@ func lsmHookMissing(hook string) bool {
 
 // acceptTakesArg reports whether this kernel's inet_csk_accept is the 6.10 one,
 // (sk, struct proto_accept_arg *), rather than (sk, flags, err, kern).
-func acceptTakesArg() bool {
-	kernel, err := btf.LoadKernelSpec()
+func (l *loader) acceptTakesArg() bool {
+	kernel, err := l.btf.Kernel()
 	if err != nil {
 		return false
 	}

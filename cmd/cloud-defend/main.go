@@ -31,16 +31,23 @@ const (
 
 func main() {
 	// CLOUD_DEFEND_CPUPROFILE names a file for a CPU profile of the whole
-	// run: how a node's cost is investigated in the field.
+	// run, CLOUD_DEFEND_MEMPROFILE one for the heap as the run ends: how a
+	// node's cost is investigated in the field.
+	stopCPU := func() {}
 	if path := os.Getenv("CLOUD_DEFEND_CPUPROFILE"); path != "" {
 		if f, err := os.Create(path); err == nil && pprof.StartCPUProfile(f) == nil {
-			code := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
-			pprof.StopCPUProfile()
-			f.Close()
-			os.Exit(code)
+			stopCPU = func() { pprof.StopCPUProfile(); f.Close() }
 		}
 	}
-	os.Exit(run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	code := run(os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stopCPU()
+	if path := os.Getenv("CLOUD_DEFEND_MEMPROFILE"); path != "" {
+		if f, err := os.Create(path); err == nil {
+			_ = pprof.Lookup("heap").WriteTo(f, 0)
+			f.Close()
+		}
+	}
+	os.Exit(code)
 }
 
 const usage = `usage: cloud-defend <command> [arguments]

@@ -289,8 +289,10 @@ type agent struct {
 	warned   bool
 	match    func(line, marker string) bool // does this output line report an exec of marker?
 	fileOp   func(line string) bool         // does it report an operation on a file under benchDir (one line per operation)?
-	lostf    func() (int64, string)         // its own loss counter and what it is
-	stopf    func()
+	// lastMetrics is the newest of our metrics documents count has read.
+	lastMetrics string
+	lostf       func() (int64, string) // its own loss counter and what it is
+	stopf       func()
 }
 
 func (a *agent) stop() {
@@ -349,6 +351,9 @@ func (a *agent) count(marker string) int {
 		if a.fileOp != nil && a.fileOp(line) {
 			a.seen[fileOps]++
 		}
+		if strings.Contains(line, `"dataset":"cloud_defend.metrics"`) {
+			a.lastMetrics = line
+		}
 		for _, m := range a.markers {
 			if strings.Contains(line, m) && a.match(line, m) {
 				a.seen[m]++
@@ -375,12 +380,12 @@ func (a *agent) quiesce() time.Duration {
 	return time.Since(start)
 }
 
-// settled is count once it has stopped growing for a second (its output is
+// settled is count once it has stopped growing for two seconds (its output is
 // written behind its work; at most 20 s).
 func (a *agent) settled(marker string) int {
 	n := a.count(marker)
 	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); {
-		time.Sleep(time.Second)
+		time.Sleep(2 * time.Second)
 		m := a.count(marker)
 		if m == n {
 			break
@@ -633,7 +638,13 @@ func sel64Policy() string {
 	return b.String()
 }
 
-var droppedRe = regexp.MustCompile(`"dropped":\s*(\d+)`)
+// Our metrics document's loss counters: kernel events the ring had no room
+// for, and documents the output dropped.
+var (
+	ringDropsRe   = regexp.MustCompile(`"ring_drops":(\d+)`)
+	docsDroppedRe = regexp.MustCompile(`"docs_dropped":(\d+)`)
+	metricRe      = regexp.MustCompile(`"(events|ring_drops|docs_published|docs_dropped)":(\d+)`)
+)
 
 func startOurs(name string, i int) (*agent, error) {
 	dir := "/run/cloud-defend/" + name
@@ -661,15 +672,31 @@ func startOurs(name string, i int) (*agent, error) {
 	a.fileOp = func(line string) bool {
 		return strings.Contains(line, `"dataset":"cloud_defend.file"`) && strings.Contains(line, `"`+benchDir+"/")
 	}
+	const what = "cloud_defend.metrics.ring_drops + docs_dropped"
 	a.lostf = func() (int64, string) {
-		// The newest metrics document's count of kernel events the ring had no room for.
-		data, _ := os.ReadFile(out)
-		m := droppedRe.FindAllSubmatch(data, -1)
-		if len(m) == 0 {
-			return 0, "cloud_defend.metrics.dropped"
+		// The newest metrics document (written every second) that count has read.
+		a.count("")
+		if a.lastMetrics == "" {
+			return -1, what + " (no metrics document yet)"
 		}
-		v, _ := strconv.ParseInt(string(m[len(m)-1][1]), 10, 64)
-		return v, "cloud_defend.metrics.dropped"
+		var sum int64
+		for _, re := range []*regexp.Regexp{ringDropsRe, docsDroppedRe} {
+			m := re.FindStringSubmatch(a.lastMetrics)
+			if m == nil {
+				return -1, what + " (not in the metrics document)"
+			}
+			v, _ := strconv.ParseInt(m[1], 10, 64)
+			sum += v
+		}
+		return sum, what
+	}
+	a.stopf = func() {
+		a.count("")
+		var kv []string
+		for _, m := range metricRe.FindAllStringSubmatch(a.lastMetrics, -1) {
+			kv = append(kv, m[1]+"="+m[2])
+		}
+		fmt.Printf("PEER-NOTE %s at exit, its last metrics document: %s\n", name, strings.Join(kv, " "))
 	}
 	_ = i
 	return a, nil

@@ -29,9 +29,9 @@
 // Strings from documents are attacker-chosen (file names, argv): control
 // characters are shown escaped (\x1b), never sent to the terminal.
 //
-// Like the file output, Publish copies into a bounded queue and never blocks
-// the kernel reader; a terminal that cannot keep up costs dropped, counted
-// lines.
+// Like the file output, Publish copies into a bounded queue and, when it is
+// full, waits while the terminal takes lines; a terminal stuck for docq.Stall
+// (a paused pager, say) costs dropped, counted lines.
 package console
 
 import (
@@ -140,8 +140,8 @@ func (c *Console) write(b *docq.Batch) docq.Result {
 	return docq.Result{Docs: b.Len(), Bytes: int64(n)}
 }
 
-// Publish queues one document; it copies body and never blocks. It fails
-// only after Close.
+// Publish queues one document; it copies body, waiting for room while the
+// terminal takes lines (docq). It fails only after Close.
 func (c *Console) Publish(stream, id string, body []byte) error {
 	_, err := c.q.Publish(body)
 	return err

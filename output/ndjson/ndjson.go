@@ -3,12 +3,14 @@
 // output does. Each line is a document's body exactly as the Elasticsearch
 // output sends it as the source line of its _bulk create, followed by '\n'.
 //
-// Publish never blocks the caller (the kernel reader): it copies the document
-// into a queue bounded by bytes, drained by a writer goroutine that writes
-// what accumulated in as few write(2) calls as it can (one per batch, more
-// only across a rotation). There is no user-space buffer left behind a batch:
-// once drained, a document is in the OS. When the queue is full, documents
-// are dropped and counted; so are documents a write failed for (disk full).
+// Publish copies the document into a queue bounded by bytes, drained by a
+// writer goroutine that writes what accumulated in as few write(2) calls as it
+// can (one per batch, more only across a rotation). There is no user-space
+// buffer left behind a batch: once drained, a document is in the OS. When the
+// queue is full, Publish waits while the writer is writing (the caller, the
+// kernel reader, then leaves the burst in the kernel's ring buffer); when the
+// writer fails (disk full) or is stuck for docq.Stall, documents are dropped
+// and counted, as are documents a write failed for.
 // The writer keeps trying: after a failed write it closes the file, cut back
 // to its last whole line, and reopens it (or rotates) for the next batch, at
 // most once a second.
@@ -76,7 +78,7 @@ type Stats struct {
 	Published    int64 // documents handed to Publish
 	Written      int64 // documents written to the OS
 	Dropped      int64 // DroppedFull + DroppedError
-	DroppedFull  int64 // dropped because the queue was full (the writer could not keep up, or Close's deadline passed)
+	DroppedFull  int64 // dropped because the queue was full while the writer failed or was stuck (or Close's deadline passed)
 	DroppedError int64 // lost to write errors
 	Pending      int64 // documents queued or being written
 	PendingBytes int64
@@ -166,9 +168,10 @@ func defaults(cfg Config) Config {
 }
 
 // Publish queues one document; stream and id are not written (the body has
-// data_stream.* and event.id). It copies body and never blocks: when the
-// queue is full the document is dropped and counted (see Health). It fails
-// only after Close.
+// data_stream.* and event.id). It copies body; when the queue is full it waits
+// for the writer, or drops the document and counts it when the writer is
+// failing or stuck (see the package comment and Health). It fails only after
+// Close.
 func (x *Writer) Publish(stream, id string, body []byte) error {
 	_, err := x.q.Publish(body)
 	return err
@@ -203,7 +206,7 @@ func (x *Writer) Health() (degraded bool, message string) {
 	if c.DroppedFull+c.DroppedError > 0 && time.Since(c.LastDropAt) < RecentDrops {
 		var why []string
 		if c.DroppedFull > 0 {
-			why = append(why, fmt.Sprintf("%d because the %s could not keep up (queue of %s full)", c.DroppedFull, x.what(), words.Bytes(int64(x.queueLimit()))))
+			why = append(why, fmt.Sprintf("%d because the %s could not keep up (queue of %s full while it failed or was stuck)", c.DroppedFull, x.what(), words.Bytes(int64(x.queueLimit()))))
 		}
 		if c.DroppedError > 0 {
 			why = append(why, fmt.Sprintf("%d lost to write errors", c.DroppedError))

@@ -241,9 +241,10 @@ func (s *stalled) Write(p []byte) (int, error) {
 	return s.buf.Write(p)
 }
 
-// TestStalledWriter: with the writer stuck, Publish keeps returning at once
-// and what does not fit the queue is dropped, counted and reported; once the
-// writer moves again, Close writes what was queued.
+// TestStalledWriter: with the writer stuck, Publish waits for room once, for
+// docq.Stall, then returns at once; what does not fit the queue is dropped,
+// counted and reported; once the writer moves again, Close writes what was
+// queued.
 func TestStalledWriter(t *testing.T) {
 	s := &stalled{release: make(chan struct{})}
 	w := New(s, "", Config{QueueBytes: 64 << 10}, &testLog{})

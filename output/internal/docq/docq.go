@@ -1,9 +1,12 @@
 // Package docq is the bounded in-memory queue the non-Elasticsearch outputs
 // (output/ndjson, output/console) share: Publish copies a document into the
-// queue and never blocks; a drain goroutine hands what accumulated to the
-// sink in one batch. The queue is bounded by bytes: a document that does not
-// fit is dropped and counted, so a slow or stalled sink costs documents,
-// never the kernel reader's time.
+// queue; a drain goroutine hands what accumulated to the sink in one batch.
+// The queue is bounded by bytes. When it is full, Publish waits for room as
+// long as the sink is writing: a burst then backs up into the kernel's ring
+// buffer, many times the queue's size in events, and is written late rather
+// than lost. Only a sink that fails (its last batch ended in an error) or has
+// not finished a batch for Stall costs documents, dropped and counted, so a
+// dead disk or a stuck terminal never stops the kernel reader for longer.
 package docq
 
 import (
@@ -42,11 +45,17 @@ type Result struct {
 // Drain writes one batch. It runs on the queue's goroutine only.
 type Drain func(b *Batch) Result
 
+// Stall is how long Publish waits for room in a full queue while the sink
+// finishes no batch; past it, the sink counts as stuck and what does not fit
+// is dropped.
+const Stall = 2 * time.Second
+
 // Counters are the queue's numbers.
 type Counters struct {
 	Published    int64 // documents handed to Publish
 	Written      int64 // documents the sink took
-	DroppedFull  int64 // dropped because the queue was full (or the output closed)
+	DroppedFull  int64 // dropped because the queue was full while the sink failed or stalled (or the output closed)
+	Waits        int64 // times Publish waited for room (the sink was behind)
 	DroppedError int64 // lost to sink errors
 	Pending      int64 // documents queued or being written
 	PendingBytes int64
@@ -62,12 +71,16 @@ type Counters struct {
 type Queue struct {
 	limit, wakeAt int
 	drain         Drain
+	stall         time.Duration
 
 	mu        sync.Mutex
+	room      *sync.Cond // signalled when a batch is done and when the queue closes
 	cur       Batch // waiting for the drain goroutine
 	spare     Batch // the buffers of the batch drained last, for reuse
 	queued    int   // bytes in cur and in the batch being drained
 	inflight  int64 // documents in the batch being drained
+	batches   int64 // batches the sink has finished
+	stuck     bool  // a wait for room ran out: drop at once until a batch finishes
 	closed    bool
 	abandoned bool
 	c         Counters
@@ -81,14 +94,18 @@ type Queue struct {
 // included) not yet drained. The drain goroutine runs on Flush, when half the
 // limit is queued, and every interval.
 func New(limit int, interval time.Duration, drain Drain) *Queue {
-	q := &Queue{limit: limit, wakeAt: limit / 2, drain: drain,
+	q := &Queue{limit: limit, wakeAt: limit / 2, drain: drain, stall: Stall,
 		wake: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	q.room = sync.NewCond(&q.mu)
 	go q.run(interval)
 	return q
 }
 
-// Publish copies body into the queue. It never blocks: when the queue is
-// full the document is dropped and counted (false). Only after Close does it
+// Publish copies body into the queue. When the queue is full it waits for
+// room while the sink is writing (see the package comment); it drops the
+// document and counts it (false) when the sink's last batch failed, when no
+// batch finished for Stall (and from then on at once, until one does), or
+// when the document is larger than the whole queue. Only after Close does it
 // return an error.
 func (q *Queue) Publish(body []byte) (bool, error) {
 	n := len(body) + 1
@@ -98,6 +115,15 @@ func (q *Queue) Publish(body []byte) (bool, error) {
 		q.c.DroppedFull++
 		q.mu.Unlock()
 		return false, ErrClosed
+	}
+	if q.queued+n > q.limit && n <= q.limit && !q.c.Failing && !q.stuck {
+		q.c.Waits++
+		q.waitForRoom(n)
+		if q.closed {
+			q.c.DroppedFull++
+			q.mu.Unlock()
+			return false, ErrClosed
+		}
 	}
 	if q.queued+n > q.limit {
 		q.c.DroppedFull++
@@ -115,6 +141,32 @@ func (q *Queue) Publish(body []byte) (bool, error) {
 		q.Flush()
 	}
 	return true, nil
+}
+
+// waitForRoom waits, q.mu held, until n more bytes fit, the queue closes, the
+// sink fails, or no batch has finished for the stall time.
+func (q *Queue) waitForRoom(n int) {
+	q.Flush()
+	done := q.batches
+	timer := time.AfterFunc(q.stall, func() {
+		q.mu.Lock()
+		q.room.Broadcast()
+		q.mu.Unlock()
+	})
+	defer timer.Stop()
+	deadline := time.Now().Add(q.stall)
+	for q.queued+n > q.limit && !q.closed && !q.c.Failing {
+		if q.batches != done {
+			// The sink is making progress: give it the full stall time again.
+			done = q.batches
+			deadline = time.Now().Add(q.stall)
+			timer.Reset(q.stall)
+		} else if !time.Now().Before(deadline) {
+			q.stuck = true
+			return
+		}
+		q.room.Wait()
+	}
 }
 
 // Flush wakes the drain goroutine; it does not wait for it.
@@ -191,6 +243,9 @@ func (q *Queue) drainOnce() bool {
 	}
 	b.reset()
 	q.spare = b
+	q.batches++
+	q.stuck = false
+	q.room.Broadcast()
 	q.mu.Unlock()
 	return true
 }
@@ -207,6 +262,7 @@ func (q *Queue) Close(ctx context.Context, closed func()) error {
 		return nil
 	}
 	q.closed = true
+	q.room.Broadcast()
 	q.mu.Unlock()
 	close(q.stop)
 	select {

@@ -3,17 +3,20 @@ package docq
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 )
 
 // TestBound: the queue holds at most its limit in bytes, newlines included;
-// what does not fit is dropped, and every document is accounted for.
+// what does not fit while the sink is stuck is dropped once the stall time
+// has passed, and every document is accounted for.
 func TestBound(t *testing.T) {
 	release := make(chan struct{})
 	var got []string
-	q := New(100, time.Hour, func(b *Batch) Result {
+	q := newQueue(t, 100, 50*time.Millisecond, func(b *Batch) Result {
 		<-release
 		data := b.Data
 		for _, n := range b.Lens {
@@ -22,13 +25,15 @@ func TestBound(t *testing.T) {
 		}
 		return Result{Docs: b.Len(), Bytes: int64(len(b.Data))}
 	})
-	for _, body := range []string{strings.Repeat("a", 49), strings.Repeat("b", 49), "c", strings.Repeat("d", 200)} {
+	// c waits the stall time and is dropped; d is larger than the queue; e,
+	// with the sink still stuck, is dropped without waiting.
+	for _, body := range []string{strings.Repeat("a", 49), strings.Repeat("b", 49), "c", strings.Repeat("d", 200), "e"} {
 		if _, err := q.Publish([]byte(body)); err != nil {
 			t.Fatal(err)
 		}
 	}
 	c := q.Counters()
-	if c.Published != 4 || c.DroppedFull != 2 || c.Pending != 2 || c.PendingBytes != 100 {
+	if c.Published != 5 || c.DroppedFull != 3 || c.Waits != 1 || c.Pending != 2 || c.PendingBytes != 100 {
 		t.Errorf("counters %+v", c)
 	}
 	close(release)
@@ -74,5 +79,74 @@ func TestPartial(t *testing.T) {
 	q.Close(context.Background(), func() {})
 	if c := q.Counters(); c.Written != 2 || c.Failing {
 		t.Errorf("counters %+v", c)
+	}
+}
+
+// newQueue is New with the stall time set.
+func newQueue(t *testing.T, limit int, stall time.Duration, drain Drain) *Queue {
+	t.Helper()
+	q := New(limit, time.Hour, drain)
+	q.mu.Lock()
+	q.stall = stall
+	q.mu.Unlock()
+	return q
+}
+
+// TestBackpressure: a sink slower than the documents coming, but writing,
+// makes Publish wait for room instead of dropping: every document arrives,
+// in order.
+func TestBackpressure(t *testing.T) {
+	var got strings.Builder
+	q := newQueue(t, 100, time.Second, func(b *Batch) Result {
+		time.Sleep(5 * time.Millisecond)
+		got.Write(b.Data)
+		return Result{Docs: b.Len(), Bytes: int64(len(b.Data))}
+	})
+	var want strings.Builder
+	for i := range 200 {
+		doc := fmt.Sprintf("doc-%03d-%s", i, strings.Repeat("x", 10))
+		want.WriteString(doc + "\n")
+		if ok, err := q.Publish([]byte(doc)); !ok || err != nil {
+			t.Fatalf("document %d: %v %v", i, ok, err)
+		}
+	}
+	if err := q.Close(context.Background(), func() {}); err != nil {
+		t.Fatal(err)
+	}
+	c := q.Counters()
+	if c.DroppedFull != 0 || c.Written != 200 || c.Waits == 0 || got.String() != want.String() {
+		t.Errorf("counters %+v; written in order: %v", c, got.String() == want.String())
+	}
+}
+
+// TestFailingSinkDropsAtOnce: while the sink's last batch failed, a full
+// queue drops without waiting (a dead disk must not hold the reader up).
+func TestFailingSinkDropsAtOnce(t *testing.T) {
+	var stuck atomic.Bool
+	release := make(chan struct{})
+	q := newQueue(t, 100, time.Hour, func(b *Batch) Result {
+		if stuck.Load() {
+			<-release
+		}
+		return Result{Err: errors.New("disk full")}
+	})
+	defer close(release)
+	if _, err := q.Publish([]byte("first")); err != nil {
+		t.Fatal(err)
+	}
+	q.Flush()
+	for deadline := time.Now().Add(5 * time.Second); !q.Counters().Failing; time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("the failed batch was not recorded")
+		}
+	}
+	stuck.Store(true)
+	for range 10 {
+		if _, err := q.Publish([]byte(strings.Repeat("y", 30))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if c := q.Counters(); c.DroppedFull == 0 || c.Waits != 0 {
+		t.Errorf("counters %+v: drops at once, no waits", c)
 	}
 }

@@ -257,7 +257,11 @@ func (d *Daemon) periodic(ctx context.Context) {
 	// heartbeat goes as soon as an input is in force, the first metrics a
 	// period later, and a changed period applies from the last document sent.
 	var lastHB, lastMT time.Time
-	tick := time.NewTicker(time.Second)
+	const tickEvery = time.Second
+	// due: a period has passed, give or take half a tick (a tick that fires a
+	// little late must not push the next document a whole tick further).
+	due := func(now, last time.Time, period time.Duration) bool { return now.Sub(last)+tickEvery/2 >= period }
+	tick := time.NewTicker(tickEvery)
 	defer tick.Stop()
 	lim := d.pipe.throttle
 	for {
@@ -278,11 +282,11 @@ func (d *Daemon) periodic(ctx context.Context) {
 					d.pipe.publishSummary(s)
 				}
 			}
-			if lastHB.IsZero() || now.Sub(lastHB) >= hb {
+			if lastHB.IsZero() || due(now, lastHB, hb) {
 				d.sink.Publish(d.enc.Heartbeat(m, d.BlockingInForce(), now))
 				lastHB = now
 			}
-			if now.Sub(lastMT) >= mt {
+			if due(now, lastMT, mt) {
 				doc := d.enc.Metrics(m, d.Counters(), now)
 				suppressed, _ := lim.Stats()
 				doc.Body = throttle.AddMetric(doc.Body, suppressed)

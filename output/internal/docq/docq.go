@@ -75,12 +75,12 @@ type Queue struct {
 
 	mu        sync.Mutex
 	room      *sync.Cond // signalled when a batch is done and when the queue closes
-	cur       Batch // waiting for the drain goroutine
-	spare     Batch // the buffers of the batch drained last, for reuse
-	queued    int   // bytes in cur and in the batch being drained
-	inflight  int64 // documents in the batch being drained
-	batches   int64 // batches the sink has finished
-	stuck     bool  // a wait for room ran out: drop at once until a batch finishes
+	cur       Batch      // waiting for the drain goroutine
+	spare     Batch      // the buffers of the batch drained last, for reuse
+	queued    int        // bytes in cur and in the batch being drained
+	inflight  int64      // documents in the batch being drained
+	batches   int64      // batches the sink has finished
+	stuck     bool       // a wait for room ran out: drop at once until a batch finishes
 	closed    bool
 	abandoned bool
 	c         Counters

@@ -48,9 +48,10 @@ type Encoder interface {
 
 // Sink takes documents to where they go: Elasticsearch, a file, stdout, a
 // terminal. Publish is called by the event loop and the periodic documents'
-// loop, and must not block on I/O (a sink that cannot keep up drops and
-// counts); the encoder reuses d.Body once Publish returns, so a sink copies
-// what it keeps.
+// loop. It may wait while its writer catches up (a burst then backs up into
+// the kernel's ring), but never on a writer that fails or is stuck: that costs
+// documents, dropped and counted; the encoder reuses d.Body once Publish
+// returns, so a sink copies what it keeps.
 type Sink interface {
 	Publish(d ecs.Doc)
 	// Flush ends a batch: what Publish took goes to the OS (or the wire).

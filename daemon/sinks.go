@@ -20,8 +20,9 @@ type writer interface {
 }
 
 // local is a Sink over an output that writes on this node (stdout, a file, a
-// terminal): nothing is spooled, so what it cannot keep up with is dropped,
-// counted and reported, never waited for.
+// terminal): nothing is spooled; its queue waits for a writer that is writing
+// and drops what a failing or stuck one cannot take, counted and reported
+// (output/internal/docq).
 type local struct {
 	w     writer
 	stats func() (published, written, dropped int64)

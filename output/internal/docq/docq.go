@@ -80,7 +80,7 @@ type Queue struct {
 	queued    int        // bytes in cur and in the batch being drained
 	inflight  int64      // documents in the batch being drained
 	batches   int64      // batches the sink has finished
-	stuck     bool       // a wait for room ran out: drop at once until a batch finishes
+	stuck     bool       // a wait for room ran out: drop at once until a batch finishes within the stall time
 	closed    bool
 	abandoned bool
 	c         Counters
@@ -104,7 +104,8 @@ func New(limit int, interval time.Duration, drain Drain) *Queue {
 // Publish copies body into the queue. When the queue is full it waits for
 // room while the sink is writing (see the package comment); it drops the
 // document and counts it (false) when the sink's last batch failed, when no
-// batch finished for Stall (and from then on at once, until one does), or
+// batch finished for Stall (and from then on at once, until one finishes in
+// less than Stall), or
 // when the document is larger than the whole queue. Only after Close does it
 // return an error.
 func (q *Queue) Publish(body []byte) (bool, error) {
@@ -148,23 +149,26 @@ func (q *Queue) Publish(body []byte) (bool, error) {
 func (q *Queue) waitForRoom(n int) {
 	q.Flush()
 	done := q.batches
+	deadline := time.Now().Add(q.stall)
 	timer := time.AfterFunc(q.stall, func() {
 		q.mu.Lock()
 		q.room.Broadcast()
 		q.mu.Unlock()
 	})
 	defer timer.Stop()
-	deadline := time.Now().Add(q.stall)
-	for q.queued+n > q.limit && !q.closed && !q.c.Failing {
+	for q.queued+n > q.limit && !q.closed && !q.c.Failing && !q.stuck {
 		if q.batches != done {
 			// The sink is making progress: give it the full stall time again.
 			done = q.batches
 			deadline = time.Now().Add(q.stall)
-			timer.Reset(q.stall)
 		} else if !time.Now().Before(deadline) {
 			q.stuck = true
+			q.room.Broadcast() // every other waiter gives up too
 			return
 		}
+		// Armed before each wait for what is left (the callback needs q.mu,
+		// which Wait releases), so no wake-up is missed whatever the clock does.
+		timer.Reset(time.Until(deadline))
 		q.room.Wait()
 	}
 }
@@ -226,7 +230,9 @@ func (q *Queue) drainOnce() bool {
 	q.inflight = int64(len(b.Lens))
 	q.mu.Unlock()
 
+	start := time.Now()
 	r := q.drain(&b)
+	took := time.Since(start)
 
 	q.mu.Lock()
 	q.queued -= len(b.Data)
@@ -244,7 +250,12 @@ func (q *Queue) drainOnce() bool {
 	b.reset()
 	q.spare = b
 	q.batches++
-	q.stuck = false
+	if took < q.stall {
+		// A batch in less than the stall time: the sink writes again. (One
+		// slower than that is a stuck sink that moved once: waiting for the
+		// next would hold the caller for most of the time and save nothing.)
+		q.stuck = false
+	}
 	q.room.Broadcast()
 	q.mu.Unlock()
 	return true

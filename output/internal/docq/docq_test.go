@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -148,5 +149,75 @@ func TestFailingSinkDropsAtOnce(t *testing.T) {
 	}
 	if c := q.Counters(); c.DroppedFull == 0 || c.Waits != 0 {
 		t.Errorf("counters %+v: drops at once, no waits", c)
+	}
+}
+
+// TestStallWakeup: a publisher waiting on a stuck sink returns once the stall
+// time has passed, however the scheduler delays it (many queues at once,
+// allocation pressure); none sleeps on past its deadline.
+func TestStallWakeup(t *testing.T) {
+	stop := make(chan struct{})
+	defer close(stop)
+	for range 4 {
+		go func() { // allocation pressure: GC assists in the publishers
+			var keep [][]byte
+			for {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				if keep = append(keep, make([]byte, 4096)); len(keep) > 256 {
+					keep = nil
+				}
+			}
+		}()
+	}
+	release := make(chan struct{})
+	defer close(release)
+	var hung atomic.Int64
+	var wg sync.WaitGroup
+	for range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 50 {
+				q := newQueue(t, 10, 50*time.Microsecond, func(b *Batch) Result { <-release; return Result{Docs: b.Len()} })
+				_, _ = q.Publish([]byte("aaaaaaaaa")) // fills the queue; the sink takes it and never returns
+				done := make(chan struct{})
+				go func() { _, _ = q.Publish([]byte("b")); close(done) }()
+				select {
+				case <-done:
+				case <-time.After(time.Second): // the stall time is 50 µs
+					hung.Add(1)
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	if n := hung.Load(); n > 0 {
+		t.Errorf("%d of 800 Publish calls on a stuck sink never returned", n)
+	}
+}
+
+// TestSlowSinkCountsAsStuck: a sink whose batches take longer than the stall
+// time is stuck, though it moves now and then: after the first wait runs out,
+// a full queue drops at once instead of holding the caller for each batch.
+func TestSlowSinkCountsAsStuck(t *testing.T) {
+	q := newQueue(t, 100, 20*time.Millisecond, func(b *Batch) Result {
+		time.Sleep(30 * time.Millisecond)
+		return Result{Docs: b.Len(), Bytes: int64(len(b.Data))}
+	})
+	for deadline := time.Now().Add(300 * time.Millisecond); time.Now().Before(deadline); {
+		if _, err := q.Publish([]byte(strings.Repeat("z", 19))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := q.Close(context.Background(), func() {}); err != nil {
+		t.Fatal(err)
+	}
+	c := q.Counters()
+	if c.Waits > 2 || c.DroppedFull == 0 || c.Published != c.Written+c.DroppedFull+c.DroppedError {
+		t.Errorf("counters %+v: one wait, then drops at once; every document accounted for", c)
 	}
 }

@@ -638,13 +638,9 @@ func sel64Policy() string {
 	return b.String()
 }
 
-// Our metrics document's loss counters: kernel events the ring had no room
-// for, and documents the output dropped.
-var (
-	ringDropsRe   = regexp.MustCompile(`"ring_drops":(\d+)`)
-	docsDroppedRe = regexp.MustCompile(`"docs_dropped":(\d+)`)
-	metricRe      = regexp.MustCompile(`"(events|ring_drops|docs_published|docs_dropped)":(\d+)`)
-)
+// metricRe finds our metrics document's counters: events read, kernel events
+// the ring had no room for, documents published and dropped by the output.
+var metricRe = regexp.MustCompile(`"(events|ring_drops|docs_published|docs_dropped)":(\d+)`)
 
 func startOurs(name string, i int) (*agent, error) {
 	dir := "/run/cloud-defend/" + name
@@ -679,16 +675,16 @@ func startOurs(name string, i int) (*agent, error) {
 		if a.lastMetrics == "" {
 			return -1, what + " (no metrics document yet)"
 		}
-		var sum int64
-		for _, re := range []*regexp.Regexp{ringDropsRe, docsDroppedRe} {
-			m := re.FindStringSubmatch(a.lastMetrics)
-			if m == nil {
-				return -1, what + " (not in the metrics document)"
-			}
-			v, _ := strconv.ParseInt(m[1], 10, 64)
-			sum += v
+		c := map[string]int64{}
+		for _, m := range metricRe.FindAllStringSubmatch(a.lastMetrics, -1) {
+			c[m[1]], _ = strconv.ParseInt(m[2], 10, 64)
 		}
-		return sum, what
+		ring, ok1 := c["ring_drops"]
+		docs, ok2 := c["docs_dropped"]
+		if !ok1 || !ok2 {
+			return -1, what + " (not in the metrics document)"
+		}
+		return ring + docs, what
 	}
 	a.stopf = func() {
 		a.count("")
@@ -789,12 +785,12 @@ func startTetragon(name string) (*agent, error) {
 		return strings.HasPrefix(line, `{"process_kprobe"`) && strings.Contains(line, `"`+benchDir) // a path hook's path is the directory
 	}
 	a.lostf = func() (int64, string) {
-		o, err := exec.Command("/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:2112/metrics").Output()
+		lines, err := tetragonMetrics()
 		if err != nil {
 			return 0, "metrics unreadable"
 		}
 		var sum int64
-		for _, line := range strings.Split(string(o), "\n") {
+		for _, line := range lines {
 			if tetragonLossMetric(line) {
 				if f := strings.Fields(line); len(f) >= 2 {
 					v, _ := strconv.ParseFloat(f[len(f)-1], 64)
@@ -808,11 +804,11 @@ func startTetragon(name string) (*agent, error) {
 		// Its other counters of events it did not send (errors, the event
 		// cache that holds a kprobe event until its process is known, missed
 		// probes): the reason when its reports fall short of the loops'.
-		o, err := exec.Command("/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:2112/metrics").Output()
+		lines, err := tetragonMetrics()
 		if err != nil {
 			return
 		}
-		for _, line := range strings.Split(string(o), "\n") {
+		for _, line := range lines {
 			if f := strings.Fields(line); len(f) == 2 && !strings.HasPrefix(line, "#") && f[1] != "0" &&
 				(strings.Contains(f[0], "error") || strings.Contains(f[0], "event_cache") || strings.Contains(f[0], "missed")) {
 				fmt.Printf("PEER-NOTE tetragon at exit: %s\n", line)
@@ -820,6 +816,12 @@ func startTetragon(name string) (*agent, error) {
 		}
 	}
 	return a, nil
+}
+
+// tetragonMetrics is Tetragon's metrics page (over loopback), a line each.
+func tetragonMetrics() ([]string, error) {
+	o, err := exec.Command("/bin/busybox", "wget", "-q", "-O", "-", "http://127.0.0.1:2112/metrics").Output()
+	return strings.Split(string(o), "\n"), err
 }
 
 // tetragonLossMetric: does a metrics line count events Tetragon lost (its ring

@@ -105,9 +105,8 @@ func New(limit int, interval time.Duration, drain Drain) *Queue {
 // room while the sink is writing (see the package comment); it drops the
 // document and counts it (false) when the sink's last batch failed, when no
 // batch finished for Stall (and from then on at once, until one finishes in
-// less than Stall), or
-// when the document is larger than the whole queue. Only after Close does it
-// return an error.
+// less than Stall), or when the document is larger than the whole queue. Only
+// after Close does it return an error.
 func (q *Queue) Publish(body []byte) (bool, error) {
 	n := len(body) + 1
 	q.mu.Lock()
